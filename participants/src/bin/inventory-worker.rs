@@ -1,0 +1,6 @@
+//! The inventory worker process: consumes its command queue and relays its replies.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    participants::process::run_worker(participants::protocol::Participant::Inventory).await
+}

@@ -1,0 +1,161 @@
+//! The inventory cache in Redis (DESIGN.md §5): cache only, never the only copy of anything.
+//!
+//! Entries are JSON [`StockLevel`]s under `{namespace}:inv:{store}:{product}` with a short TTL.
+//! Every write goes through one Lua script that keeps whichever version is newer, so a slow reader
+//! that filled from an old snapshot can never put old stock back. When Redis fails, the cache
+//! steps aside for a moment and callers read Postgres: slower, never wrong.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use deadpool_redis::{Pool, Runtime, redis};
+use uuid::Uuid;
+
+use crate::inventory::StockLevel;
+
+const TTL_SECONDS: u64 = 30;
+/// A cache call slower than this counts as a failure: reads must not wait on a sick Redis.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failure, Redis is left alone this long before it is tried again.
+const BACK_OFF: Duration = Duration::from_secs(1);
+
+/// SET only when the stored version is older (or nothing is stored).
+const SET_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and tonumber(decoded['version']) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+";
+
+#[derive(Clone)]
+pub struct Cache {
+    pool: Pool,
+    namespace: Arc<str>,
+    set_if_newer: Arc<redis::Script>,
+    /// Milliseconds since the epoch until which Redis is skipped.
+    resting_until: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("namespace", &self.namespace).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("invalid REDIS_URL: {0}")]
+    Config(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("redis call timed out")]
+    Timeout,
+    #[error("redis is resting after a failure")]
+    Resting,
+}
+
+impl Cache {
+    /// Builds the pool; it connects lazily, so a Redis that is down does not stop start-up.
+    pub fn new(redis_url: &str, namespace: &str) -> Result<Self, CacheError> {
+        let pool = deadpool_redis::Config::from_url(redis_url)
+            .builder()
+            .map_err(|e| CacheError::Config(e.to_string()))?
+            .max_size(16)
+            .wait_timeout(Some(CALL_TIMEOUT))
+            .create_timeout(Some(CALL_TIMEOUT))
+            .recycle_timeout(Some(CALL_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| CacheError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            namespace: namespace.into(),
+            set_if_newer: Arc::new(redis::Script::new(SET_IF_NEWER)),
+            resting_until: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn key(&self, store_id: Uuid, product_id: Uuid) -> String {
+        format!("{}:inv:{store_id}:{product_id}", self.namespace)
+    }
+
+    /// The cached level, or `None` on a miss or when Redis is unavailable.
+    pub async fn get(&self, store_id: Uuid, product_id: Uuid) -> Option<StockLevel> {
+        let key = self.key(store_id, product_id);
+        let cached: Option<String> = self
+            .call(async |conn| redis::cmd("GET").arg(&key).query_async(conn).await)
+            .await
+            .ok()
+            .flatten();
+        let level = cached.and_then(|json| serde_json::from_str(&json).ok());
+        let outcome = if level.is_some() { "hit" } else { "miss" };
+        metrics::counter!("cache_requests_total", "outcome" => outcome).increment(1);
+        level
+    }
+
+    /// Stores `level` unless a newer version is cached. Failures are logged, never raised:
+    /// the entry simply expires or is refilled from Postgres.
+    pub async fn put(&self, level: &StockLevel) {
+        let key = self.key(level.store_id, level.product_id);
+        let json = serde_json::to_string(level).expect("stock levels serialize");
+        let script = self.set_if_newer.clone();
+        let result: Result<i64, _> = self
+            .call(async |conn| {
+                script.key(&key).arg(level.version).arg(&json).arg(TTL_SECONDS).invoke_async(conn).await
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, key, "cache write skipped");
+        }
+    }
+
+    /// Whether Redis answers a PING now (for readiness).
+    pub async fn ping(&self) -> bool {
+        let mut conn = match tokio::time::timeout(CALL_TIMEOUT, self.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            _ => return false,
+        };
+        let pong: Result<Result<String, _>, _> =
+            tokio::time::timeout(CALL_TIMEOUT, redis::cmd("PING").query_async(&mut conn)).await;
+        matches!(pong, Ok(Ok(_)))
+    }
+
+    async fn call<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, CallError> {
+        if now_millis() < self.resting_until.load(Ordering::Relaxed) {
+            return Err(CallError::Resting);
+        }
+        let result = tokio::time::timeout(CALL_TIMEOUT, async {
+            let mut conn = self.pool.get().await?;
+            Ok::<T, CallError>(op(&mut conn).await?)
+        })
+        .await
+        .unwrap_or(Err(CallError::Timeout));
+        if let Err(error) = &result {
+            metrics::counter!("cache_errors_total").increment(1);
+            tracing::warn!(%error, "redis unavailable; reading from Postgres for a while");
+            self.resting_until.store(now_millis() + BACK_OFF.as_millis() as u64, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}

@@ -1,0 +1,238 @@
+//! Store inventory: the stock level type and ledger shared with the orchestrator's API, and the
+//! inventory worker that takes shipments into stock.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    cache::Cache,
+    config::Simulation,
+    messaging::{
+        Exchange,
+        consumer::{HandleError, Handler},
+        outbox::{self, Outgoing},
+    },
+    protocol::{Command, Envelope, Reply},
+};
+
+/// One (store, product) row of stock, as cached and as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct StockLevel {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub reorder_threshold: i64,
+    pub target_level: i64,
+    pub version: i64,
+}
+
+impl StockLevel {
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
+
+    /// At or below the threshold: a replenishment is due unless one is already open.
+    pub fn is_low(&self) -> bool {
+        self.available() <= self.reorder_threshold
+    }
+}
+
+/// Why stock moved; stored as text in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum MovementReason {
+    /// An inventory row created or overwritten by `PUT` (the opening count).
+    StockSet,
+    Adjustment,
+    OrderReserved,
+    OrderFulfilled,
+    OrderCancelled,
+    ReplenishmentReceived,
+    /// Warehouse rows (store_id NULL) from here on.
+    WarehouseSet,
+    ShipmentDispatched,
+    ShipmentCancelled,
+}
+
+/// One ledger entry; `store_id` `None` is the central warehouse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Movement {
+    pub store_id: Option<Uuid>,
+    pub product_id: Uuid,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    pub reason: MovementReason,
+    pub reference: Option<Uuid>,
+}
+
+/// Appends ledger entries in one statement. A repeat of the same (reason, reference, place,
+/// product) violates `stock_movement_once`: the caller's transaction then rolls back whole.
+pub async fn record_movements(conn: &mut PgConnection, movements: &[Movement]) -> sqlx::Result<()> {
+    let movements: Vec<&Movement> =
+        movements.iter().filter(|m| m.on_hand_delta != 0 || m.reserved_delta != 0).collect();
+    if movements.is_empty() {
+        return Ok(());
+    }
+    let stores: Vec<Option<Uuid>> = movements.iter().map(|m| m.store_id).collect();
+    let products: Vec<Uuid> = movements.iter().map(|m| m.product_id).collect();
+    let on_hand: Vec<i64> = movements.iter().map(|m| m.on_hand_delta).collect();
+    let reserved: Vec<i64> = movements.iter().map(|m| m.reserved_delta).collect();
+    let reasons: Vec<String> = movements.iter().map(|m| m.reason.to_string()).collect();
+    let references: Vec<Option<Uuid>> = movements.iter().map(|m| m.reference).collect();
+    sqlx::query!(
+        "INSERT INTO stock_movement (store_id, product_id, on_hand_delta, reserved_delta, reason, reference)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::uuid[])",
+        &stores as &[Option<Uuid>],
+        &products,
+        &on_hand,
+        &reserved,
+        &reasons,
+        &references as &[Option<Uuid>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn fetch_level(conn: &mut PgConnection, store_id: Uuid, product_id: Uuid) -> sqlx::Result<Option<StockLevel>> {
+    sqlx::query_as!(
+        StockLevel,
+        "SELECT store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version
+         FROM inventory WHERE store_id = $1 AND product_id = $2",
+        store_id,
+        product_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Cache first; on a miss, Postgres, then fill the cache (never over a newer entry).
+pub async fn read_level(pool: &PgPool, cache: &Cache, store_id: Uuid, product_id: Uuid) -> sqlx::Result<Option<StockLevel>> {
+    if let Some(level) = cache.get(store_id, product_id).await {
+        return Ok(Some(level));
+    }
+    let level = fetch_level(&mut *pool.acquire().await?, store_id, product_id).await?;
+    if let Some(level) = &level {
+        cache.put(level).await;
+    }
+    Ok(level)
+}
+
+/// The inventory worker: handles `ReceiveShipment`.
+pub struct InventoryWorker {
+    pub cache: Cache,
+    pub simulation: Simulation,
+}
+
+impl Handler for InventoryWorker {
+    type Committed = Option<StockLevel>;
+
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+
+    fn pause(&self) -> Duration {
+        self.simulation.transit_delay
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<Option<StockLevel>, HandleError> {
+        let Command::ReceiveShipment { saga_id, shipment_id, store_id, product_id, quantity } = message.body()? else {
+            return Err(HandleError::Poison(format!("{} is not a store inventory command", message.message_type)));
+        };
+        let (reply, level) = if chance(self.simulation.receipt_failure_rate) {
+            let reason = "the store refused the delivery (simulated failure)".to_owned();
+            (Reply::ReceiptFailed { saga_id, reason }, None)
+        } else {
+            receive(tx, saga_id, shipment_id, store_id, product_id, quantity).await?
+        };
+        let mut messages = vec![Outgoing::reply(&reply)];
+        if let Reply::StockReceived { quantity, .. } = reply
+            && level.is_some()
+        {
+            let event = serde_json::json!({
+                "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
+                "product_id": product_id, "quantity": quantity,
+            });
+            messages.push(Outgoing::event(Exchange::InventoryEvents, "stock.replenished", Some(saga_id), event.clone()));
+            messages.push(Outgoing::event(Exchange::WarehouseEvents, "shipment.received", Some(saga_id), event));
+        }
+        outbox::enqueue(tx, &messages).await?;
+        Ok(level)
+    }
+
+    async fn after_commit(&self, level: Option<StockLevel>) {
+        if let Some(level) = level {
+            self.cache.put(&level).await;
+        }
+    }
+}
+
+/// Takes a dispatched shipment into stock. A repeat finds it received and answers the same; a
+/// shipment cancelled meanwhile is refused. The shipment row lock orders this against a cancel.
+async fn receive(
+    tx: &mut PgConnection,
+    saga_id: Uuid,
+    shipment_id: Uuid,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+) -> Result<(Reply, Option<StockLevel>), HandleError> {
+    let shipment = sqlx::query!(
+        "SELECT status, quantity FROM shipment WHERE id = $1 AND replenishment_id = $2 FOR UPDATE",
+        shipment_id,
+        saga_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let shipped = match shipment {
+        None => {
+            let reason = format!("no shipment {shipment_id} for replenishment {saga_id}");
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(s) if s.status == "received" => {
+            return Ok((Reply::StockReceived { saga_id, shipment_id, quantity: s.quantity }, None));
+        }
+        Some(s) if s.status == "cancelled" => {
+            let reason = format!("shipment {shipment_id} was cancelled");
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(s) => s.quantity,
+    };
+    if shipped != quantity {
+        tracing::warn!(shipped, quantity, "receipt quantity differs from the shipment; taking the shipment's");
+    }
+    sqlx::query!("UPDATE shipment SET status = 'received', updated_at = now() WHERE id = $1", shipment_id)
+        .execute(&mut *tx)
+        .await?;
+    let level = sqlx::query_as!(
+        StockLevel,
+        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
+         WHERE store_id = $1 AND product_id = $2
+         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
+        store_id,
+        product_id,
+        shipped
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
+    let movement = Movement {
+        store_id: Some(store_id),
+        product_id,
+        on_hand_delta: shipped,
+        reserved_delta: 0,
+        reason: MovementReason::ReplenishmentReceived,
+        reference: Some(saga_id),
+    };
+    record_movements(tx, &[movement]).await?;
+    Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
+}
+
+/// True with probability `rate`, from the randomness of a v4 UUID.
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && ((Uuid::new_v4().as_u128() >> 64) as f64 / 2f64.powi(64)) < rate
+}

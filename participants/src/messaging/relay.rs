@@ -1,0 +1,181 @@
+//! The outbox relay: publishes committed outbox rows in batches and marks them published only
+//! once the broker has confirmed every one.
+//!
+//! It is woken by `LISTEN outbox` (a trigger notifies on insert) and polls once a second besides,
+//! because notifications sent while the listener was reconnecting are lost. A crash between
+//! publish and mark publishes the batch again: consumers' inboxes make that harmless. Several
+//! relays may run at once; `FOR UPDATE SKIP LOCKED` gives each its own rows.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use lapin::{
+    BasicProperties, Channel, Confirmation,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use sqlx::{PgPool, postgres::PgListener};
+use uuid::Uuid;
+
+use super::{Exchange, Topology, connect, reconnect_delay};
+use crate::{
+    protocol::{Envelope, PROTOCOL_VERSION},
+    shutdown::Shutdown,
+};
+
+/// Rows published per transaction: enough to amortise the confirm round trip.
+const BATCH: i64 = 500;
+/// Fallback poll for notifications lost while reconnecting.
+const POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("message {0} has no route: is the topology declared?")]
+    Unroutable(Uuid),
+    #[error("broker refused message {0}")]
+    Nacked(Uuid),
+    #[error("outbox row {0} names an unknown exchange {1:?}")]
+    UnknownExchange(i64, String),
+}
+
+/// Fault injection for tests of idempotency: publish every message twice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayFaults {
+    pub publish_twice: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Relay {
+    pub pool: PgPool,
+    pub topology: Topology,
+    pub amqp_url: Arc<str>,
+    pub faults: RelayFaults,
+}
+
+impl Relay {
+    /// Runs until shutdown, reconnecting to the broker and the database as needed.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let mut failures = 0;
+        while !shutdown.is_triggered() {
+            match self.session(&mut shutdown, &mut failures).await {
+                Ok(()) => return,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, failures, "outbox relay interrupted; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.wait() => return,
+                        _ = tokio::time::sleep(reconnect_delay(failures)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn session(&self, shutdown: &mut Shutdown, failures: &mut u32) -> Result<(), RelayError> {
+        let connection = connect(&self.amqp_url, "outbox-relay").await?;
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("outbox").await?;
+        loop {
+            let published = self.publish_batch(&channel).await?;
+            *failures = 0;
+            if published as i64 == BATCH {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                notification = listener.recv() => { notification?; }
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Publishes up to [`BATCH`] unpublished rows and marks them published; returns how many.
+    pub async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query!(
+            r#"SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at
+               FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
+            BATCH
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let copies = if self.faults.publish_twice { 2 } else { 1 };
+        let mut confirms = Vec::with_capacity(rows.len() * copies);
+        for row in &rows {
+            let exchange: Exchange =
+                row.exchange.parse().map_err(|_| RelayError::UnknownExchange(row.id, row.exchange.clone()))?;
+            let envelope = Envelope {
+                version: PROTOCOL_VERSION,
+                message_id: row.message_id,
+                correlation_id: row.correlation_id,
+                sent_at: row.created_at,
+                message_type: row.message_type.clone(),
+                payload: row.body.clone(),
+            };
+            let body = envelope.encode();
+            let properties = properties(&envelope, row.created_at);
+            let options = BasicPublishOptions { mandatory: exchange.requires_route(), ..Default::default() };
+            for _ in 0..copies {
+                let confirm = channel
+                    .basic_publish(
+                        self.topology.exchange(exchange).into(),
+                        row.routing_key.as_str().into(),
+                        options,
+                        &body,
+                        properties.clone(),
+                    )
+                    .await?;
+                confirms.push((row.message_id, confirm));
+            }
+        }
+        for (message_id, confirm) in confirms {
+            match confirm.await? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_returned)) => return Err(RelayError::Unroutable(message_id)),
+                Confirmation::Nack(_) => return Err(RelayError::Nacked(message_id)),
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("messages_published_total").increment(rows.len() as u64);
+        Ok(rows.len())
+    }
+}
+
+/// AMQP properties: persistent, JSON, with the ids consumers and tracing tools look for.
+fn properties(envelope: &Envelope, created_at: DateTime<Utc>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("traceparent".into(), AMQPValue::LongString(LongString::from(traceparent(envelope))));
+    headers.insert("x-version".into(), AMQPValue::LongInt(PROTOCOL_VERSION as i32));
+    let mut properties = BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(envelope.message_id.to_string()))
+        .with_type(ShortString::from(envelope.message_type.as_str()))
+        .with_timestamp(u64::try_from(created_at.timestamp()).unwrap_or_default())
+        .with_headers(headers);
+    if let Some(correlation_id) = envelope.correlation_id {
+        properties = properties.with_correlation_id(ShortString::from(correlation_id.to_string()));
+    }
+    properties
+}
+
+/// W3C trace context: all messages of one saga share the saga id as their trace id, so a tracing
+/// backend shows the saga as one trace; each message is its own span.
+pub fn traceparent(envelope: &Envelope) -> String {
+    let trace = envelope.correlation_id.unwrap_or(envelope.message_id).simple().to_string();
+    let span = envelope.message_id.simple().to_string();
+    format!("00-{trace}-{}-01", &span[..16])
+}

@@ -1,0 +1,163 @@
+//! Exchange and queue names, and their declaration at start-up.
+//!
+//! Every name carries the deployment's namespace as a prefix. All processes declare the whole
+//! topology (declarations are idempotent), so no process depends on another having started first
+//! and a command is never published to an exchange without its queue.
+
+use lapin::{
+    Channel, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+use crate::protocol::Participant;
+
+/// Logical exchanges; [`Topology::exchange`] gives the deployed name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::EnumString, strum::EnumIter)]
+pub enum Exchange {
+    /// Domain events for downstream teams: order.created, order.cancelled.
+    #[strum(serialize = "order.events")]
+    OrderEvents,
+    /// stock.low, stock.replenished.
+    #[strum(serialize = "inventory.events")]
+    InventoryEvents,
+    /// replenishment.created, shipment.dispatched, shipment.received.
+    #[strum(serialize = "warehouse.events")]
+    WarehouseEvents,
+    /// Saga commands, routed by participant name to one queue per participant.
+    #[strum(serialize = "saga.commands")]
+    Commands,
+    /// Participants' replies, routed to the orchestrator's queue.
+    #[strum(serialize = "saga.replies")]
+    Replies,
+    /// Where every queue sends what it rejects.
+    #[strum(serialize = "dead-letter")]
+    DeadLetter,
+}
+
+impl Exchange {
+    /// Saga traffic must reach a queue: it is published as mandatory and an unroutable message is
+    /// an error. Domain events may have no subscriber yet.
+    pub fn requires_route(self) -> bool {
+        matches!(self, Self::Commands | Self::Replies)
+    }
+}
+
+/// Durable queues of the deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr)]
+pub enum Queue {
+    #[strum(serialize = "warehouse.commands")]
+    WarehouseCommands,
+    #[strum(serialize = "inventory.commands")]
+    InventoryCommands,
+    #[strum(serialize = "orchestrator.replies")]
+    OrchestratorReplies,
+    #[strum(serialize = "dead-letters")]
+    DeadLetters,
+}
+
+/// Routing key of the replies exchange's single binding.
+pub const REPLY_ROUTE: &str = "orchestrator";
+
+impl Queue {
+    pub fn for_participant(participant: Participant) -> Self {
+        match participant {
+            Participant::Warehouse => Self::WarehouseCommands,
+            Participant::Inventory => Self::InventoryCommands,
+        }
+    }
+}
+
+/// A deployment's names.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    namespace: String,
+}
+
+/// Redeliveries before the broker itself dead-letters a message that keeps killing its consumer.
+const DELIVERY_LIMIT: i32 = 20;
+
+impl Topology {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self { namespace: namespace.into() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn exchange(&self, exchange: Exchange) -> String {
+        format!("{}.{}", self.namespace, exchange.as_ref())
+    }
+
+    pub fn queue(&self, queue: Queue) -> String {
+        format!("{}.{}", self.namespace, queue.as_ref())
+    }
+
+    /// Declares every exchange, queue and binding. Arguments never change between versions:
+    /// RabbitMQ refuses to re-declare a queue with other arguments.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        for exchange in [Exchange::OrderEvents, Exchange::InventoryEvents, Exchange::WarehouseEvents] {
+            channel
+                .exchange_declare(self.name(self.exchange(exchange)), ExchangeKind::Topic, durable, FieldTable::default())
+                .await?;
+        }
+        for exchange in [Exchange::Commands, Exchange::Replies] {
+            channel
+                .exchange_declare(self.name(self.exchange(exchange)), ExchangeKind::Direct, durable, FieldTable::default())
+                .await?;
+        }
+        channel
+            .exchange_declare(
+                self.name(self.exchange(Exchange::DeadLetter)),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+
+        let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
+        let mut dead_letters = FieldTable::default();
+        dead_letters.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        channel
+            .queue_declare(self.name(self.queue(Queue::DeadLetters)), queue_options, dead_letters)
+            .await?;
+        self.bind(channel, Queue::DeadLetters, Exchange::DeadLetter, "").await?;
+
+        let mut work = FieldTable::default();
+        work.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+        work.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from(self.exchange(Exchange::DeadLetter).as_str())),
+        );
+        work.insert("x-delivery-limit".into(), AMQPValue::LongInt(DELIVERY_LIMIT));
+        for (queue, exchange, route) in [
+            (Queue::WarehouseCommands, Exchange::Commands, Participant::Warehouse.as_ref()),
+            (Queue::InventoryCommands, Exchange::Commands, Participant::Inventory.as_ref()),
+            (Queue::OrchestratorReplies, Exchange::Replies, REPLY_ROUTE),
+        ] {
+            channel.queue_declare(self.name(self.queue(queue)), queue_options, work.clone()).await?;
+            self.bind(channel, queue, exchange, route).await?;
+        }
+        Ok(())
+    }
+
+    async fn bind(&self, channel: &Channel, queue: Queue, exchange: Exchange, route: &str) -> lapin::Result<()> {
+        channel
+            .queue_bind(
+                self.name(self.queue(queue)),
+                self.name(self.exchange(exchange)),
+                route.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+    }
+
+    fn name(&self, name: String) -> ShortString {
+        // Names are namespace (≤ 64 bytes, checked in config) + a short fixed suffix: well under
+        // AMQP's 255-byte limit, where ShortString would panic.
+        ShortString::from(name)
+    }
+}

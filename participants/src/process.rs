@@ -1,0 +1,161 @@
+//! What every process does at start-up and shutdown: logging, connections, topology, and the
+//! long-running tasks (relay, consumers) it hosts.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+
+use crate::{
+    cache::Cache,
+    config::Config,
+    db,
+    inventory::InventoryWorker,
+    messaging::{
+        Queue, Topology, connect,
+        consumer::{Consumer, Handler},
+        relay::{Relay, RelayFaults},
+    },
+    protocol::Participant,
+    shutdown::Shutdown,
+    warehouse::WarehouseWorker,
+};
+
+/// How long start-up waits for the broker before giving up with a clear error.
+const BROKER_WAIT: Duration = Duration::from_secs(30);
+
+/// Connections shared by every task of a process.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub config: Config,
+    pub pool: PgPool,
+    pub cache: Cache,
+    pub topology: Topology,
+    pub amqp_url: Arc<str>,
+}
+
+impl Services {
+    /// Connects to Postgres (and migrates), prepares the cache, and declares the broker topology.
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect(&config)
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", redacted(&config.database_url)))?;
+        let cache = Cache::new(&config.redis_url, &config.namespace)?;
+        let topology = Topology::new(config.namespace.clone());
+        declare_topology(&config.amqp_url, &topology).await?;
+        Ok(Self { amqp_url: config.amqp_url.as_str().into(), config, pool, cache, topology })
+    }
+
+    pub fn relay(&self, faults: RelayFaults) -> Relay {
+        Relay { pool: self.pool.clone(), topology: self.topology.clone(), amqp_url: self.amqp_url.clone(), faults }
+    }
+
+    pub fn consumer<H: Handler>(&self, queue: Queue, handler: H) -> Consumer<H> {
+        Consumer {
+            handler: Arc::new(handler),
+            queue,
+            pool: self.pool.clone(),
+            topology: self.topology.clone(),
+            amqp_url: self.amqp_url.clone(),
+            prefetch: self.config.prefetch,
+        }
+    }
+
+    /// Starts a participant's consumer.
+    pub fn spawn_participant(&self, tasks: &mut JoinSet<()>, participant: Participant, shutdown: &Shutdown) {
+        let queue = Queue::for_participant(participant);
+        match participant {
+            Participant::Warehouse => tasks.spawn(self.consumer(queue, WarehouseWorker).run(shutdown.clone())),
+            Participant::Inventory => {
+                let worker = InventoryWorker { cache: self.cache.clone(), simulation: self.config.simulation };
+                tasks.spawn(self.consumer(queue, worker).run(shutdown.clone()))
+            }
+        };
+    }
+}
+
+async fn declare_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    loop {
+        let attempt = async {
+            let connection = connect(amqp_url, "topology").await?;
+            let channel = connection.create_channel().await?;
+            topology.declare(&channel).await?;
+            let _ = connection.close(200, "declared".into()).await;
+            Ok::<(), lapin::Error>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "RabbitMQ not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("declaring the topology on {}", redacted(amqp_url)));
+            }
+        }
+    }
+}
+
+/// A URL with its password hidden, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Logs to stderr as text, or as JSON objects with `LOG_JSON=true`; `RUST_LOG` filters.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Runs `tasks` until SIGINT/SIGTERM, then triggers shutdown and waits for them to finish.
+pub async fn run_until_signal(
+    trigger: crate::shutdown::ShutdownTrigger,
+    mut tasks: JoinSet<()>,
+    extra: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let outcome = tokio::select! {
+        _ = crate::shutdown::signal() => { tracing::info!("signal received; shutting down"); Ok(()) }
+        result = extra => result,
+    };
+    trigger.trigger();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+    outcome
+}
+
+/// The whole life of a standalone worker process.
+pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_logging(config.log_json);
+    let services = Services::connect(config).await?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut tasks = JoinSet::new();
+    services.spawn_participant(&mut tasks, participant, &shutdown);
+    tasks.spawn(services.relay(RelayFaults::default()).run(shutdown.clone()));
+    tracing::info!(%participant, namespace = services.topology.namespace(), "worker started");
+    run_until_signal(trigger, tasks, std::future::pending()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+    }
+}
