@@ -48,8 +48,8 @@ CREATE TABLE customer_order (
     store_id        uuid NOT NULL REFERENCES store (id),
     status          text NOT NULL CHECK (status IN ('reserved', 'fulfilled', 'cancelled')),
     idempotency_key text,
-    -- A digest of the request body: the same key with another body is a client error, not a replay.
-    request_hash    text,
+    -- The request in canonical form: the same key with another body is a client error, not a replay.
+    request_fingerprint text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT customer_order_idempotency_key UNIQUE (idempotency_key)
@@ -71,6 +71,8 @@ CREATE TABLE stock_movement (
     reserved_delta bigint NOT NULL,
     reason         text NOT NULL,
     reference      uuid,
+    -- The person's words for an adjustment ("damaged in storage").
+    note           text,
     at             timestamptz NOT NULL DEFAULT now(),
     CHECK (on_hand_delta <> 0 OR reserved_delta <> 0)
 );
@@ -115,7 +117,9 @@ CREATE TABLE saga_transition (
 CREATE INDEX saga_transition_saga ON saga_transition (saga_id, id);
 
 CREATE TABLE replenishment (
-    saga_id            uuid PRIMARY KEY REFERENCES saga (id),
+    -- Deferred: the row is claimed first (its unique index is the guard against a second open
+    -- replenishment) and the saga row follows in the same transaction.
+    saga_id            uuid PRIMARY KEY REFERENCES saga (id) DEFERRABLE INITIALLY DEFERRED,
     store_id           uuid NOT NULL REFERENCES store (id),
     product_id         uuid NOT NULL REFERENCES product (id),
     quantity_requested bigint NOT NULL CHECK (quantity_requested > 0),

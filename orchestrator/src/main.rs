@@ -1,1 +1,43 @@
-fn main() {}
+//! `orchestrator serve | all | openapi`: see `--help`.
+
+use orchestrator::{
+    Context,
+    app::{Application, Roles},
+    http,
+};
+use participants::{config::Config, messaging::relay::RelayFaults, process::init_logging};
+
+const USAGE: &str = "usage: orchestrator <serve | all | openapi>
+
+  serve    the API and the saga engine
+  all      the API, the saga engine and both participant workers in one process
+  openapi  print the OpenAPI document and exit
+
+Configuration comes from the environment: DATABASE_URL, REDIS_URL, AMQP_URL, HTTP_ADDR
+(default 127.0.0.1:8080), NAMESPACE (prefix of every exchange, queue and cache key), RUST_LOG,
+LOG_JSON; see the README for the rest.";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let roles = match mode.as_str() {
+        "serve" => Roles::SERVE,
+        "all" => Roles::ALL,
+        "openapi" => {
+            let config = Config::from_env()?;
+            println!("{}", http::spec(&Context::offline(&config)?));
+            return Ok(());
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        other => {
+            eprintln!("unknown mode {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let config = Config::from_env()?;
+    init_logging(config.log_json);
+    Application::build(config, roles, RelayFaults::default()).await?.run_until_signal().await
+}

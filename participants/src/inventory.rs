@@ -67,6 +67,7 @@ pub struct Movement {
     pub reserved_delta: i64,
     pub reason: MovementReason,
     pub reference: Option<Uuid>,
+    pub note: Option<String>,
 }
 
 /// Appends ledger entries in one statement. A repeat of the same (reason, reference, place,
@@ -83,15 +84,17 @@ pub async fn record_movements(conn: &mut PgConnection, movements: &[Movement]) -
     let reserved: Vec<i64> = movements.iter().map(|m| m.reserved_delta).collect();
     let reasons: Vec<String> = movements.iter().map(|m| m.reason.to_string()).collect();
     let references: Vec<Option<Uuid>> = movements.iter().map(|m| m.reference).collect();
+    let notes: Vec<Option<String>> = movements.iter().map(|m| m.note.clone()).collect();
     sqlx::query!(
-        "INSERT INTO stock_movement (store_id, product_id, on_hand_delta, reserved_delta, reason, reference)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::uuid[])",
+        "INSERT INTO stock_movement (store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::uuid[], $7::text[])",
         &stores as &[Option<Uuid>],
         &products,
         &on_hand,
         &reserved,
         &reasons,
         &references as &[Option<Uuid>],
+        &notes as &[Option<String>],
     )
     .execute(conn)
     .await?;
@@ -227,6 +230,7 @@ async fn receive(
         reserved_delta: 0,
         reason: MovementReason::ReplenishmentReceived,
         reference: Some(saga_id),
+        note: None,
     };
     record_movements(tx, &[movement]).await?;
     Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))

@@ -119,6 +119,7 @@ async fn dispatch(
         reserved_delta: 0,
         reason: MovementReason::ShipmentDispatched,
         reference: Some(saga_id),
+        note: None,
     };
     record_movements(tx, &[movement]).await?;
     let event = serde_json::json!({
@@ -162,6 +163,7 @@ async fn cancel(tx: &mut PgConnection, saga_id: Uuid, store_id: Uuid, product_id
                 reserved_delta: 0,
                 reason: MovementReason::ShipmentCancelled,
                 reference: Some(saga_id),
+                note: None,
             };
             record_movements(tx, &[movement]).await?;
             Ok(Reply::ShipmentCancelled { saga_id, quantity_returned: shipment.quantity })

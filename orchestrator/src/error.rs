@@ -1,0 +1,41 @@
+//! The domain's errors. The HTTP layer maps each variant to one status in one place
+//! (`http::problem`); database details are logged there, never sent.
+
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is understood but conflicts with the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request itself is wrong, whatever the state.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not enough stock for {} item(s)", .0.len())]
+    ShortStock(Vec<Shortage>),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// An order item the store cannot cover.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Shortage {
+    pub product_id: Uuid,
+    pub requested: i64,
+    pub available: i64,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Turns a violated constraint into the domain error it stands for; other errors pass through.
+/// Constraint names are the contract between schema and code.
+pub fn on_constraint(error: sqlx::Error, map: impl FnOnce(&str) -> Option<Error>) -> Error {
+    if let sqlx::Error::Database(db) = &error
+        && let Some(mapped) = db.constraint().and_then(map)
+    {
+        return mapped;
+    }
+    Error::Database(error)
+}

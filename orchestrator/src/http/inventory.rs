@@ -1,0 +1,136 @@
+//! `/stores/{store_id}/inventory`: what each store holds, read through the Redis cache.
+
+use participants::inventory::{StockLevel, read_level};
+use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
+use uuid::Uuid;
+
+use super::{
+    Tag,
+    page::{self, page_of},
+    problem::{ApiResult, Problem},
+    uuid_cursor,
+};
+use crate::{Context, stock};
+
+/// One product's stock in one store.
+#[derive(Clone, Debug, Object)]
+pub struct Inventory {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    /// Held for open orders.
+    pub reserved: i64,
+    /// on_hand − reserved: what new orders can take.
+    pub available: i64,
+    /// At or below this available stock, a replenishment starts.
+    pub reorder_threshold: i64,
+    /// A replenishment refills up to this level.
+    pub target_level: i64,
+    /// Grows with every change.
+    pub version: i64,
+}
+
+impl From<StockLevel> for Inventory {
+    fn from(l: StockLevel) -> Self {
+        Self {
+            available: l.available(),
+            store_id: l.store_id,
+            product_id: l.product_id,
+            on_hand: l.on_hand,
+            reserved: l.reserved,
+            reorder_threshold: l.reorder_threshold,
+            target_level: l.target_level,
+            version: l.version,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct SetInventory {
+    #[oai(validator(minimum(value = "0")))]
+    pub on_hand: i64,
+    #[oai(validator(minimum(value = "0")))]
+    pub reorder_threshold: i64,
+    /// Must be above reorder_threshold.
+    #[oai(validator(minimum(value = "1")))]
+    pub target_level: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct Adjustment {
+    /// Units to add (positive) or remove (negative); not zero.
+    pub delta: i64,
+    /// Why, for the stock ledger ("damaged", "recount", …).
+    #[oai(validator(min_length = 1, max_length = 500))]
+    pub reason: String,
+}
+
+page_of!(InventoryPage, Inventory);
+
+pub struct InventoryApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Inventory")]
+impl InventoryApi {
+    /// Set a product's stock and levels in a store
+    ///
+    /// Creates the row or overwrites it (a count). If the result is at or below the reorder
+    /// threshold, a replenishment starts.
+    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put")]
+    async fn set(&self, store_id: Path<Uuid>, product_id: Path<Uuid>, body: Json<SetInventory>) -> ApiResult<Json<Inventory>> {
+        let levels = stock::Levels {
+            on_hand: body.on_hand,
+            reorder_threshold: body.reorder_threshold,
+            target_level: body.target_level,
+        };
+        let level = stock::set_levels(&self.ctx, store_id.0, product_id.0, levels).await?;
+        Ok(Json(level.into()))
+    }
+
+    /// Get a product's stock in a store
+    ///
+    /// Served from the cache when it holds the current version, else from Postgres.
+    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
+    async fn get(&self, store_id: Path<Uuid>, product_id: Path<Uuid>) -> ApiResult<Json<Inventory>> {
+        let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0)
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0)))?;
+        Ok(Json(level.into()))
+    }
+
+    /// List a store's inventory
+    #[oai(path = "/stores/:store_id/inventory", method = "get")]
+    async fn list(&self, store_id: Path<Uuid>, limit: Query<Option<u32>>, cursor: Query<Option<String>>) -> ApiResult<Json<InventoryPage>> {
+        let fetch = page::fetch_limit(limit.0)?;
+        let after = uuid_cursor(cursor.0.as_deref())?;
+        let mut conn = self.ctx.pool.acquire().await?;
+        let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id.0)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !exists {
+            return Err(Problem::not_found(format!("no store {}", store_id.0)));
+        }
+        let rows = sqlx::query_as!(
+            StockLevel,
+            "SELECT store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version
+             FROM inventory WHERE store_id = $1 AND product_id > $2 ORDER BY product_id LIMIT $3",
+            store_id.0,
+            after,
+            fetch
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let (items, next_cursor) = page::split(rows, fetch, |l| l.product_id.to_string());
+        Ok(Json(InventoryPage { items: items.into_iter().map(Inventory::from).collect(), next_cursor }))
+    }
+
+    /// Adjust a product's stock in a store
+    ///
+    /// For stock found, lost or damaged; recorded in the stock ledger with its reason.
+    #[oai(path = "/stores/:store_id/inventory/:product_id/adjustments", method = "post")]
+    async fn adjust(&self, store_id: Path<Uuid>, product_id: Path<Uuid>, body: Json<Adjustment>) -> ApiResult<Json<Inventory>> {
+        let level = stock::adjust(&self.ctx, store_id.0, product_id.0, body.delta, &body.reason).await?;
+        Ok(Json(level.into()))
+    }
+}

@@ -1,0 +1,82 @@
+//! `/stock-movements`: the append-only stock ledger, for reports.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use uuid::Uuid;
+
+use super::{
+    Tag,
+    page::{self, page_of},
+    problem::{ApiResult, Problem},
+};
+use crate::Context;
+
+#[derive(Clone, Debug, Object)]
+pub struct StockMovement {
+    pub id: i64,
+    /// Absent for the central warehouse.
+    pub store_id: Option<Uuid>,
+    pub product_id: Uuid,
+    pub on_hand_delta: i64,
+    pub reserved_delta: i64,
+    /// stock_set, adjustment, order_reserved, order_fulfilled, order_cancelled,
+    /// replenishment_received, warehouse_set, shipment_dispatched or shipment_cancelled.
+    pub reason: String,
+    /// The order, saga or adjustment that caused it.
+    pub reference: Option<Uuid>,
+    pub note: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+page_of!(StockMovementPage, StockMovement);
+
+pub struct MovementsApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Reports")]
+impl MovementsApi {
+    /// List stock movements
+    ///
+    /// Oldest first, filtered by store, product and a time range (`from` inclusive, `to`
+    /// exclusive).
+    #[oai(path = "/stock-movements", method = "get")]
+    async fn list(
+        &self,
+        store_id: Query<Option<Uuid>>,
+        product_id: Query<Option<Uuid>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<StockMovementPage>> {
+        let fetch = page::fetch_limit(limit.0)?;
+        let after = match cursor.0.as_deref() {
+            None => 0,
+            Some(c) => c.parse::<i64>().map_err(|_| Problem::unprocessable("cursor is not one this API issued"))?,
+        };
+        if let (Some(from), Some(to)) = (from.0, to.0)
+            && from > to
+        {
+            return Err(Problem::unprocessable("from must not be after to"));
+        }
+        let rows = sqlx::query_as!(
+            StockMovement,
+            "SELECT id, store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note, at
+             FROM stock_movement
+             WHERE id > $1 AND ($2::uuid IS NULL OR store_id = $2) AND ($3::uuid IS NULL OR product_id = $3)
+               AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)
+             ORDER BY id LIMIT $6",
+            after,
+            store_id.0,
+            product_id.0,
+            from.0,
+            to.0,
+            fetch
+        )
+        .fetch_all(&self.ctx.pool)
+        .await?;
+        let (items, next_cursor) = page::split(rows, fetch, |m| m.id.to_string());
+        Ok(Json(StockMovementPage { items, next_cursor }))
+    }
+}

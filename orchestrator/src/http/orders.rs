@@ -1,0 +1,123 @@
+//! `/orders`: customers' orders, which reserve stock in one store.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Header, param::Path, payload::Json};
+use uuid::Uuid;
+
+use super::{
+    Tag,
+    problem::{ApiResult, Problem},
+};
+use crate::{
+    Context,
+    orders::{self, Close, OrderLine, Placed},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Reserved,
+    Fulfilled,
+    Cancelled,
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    #[oai(validator(minimum(value = "1")))]
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct Order {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub status: OrderStatus,
+    pub items: Vec<OrderItem>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+pub struct NewOrder {
+    pub store_id: Uuid,
+    #[oai(validator(min_items = 1, max_items = 100))]
+    pub items: Vec<OrderItem>,
+}
+
+impl From<orders::Order> for Order {
+    fn from(o: orders::Order) -> Self {
+        let status = match o.status.as_str() {
+            "fulfilled" => OrderStatus::Fulfilled,
+            "cancelled" => OrderStatus::Cancelled,
+            _ => OrderStatus::Reserved,
+        };
+        Self {
+            id: o.id,
+            store_id: o.store_id,
+            status,
+            items: o.items.into_iter().map(|i| OrderItem { product_id: i.product_id, quantity: i.quantity }).collect(),
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum PlaceResponse {
+    /// The order is placed and its stock reserved. A retry with the same Idempotency-Key returns
+    /// the same order, with `Idempotency-Replayed: true`, and reserves nothing more.
+    #[oai(status = 201)]
+    Created(Json<Order>, #[oai(header = "Idempotency-Replayed")] Option<bool>),
+}
+
+pub struct OrdersApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Orders")]
+impl OrdersApi {
+    /// Place an order
+    ///
+    /// Reserves every item in the store, or nothing: if any item is short, the answer is 409 with
+    /// the short items listed. Send an `Idempotency-Key` to retry safely.
+    #[oai(path = "/orders", method = "post")]
+    async fn place(
+        &self,
+        body: Json<NewOrder>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> ApiResult<PlaceResponse> {
+        let items: Vec<OrderLine> =
+            body.items.iter().map(|i| OrderLine { product_id: i.product_id, quantity: i.quantity }).collect();
+        Ok(match orders::place(&self.ctx, body.store_id, &items, idempotency_key.0.as_deref()).await? {
+            Placed::Created(order) => PlaceResponse::Created(Json(order.into()), None),
+            Placed::Replayed(order) => PlaceResponse::Created(Json(order.into()), Some(true)),
+        })
+    }
+
+    /// Get an order
+    #[oai(path = "/orders/:id", method = "get")]
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        let order = orders::load(&mut conn, id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", id.0)))?;
+        Ok(Json(order.into()))
+    }
+
+    /// Fulfil an order
+    ///
+    /// The goods leave the store: on_hand and reserved both drop. Fulfilling again is harmless; a
+    /// cancelled order cannot be fulfilled (409).
+    #[oai(path = "/orders/:id/fulfil", method = "post")]
+    async fn fulfil(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
+        Ok(Json(orders::close(&self.ctx, id.0, Close::Fulfil).await?.into()))
+    }
+
+    /// Cancel an order
+    ///
+    /// Releases its reservation. Cancelling again is harmless; a fulfilled order cannot be
+    /// cancelled (409).
+    #[oai(path = "/orders/:id/cancel", method = "post")]
+    async fn cancel(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
+        Ok(Json(orders::close(&self.ctx, id.0, Close::Cancel).await?.into()))
+    }
+}

@@ -1,0 +1,326 @@
+//! Customer orders: the hot write path (DESIGN.md §3.1).
+//!
+//! Placing an order is one transaction: the order row (its idempotency key makes a retry return
+//! the first order), one conditional `UPDATE` per item that reserves only if the stock is there —
+//! no read-then-write, so concurrent orders cannot oversell — the ledger, the `order.created`
+//! event, and the low-stock rule for every touched product. Any short item rolls back everything.
+
+use chrono::{DateTime, Utc};
+use participants::{
+    inventory::{Movement, MovementReason, StockLevel, record_movements},
+    messaging::{Exchange, outbox::{self, Outgoing}},
+};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    Context,
+    error::{Error, Result, Shortage, on_constraint},
+    stock::{MAX_QUANTITY, replenish_if_low},
+};
+
+/// Items in one order, at most: a bigger basket is a client bug.
+pub const MAX_ITEMS: usize = 100;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub store_id: Uuid,
+    pub status: String,
+    pub items: Vec<OrderLine>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What placing an order did.
+#[derive(Debug)]
+pub enum Placed {
+    Created(Order),
+    /// The idempotency key was seen before with the same request: the first order, untouched.
+    Replayed(Order),
+}
+
+/// The request in canonical form, stored with the key: the same key with another request is
+/// refused rather than silently answered with an unrelated order.
+fn fingerprint(store_id: Uuid, items: &[OrderLine]) -> String {
+    let mut parts: Vec<String> = items.iter().map(|i| format!("{}x{}", i.product_id, i.quantity)).collect();
+    parts.sort();
+    format!("{store_id}:{}", parts.join(","))
+}
+
+fn validate(items: &[OrderLine]) -> Result<Vec<OrderLine>> {
+    if items.is_empty() {
+        return Err(Error::Invalid("an order needs at least one item".into()));
+    }
+    if items.len() > MAX_ITEMS {
+        return Err(Error::Invalid(format!("an order may have at most {MAX_ITEMS} items, not {}", items.len())));
+    }
+    let mut sorted = items.to_vec();
+    // One lock order for every transaction: two orders touching the same products cannot deadlock.
+    sorted.sort_by_key(|i| i.product_id);
+    for (i, item) in sorted.iter().enumerate() {
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+            return Err(Error::Invalid(format!(
+                "quantity of product {} must be between 1 and {MAX_QUANTITY}, not {}",
+                item.product_id, item.quantity
+            )));
+        }
+        if i > 0 && sorted[i - 1].product_id == item.product_id {
+            return Err(Error::Invalid(format!(
+                "product {} is listed twice; put the total in one item",
+                item.product_id
+            )));
+        }
+    }
+    Ok(sorted)
+}
+
+pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Option<&str>) -> Result<Placed> {
+    let items = validate(items)?;
+    if let Some(key) = key
+        && (key.is_empty() || key.len() > 255)
+    {
+        return Err(Error::Invalid("Idempotency-Key must be 1 to 255 characters".into()));
+    }
+    let fingerprint = fingerprint(store_id, &items);
+    let mut tx = ctx.pool.begin().await?;
+    let order_id = Uuid::new_v4();
+    // A concurrent request with the same key waits here for the first to commit, then conflicts.
+    let inserted = sqlx::query_scalar!(
+        "INSERT INTO customer_order (id, store_id, status, idempotency_key, request_fingerprint)
+         VALUES ($1, $2, 'reserved', $3, $4)
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        order_id,
+        store_id,
+        key,
+        fingerprint
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| {
+        on_constraint(e, |c| (c == "customer_order_store_id_fkey").then(|| Error::NotFound("no such store".into())))
+    })?;
+    if inserted.is_none() {
+        drop(tx);
+        return replay(ctx, key.unwrap_or_default(), &fingerprint).await;
+    }
+
+    let mut levels = Vec::with_capacity(items.len());
+    let mut short = Vec::new();
+    for item in &items {
+        match reserve(&mut tx, store_id, item).await? {
+            Some(level) => levels.push(level),
+            None => short.push(item),
+        }
+    }
+    if !short.is_empty() {
+        let shortages = shortages(&mut tx, store_id, &short).await?;
+        return Err(Error::ShortStock(shortages));
+    }
+    let products: Vec<Uuid> = items.iter().map(|i| i.product_id).collect();
+    let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
+    sqlx::query!(
+        "INSERT INTO order_item (order_id, product_id, quantity)
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::int8[])",
+        order_id,
+        &products,
+        &quantities
+    )
+    .execute(&mut *tx)
+    .await?;
+    let movements: Vec<Movement> = items
+        .iter()
+        .map(|i| Movement {
+            store_id: Some(store_id),
+            product_id: i.product_id,
+            on_hand_delta: 0,
+            reserved_delta: i.quantity,
+            reason: MovementReason::OrderReserved,
+            reference: Some(order_id),
+            note: None,
+        })
+        .collect();
+    record_movements(&mut tx, &movements).await?;
+    let event = json!({
+        "order_id": order_id, "store_id": store_id,
+        "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
+    });
+    outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)]).await?;
+    for level in &levels {
+        replenish_if_low(&mut tx, &ctx.timing, level).await?;
+    }
+    let order = load(&mut tx, order_id).await?.expect("the order was just inserted");
+    tx.commit().await?;
+    for level in &levels {
+        ctx.cache.put(level).await;
+    }
+    metrics::counter!("orders_placed_total").increment(1);
+    Ok(Placed::Created(order))
+}
+
+/// Reserves one item if the stock is there; `None` when it is not (or not stocked at all).
+async fn reserve(tx: &mut PgConnection, store_id: Uuid, item: &OrderLine) -> sqlx::Result<Option<StockLevel>> {
+    sqlx::query_as!(
+        StockLevel,
+        "UPDATE inventory SET reserved = reserved + $3, version = version + 1, updated_at = now()
+         WHERE store_id = $1 AND product_id = $2 AND on_hand - reserved >= $3
+         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
+        store_id,
+        item.product_id,
+        item.quantity
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+/// What the short items lack, for the 409. Unknown products are a different mistake: a 404.
+async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) -> Result<Vec<Shortage>> {
+    let ids: Vec<Uuid> = short.iter().map(|i| i.product_id).collect();
+    let known = sqlx::query!(
+        r#"SELECT p.id, COALESCE(i.on_hand - i.reserved, 0)::int8 AS "available!"
+           FROM product p LEFT JOIN inventory i ON i.product_id = p.id AND i.store_id = $1
+           WHERE p.id = ANY($2)"#,
+        store_id,
+        &ids
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let store_exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !store_exists {
+        return Err(Error::NotFound("no such store".into()));
+    }
+    short
+        .iter()
+        .map(|item| {
+            let row = known.iter().find(|k| k.id == item.product_id).ok_or_else(|| {
+                Error::NotFound(format!("no such product: {}", item.product_id))
+            })?;
+            Ok(Shortage { product_id: item.product_id, requested: item.quantity, available: row.available })
+        })
+        .collect()
+}
+
+async fn replay(ctx: &Context, key: &str, fingerprint: &str) -> Result<Placed> {
+    let mut conn = ctx.pool.acquire().await?;
+    let first = sqlx::query!(
+        "SELECT id, request_fingerprint FROM customer_order WHERE idempotency_key = $1",
+        key
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if first.request_fingerprint.as_deref() != Some(fingerprint) {
+        return Err(Error::Invalid(
+            "this Idempotency-Key was already used for a different order; use a new key".into(),
+        ));
+    }
+    let order = load(&mut conn, first.id).await?.expect("orders are never deleted");
+    Ok(Placed::Replayed(order))
+}
+
+pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Order>> {
+    let Some(head) = sqlx::query!(
+        "SELECT id, store_id, status, created_at, updated_at FROM customer_order WHERE id = $1",
+        order_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let items = sqlx::query_as!(
+        OrderLine,
+        "SELECT product_id, quantity FROM order_item WHERE order_id = $1 ORDER BY product_id",
+        order_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(Order {
+        id: head.id,
+        store_id: head.store_id,
+        status: head.status,
+        items,
+        created_at: head.created_at,
+        updated_at: head.updated_at,
+    }))
+}
+
+/// How an order leaves `reserved`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Handed to the customer: on_hand and reserved both drop.
+    Fulfil,
+    /// Released back to available stock.
+    Cancel,
+}
+
+/// Fulfils or cancels a reserved order. Repeating the same action returns the order unchanged.
+pub async fn close(ctx: &Context, order_id: Uuid, action: Close) -> Result<Order> {
+    let (target, reason) = match action {
+        Close::Fulfil => ("fulfilled", MovementReason::OrderFulfilled),
+        Close::Cancel => ("cancelled", MovementReason::OrderCancelled),
+    };
+    let mut tx = ctx.pool.begin().await?;
+    let status = sqlx::query_scalar!("SELECT status FROM customer_order WHERE id = $1 FOR UPDATE", order_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound("no such order".into()))?;
+    if status == target {
+        return Ok(load(&mut tx, order_id).await?.expect("the order was just locked"));
+    }
+    if status != "reserved" {
+        return Err(Error::Conflict(format!("the order is already {status} and cannot be {target}")));
+    }
+    let order = load(&mut tx, order_id).await?.expect("the order was just locked");
+    let on_hand_factor = i64::from(action == Close::Fulfil);
+    let mut levels = Vec::with_capacity(order.items.len());
+    let mut movements = Vec::with_capacity(order.items.len());
+    for item in &order.items {
+        let level = sqlx::query_as!(
+            StockLevel,
+            "UPDATE inventory SET on_hand = on_hand - $3::int8 * $4::int8, reserved = reserved - $3,
+                    version = version + 1, updated_at = now()
+             WHERE store_id = $1 AND product_id = $2
+             RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
+            order.store_id,
+            item.product_id,
+            item.quantity,
+            on_hand_factor
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        levels.push(level);
+        movements.push(Movement {
+            store_id: Some(order.store_id),
+            product_id: item.product_id,
+            on_hand_delta: -item.quantity * on_hand_factor,
+            reserved_delta: -item.quantity,
+            reason,
+            reference: Some(order_id),
+            note: None,
+        });
+    }
+    record_movements(&mut tx, &movements).await?;
+    sqlx::query!("UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1", order_id, target)
+        .execute(&mut *tx)
+        .await?;
+    if action == Close::Cancel {
+        let event = json!({ "order_id": order_id, "store_id": order.store_id });
+        outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.cancelled", Some(order_id), event)])
+            .await?;
+    }
+    let order = load(&mut tx, order_id).await?.expect("the order was just locked");
+    tx.commit().await?;
+    for level in &levels {
+        ctx.cache.put(level).await;
+    }
+    Ok(order)
+}

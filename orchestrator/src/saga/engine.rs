@@ -1,0 +1,325 @@
+//! Applies inputs to sagas, each in the caller's transaction, and runs the two loops that feed
+//! it: the reply consumer ([`ReplyHandler`]) and the deadline sweeper ([`Sweeper`]).
+//!
+//! Every change follows the same order: the saga row is locked, the transition function decides,
+//! then the new state (fenced by version), the transition row, the outgoing messages and the
+//! kind's projection are written together. A crash at any point loses nothing: either all of it
+//! committed, and the relay and sweeper carry on from there, or none of it did, and the
+//! redelivered reply or the still-passed deadline brings the engine back to the same decision.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use participants::{
+    config::SagaTiming,
+    messaging::{
+        consumer::{HandleError, Handler},
+        outbox::{self, Outgoing},
+    },
+    protocol::{DecodeError, Envelope, MessageFamily},
+    shutdown::Shutdown,
+};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::{
+    Input, SagaKind, SagaState,
+    registry::Registry,
+    store::{self, SagaRow, SagaUpdate, TransitionRecord},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("saga {0} does not exist")]
+    UnknownSaga(Uuid),
+    #[error("no saga kind {0:?} is registered")]
+    UnknownKind(String),
+    #[error("saga {id} is unreadable: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+    #[error("saga {0} changed under its lock")]
+    Fenced(Uuid),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl From<EngineError> for HandleError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Database(error) => Self::Database(error),
+            // A fenced write means someone else moved the saga: the retry reads the new state.
+            EngineError::Fenced(id) => Self::Database(sqlx::Error::Protocol(format!("saga {id} was fenced"))),
+            other => Self::Poison(other.to_string()),
+        }
+    }
+}
+
+/// What an input did to a saga.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Moved { from: String, to: String },
+    /// The transition function refused the pair; it is in the timeline as not applied.
+    Refused { state: String, reason: String },
+}
+
+/// When a command sent for the `attempt`-th time is due: the timeout doubles with each resend.
+pub fn deadline(timing: &SagaTiming, attempt: i32) -> DateTime<Utc> {
+    let doubled = timing.command_timeout.saturating_mul(1 << (attempt - 1).clamp(0, 16));
+    let wait = doubled.min(timing.max_timeout);
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Starts a saga in the caller's transaction: its row, its first transition, its first command.
+pub async fn start<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    saga_id: Uuid,
+    initial: K::State,
+    data: &K::Data,
+    actor: &str,
+    detail: &Value,
+) -> sqlx::Result<()> {
+    let command = K::outstanding(saga_id, initial, data);
+    let data_json = serde_json::to_value(data).expect("saga data serializes");
+    let update = SagaUpdate {
+        state: initial.as_ref(),
+        data: &data_json,
+        attempt: i32::from(command.is_some()),
+        deadline_at: command.as_ref().map(|_| deadline(timing, 1)),
+        last_error: None,
+        closed: initial.is_terminal(),
+    };
+    store::insert(tx, saga_id, K::KIND, &update).await?;
+    let record = TransitionRecord {
+        saga_id,
+        from: None,
+        to: initial.as_ref(),
+        event: "Started",
+        applied: true,
+        detail,
+        actor,
+    };
+    store::record_transition(tx, &record).await?;
+    let messages: Vec<Outgoing> = command.iter().map(Outgoing::command).collect();
+    outbox::enqueue(tx, &messages).await?;
+    K::project(tx, timing, saga_id, initial, data).await?;
+    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => "", "to" => Into::<&'static str>::into(initial))
+        .increment(1);
+    tracing::info!(%saga_id, kind = K::KIND, state = initial.as_ref(), "saga started");
+    Ok(())
+}
+
+fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
+    let corrupt = |reason: String| EngineError::Corrupt { id: row.id, reason };
+    let state = row.state.parse().map_err(|_| corrupt(format!("unknown state {:?}", row.state)))?;
+    let data = serde_json::from_value(row.data.clone()).map_err(|e| corrupt(e.to_string()))?;
+    Ok((state, data))
+}
+
+fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
+    match input {
+        Input::Reply(reply) => reply.into_parts().1,
+        Input::GaveUp { attempts } => json!({ "attempts": attempts }),
+        Input::Compensate { reason } => json!({ "reason": reason }),
+    }
+}
+
+/// Applies one input to a saga whose row the caller has locked.
+pub async fn apply<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+    input: &Input<K::Reply>,
+    actor: &str,
+) -> Result<Applied, EngineError> {
+    let (state, data) = parse::<K>(row)?;
+    let event = input.name();
+    let mut detail = detail(input);
+    let step = match K::transition(row.id, state, &data, input) {
+        Ok(step) => step,
+        Err(refused) => {
+            tracing::warn!(saga_id = %row.id, state = state.as_ref(), event, "transition refused");
+            metrics::counter!("saga_transitions_refused_total", "kind" => K::KIND).increment(1);
+            detail = json!({ "refused": refused.to_string(), "input": detail });
+            let record = TransitionRecord {
+                saga_id: row.id,
+                from: Some(state.as_ref()),
+                to: state.as_ref(),
+                event: &event,
+                applied: false,
+                detail: &detail,
+                actor,
+            };
+            store::record_transition(tx, &record).await?;
+            return Ok(Applied::Refused { state: state.as_ref().to_owned(), reason: refused.to_string() });
+        }
+    };
+    let data_json = serde_json::to_value(&step.data).expect("saga data serializes");
+    let awaiting = !step.commands.is_empty();
+    let update = SagaUpdate {
+        state: step.next.as_ref(),
+        data: &data_json,
+        attempt: i32::from(awaiting),
+        deadline_at: awaiting.then(|| deadline(timing, 1)),
+        last_error: step.error.as_deref(),
+        closed: step.next.is_terminal(),
+    };
+    if !store::update(tx, row, &update).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(state.as_ref()),
+        to: step.next.as_ref(),
+        event: &event,
+        applied: true,
+        detail: &detail,
+        actor,
+    };
+    store::record_transition(tx, &record).await?;
+    let mut messages: Vec<Outgoing> = step.commands.iter().map(Outgoing::command).collect();
+    messages.extend(step.events.iter().cloned());
+    outbox::enqueue(tx, &messages).await?;
+    K::project(tx, timing, row.id, step.next, &step.data).await?;
+    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => Into::<&'static str>::into(state), "to" => Into::<&'static str>::into(step.next))
+        .increment(1);
+    tracing::info!(saga_id = %row.id, from = state.as_ref(), to = step.next.as_ref(), event, "saga transition");
+    Ok(Applied::Moved { from: state.as_ref().to_owned(), to: step.next.as_ref().to_owned() })
+}
+
+/// A locked saga's deadline passed: send its command again, or give up on the step.
+pub async fn on_deadline<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+) -> Result<(), EngineError> {
+    let (state, data) = parse::<K>(row)?;
+    let Some(command) = K::outstanding(row.id, state, &data) else {
+        // Nothing is awaited: a deadline left behind by hand. Clear it.
+        let update = SagaUpdate {
+            state: state.as_ref(),
+            data: &row.data,
+            attempt: 0,
+            deadline_at: None,
+            last_error: None,
+            closed: state.is_terminal(),
+        };
+        store::update(tx, row, &update).await?;
+        return Ok(());
+    };
+    if row.attempt >= timing.max_attempts {
+        apply::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, "engine").await?;
+        return Ok(());
+    }
+    let attempt = row.attempt + 1;
+    let message = Outgoing::command(&command);
+    let update = SagaUpdate {
+        state: state.as_ref(),
+        data: &row.data,
+        attempt,
+        deadline_at: Some(deadline(timing, attempt)),
+        last_error: Some("the last command went unanswered before its deadline"),
+        closed: false,
+    };
+    if !store::update(tx, row, &update).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
+    let detail = json!({ "attempt": attempt, "command": message.message_type, "message_id": message.message_id });
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(state.as_ref()),
+        to: state.as_ref(),
+        event: "CommandResent",
+        applied: true,
+        detail: &detail,
+        actor: "engine",
+    };
+    store::record_transition(tx, &record).await?;
+    outbox::enqueue(tx, &[message]).await?;
+    metrics::counter!("saga_commands_resent_total", "kind" => K::KIND).increment(1);
+    tracing::warn!(saga_id = %row.id, state = state.as_ref(), attempt, "deadline passed; command resent");
+    Ok(())
+}
+
+/// Consumes the orchestrator's reply queue: each reply is one transition.
+pub struct ReplyHandler {
+    pub registry: Arc<Registry>,
+    pub timing: SagaTiming,
+}
+
+impl Handler for ReplyHandler {
+    type Committed = ();
+
+    fn name(&self) -> &'static str {
+        "orchestrator"
+    }
+
+    fn pause(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+        let saga_id = message
+            .correlation_id
+            .ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
+        let row = store::lock(tx, saga_id).await?.ok_or(EngineError::UnknownSaga(saga_id))?;
+        self.registry.driver(&row.kind)?.on_reply(tx, &self.timing, &row, message).await?;
+        Ok(())
+    }
+
+    async fn after_commit(&self, (): ()) {}
+}
+
+/// Resends commands whose deadline passed, in batches; several engines share the work through
+/// `SKIP LOCKED`.
+pub struct Sweeper {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub timing: SagaTiming,
+}
+
+const SWEEP_BATCH: i64 = 200;
+/// Longest nap between sweeps; a deadline set by another process is noticed within it.
+const SWEEP_IDLE: Duration = Duration::from_millis(250);
+
+impl Sweeper {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        while !shutdown.is_triggered() {
+            let nap = match self.sweep().await {
+                Ok(handled) if handled as i64 == SWEEP_BATCH => Duration::ZERO,
+                Ok(_) => self.until_next_deadline().await,
+                Err(error) => {
+                    tracing::warn!(%error, "deadline sweep failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// Handles every saga whose deadline has passed (up to a batch); returns how many.
+    pub async fn sweep(&self) -> Result<usize, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
+        for row in &due {
+            let span = tracing::info_span!("deadline", saga_id = %row.id);
+            let _entered = span.enter();
+            self.registry.driver(&row.kind)?.on_deadline(&mut tx, &self.timing, row).await?;
+        }
+        tx.commit().await?;
+        Ok(due.len())
+    }
+
+    async fn until_next_deadline(&self) -> Duration {
+        let next = match self.pool.acquire().await {
+            Ok(mut conn) => store::next_deadline(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        next.and_then(|at| (at - Utc::now()).to_std().ok()).map_or(SWEEP_IDLE, |wait| wait.min(SWEEP_IDLE))
+    }
+}

@@ -1,0 +1,105 @@
+//! The saga engine, generic over saga kinds (DESIGN.md §3.2).
+//!
+//! A kind ([`SagaKind`]) supplies its states, the replies it understands, its data, and one pure
+//! transition function. The [`engine`] does everything else, the same way for every kind: it
+//! applies a transition in one transaction (lock the saga row, check the inbox, write the new
+//! state fenced by version, the transition row and the outgoing commands), resends an outstanding
+//! command when its deadline passes, and feeds [`Input::GaveUp`] to the kind when the attempts
+//! run out. A new kind registers itself in [`registry`]; the engine does not change.
+
+pub mod engine;
+pub mod registry;
+pub mod replenishment;
+pub mod store;
+
+use std::{fmt::Debug, future::Future, str::FromStr};
+
+use participants::{
+    config::SagaTiming,
+    messaging::outbox::Outgoing,
+    protocol::{Command, MessageFamily},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// What can happen to a saga.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input<R> {
+    /// A participant answered.
+    Reply(R),
+    /// The outstanding command went unanswered through every resend. Its outcome is unknown.
+    GaveUp { attempts: i32 },
+    /// An operator asked to unwind now.
+    Compensate { reason: String },
+}
+
+impl<R: MessageFamily> Input<R> {
+    /// The event's name in the timeline.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Reply(reply) => reply.into_parts().0.to_owned(),
+            Self::GaveUp { .. } => "DeadlineExceeded".into(),
+            Self::Compensate { .. } => "CompensateRequested".into(),
+        }
+    }
+}
+
+/// The result of a legal transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step<S, D> {
+    pub next: S,
+    pub data: D,
+    /// Commands to send; an empty list means nothing is awaited (no deadline).
+    pub commands: Vec<Command>,
+    /// Domain events for downstream teams.
+    pub events: Vec<Outgoing>,
+    /// Why the saga is unwinding or failed, shown to operators.
+    pub error: Option<String>,
+}
+
+/// A pair (state, input) the kind does not list: recorded in the timeline, never applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no transition from {state} on {event}")]
+pub struct Refused {
+    pub state: String,
+    pub event: String,
+}
+
+/// The states of a kind: a strum enum stored as text.
+pub trait SagaState:
+    Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static
+{
+    /// No command is outstanding and none ever will be.
+    fn is_terminal(self) -> bool;
+}
+
+/// One kind of saga.
+pub trait SagaKind: Send + Sync + 'static {
+    /// Stored in `saga.kind`.
+    const KIND: &'static str;
+    type State: SagaState;
+    type Reply: MessageFamily + Debug + Send + Sync;
+    type Data: Serialize + DeserializeOwned + Clone + Debug + Send + Sync;
+
+    /// The one transition function: `(state, input) → (next state, commands)`. Pure.
+    fn transition(
+        saga_id: Uuid,
+        state: Self::State,
+        data: &Self::Data,
+        input: &Input<Self::Reply>,
+    ) -> Result<Step<Self::State, Self::Data>, Refused>;
+
+    /// The command a state waits on, which the engine sends again when its deadline passes.
+    fn outstanding(saga_id: Uuid, state: Self::State, data: &Self::Data) -> Option<Command>;
+
+    /// Keeps the kind's business view (e.g. the `replenishment` row) in step, in the same
+    /// transaction as the transition.
+    fn project(
+        tx: &mut PgConnection,
+        timing: &SagaTiming,
+        saga_id: Uuid,
+        state: Self::State,
+        data: &Self::Data,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}

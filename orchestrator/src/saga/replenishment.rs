@@ -1,0 +1,298 @@
+//! The replenishment saga: refill one product in one store from the central warehouse.
+//!
+//! ```text
+//! requested ──DispatchShipment──▶ warehouse
+//!    │  ShipmentDispatched(qty, shipment)            ShipmentRejected (nothing to send)
+//!    ▼                                                      │
+//! dispatched ──ReceiveShipment──▶ store                     ▼
+//!    │  StockReceived                 ReceiptFailed ──▶ compensating ──CancelShipment──▶ warehouse
+//!    ▼                                                      │  ShipmentCancelled
+//! received (done)                                           ▼
+//!                                                      compensated (done)
+//! ```
+//!
+//! A step whose command goes unanswered through every resend has an unknown outcome, so the saga
+//! unwinds with `CancelShipment`, which is safe whether or not the dispatch ran. When the undo
+//! itself is refused or never confirmed, the saga is `failed` and waits for an operator.
+
+use participants::{
+    config::SagaTiming,
+    inventory,
+    messaging::{Exchange, outbox::Outgoing},
+    protocol::{Command, Reply},
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Input, Refused, SagaKind, SagaState, Step};
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::AsRefStr, strum::IntoStaticStr, strum::Display, strum::EnumString, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum State {
+    Requested,
+    Dispatched,
+    Received,
+    Compensating,
+    Compensated,
+    Failed,
+}
+
+impl SagaState for State {
+    fn is_terminal(self) -> bool {
+        matches!(self, Self::Received | Self::Compensated | Self::Failed)
+    }
+}
+
+/// What the saga knows, stored as JSON in `saga.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity_requested: i64,
+    #[serde(default)]
+    pub shipment_id: Option<Uuid>,
+    #[serde(default)]
+    pub quantity_shipped: Option<i64>,
+}
+
+impl Data {
+    pub fn new(store_id: Uuid, product_id: Uuid, quantity_requested: i64) -> Self {
+        Self { store_id, product_id, quantity_requested, shipment_id: None, quantity_shipped: None }
+    }
+}
+
+pub struct Replenishment;
+
+impl SagaKind for Replenishment {
+    const KIND: &'static str = "replenishment";
+    type State = State;
+    type Reply = Reply;
+    type Data = Data;
+
+    fn transition(saga_id: Uuid, state: State, data: &Data, input: &Input<Reply>) -> Result<Step<State, Data>, Refused> {
+        use Input::{Compensate, GaveUp};
+        use Reply as R;
+        use State::*;
+        let mut data = data.clone();
+        let (next, error) = match (state, input) {
+            (Requested, Input::Reply(R::ShipmentDispatched { shipment_id, quantity, .. })) => {
+                data.shipment_id = Some(*shipment_id);
+                data.quantity_shipped = Some(*quantity);
+                (Dispatched, None)
+            }
+            // Nothing left the warehouse, so there is nothing to undo.
+            (Requested, Input::Reply(R::ShipmentRejected { reason, .. })) => (Compensated, Some(reason.clone())),
+            (Dispatched, Input::Reply(R::StockReceived { quantity, .. })) => {
+                data.quantity_shipped = Some(*quantity);
+                (Received, None)
+            }
+            (Dispatched, Input::Reply(R::ReceiptFailed { reason, .. })) => (Compensating, Some(reason.clone())),
+            (Requested | Dispatched, GaveUp { attempts }) => {
+                (Compensating, Some(format!("no answer after {attempts} attempts; unwinding")))
+            }
+            (Requested | Dispatched, Compensate { reason }) => (Compensating, Some(reason.clone())),
+            (Compensating, Input::Reply(R::ShipmentCancelled { .. })) => (Compensated, None),
+            (Compensating, Input::Reply(R::CancelRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (Compensating, GaveUp { attempts }) => {
+                (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
+            }
+            _ => return Err(Refused { state: state.to_string(), event: input.name() }),
+        };
+        let commands = Self::outstanding(saga_id, next, &data).into_iter().collect();
+        let events = events(saga_id, next, &data, error.as_deref());
+        Ok(Step { next, data, commands, events, error })
+    }
+
+    fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
+        let Data { store_id, product_id, .. } = *data;
+        match state {
+            State::Requested => {
+                Some(Command::DispatchShipment { saga_id, store_id, product_id, quantity: data.quantity_requested })
+            }
+            State::Dispatched => Some(Command::ReceiveShipment {
+                saga_id,
+                store_id,
+                product_id,
+                shipment_id: data.shipment_id?,
+                quantity: data.quantity_shipped?,
+            }),
+            State::Compensating => Some(Command::CancelShipment { saga_id, store_id, product_id }),
+            State::Received | State::Compensated | State::Failed => None,
+        }
+    }
+
+    async fn project(tx: &mut PgConnection, timing: &SagaTiming, saga_id: Uuid, state: State, data: &Data) -> sqlx::Result<()> {
+        sqlx::query!(
+            "UPDATE replenishment
+             SET status = $2, quantity_shipped = $3, shipment_id = $4,
+                 closed_at = CASE WHEN $5 THEN now() END
+             WHERE saga_id = $1",
+            saga_id,
+            state.as_ref(),
+            data.quantity_shipped,
+            data.shipment_id,
+            state.is_terminal(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        if state == State::Received {
+            // Orders kept coming while the goods were on the road: the store may be low again.
+            if let Some(level) = inventory::fetch_level(tx, data.store_id, data.product_id).await? {
+                crate::stock::replenish_if_low(tx, timing, &level).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Domain events downstream teams expect from the saga's own decisions (the participants emit
+/// the ones about goods moving).
+fn events(saga_id: Uuid, next: State, data: &Data, error: Option<&str>) -> Vec<Outgoing> {
+    let closed = match next {
+        State::Compensated | State::Failed => "replenishment.aborted",
+        _ => return Vec::new(),
+    };
+    let payload = serde_json::json!({
+        "saga_id": saga_id, "store_id": data.store_id, "product_id": data.product_id,
+        "state": next.as_ref(), "reason": error,
+    });
+    vec![Outgoing::event(Exchange::WarehouseEvents, closed, Some(saga_id), payload)]
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    fn saga() -> (Uuid, Data) {
+        (Uuid::new_v4(), Data::new(Uuid::new_v4(), Uuid::new_v4(), 12))
+    }
+
+    fn dispatched_data(data: &Data, shipment_id: Uuid) -> Data {
+        Data { shipment_id: Some(shipment_id), quantity_shipped: Some(8), ..data.clone() }
+    }
+
+    /// One input of each kind, built for `saga_id`.
+    fn every_input(saga_id: Uuid) -> Vec<Input<Reply>> {
+        let shipment_id = Uuid::new_v4();
+        vec![
+            Input::Reply(Reply::ShipmentDispatched { saga_id, shipment_id, quantity: 8 }),
+            Input::Reply(Reply::ShipmentRejected { saga_id, reason: "empty".into() }),
+            Input::Reply(Reply::StockReceived { saga_id, shipment_id, quantity: 8 }),
+            Input::Reply(Reply::ReceiptFailed { saga_id, reason: "damaged".into() }),
+            Input::Reply(Reply::ShipmentCancelled { saga_id, quantity_returned: 8 }),
+            Input::Reply(Reply::CancelRefused { saga_id, reason: "received".into() }),
+            Input::GaveUp { attempts: 5 },
+            Input::Compensate { reason: "operator".into() },
+        ]
+    }
+
+    /// The whole table: for every state and input, the expected next state or a refusal.
+    fn expected(state: State, input: &Input<Reply>) -> Option<State> {
+        use State::*;
+        let event = input.name();
+        match (state, event.as_str()) {
+            (Requested, "ShipmentDispatched") => Some(Dispatched),
+            (Requested, "ShipmentRejected") => Some(Compensated),
+            (Dispatched, "StockReceived") => Some(Received),
+            (Dispatched, "ReceiptFailed") => Some(Compensating),
+            (Requested | Dispatched, "DeadlineExceeded" | "CompensateRequested") => Some(Compensating),
+            (Compensating, "ShipmentCancelled") => Some(Compensated),
+            (Compensating, "CancelRefused" | "DeadlineExceeded") => Some(Failed),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_and_input_pair_is_either_listed_or_refused() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let mut legal = 0;
+        for state in State::iter() {
+            for input in every_input(saga_id) {
+                match (Replenishment::transition(saga_id, state, &data, &input), expected(state, &input)) {
+                    (Ok(step), Some(next)) => {
+                        assert_eq!(step.next, next, "{state} on {}", input.name());
+                        legal += 1;
+                    }
+                    (Err(refused), None) => {
+                        assert_eq!(refused.state, state.as_ref());
+                        assert_eq!(refused.event, input.name());
+                    }
+                    (got, want) => panic!("{state} on {}: got {got:?}, want {want:?}", input.name()),
+                }
+            }
+        }
+        assert_eq!(legal, 11, "the diagram and its deadlines and operator unwinds make eleven legal pairs");
+    }
+
+    #[test]
+    fn terminal_states_accept_nothing() {
+        let (saga_id, data) = saga();
+        for state in State::iter().filter(|s| s.is_terminal()) {
+            for input in every_input(saga_id) {
+                assert!(Replenishment::transition(saga_id, state, &data, &input).is_err());
+            }
+            assert_eq!(Replenishment::outstanding(saga_id, state, &data), None);
+        }
+    }
+
+    #[test]
+    fn dispatch_records_the_shipment_and_asks_the_store_to_receive_it() {
+        let (saga_id, data) = saga();
+        let shipment_id = Uuid::new_v4();
+        let reply = Input::Reply(Reply::ShipmentDispatched { saga_id, shipment_id, quantity: 8 });
+        let step = Replenishment::transition(saga_id, State::Requested, &data, &reply).unwrap();
+        assert_eq!(step.data.shipment_id, Some(shipment_id));
+        assert_eq!(step.data.quantity_shipped, Some(8), "a partial shipment is recorded as such");
+        assert_eq!(
+            step.commands,
+            vec![Command::ReceiveShipment {
+                saga_id,
+                shipment_id,
+                store_id: data.store_id,
+                product_id: data.product_id,
+                quantity: 8
+            }]
+        );
+    }
+
+    #[test]
+    fn every_non_terminal_state_awaits_exactly_the_command_it_sent() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        for state in State::iter() {
+            for input in every_input(saga_id) {
+                if let Ok(step) = Replenishment::transition(saga_id, state, &data, &input) {
+                    let awaited = Replenishment::outstanding(saga_id, step.next, &step.data);
+                    assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>());
+                    assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unwinding_always_cancels_the_shipment_and_says_why() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let failure = Input::Reply(Reply::ReceiptFailed { saga_id, reason: "damaged".into() });
+        let step = Replenishment::transition(saga_id, State::Dispatched, &data, &failure).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::CancelShipment { .. }]));
+        assert_eq!(step.error.as_deref(), Some("damaged"));
+        let refused = Input::Reply(Reply::CancelRefused { saga_id, reason: "already received".into() });
+        let step = Replenishment::transition(saga_id, State::Compensating, &data, &refused).unwrap();
+        assert_eq!(step.next, State::Failed);
+        assert_eq!(step.events[0].message_type, "replenishment.aborted");
+    }
+
+    #[test]
+    fn states_are_stored_in_snake_case() {
+        assert_eq!(State::Compensating.as_ref(), "compensating");
+        assert_eq!("received".parse::<State>().unwrap(), State::Received);
+    }
+}

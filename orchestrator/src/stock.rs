@@ -1,0 +1,291 @@
+//! Stock levels changed by people (counts, adjustments, warehouse stock) and the low-stock rule
+//! every change goes through.
+//!
+//! The rule ([`replenish_if_low`]): when a change leaves a (store, product) at or below its
+//! reorder threshold and no replenishment is open, a replenishment saga starts in the same
+//! transaction, for enough to reach the target level counting what is already on the road.
+
+use std::{future::Future, pin::Pin};
+
+use participants::{
+    config::SagaTiming,
+    inventory::{Movement, MovementReason, StockLevel, record_movements},
+    messaging::{Exchange, outbox::{self, Outgoing}},
+};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{
+    Context,
+    error::{Error, Result, on_constraint},
+    saga::{
+        engine,
+        replenishment::{self, Replenishment},
+    },
+};
+
+/// The counted levels of one (store, product).
+#[derive(Clone, Copy, Debug)]
+pub struct Levels {
+    pub on_hand: i64,
+    pub reorder_threshold: i64,
+    pub target_level: i64,
+}
+
+/// Upper bound on any quantity: larger numbers are typing mistakes, not stock.
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
+fn check_quantity(name: &str, value: i64, min: i64) -> Result<()> {
+    if (min..=MAX_QUANTITY).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{name} must be between {min} and {MAX_QUANTITY}, not {value}")))
+    }
+}
+
+fn missing_store_or_product(constraint: &str) -> Option<Error> {
+    match constraint {
+        "inventory_store_id_fkey" => Some(Error::NotFound("no such store".into())),
+        "inventory_product_id_fkey" | "warehouse_stock_product_id_fkey" => {
+            Some(Error::NotFound("no such product".into()))
+        }
+        _ => None,
+    }
+}
+
+/// Creates or overwrites the levels of a (store, product).
+pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels: Levels) -> Result<StockLevel> {
+    check_quantity("on_hand", levels.on_hand, 0)?;
+    check_quantity("reorder_threshold", levels.reorder_threshold, 0)?;
+    check_quantity("target_level", levels.target_level, 0)?;
+    if levels.target_level <= levels.reorder_threshold {
+        return Err(Error::Invalid(format!(
+            "target_level ({}) must be above reorder_threshold ({}), or every refill would leave the store low",
+            levels.target_level, levels.reorder_threshold
+        )));
+    }
+    let mut tx = ctx.pool.begin().await?;
+    let row = sqlx::query!(
+        r#"WITH old AS (
+               SELECT on_hand FROM inventory WHERE store_id = $1 AND product_id = $2 FOR UPDATE)
+           INSERT INTO inventory (store_id, product_id, on_hand, reorder_threshold, target_level)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (store_id, product_id) DO UPDATE
+           SET on_hand = EXCLUDED.on_hand, reorder_threshold = EXCLUDED.reorder_threshold,
+               target_level = EXCLUDED.target_level, version = inventory.version + 1, updated_at = now()
+           RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version,
+                     (SELECT on_hand FROM old) AS previous"#,
+        store_id,
+        product_id,
+        levels.on_hand,
+        levels.reorder_threshold,
+        levels.target_level
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| {
+        on_constraint(e, |c| match c {
+            "inventory_stock_check" => Some(Error::Conflict(format!(
+                "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
+                levels.on_hand
+            ))),
+            other => missing_store_or_product(other),
+        })
+    })?;
+    let level = StockLevel {
+        store_id: row.store_id,
+        product_id: row.product_id,
+        on_hand: row.on_hand,
+        reserved: row.reserved,
+        reorder_threshold: row.reorder_threshold,
+        target_level: row.target_level,
+        version: row.version,
+    };
+    let movement = Movement {
+        store_id: Some(store_id),
+        product_id,
+        on_hand_delta: level.on_hand - row.previous.unwrap_or(0),
+        reserved_delta: 0,
+        reason: MovementReason::StockSet,
+        reference: Some(Uuid::new_v4()),
+        note: None,
+    };
+    record_movements(&mut tx, &[movement]).await?;
+    replenish_if_low(&mut tx, &ctx.timing, &level).await?;
+    tx.commit().await?;
+    ctx.cache.put(&level).await;
+    Ok(level)
+}
+
+/// Adds `delta` (negative to remove) to a store's on-hand stock, with a reason for the ledger.
+pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64, reason: &str) -> Result<StockLevel> {
+    if delta == 0 {
+        return Err(Error::Invalid("delta must not be zero".into()));
+    }
+    check_quantity("|delta|", delta.saturating_abs(), 1)?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(Error::Invalid("reason must be 1 to 500 characters".into()));
+    }
+    let mut tx = ctx.pool.begin().await?;
+    let level = sqlx::query_as!(
+        StockLevel,
+        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
+         WHERE store_id = $1 AND product_id = $2
+         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
+        store_id,
+        product_id,
+        delta
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| {
+        on_constraint(e, |c| {
+            (c == "inventory_stock_check").then(|| {
+                Error::Conflict(format!(
+                    "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
+                ))
+            })
+        })
+    })?
+    .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
+    let movement = Movement {
+        store_id: Some(store_id),
+        product_id,
+        on_hand_delta: delta,
+        reserved_delta: 0,
+        reason: MovementReason::Adjustment,
+        reference: Some(Uuid::new_v4()),
+        note: Some(reason.to_owned()),
+    };
+    record_movements(&mut tx, &[movement]).await?;
+    replenish_if_low(&mut tx, &ctx.timing, &level).await?;
+    tx.commit().await?;
+    ctx.cache.put(&level).await;
+    Ok(level)
+}
+
+/// The central warehouse's stock of one product.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WarehouseLevel {
+    pub product_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// Dispatched to stores and not yet received.
+    pub in_transit: i64,
+}
+
+pub async fn set_warehouse(ctx: &Context, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
+    check_quantity("on_hand", on_hand, 0)?;
+    let mut tx = ctx.pool.begin().await?;
+    let row = sqlx::query!(
+        r#"WITH old AS (SELECT on_hand FROM warehouse_stock WHERE product_id = $1 FOR UPDATE)
+           INSERT INTO warehouse_stock (product_id, on_hand) VALUES ($1, $2)
+           ON CONFLICT (product_id) DO UPDATE
+           SET on_hand = EXCLUDED.on_hand, version = warehouse_stock.version + 1, updated_at = now()
+           RETURNING (SELECT on_hand FROM old) AS previous"#,
+        product_id,
+        on_hand
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| on_constraint(e, missing_store_or_product))?;
+    let movement = Movement {
+        store_id: None,
+        product_id,
+        on_hand_delta: on_hand - row.previous.unwrap_or(0),
+        reserved_delta: 0,
+        reason: MovementReason::WarehouseSet,
+        reference: Some(Uuid::new_v4()),
+        note: None,
+    };
+    record_movements(&mut tx, &[movement]).await?;
+    let level = warehouse_level(&mut tx, product_id).await?;
+    tx.commit().await?;
+    level.ok_or_else(|| Error::NotFound("no such product".into()))
+}
+
+pub async fn warehouse_level(conn: &mut PgConnection, product_id: Uuid) -> sqlx::Result<Option<WarehouseLevel>> {
+    sqlx::query_as!(
+        WarehouseLevel,
+        r#"SELECT w.product_id, w.on_hand, w.reserved,
+                  (SELECT COALESCE(sum(s.quantity), 0) FROM shipment s
+                   WHERE s.product_id = w.product_id AND s.status = 'dispatched')::int8 AS "in_transit!"
+           FROM warehouse_stock w WHERE w.product_id = $1"#,
+        product_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The low-stock rule: opens a replenishment for `level` if it is low and none is open.
+/// Returns the new saga's id.
+///
+/// Boxed because a received replenishment applies this rule again, from inside the engine that
+/// this function calls: the futures would otherwise contain themselves.
+pub fn replenish_if_low<'a>(
+    tx: &'a mut PgConnection,
+    timing: &'a SagaTiming,
+    level: &'a StockLevel,
+) -> Pin<Box<dyn Future<Output = sqlx::Result<Option<Uuid>>> + Send + 'a>> {
+    Box::pin(async move {
+        if !level.is_low() {
+            return Ok(None);
+        }
+        let in_transit = sqlx::query_scalar!(
+            r#"SELECT COALESCE(sum(quantity), 0)::int8 AS "quantity!" FROM shipment
+               WHERE store_id = $1 AND product_id = $2 AND status = 'dispatched'"#,
+            level.store_id,
+            level.product_id
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let quantity = level.target_level - level.available() - in_transit;
+        if quantity <= 0 {
+            return Ok(None);
+        }
+        let saga_id = Uuid::new_v4();
+        // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
+        let claimed = sqlx::query_scalar!(
+            "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)
+             VALUES ($1, $2, $3, $4, 'requested')
+             ON CONFLICT (store_id, product_id) WHERE closed_at IS NULL DO NOTHING
+             RETURNING saga_id",
+            saga_id,
+            level.store_id,
+            level.product_id,
+            quantity
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            return Ok(None);
+        }
+        let data = replenishment::Data::new(level.store_id, level.product_id, quantity);
+        let detail = json!({
+            "available": level.available(), "reorder_threshold": level.reorder_threshold,
+            "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
+        });
+        engine::start::<Replenishment>(tx, timing, saga_id, replenishment::State::Requested, &data, "low-stock", &detail)
+            .await?;
+        let low = json!({
+            "store_id": level.store_id, "product_id": level.product_id, "available": level.available(),
+            "reorder_threshold": level.reorder_threshold, "saga_id": saga_id,
+        });
+        let created = json!({
+            "saga_id": saga_id, "store_id": level.store_id, "product_id": level.product_id,
+            "quantity_requested": quantity,
+        });
+        outbox::enqueue(
+            tx,
+            &[
+                Outgoing::event(Exchange::InventoryEvents, "stock.low", Some(saga_id), low),
+                Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created),
+            ],
+        )
+        .await?;
+        metrics::counter!("replenishments_started_total").increment(1);
+        Ok(Some(saga_id))
+    })
+}
