@@ -86,7 +86,9 @@ impl Application {
             let mut stop = shutdown.clone();
             tasks.spawn(async move {
                 let server = Server::new_with_acceptor(acceptor);
-                if let Err(error) = server.run_with_graceful_shutdown(routes, async move { stop.wait().await }, Some(DRAIN)).await {
+                if let Err(error) =
+                    server.run_with_graceful_shutdown(routes, async move { stop.wait().await }, Some(DRAIN)).await
+                {
                     tracing::error!(%error, "HTTP server stopped");
                 }
             });

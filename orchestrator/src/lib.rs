@@ -16,7 +16,11 @@ pub mod stock;
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use participants::{cache::Cache, config::{Config, SagaTiming}, process::Services};
+use participants::{
+    cache::Cache,
+    config::{Config, SagaTiming},
+    process::Services,
+};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 /// What request handlers and domain functions share.

@@ -8,7 +8,10 @@
 use chrono::{DateTime, Utc};
 use participants::{
     inventory::{Movement, MovementReason, StockLevel, record_movements},
-    messaging::{Exchange, outbox::{self, Outgoing}},
+    messaging::{
+        Exchange,
+        outbox::{self, Outgoing},
+    },
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -201,9 +204,10 @@ async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) 
     short
         .iter()
         .map(|item| {
-            let row = known.iter().find(|k| k.id == item.product_id).ok_or_else(|| {
-                Error::NotFound(format!("no such product: {}", item.product_id))
-            })?;
+            let row = known
+                .iter()
+                .find(|k| k.id == item.product_id)
+                .ok_or_else(|| Error::NotFound(format!("no such product: {}", item.product_id)))?;
             Ok(Shortage { product_id: item.product_id, requested: item.quantity, available: row.available })
         })
         .collect()
@@ -211,12 +215,9 @@ async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) 
 
 async fn replay(ctx: &Context, key: &str, fingerprint: &str) -> Result<Placed> {
     let mut conn = ctx.pool.acquire().await?;
-    let first = sqlx::query!(
-        "SELECT id, request_fingerprint FROM customer_order WHERE idempotency_key = $1",
-        key
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let first = sqlx::query!("SELECT id, request_fingerprint FROM customer_order WHERE idempotency_key = $1", key)
+        .fetch_one(&mut *conn)
+        .await?;
     if first.request_fingerprint.as_deref() != Some(fingerprint) {
         return Err(Error::Invalid(
             "this Idempotency-Key was already used for a different order; use a new key".into(),
@@ -227,12 +228,10 @@ async fn replay(ctx: &Context, key: &str, fingerprint: &str) -> Result<Placed> {
 }
 
 pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<Order>> {
-    let Some(head) = sqlx::query!(
-        "SELECT id, store_id, status, created_at, updated_at FROM customer_order WHERE id = $1",
-        order_id
-    )
-    .fetch_optional(&mut *conn)
-    .await?
+    let Some(head) =
+        sqlx::query!("SELECT id, store_id, status, created_at, updated_at FROM customer_order WHERE id = $1", order_id)
+            .fetch_optional(&mut *conn)
+            .await?
     else {
         return Ok(None);
     };

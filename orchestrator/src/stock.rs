@@ -10,7 +10,10 @@ use std::{future::Future, pin::Pin};
 use participants::{
     config::SagaTiming,
     inventory::{Movement, MovementReason, StockLevel, record_movements},
-    messaging::{Exchange, outbox::{self, Outgoing}},
+    messaging::{
+        Exchange,
+        outbox::{self, Outgoing},
+    },
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -66,16 +69,33 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
         )));
     }
     let mut tx = ctx.pool.begin().await?;
-    let row = sqlx::query!(
-        r#"WITH old AS (
-               SELECT on_hand FROM inventory WHERE store_id = $1 AND product_id = $2 FOR UPDATE)
-           INSERT INTO inventory (store_id, product_id, on_hand, reorder_threshold, target_level)
-           VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (store_id, product_id) DO UPDATE
-           SET on_hand = EXCLUDED.on_hand, reorder_threshold = EXCLUDED.reorder_threshold,
-               target_level = EXCLUDED.target_level, version = inventory.version + 1, updated_at = now()
-           RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version,
-                     (SELECT on_hand FROM old) AS previous"#,
+    // Make sure the row exists, then lock it and read what it held: the ledger records the
+    // difference. (One statement cannot do both: a `FOR UPDATE` read skips the row its own
+    // statement updates.)
+    sqlx::query!(
+        "INSERT INTO inventory (store_id, product_id, on_hand, reorder_threshold, target_level)
+         VALUES ($1, $2, 0, $3, $4) ON CONFLICT DO NOTHING",
+        store_id,
+        product_id,
+        levels.reorder_threshold,
+        levels.target_level
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| on_constraint(e, missing_store_or_product))?;
+    let previous = sqlx::query_scalar!(
+        "SELECT on_hand FROM inventory WHERE store_id = $1 AND product_id = $2 FOR UPDATE",
+        store_id,
+        product_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let level = sqlx::query_as!(
+        StockLevel,
+        "UPDATE inventory SET on_hand = $3, reorder_threshold = $4, target_level = $5,
+                version = version + 1, updated_at = now()
+         WHERE store_id = $1 AND product_id = $2
+         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
         store_id,
         product_id,
         levels.on_hand,
@@ -85,27 +105,19 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
-        on_constraint(e, |c| match c {
-            "inventory_stock_check" => Some(Error::Conflict(format!(
-                "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
-                levels.on_hand
-            ))),
-            other => missing_store_or_product(other),
+        on_constraint(e, |c| {
+            (c == "inventory_stock_check").then(|| {
+                Error::Conflict(format!(
+                    "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
+                    levels.on_hand
+                ))
+            })
         })
     })?;
-    let level = StockLevel {
-        store_id: row.store_id,
-        product_id: row.product_id,
-        on_hand: row.on_hand,
-        reserved: row.reserved,
-        reorder_threshold: row.reorder_threshold,
-        target_level: row.target_level,
-        version: row.version,
-    };
     let movement = Movement {
         store_id: Some(store_id),
         product_id,
-        on_hand_delta: level.on_hand - row.previous.unwrap_or(0),
+        on_hand_delta: level.on_hand - previous,
         reserved_delta: 0,
         reason: MovementReason::StockSet,
         reference: Some(Uuid::new_v4()),
@@ -179,22 +191,31 @@ pub struct WarehouseLevel {
 pub async fn set_warehouse(ctx: &Context, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
     check_quantity("on_hand", on_hand, 0)?;
     let mut tx = ctx.pool.begin().await?;
-    let row = sqlx::query!(
-        r#"WITH old AS (SELECT on_hand FROM warehouse_stock WHERE product_id = $1 FOR UPDATE)
-           INSERT INTO warehouse_stock (product_id, on_hand) VALUES ($1, $2)
-           ON CONFLICT (product_id) DO UPDATE
-           SET on_hand = EXCLUDED.on_hand, version = warehouse_stock.version + 1, updated_at = now()
-           RETURNING (SELECT on_hand FROM old) AS previous"#,
+    sqlx::query!("INSERT INTO warehouse_stock (product_id, on_hand) VALUES ($1, 0) ON CONFLICT DO NOTHING", product_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| on_constraint(e, missing_store_or_product))?;
+    let previous =
+        sqlx::query_scalar!("SELECT on_hand FROM warehouse_stock WHERE product_id = $1 FOR UPDATE", product_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query!(
+        "UPDATE warehouse_stock SET on_hand = $2, version = version + 1, updated_at = now() WHERE product_id = $1",
         product_id,
         on_hand
     )
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await
-    .map_err(|e| on_constraint(e, missing_store_or_product))?;
+    .map_err(|e| {
+        on_constraint(e, |c| {
+            (c == "warehouse_stock_check")
+                .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
+        })
+    })?;
     let movement = Movement {
         store_id: None,
         product_id,
-        on_hand_delta: on_hand - row.previous.unwrap_or(0),
+        on_hand_delta: on_hand - previous,
         reserved_delta: 0,
         reason: MovementReason::WarehouseSet,
         reference: Some(Uuid::new_v4()),
@@ -267,8 +288,16 @@ pub fn replenish_if_low<'a>(
             "available": level.available(), "reorder_threshold": level.reorder_threshold,
             "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
         });
-        engine::start::<Replenishment>(tx, timing, saga_id, replenishment::State::Requested, &data, "low-stock", &detail)
-            .await?;
+        engine::start::<Replenishment>(
+            tx,
+            timing,
+            saga_id,
+            replenishment::State::Requested,
+            &data,
+            "low-stock",
+            &detail,
+        )
+        .await?;
         let low = json!({
             "store_id": level.store_id, "product_id": level.product_id, "available": level.available(),
             "reorder_threshold": level.reorder_threshold, "saga_id": saga_id,

@@ -96,11 +96,8 @@ impl Cache {
     /// The cached level, or `None` on a miss or when Redis is unavailable.
     pub async fn get(&self, store_id: Uuid, product_id: Uuid) -> Option<StockLevel> {
         let key = self.key(store_id, product_id);
-        let cached: Option<String> = self
-            .call(async |conn| redis::cmd("GET").arg(&key).query_async(conn).await)
-            .await
-            .ok()
-            .flatten();
+        let cached: Option<String> =
+            self.call(async |conn| redis::cmd("GET").arg(&key).query_async(conn).await).await.ok().flatten();
         let level = cached.and_then(|json| serde_json::from_str(&json).ok());
         let outcome = if level.is_some() { "hit" } else { "miss" };
         metrics::counter!("cache_requests_total", "outcome" => outcome).increment(1);
@@ -114,9 +111,7 @@ impl Cache {
         let json = serde_json::to_string(level).expect("stock levels serialize");
         let script = self.set_if_newer.clone();
         let result: Result<i64, _> = self
-            .call(async |conn| {
-                script.key(&key).arg(level.version).arg(&json).arg(TTL_SECONDS).invoke_async(conn).await
-            })
+            .call(async |conn| script.key(&key).arg(level.version).arg(&json).arg(TTL_SECONDS).invoke_async(conn).await)
             .await;
         if let Err(error) = result {
             tracing::debug!(%error, key, "cache write skipped");

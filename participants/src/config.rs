@@ -103,12 +103,7 @@ impl Config {
         parse(&get, "PREFETCH", "an integer from 1 to 65535", &mut config.prefetch)?;
         parse(&get, "COMMAND_MAX_ATTEMPTS", "a positive integer", &mut config.saga.max_attempts)?;
         parse(&get, "LOG_JSON", "true or false", &mut config.log_json)?;
-        parse(
-            &get,
-            "RECEIPT_FAILURE_RATE",
-            "a number from 0.0 to 1.0",
-            &mut config.simulation.receipt_failure_rate,
-        )?;
+        parse(&get, "RECEIPT_FAILURE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.receipt_failure_rate)?;
         millis(&get, "COMMAND_TIMEOUT_MS", &mut config.saga.command_timeout)?;
         millis(&get, "COMMAND_MAX_TIMEOUT_MS", &mut config.saga.max_timeout)?;
         millis(&get, "TRANSIT_DELAY_MS", &mut config.simulation.transit_delay)?;
@@ -123,10 +118,7 @@ impl Config {
         if config.saga.max_attempts < 1 || config.db_max_connections < 1 || config.prefetch < 1 {
             return Err(ConfigError {
                 name: "COMMAND_MAX_ATTEMPTS/DB_MAX_CONNECTIONS/PREFETCH",
-                value: format!(
-                    "{}/{}/{}",
-                    config.saga.max_attempts, config.db_max_connections, config.prefetch
-                ),
+                value: format!("{}/{}/{}", config.saga.max_attempts, config.db_max_connections, config.prefetch),
                 expected: "each at least 1",
             });
         }
@@ -136,9 +128,7 @@ impl Config {
 
 fn valid_namespace(namespace: &str) -> bool {
     (1..=64).contains(&namespace.len())
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && namespace.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
 }
 
 fn parse<T: std::str::FromStr>(
@@ -153,11 +143,7 @@ fn parse<T: std::str::FromStr>(
     Ok(())
 }
 
-fn millis(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    target: &mut Duration,
-) -> Result<(), ConfigError> {
+fn millis(get: &impl Fn(&str) -> Option<String>, name: &'static str, target: &mut Duration) -> Result<(), ConfigError> {
     let mut ms = u64::try_from(target.as_millis()).unwrap_or(u64::MAX);
     parse(get, name, "a whole number of milliseconds", &mut ms)?;
     *target = Duration::from_millis(ms);
@@ -169,9 +155,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| {
-            vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string())
-        })
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_string()))
     }
 
     #[test]
@@ -184,8 +168,7 @@ mod tests {
 
     #[test]
     fn variables_override_defaults() {
-        let c = config(&[("NAMESPACE", "t1"), ("COMMAND_TIMEOUT_MS", "250"), ("HTTP_ADDR", "0.0.0.0:9")])
-            .unwrap();
+        let c = config(&[("NAMESPACE", "t1"), ("COMMAND_TIMEOUT_MS", "250"), ("HTTP_ADDR", "0.0.0.0:9")]).unwrap();
         assert_eq!(c.namespace, "t1");
         assert_eq!(c.saga.command_timeout, Duration::from_millis(250));
         assert_eq!(c.http_addr.port(), 9);

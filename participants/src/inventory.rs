@@ -101,7 +101,11 @@ pub async fn record_movements(conn: &mut PgConnection, movements: &[Movement]) -
     Ok(())
 }
 
-pub async fn fetch_level(conn: &mut PgConnection, store_id: Uuid, product_id: Uuid) -> sqlx::Result<Option<StockLevel>> {
+pub async fn fetch_level(
+    conn: &mut PgConnection,
+    store_id: Uuid,
+    product_id: Uuid,
+) -> sqlx::Result<Option<StockLevel>> {
     sqlx::query_as!(
         StockLevel,
         "SELECT store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version
@@ -114,7 +118,12 @@ pub async fn fetch_level(conn: &mut PgConnection, store_id: Uuid, product_id: Uu
 }
 
 /// Cache first; on a miss, Postgres, then fill the cache (never over a newer entry).
-pub async fn read_level(pool: &PgPool, cache: &Cache, store_id: Uuid, product_id: Uuid) -> sqlx::Result<Option<StockLevel>> {
+pub async fn read_level(
+    pool: &PgPool,
+    cache: &Cache,
+    store_id: Uuid,
+    product_id: Uuid,
+) -> sqlx::Result<Option<StockLevel>> {
     if let Some(level) = cache.get(store_id, product_id).await {
         return Ok(Some(level));
     }
@@ -160,7 +169,12 @@ impl Handler for InventoryWorker {
                 "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
                 "product_id": product_id, "quantity": quantity,
             });
-            messages.push(Outgoing::event(Exchange::InventoryEvents, "stock.replenished", Some(saga_id), event.clone()));
+            messages.push(Outgoing::event(
+                Exchange::InventoryEvents,
+                "stock.replenished",
+                Some(saga_id),
+                event.clone(),
+            ));
             messages.push(Outgoing::event(Exchange::WarehouseEvents, "shipment.received", Some(saga_id), event));
         }
         outbox::enqueue(tx, &messages).await?;

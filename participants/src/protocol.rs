@@ -43,8 +43,7 @@ pub enum DecodeError {
 impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         // Peek at the version first so a future version with another shape is reported as such.
-        let raw: Value =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let raw: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match raw.get("version").and_then(Value::as_u64) {
             Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
             Some(v) => return Err(DecodeError::UnknownVersion(u32::try_from(v).unwrap_or(u32::MAX))),
@@ -73,17 +72,12 @@ pub trait MessageFamily: Serialize + DeserializeOwned {
     const TYPES: &'static [&'static str];
 
     /// Splits a message into its type name and payload for the outbox.
-    fn into_parts(&self) -> (&'static str, Value) {
-        let Value::Object(mut tagged) =
-            serde_json::to_value(self).expect("protocol messages always serialize")
-        else {
+    fn to_parts(&self) -> (&'static str, Value) {
+        let Value::Object(mut tagged) = serde_json::to_value(self).expect("protocol messages always serialize") else {
             unreachable!("adjacently tagged enums serialize to objects")
         };
         let name = tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned));
-        let name = Self::TYPES
-            .iter()
-            .find(|t| Some(**t) == name.as_deref())
-            .expect("every variant is listed in TYPES");
+        let name = Self::TYPES.iter().find(|t| Some(**t) == name.as_deref()).expect("every variant is listed in TYPES");
         (name, tagged.remove("payload").unwrap_or(Value::Null))
     }
 }
@@ -137,16 +131,36 @@ impl Command {
 #[serde(tag = "type", content = "payload")]
 pub enum Reply {
     /// `quantity` may be less than requested: the warehouse ships what it has.
-    ShipmentDispatched { saga_id: Uuid, shipment_id: Uuid, quantity: i64 },
+    ShipmentDispatched {
+        saga_id: Uuid,
+        shipment_id: Uuid,
+        quantity: i64,
+    },
     /// Nothing to ship (empty warehouse, or the shipment was already cancelled).
-    ShipmentRejected { saga_id: Uuid, reason: String },
-    StockReceived { saga_id: Uuid, shipment_id: Uuid, quantity: i64 },
-    ReceiptFailed { saga_id: Uuid, reason: String },
+    ShipmentRejected {
+        saga_id: Uuid,
+        reason: String,
+    },
+    StockReceived {
+        saga_id: Uuid,
+        shipment_id: Uuid,
+        quantity: i64,
+    },
+    ReceiptFailed {
+        saga_id: Uuid,
+        reason: String,
+    },
     /// The shipment is cancelled and `quantity_returned` went back to the warehouse (0 when nothing
     /// had been dispatched).
-    ShipmentCancelled { saga_id: Uuid, quantity_returned: i64 },
+    ShipmentCancelled {
+        saga_id: Uuid,
+        quantity_returned: i64,
+    },
     /// The undo cannot be done (the goods were already received): an operator must decide.
-    CancelRefused { saga_id: Uuid, reason: String },
+    CancelRefused {
+        saga_id: Uuid,
+        reason: String,
+    },
 }
 
 impl MessageFamily for Reply {
@@ -197,7 +211,7 @@ mod tests {
             product_id: Uuid::new_v4(),
             quantity: 7,
         };
-        let (name, payload) = command.into_parts();
+        let (name, payload) = command.to_parts();
         assert_eq!(name, "ReceiveShipment");
         let decoded = Envelope::decode(&envelope(name, payload).encode()).unwrap();
         assert_eq!(decoded.body::<Command>().unwrap(), command);
@@ -206,7 +220,7 @@ mod tests {
     #[test]
     fn every_listed_type_is_a_variant() {
         let reply = Reply::CancelRefused { saga_id: Uuid::nil(), reason: "x".into() };
-        assert_eq!(reply.into_parts().0, "CancelRefused");
+        assert_eq!(reply.to_parts().0, "CancelRefused");
     }
 
     #[test]

@@ -71,9 +71,7 @@ impl HealthApi {
                 Err(_) => "error: timed out".to_owned(),
             }
         };
-        let redis = async {
-            if self.ctx.cache.ping().await { "ok".to_owned() } else { "error: no answer".to_owned() }
-        };
+        let redis = async { if self.ctx.cache.ping().await { "ok".to_owned() } else { "error: no answer".to_owned() } };
         let (postgres, rabbitmq, redis) = tokio::join!(postgres, rabbitmq, redis);
         let ready = postgres == "ok" && rabbitmq == "ok";
         let health = Health {

@@ -78,7 +78,12 @@ impl InventoryApi {
     /// Creates the row or overwrites it (a count). If the result is at or below the reorder
     /// threshold, a replenishment starts.
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put")]
-    async fn set(&self, store_id: Path<Uuid>, product_id: Path<Uuid>, body: Json<SetInventory>) -> ApiResult<Json<Inventory>> {
+    async fn set(
+        &self,
+        store_id: Path<Uuid>,
+        product_id: Path<Uuid>,
+        body: Json<SetInventory>,
+    ) -> ApiResult<Json<Inventory>> {
         let levels = stock::Levels {
             on_hand: body.on_hand,
             reorder_threshold: body.reorder_threshold,
@@ -93,15 +98,20 @@ impl InventoryApi {
     /// Served from the cache when it holds the current version, else from Postgres.
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
     async fn get(&self, store_id: Path<Uuid>, product_id: Path<Uuid>) -> ApiResult<Json<Inventory>> {
-        let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0)
-            .await?
-            .ok_or_else(|| Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0)))?;
+        let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0).await?.ok_or_else(|| {
+            Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0))
+        })?;
         Ok(Json(level.into()))
     }
 
     /// List a store's inventory
     #[oai(path = "/stores/:store_id/inventory", method = "get")]
-    async fn list(&self, store_id: Path<Uuid>, limit: Query<Option<u32>>, cursor: Query<Option<String>>) -> ApiResult<Json<InventoryPage>> {
+    async fn list(
+        &self,
+        store_id: Path<Uuid>,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> ApiResult<Json<InventoryPage>> {
         let fetch = page::fetch_limit(limit.0)?;
         let after = uuid_cursor(cursor.0.as_deref())?;
         let mut conn = self.ctx.pool.acquire().await?;
@@ -129,7 +139,12 @@ impl InventoryApi {
     ///
     /// For stock found, lost or damaged; recorded in the stock ledger with its reason.
     #[oai(path = "/stores/:store_id/inventory/:product_id/adjustments", method = "post")]
-    async fn adjust(&self, store_id: Path<Uuid>, product_id: Path<Uuid>, body: Json<Adjustment>) -> ApiResult<Json<Inventory>> {
+    async fn adjust(
+        &self,
+        store_id: Path<Uuid>,
+        product_id: Path<Uuid>,
+        body: Json<Adjustment>,
+    ) -> ApiResult<Json<Inventory>> {
         let level = stock::adjust(&self.ctx, store_id.0, product_id.0, body.delta, &body.reason).await?;
         Ok(Json(level.into()))
     }

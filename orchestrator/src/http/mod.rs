@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{
-    Endpoint, EndpointExt, Route, get, handler,
-    Request, Result as PoemResult,
+    Endpoint, EndpointExt, Request, Result as PoemResult, Route, get, handler,
     http::{StatusCode, header::CONTENT_LENGTH},
     middleware::Tracing,
     web::Data,
@@ -118,5 +117,6 @@ fn render_metrics(handle: Data<&PrometheusHandle>) -> String {
 
 /// Cursors of lists ordered by a UUID are that UUID.
 pub fn uuid_cursor(cursor: Option<&str>) -> ApiResult<Uuid> {
-    cursor.map_or(Ok(Uuid::nil()), |c| c.parse().map_err(|_| Problem::unprocessable("cursor is not one this API issued")))
+    cursor
+        .map_or(Ok(Uuid::nil()), |c| c.parse().map_err(|_| Problem::unprocessable("cursor is not one this API issued")))
 }

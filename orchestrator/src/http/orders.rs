@@ -99,7 +99,8 @@ impl OrdersApi {
     #[oai(path = "/orders/:id", method = "get")]
     async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
         let mut conn = self.ctx.pool.acquire().await?;
-        let order = orders::load(&mut conn, id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", id.0)))?;
+        let order =
+            orders::load(&mut conn, id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", id.0)))?;
         Ok(Json(order.into()))
     }
 

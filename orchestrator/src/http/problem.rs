@@ -89,10 +89,8 @@ impl From<Error> for Problem {
                     .map(|s| format!("{} (requested {}, available {})", s.product_id, s.requested, s.available))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let mut body = details(
-                    StatusCode::CONFLICT,
-                    format!("not enough stock, nothing was reserved; short: {list}"),
-                );
+                let mut body =
+                    details(StatusCode::CONFLICT, format!("not enough stock, nothing was reserved; short: {list}"));
                 body.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
                 Self::Conflict(Json(body))
             }
@@ -139,9 +137,5 @@ pub async fn from_poem(error: poem::Error) -> Response {
         "status": status.as_u16(),
         "detail": detail,
     });
-    Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .body(body.to_string())
-        .into_response()
+    Response::builder().status(status).content_type("application/problem+json").body(body.to_string()).into_response()
 }

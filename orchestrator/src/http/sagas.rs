@@ -109,8 +109,7 @@ impl SagasApi {
         )
         .fetch_all(&self.ctx.pool)
         .await?;
-        let (items, next_cursor) =
-            page::split(rows, fetch, |s| format!("{}~{}", s.created_at.to_rfc3339(), s.id));
+        let (items, next_cursor) = page::split(rows, fetch, |s| format!("{}~{}", s.created_at.to_rfc3339(), s.id));
         Ok(Json(SagaPage { items, next_cursor }))
     }
 

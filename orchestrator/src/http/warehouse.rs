@@ -46,9 +46,9 @@ impl WarehouseApi {
     #[oai(path = "/warehouse/stock/:product_id", method = "get")]
     async fn get(&self, product_id: Path<Uuid>) -> ApiResult<Json<WarehouseStock>> {
         let mut conn = self.ctx.pool.acquire().await?;
-        let level = stock::warehouse_level(&mut conn, product_id.0)
-            .await?
-            .ok_or_else(|| Problem::not_found(format!("the warehouse holds no stock record for product {}", product_id.0)))?;
+        let level = stock::warehouse_level(&mut conn, product_id.0).await?.ok_or_else(|| {
+            Problem::not_found(format!("the warehouse holds no stock record for product {}", product_id.0))
+        })?;
         Ok(Json(level.into()))
     }
 }

@@ -59,9 +59,15 @@ impl From<EngineError> for HandleError {
 /// What an input did to a saga.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    Moved { from: String, to: String },
+    Moved {
+        from: String,
+        to: String,
+    },
     /// The transition function refused the pair; it is in the timeline as not applied.
-    Refused { state: String, reason: String },
+    Refused {
+        state: String,
+        reason: String,
+    },
 }
 
 /// When a command sent for the `attempt`-th time is due: the timeout doubles with each resend.
@@ -92,15 +98,8 @@ pub async fn start<K: SagaKind>(
         closed: initial.is_terminal(),
     };
     store::insert(tx, saga_id, K::KIND, &update).await?;
-    let record = TransitionRecord {
-        saga_id,
-        from: None,
-        to: initial.as_ref(),
-        event: "Started",
-        applied: true,
-        detail,
-        actor,
-    };
+    let record =
+        TransitionRecord { saga_id, from: None, to: initial.as_ref(), event: "Started", applied: true, detail, actor };
     store::record_transition(tx, &record).await?;
     let messages: Vec<Outgoing> = command.iter().map(Outgoing::command).collect();
     outbox::enqueue(tx, &messages).await?;
@@ -120,7 +119,7 @@ fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError>
 
 fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
     match input {
-        Input::Reply(reply) => reply.into_parts().1,
+        Input::Reply(reply) => reply.to_parts().1,
         Input::GaveUp { attempts } => json!({ "attempts": attempts }),
         Input::Compensate { reason } => json!({ "reason": reason }),
     }
@@ -261,9 +260,8 @@ impl Handler for ReplyHandler {
     }
 
     async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
-        let saga_id = message
-            .correlation_id
-            .ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
+        let saga_id =
+            message.correlation_id.ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
         let row = store::lock(tx, saga_id).await?.ok_or(EngineError::UnknownSaga(saga_id))?;
         self.registry.driver(&row.kind)?.on_reply(tx, &self.timing, &row, message).await?;
         Ok(())

@@ -38,7 +38,7 @@ impl<R: MessageFamily> Input<R> {
     /// The event's name in the timeline.
     pub fn name(&self) -> String {
         match self {
-            Self::Reply(reply) => reply.into_parts().0.to_owned(),
+            Self::Reply(reply) => reply.to_parts().0.to_owned(),
             Self::GaveUp { .. } => "DeadlineExceeded".into(),
             Self::Compensate { .. } => "CompensateRequested".into(),
         }
@@ -67,9 +67,7 @@ pub struct Refused {
 }
 
 /// The states of a kind: a strum enum stored as text.
-pub trait SagaState:
-    Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static
-{
+pub trait SagaState: Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static {
     /// No command is outstanding and none ever will be.
     fn is_terminal(self) -> bool;
 }

@@ -28,7 +28,17 @@ use uuid::Uuid;
 use super::{Input, Refused, SagaKind, SagaState, Step};
 
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::AsRefStr, strum::IntoStaticStr, strum::Display, strum::EnumString, strum::EnumIter,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum State {
@@ -72,7 +82,12 @@ impl SagaKind for Replenishment {
     type Reply = Reply;
     type Data = Data;
 
-    fn transition(saga_id: Uuid, state: State, data: &Data, input: &Input<Reply>) -> Result<Step<State, Data>, Refused> {
+    fn transition(
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+        input: &Input<Reply>,
+    ) -> Result<Step<State, Data>, Refused> {
         use Input::{Compensate, GaveUp};
         use Reply as R;
         use State::*;
@@ -124,7 +139,13 @@ impl SagaKind for Replenishment {
         }
     }
 
-    async fn project(tx: &mut PgConnection, timing: &SagaTiming, saga_id: Uuid, state: State, data: &Data) -> sqlx::Result<()> {
+    async fn project(
+        tx: &mut PgConnection,
+        timing: &SagaTiming,
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+    ) -> sqlx::Result<()> {
         sqlx::query!(
             "UPDATE replenishment
              SET status = $2, quantity_shipped = $3, shipment_id = $4,

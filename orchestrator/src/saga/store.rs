@@ -41,13 +41,9 @@ pub struct TransitionRecord<'a> {
 }
 
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
-    sqlx::query_as!(
-        SagaRow,
-        "SELECT id, kind, state, data, version, attempt FROM saga WHERE id = $1 FOR UPDATE",
-        id
-    )
-    .fetch_optional(tx)
-    .await
+    sqlx::query_as!(SagaRow, "SELECT id, kind, state, data, version, attempt FROM saga WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(tx)
+        .await
 }
 
 /// Open sagas whose deadline has passed, locked; rows another engine holds are skipped.
@@ -68,12 +64,7 @@ pub async fn next_deadline(conn: &mut PgConnection) -> sqlx::Result<Option<DateT
     sqlx::query_scalar!("SELECT min(deadline_at) FROM saga WHERE closed_at IS NULL").fetch_one(conn).await
 }
 
-pub async fn insert(
-    tx: &mut PgConnection,
-    id: Uuid,
-    kind: &str,
-    update: &SagaUpdate<'_>,
-) -> sqlx::Result<()> {
+pub async fn insert(tx: &mut PgConnection, id: Uuid, kind: &str, update: &SagaUpdate<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END)",

@@ -194,7 +194,7 @@ async fn process<H: Handler>(handler: Arc<H>, pool: PgPool, delivery: Delivery, 
 }
 
 /// One attempt: inbox row, effect, commit. `None` when the message was handled before.
-async fn handle_once<H: Handler>(
+pub async fn handle_once<H: Handler>(
     handler: &H,
     pool: &PgPool,
     message: &Envelope,

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Exchange, topology::REPLY_ROUTE};
-use crate::protocol::{Command, MessageFamily, Reply};
+use crate::protocol::{Command, Envelope, MessageFamily, PROTOCOL_VERSION, Reply};
 
 /// A message waiting to be written to the outbox.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,7 +24,7 @@ impl Outgoing {
     /// id: a resend after a deadline is a new message, so the participant answers it again even
     /// though its inbox holds the first one.
     pub fn command(command: &Command) -> Self {
-        let (name, payload) = command.into_parts();
+        let (name, payload) = command.to_parts();
         Self {
             message_id: Uuid::new_v4(),
             exchange: Exchange::Commands,
@@ -36,7 +36,7 @@ impl Outgoing {
     }
 
     pub fn reply(reply: &Reply) -> Self {
-        let (name, payload) = reply.into_parts();
+        let (name, payload) = reply.to_parts();
         Self {
             message_id: Uuid::new_v4(),
             exchange: Exchange::Replies,
@@ -91,5 +91,47 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
     )
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// An outbox row claimed for publishing, with its envelope rebuilt.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: i64,
+    /// `None` for a row naming an exchange this build does not know (never written by it).
+    pub exchange: Option<Exchange>,
+    pub routing_key: String,
+    pub envelope: Envelope,
+}
+
+/// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
+pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claimed>> {
+    let rows = sqlx::query!(
+        "SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at
+         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Claimed {
+            id: row.id,
+            exchange: row.exchange.parse().ok(),
+            routing_key: row.routing_key,
+            envelope: Envelope {
+                version: PROTOCOL_VERSION,
+                message_id: row.message_id,
+                correlation_id: row.correlation_id,
+                sent_at: row.created_at,
+                message_type: row.message_type,
+                payload: row.body,
+            },
+        })
+        .collect())
+}
+
+pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(tx).await?;
     Ok(())
 }

@@ -6,9 +6,14 @@
 //! publish and mark publishes the batch again: consumers' inboxes make that harmless. Several
 //! relays may run at once; `FOR UPDATE SKIP LOCKED` gives each its own rows.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
-use chrono::{DateTime, Utc};
 use lapin::{
     BasicProperties, Channel, Confirmation,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -17,7 +22,7 @@ use lapin::{
 use sqlx::{PgPool, postgres::PgListener};
 use uuid::Uuid;
 
-use super::{Exchange, Topology, connect, reconnect_delay};
+use super::{Exchange, Topology, connect, outbox, reconnect_delay};
 use crate::{
     protocol::{Envelope, PROTOCOL_VERSION},
     shutdown::Shutdown,
@@ -38,14 +43,26 @@ pub enum RelayError {
     Unroutable(Uuid),
     #[error("broker refused message {0}")]
     Nacked(Uuid),
-    #[error("outbox row {0} names an unknown exchange {1:?}")]
-    UnknownExchange(i64, String),
+    #[error("outbox row {0} names an unknown exchange")]
+    UnknownExchange(i64),
 }
 
-/// Fault injection for tests of idempotency: publish every message twice.
-#[derive(Clone, Copy, Debug, Default)]
+/// Fault injection, for the tests that prove the system survives the network's usual tricks.
+/// Production runs with the default: no faults.
+#[derive(Clone, Debug, Default)]
 pub struct RelayFaults {
+    /// Publish every message twice (a duplicate delivery).
     pub publish_twice: bool,
+    /// Replies still to be lost: marked published without being sent, like a reply lost in
+    /// transit after the participant committed.
+    pub lose_replies: Arc<AtomicU32>,
+}
+
+impl RelayFaults {
+    fn lose(&self, exchange: Exchange) -> bool {
+        exchange == Exchange::Replies
+            && self.lose_replies.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -98,31 +115,21 @@ impl Relay {
     /// Publishes up to [`BATCH`] unpublished rows and marks them published; returns how many.
     pub async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query!(
-            r#"SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at
-               FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"#,
-            BATCH
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = outbox::claim(&mut tx, BATCH).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let copies = if self.faults.publish_twice { 2 } else { 1 };
         let mut confirms = Vec::with_capacity(rows.len() * copies);
         for row in &rows {
-            let exchange: Exchange =
-                row.exchange.parse().map_err(|_| RelayError::UnknownExchange(row.id, row.exchange.clone()))?;
-            let envelope = Envelope {
-                version: PROTOCOL_VERSION,
-                message_id: row.message_id,
-                correlation_id: row.correlation_id,
-                sent_at: row.created_at,
-                message_type: row.message_type.clone(),
-                payload: row.body.clone(),
-            };
+            let envelope = &row.envelope;
+            let exchange = row.exchange.ok_or(RelayError::UnknownExchange(row.id))?;
+            if self.faults.lose(exchange) {
+                tracing::warn!(message_id = %envelope.message_id, "fault injection: reply lost");
+                continue;
+            }
             let body = envelope.encode();
-            let properties = properties(&envelope, row.created_at);
+            let properties = properties(envelope);
             let options = BasicPublishOptions { mandatory: exchange.requires_route(), ..Default::default() };
             for _ in 0..copies {
                 let confirm = channel
@@ -134,7 +141,7 @@ impl Relay {
                         properties.clone(),
                     )
                     .await?;
-                confirms.push((row.message_id, confirm));
+                confirms.push((envelope.message_id, confirm));
             }
         }
         for (message_id, confirm) in confirms {
@@ -145,9 +152,7 @@ impl Relay {
             }
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", &ids)
-            .execute(&mut *tx)
-            .await?;
+        outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
         metrics::counter!("messages_published_total").increment(rows.len() as u64);
         Ok(rows.len())
@@ -155,7 +160,7 @@ impl Relay {
 }
 
 /// AMQP properties: persistent, JSON, with the ids consumers and tracing tools look for.
-fn properties(envelope: &Envelope, created_at: DateTime<Utc>) -> BasicProperties {
+fn properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert("traceparent".into(), AMQPValue::LongString(LongString::from(traceparent(envelope))));
     headers.insert("x-version".into(), AMQPValue::LongInt(PROTOCOL_VERSION as i32));
@@ -164,7 +169,7 @@ fn properties(envelope: &Envelope, created_at: DateTime<Utc>) -> BasicProperties
         .with_delivery_mode(2)
         .with_message_id(ShortString::from(envelope.message_id.to_string()))
         .with_type(ShortString::from(envelope.message_type.as_str()))
-        .with_timestamp(u64::try_from(created_at.timestamp()).unwrap_or_default())
+        .with_timestamp(u64::try_from(envelope.sent_at.timestamp()).unwrap_or_default())
         .with_headers(headers);
     if let Some(correlation_id) = envelope.correlation_id {
         properties = properties.with_correlation_id(ShortString::from(correlation_id.to_string()));

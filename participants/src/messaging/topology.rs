@@ -6,7 +6,9 @@
 
 use lapin::{
     Channel, ExchangeKind,
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 
@@ -100,12 +102,22 @@ impl Topology {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         for exchange in [Exchange::OrderEvents, Exchange::InventoryEvents, Exchange::WarehouseEvents] {
             channel
-                .exchange_declare(self.name(self.exchange(exchange)), ExchangeKind::Topic, durable, FieldTable::default())
+                .exchange_declare(
+                    self.name(self.exchange(exchange)),
+                    ExchangeKind::Topic,
+                    durable,
+                    FieldTable::default(),
+                )
                 .await?;
         }
         for exchange in [Exchange::Commands, Exchange::Replies] {
             channel
-                .exchange_declare(self.name(self.exchange(exchange)), ExchangeKind::Direct, durable, FieldTable::default())
+                .exchange_declare(
+                    self.name(self.exchange(exchange)),
+                    ExchangeKind::Direct,
+                    durable,
+                    FieldTable::default(),
+                )
                 .await?;
         }
         channel
@@ -120,9 +132,7 @@ impl Topology {
         let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
         let mut dead_letters = FieldTable::default();
         dead_letters.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-        channel
-            .queue_declare(self.name(self.queue(Queue::DeadLetters)), queue_options, dead_letters)
-            .await?;
+        channel.queue_declare(self.name(self.queue(Queue::DeadLetters)), queue_options, dead_letters).await?;
         self.bind(channel, Queue::DeadLetters, Exchange::DeadLetter, "").await?;
 
         let mut work = FieldTable::default();
@@ -139,6 +149,19 @@ impl Topology {
         ] {
             channel.queue_declare(self.name(self.queue(queue)), queue_options, work.clone()).await?;
             self.bind(channel, queue, exchange, route).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every queue and exchange of the namespace: for tests, which each make their own.
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        for queue in
+            [Queue::WarehouseCommands, Queue::InventoryCommands, Queue::OrchestratorReplies, Queue::DeadLetters]
+        {
+            channel.queue_delete(self.name(self.queue(queue)), QueueDeleteOptions::default()).await?;
+        }
+        for exchange in <Exchange as strum::IntoEnumIterator>::iter() {
+            channel.exchange_delete(self.name(self.exchange(exchange)), ExchangeDeleteOptions::default()).await?;
         }
         Ok(())
     }

@@ -1,0 +1,378 @@
+//! The replenishment saga under every failure the network and the participants can produce.
+//!
+//! In the spirit of omicron's saga test helpers: each step is failed in turn (refused, never
+//! answered, answered but the answer lost) and the saga must unwind cleanly; each message is
+//! delivered twice, and each command sent again, and there must be one effect. Messages travel
+//! through the real outbox, inboxes and handlers on a real Postgres; only the broker hop is
+//! replaced by [`Harness::pump`], which decides each message's fate, and time by
+//! [`Harness::expire_deadlines`], so every interleaving is deterministic.
+
+mod support;
+
+use std::sync::Arc;
+
+use orchestrator::{
+    Context,
+    orders::{self, OrderLine, Placed},
+    saga::{
+        engine::{ReplyHandler, Sweeper},
+        registry::Registry,
+    },
+    stock::{self, Levels},
+};
+use participants::{
+    cache::Cache,
+    config::Simulation,
+    db,
+    inventory::InventoryWorker,
+    messaging::{
+        Exchange,
+        consumer::{Handler, handle_once},
+        outbox,
+    },
+    protocol::Envelope,
+    warehouse::WarehouseWorker,
+};
+use sqlx::PgPool;
+use support::{TestEnv, assert_invariants};
+use uuid::Uuid;
+
+/// What the network does to one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Deliver,
+    Twice,
+    Lose,
+}
+
+struct Harness {
+    env: TestEnv,
+    ctx: Context,
+    replies: ReplyHandler,
+    warehouse: WarehouseWorker,
+    inventory: InventoryWorker,
+    sweeper: Sweeper,
+    store_id: Uuid,
+    product_id: Uuid,
+}
+
+/// Stock the scenario starts with: the warehouse holds 100; the store 10, refilled at 3 to 20.
+const WAREHOUSE: i64 = 100;
+
+impl Harness {
+    async fn new(simulation: Simulation) -> Self {
+        let env = TestEnv::new().await;
+        let pool = db::connect(&env.config).await.expect("test database migrates");
+        let cache = Cache::new(&env.config.redis_url, &env.config.namespace).unwrap();
+        let timing = env.config.saga;
+        let ctx =
+            Context { pool: pool.clone(), cache: cache.clone(), timing, amqp_url: env.config.amqp_url.as_str().into() };
+        let registry = Arc::new(Registry::standard());
+        let (store_id, product_id) = seed(&pool).await;
+        stock::set_warehouse(&ctx, product_id, WAREHOUSE).await.unwrap();
+        let levels = Levels { on_hand: 10, reorder_threshold: 3, target_level: 20 };
+        stock::set_levels(&ctx, store_id, product_id, levels).await.unwrap();
+        Self {
+            replies: ReplyHandler { registry: registry.clone(), timing },
+            warehouse: WarehouseWorker,
+            inventory: InventoryWorker { cache, simulation },
+            sweeper: Sweeper { pool, registry, timing },
+            env,
+            ctx,
+            store_id,
+            product_id,
+        }
+    }
+
+    fn pool(&self) -> &PgPool {
+        &self.ctx.pool
+    }
+
+    /// Places an order that leaves the store low, which starts a replenishment; returns its id.
+    async fn start_saga(&self) -> Uuid {
+        let line = OrderLine { product_id: self.product_id, quantity: 8 };
+        let placed = orders::place(&self.ctx, self.store_id, &[line], None).await.unwrap();
+        assert!(matches!(placed, Placed::Created(_)));
+        sqlx::query_scalar("SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2")
+            .bind(self.store_id)
+            .bind(self.product_id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Delivers saga traffic until the outbox is empty, each message as `fate` decides.
+    async fn pump(&self, fate: impl Fn(&Envelope) -> Fate) {
+        loop {
+            let mut tx = self.pool().begin().await.unwrap();
+            let claimed = outbox::claim(&mut tx, 100).await.unwrap();
+            let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+            outbox::mark_published(&mut tx, &ids).await.unwrap();
+            tx.commit().await.unwrap();
+            if claimed.is_empty() {
+                return;
+            }
+            for message in claimed {
+                if !matches!(message.exchange, Some(Exchange::Commands | Exchange::Replies)) {
+                    continue; // domain events have no consumer here
+                }
+                let copies = match fate(&message.envelope) {
+                    Fate::Deliver => 1,
+                    Fate::Twice => 2,
+                    Fate::Lose => 0,
+                };
+                for _ in 0..copies {
+                    self.deliver(&message.routing_key, &message.envelope).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, route: &str, message: &Envelope) {
+        match route {
+            "warehouse" => handle(&self.warehouse, self.pool(), message).await,
+            "inventory" => handle(&self.inventory, self.pool(), message).await,
+            "orchestrator" => handle(&self.replies, self.pool(), message).await,
+            other => panic!("no participant routes {other}"),
+        }
+    }
+
+    /// Lets time pass: every open deadline is due now, and the sweeper acts on it.
+    async fn expire_deadlines(&self) {
+        sqlx::query("UPDATE saga SET deadline_at = now() - interval '1 millisecond' WHERE closed_at IS NULL AND deadline_at IS NOT NULL")
+            .execute(self.pool())
+            .await
+            .unwrap();
+        self.sweeper.sweep().await.unwrap();
+    }
+
+    async fn saga(&self, id: Uuid) -> (String, Option<String>) {
+        sqlx::query_as("SELECT state, last_error FROM saga WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// The applied transitions' target states, in order.
+    async fn timeline(&self, id: Uuid) -> Vec<String> {
+        sqlx::query_scalar("SELECT to_state FROM saga_transition WHERE saga_id = $1 AND applied AND from_state IS DISTINCT FROM to_state ORDER BY id")
+            .bind(id)
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn stock(&self) -> (i64, i64) {
+        let store: i64 = sqlx::query_scalar("SELECT on_hand FROM inventory WHERE store_id = $1 AND product_id = $2")
+            .bind(self.store_id)
+            .bind(self.product_id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap();
+        let warehouse: i64 = sqlx::query_scalar("SELECT on_hand FROM warehouse_stock WHERE product_id = $1")
+            .bind(self.product_id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap();
+        (store, warehouse)
+    }
+
+    async fn finish(self) {
+        assert_invariants(self.pool()).await;
+        self.ctx.pool.close().await;
+        self.env.teardown().await;
+    }
+}
+
+async fn handle<H: Handler>(handler: &H, pool: &PgPool, message: &Envelope) {
+    if let Some(committed) = handle_once(handler, pool, message).await.expect("handlers succeed") {
+        handler.after_commit(committed).await;
+    }
+}
+
+async fn seed(pool: &PgPool) -> (Uuid, Uuid) {
+    let store = sqlx::query_scalar("INSERT INTO store (name, service_area) VALUES ('Soho', 'W1') RETURNING id")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let product = sqlx::query_scalar("INSERT INTO product (sku, name) VALUES ('MILK-1L', 'Milk') RETURNING id")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (store, product)
+}
+
+fn is(message_type: &'static str) -> impl Fn(&Envelope) -> Fate {
+    move |m| if m.message_type == message_type { Fate::Lose } else { Fate::Deliver }
+}
+
+/// The order leaves 2 available; the saga asks for 18 to reach the target of 20.
+const REQUESTED: i64 = 18;
+
+#[tokio::test]
+async fn a_replenishment_completes_and_moves_the_stock_once() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    h.pump(|_| Fate::Deliver).await;
+    assert_eq!(h.saga(saga).await.0, "received");
+    assert_eq!(h.timeline(saga).await, ["requested", "dispatched", "received"]);
+    assert_eq!(h.stock().await, (10 + REQUESTED, WAREHOUSE - REQUESTED));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_rejected_dispatch_ends_compensated_with_nothing_moved() {
+    let h = Harness::new(Simulation::default()).await;
+    stock::set_warehouse(&h.ctx, h.product_id, 0).await.unwrap();
+    let saga = h.start_saga().await;
+    h.pump(|_| Fate::Deliver).await;
+    let (state, error) = h.saga(saga).await;
+    assert_eq!(state, "compensated");
+    assert!(error.unwrap().contains("none of this product"));
+    assert_eq!(h.stock().await, (10, 0));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_dispatch_unwinds_and_a_late_dispatch_ships_nothing() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    // Every DispatchShipment is lost on the way: the warehouse never hears of the saga.
+    h.pump(is("DispatchShipment")).await;
+    for _ in 0..3 {
+        h.expire_deadlines().await;
+        h.pump(is("DispatchShipment")).await;
+    }
+    assert_eq!(h.saga(saga).await.0, "compensated");
+    assert_eq!(h.timeline(saga).await, ["requested", "compensating", "compensated"]);
+    // A dispatch that was only delayed, not lost, arrives after the cancel: it must ship nothing.
+    let (store_id, product_id) = (h.store_id, h.product_id);
+    let late =
+        participants::protocol::Command::DispatchShipment { saga_id: saga, store_id, product_id, quantity: REQUESTED };
+    let late = participants::messaging::outbox::Outgoing::command(&late);
+    let mut tx = h.pool().begin().await.unwrap();
+    outbox::enqueue(&mut tx, &[late]).await.unwrap();
+    tx.commit().await.unwrap();
+    h.pump(|_| Fate::Deliver).await;
+    assert_eq!(h.stock().await, (10, WAREHOUSE), "the late dispatch found the cancel's tombstone");
+    assert_eq!(h.saga(saga).await.0, "compensated", "its reply is refused, not applied");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_dispatch_whose_answer_is_lost_is_cancelled_and_its_stock_returned() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    h.pump(is("ShipmentDispatched")).await;
+    for _ in 0..3 {
+        h.expire_deadlines().await;
+        h.pump(is("ShipmentDispatched")).await;
+    }
+    assert_eq!(h.saga(saga).await.0, "compensated");
+    assert_eq!(h.stock().await, (10, WAREHOUSE), "the goods went back to the warehouse");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_failed_receipt_compensates_and_returns_the_warehouse_stock() {
+    let h = Harness::new(Simulation { receipt_failure_rate: 1.0, ..Simulation::default() }).await;
+    let saga = h.start_saga().await;
+    h.pump(|_| Fate::Deliver).await;
+    let (state, error) = h.saga(saga).await;
+    assert_eq!(state, "compensated");
+    assert!(error.unwrap().contains("refused the delivery"));
+    assert_eq!(h.timeline(saga).await, ["requested", "dispatched", "compensating", "compensated"]);
+    assert_eq!(h.stock().await, (10, WAREHOUSE));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_receipt_whose_answer_is_lost_cannot_be_undone_and_fails_for_an_operator() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    h.pump(is("StockReceived")).await;
+    for _ in 0..3 {
+        h.expire_deadlines().await;
+        h.pump(is("StockReceived")).await;
+    }
+    let (state, error) = h.saga(saga).await;
+    assert_eq!(state, "failed", "the goods are in the store: the cancel is refused");
+    assert!(error.unwrap().contains("already received"));
+    assert_eq!(h.stock().await, (10 + REQUESTED, WAREHOUSE - REQUESTED), "the receipt happened exactly once");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_unconfirmed_cancellation_fails_the_saga() {
+    let h = Harness::new(Simulation { receipt_failure_rate: 1.0, ..Simulation::default() }).await;
+    let saga = h.start_saga().await;
+    h.pump(is("ShipmentCancelled")).await;
+    for _ in 0..3 {
+        h.expire_deadlines().await;
+        h.pump(is("ShipmentCancelled")).await;
+    }
+    let (state, error) = h.saga(saga).await;
+    assert_eq!(state, "failed");
+    assert!(error.unwrap().contains("not confirmed"));
+    assert_eq!(h.stock().await, (10, WAREHOUSE), "the cancel ran once even though every answer was lost");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn every_message_delivered_twice_has_one_effect() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    h.pump(|_| Fate::Twice).await;
+    assert_eq!(h.saga(saga).await.0, "received");
+    assert_eq!(h.timeline(saga).await, ["requested", "dispatched", "received"]);
+    assert_eq!(h.stock().await, (10 + REQUESTED, WAREHOUSE - REQUESTED));
+    let duplicates_seen: i64 = sqlx::query_scalar("SELECT count(*) FROM inbox WHERE correlation_id = $1")
+        .bind(saga)
+        .fetch_one(h.pool())
+        .await
+        .unwrap();
+    assert_eq!(duplicates_seen, 4, "two commands and two replies, each recorded once");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn every_command_sent_again_after_its_deadline_has_one_effect() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    // Hold every reply back until the command has been resent, then deliver both answers.
+    loop {
+        h.pump(|_| Fate::Deliver).await;
+        let (state, _) = h.saga(saga).await;
+        if state == "received" {
+            break;
+        }
+        assert_ne!(state, "compensating", "resends must not make the saga give up");
+        h.expire_deadlines().await;
+        h.pump(|_| Fate::Deliver).await;
+    }
+    assert_eq!(h.stock().await, (10 + REQUESTED, WAREHOUSE - REQUESTED));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_reply_for_a_state_already_left_is_recorded_not_applied() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    h.pump(|_| Fate::Deliver).await;
+    // A stale dispatch answer (a resend's reply arriving late) after the saga finished.
+    let stale =
+        participants::protocol::Reply::ShipmentDispatched { saga_id: saga, shipment_id: Uuid::new_v4(), quantity: 1 };
+    let mut tx = h.pool().begin().await.unwrap();
+    outbox::enqueue(&mut tx, &[participants::messaging::outbox::Outgoing::reply(&stale)]).await.unwrap();
+    tx.commit().await.unwrap();
+    h.pump(|_| Fate::Deliver).await;
+    assert_eq!(h.saga(saga).await.0, "received");
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_transition WHERE saga_id = $1 AND NOT applied")
+        .bind(saga)
+        .fetch_one(h.pool())
+        .await
+        .unwrap();
+    assert_eq!(refused, 1);
+    h.finish().await;
+}

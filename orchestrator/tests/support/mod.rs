@@ -1,0 +1,155 @@
+//! What every test shares: an isolated deployment (its own database and broker namespace) running
+//! the real application, polling with a deadline, and the invariants every run must keep.
+
+#![allow(dead_code)] // each test target uses its own part of this module
+
+use std::{future::Future, time::Duration};
+
+use orchestrator::app::{Application, Roles};
+use participants::{
+    config::Config,
+    messaging::{Topology, connect, relay::RelayFaults},
+};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// One test's own deployment. Created databases start with `test_` so that `scripts/test` can
+/// sweep up what a crashed run left behind.
+pub struct TestEnv {
+    pub config: Config,
+    pub database: String,
+    admin_url: String,
+}
+
+impl TestEnv {
+    /// A fresh database (migrated by the first application start) and a fresh namespace, with
+    /// short deadlines so that timeouts happen within a test.
+    pub async fn new() -> Self {
+        let mut config = Config::from_env().expect("test environment is valid");
+        let admin_url = config.database_url.clone();
+        let id = Uuid::new_v4().simple().to_string();
+        let database = format!("test_{}", &id[..16]);
+        let mut admin = PgConnection::connect(&admin_url).await.expect("Postgres is reachable (see scripts/test)");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut admin)
+            .await
+            .expect("can create a test database");
+        config.database_url = with_database(&admin_url, &database);
+        config.namespace = format!("test-{}", &id[..12]);
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.db_max_connections = 8;
+        config.saga.command_timeout = Duration::from_millis(300);
+        config.saga.max_timeout = Duration::from_secs(1);
+        config.saga.max_attempts = 3;
+        Self { config, database, admin_url }
+    }
+
+    pub async fn start(&self, roles: Roles, faults: RelayFaults) -> Application {
+        Application::build(self.config.clone(), roles, faults).await.expect("the application starts")
+    }
+
+    /// A pool for the test's own queries.
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.config.database_url).await.expect("test database is reachable")
+    }
+
+    /// Drops the database and the broker names. Called at the end of a passing test; a failing
+    /// test leaves them for inspection.
+    pub async fn teardown(self) {
+        if let Ok(connection) = connect(&self.config.amqp_url, "teardown").await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = Topology::new(self.config.namespace.clone()).delete(&channel).await;
+            }
+            let _ = connection.close(200, "done".into()).await;
+        }
+        if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
+            let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut admin).await;
+        }
+    }
+}
+
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(prefix, _)| prefix);
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `within` saying what never happened.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The invariants of DESIGN.md §8 that a database must satisfy at rest.
+pub async fn assert_invariants(pool: &PgPool) {
+    // The ledger sums to the current stock, in every store and in the warehouse.
+    let drift: Vec<(Option<Uuid>, Uuid, i64, i64)> = sqlx::query_as(
+        "WITH ledger AS (
+             SELECT store_id, product_id, sum(on_hand_delta)::int8 AS on_hand, sum(reserved_delta)::int8 AS reserved
+             FROM stock_movement GROUP BY store_id, product_id),
+         stock AS (
+             SELECT store_id, product_id, on_hand, reserved FROM inventory
+             UNION ALL SELECT NULL, product_id, on_hand, reserved FROM warehouse_stock)
+         SELECT s.store_id, s.product_id, s.on_hand, COALESCE(l.on_hand, 0)
+         FROM stock s LEFT JOIN ledger l
+           ON l.store_id IS NOT DISTINCT FROM s.store_id AND l.product_id = s.product_id
+         WHERE s.on_hand <> COALESCE(l.on_hand, 0) OR s.reserved <> COALESCE(l.reserved, 0)",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(drift.is_empty(), "the ledger does not sum to the stock: {drift:?}");
+
+    // Conservation: warehouse + stores + in transit = what came in and went out from outside.
+    let (held, external): (i64, i64) = sqlx::query_as(
+        "SELECT
+           (SELECT COALESCE(sum(on_hand), 0) FROM warehouse_stock)::int8
+             + (SELECT COALESCE(sum(on_hand), 0) FROM inventory)::int8
+             + (SELECT COALESCE(sum(quantity), 0) FROM shipment WHERE status = 'dispatched')::int8,
+           (SELECT COALESCE(sum(on_hand_delta), 0) FROM stock_movement
+            WHERE reason IN ('stock_set', 'warehouse_set', 'adjustment', 'order_fulfilled'))::int8",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(held, external, "stock was created or destroyed inside the system");
+
+    // No oversell, at most one open replenishment per (store, product): the schema refuses
+    // both, and this proves the constraints are there.
+    let oversold: i64 = sqlx::query_scalar("SELECT count(*) FROM inventory WHERE reserved > on_hand OR reserved < 0")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(oversold, 0);
+    let doubled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM replenishment WHERE closed_at IS NULL
+         GROUP BY store_id, product_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(doubled, 0, "two open replenishments for one store and product");
+
+    // A saga is closed exactly when it reached a terminal state.
+    let inconsistent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM saga WHERE (closed_at IS NULL) = (state IN ('received', 'compensated', 'failed'))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(inconsistent, 0, "a saga's closed_at disagrees with its state");
+}
