@@ -219,7 +219,8 @@ pub async fn on_deadline<K: SagaKind>(
         data: &row.data,
         attempt,
         deadline_at: Some(deadline(timing, attempt)),
-        last_error: Some("the last command went unanswered before its deadline"),
+        // A resend is routine, not an error: the timeline and the attempt count show it.
+        last_error: None,
         closed: false,
     };
     if !store::update(tx, row, &update).await? {

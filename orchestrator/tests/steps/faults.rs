@@ -1,0 +1,45 @@
+//! How the world misbehaves: stopped workers, duplicated or lost messages, failing deliveries,
+//! an unreachable cache, a killed orchestrator. Every step but the last configures how the
+//! application starts, and so must come before the first step that uses it.
+
+use std::sync::atomic::Ordering;
+
+use cucumber::{given, when};
+use orchestrator::app::Roles;
+
+use crate::World;
+
+#[given("the delivery workers are stopped")]
+async fn workers_stopped(world: &mut World) {
+    // The API and the saga engine run; the warehouse and the stores do not answer.
+    let roles = Roles { api: true, engine: true, warehouse: false, inventory: false };
+    world.set_roles("the delivery workers are stopped", roles);
+}
+
+#[given("every message is delivered twice")]
+async fn delivered_twice(world: &mut World) {
+    world.faults("every message is delivered twice").publish_twice = true;
+}
+
+#[given("the next reply from a worker is lost on the way")]
+async fn next_reply_lost(world: &mut World) {
+    world.faults("the next reply from a worker is lost on the way").lose_replies.store(1, Ordering::SeqCst);
+}
+
+#[given("deliveries fail at the store")]
+async fn deliveries_fail(world: &mut World) {
+    world.configure("deliveries fail at the store").config.simulation.receipt_failure_rate = 1.0;
+}
+
+#[given("the stock cache is down")]
+async fn cache_down(world: &mut World) {
+    // Nothing listens on port 1: every cache call fails, as with Redis down. The real Redis is
+    // shared with other tests and stays up.
+    world.configure("the stock cache is down").config.redis_url = "redis://127.0.0.1:1".into();
+}
+
+#[when("the orchestrator is killed and started again with its workers")]
+async fn killed_and_restarted(world: &mut World) {
+    world.ensure_started().await;
+    world.crash_and_restart(Roles::ALL).await;
+}
