@@ -99,8 +99,7 @@ CREATE TABLE saga (
 );
 -- Only open sagas are indexed on the hot paths: terminal ones must not slow anything down.
 CREATE INDEX saga_open_deadline ON saga (deadline_at) WHERE closed_at IS NULL;
-CREATE INDEX saga_kind_state ON saga (kind, state, created_at);
-CREATE INDEX saga_created ON saga (created_at);
+CREATE INDEX saga_created ON saga (created_at, id);
 
 CREATE TABLE saga_transition (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -163,14 +162,8 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 CREATE INDEX outbox_correlation ON outbox (correlation_id);
-
--- Wake the relay on commit instead of polling.
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('outbox', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+-- No NOTIFY trigger: NOTIFY takes a database-wide lock at commit, which serialized every
+-- transaction that wrote the outbox. Each process wakes its own relay instead.
 
 CREATE TABLE inbox (
     consumer       text NOT NULL,

@@ -59,14 +59,13 @@ impl Application {
         let ctx = Context::new(&services);
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
-        if roles.engine || roles.warehouse || roles.inventory {
-            tasks.spawn(services.relay(faults).run(shutdown.clone()));
-        }
+        // Every role writes to the outbox, so every process publishes what it wrote.
+        tasks.spawn(services.relay(faults).run(shutdown.clone()));
         if roles.engine {
             let registry = Arc::new(Registry::standard());
             let replies = ReplyHandler { registry: registry.clone(), timing: ctx.timing };
             tasks.spawn(services.consumer(Queue::OrchestratorReplies, replies).run(shutdown.clone()));
-            let sweeper = Sweeper { pool: ctx.pool.clone(), registry, timing: ctx.timing };
+            let sweeper = Sweeper { pool: ctx.pool.clone(), registry, timing: ctx.timing, outbox: ctx.outbox.clone() };
             tasks.spawn(sweeper.run(shutdown.clone()));
         }
         if roles.warehouse {

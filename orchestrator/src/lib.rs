@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use participants::{
     cache::Cache,
     config::{Config, SagaTiming},
+    messaging::outbox::OutboxSignal,
     process::Services,
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -30,6 +31,8 @@ pub struct Context {
     pub cache: Cache,
     pub timing: SagaTiming,
     pub amqp_url: Arc<str>,
+    /// Wakes this process's outbox relay after a commit that wrote messages.
+    pub outbox: OutboxSignal,
 }
 
 impl Context {
@@ -39,6 +42,7 @@ impl Context {
             cache: services.cache.clone(),
             timing: services.config.saga,
             amqp_url: services.amqp_url.clone(),
+            outbox: services.outbox_signal.clone(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Context {
             cache: Cache::new(&config.redis_url, &config.namespace)?,
             timing: config.saga,
             amqp_url: config.amqp_url.as_str().into(),
+            outbox: OutboxSignal::default(),
         })
     }
 }

@@ -161,6 +161,7 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
     }
     let order = load(&mut tx, order_id).await?.expect("the order was just inserted");
     tx.commit().await?;
+    ctx.outbox.notify();
     for level in &levels {
         ctx.cache.put(level).await;
     }
@@ -318,6 +319,7 @@ pub async fn close(ctx: &Context, order_id: Uuid, action: Close) -> Result<Order
     }
     let order = load(&mut tx, order_id).await?.expect("the order was just locked");
     tx.commit().await?;
+    ctx.outbox.notify();
     for level in &levels {
         ctx.cache.put(level).await;
     }

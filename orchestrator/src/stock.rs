@@ -126,6 +126,7 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
     record_movements(&mut tx, &[movement]).await?;
     replenish_if_low(&mut tx, &ctx.timing, &level).await?;
     tx.commit().await?;
+    ctx.outbox.notify();
     ctx.cache.put(&level).await;
     Ok(level)
 }
@@ -174,6 +175,7 @@ pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64,
     record_movements(&mut tx, &[movement]).await?;
     replenish_if_low(&mut tx, &ctx.timing, &level).await?;
     tx.commit().await?;
+    ctx.outbox.notify();
     ctx.cache.put(&level).await;
     Ok(level)
 }

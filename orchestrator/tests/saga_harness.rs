@@ -65,8 +65,13 @@ impl Harness {
         let pool = db::connect(&env.config).await.expect("test database migrates");
         let cache = Cache::new(&env.config.redis_url, &env.config.namespace).unwrap();
         let timing = env.config.saga;
-        let ctx =
-            Context { pool: pool.clone(), cache: cache.clone(), timing, amqp_url: env.config.amqp_url.as_str().into() };
+        let ctx = Context {
+            pool: pool.clone(),
+            cache: cache.clone(),
+            timing,
+            amqp_url: env.config.amqp_url.as_str().into(),
+            outbox: Default::default(),
+        };
         let registry = Arc::new(Registry::standard());
         let (store_id, product_id) = seed(&pool).await;
         stock::set_warehouse(&ctx, product_id, WAREHOUSE).await.unwrap();
@@ -76,7 +81,7 @@ impl Harness {
             replies: ReplyHandler { registry: registry.clone(), timing },
             warehouse: WarehouseWorker,
             inventory: InventoryWorker { cache, simulation },
-            sweeper: Sweeper { pool, registry, timing },
+            sweeper: Sweeper { pool, registry, timing, outbox: Default::default() },
             env,
             ctx,
             store_id,

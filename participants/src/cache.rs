@@ -3,7 +3,9 @@
 //! Entries are JSON [`StockLevel`]s under `{namespace}:inv:{store}:{product}` with a short TTL.
 //! Every write goes through one Lua script that keeps whichever version is newer, so a slow reader
 //! that filled from an old snapshot can never put old stock back. When Redis fails, the cache
-//! steps aside for a moment and callers read Postgres: slower, never wrong.
+//! steps aside for a moment and callers read Postgres: slower, never wrong. A write that failed
+//! leaves an old entry behind, so entries remember when they were cached and a process ignores
+//! those cached before its last failed write.
 
 use std::{
     sync::{
@@ -24,12 +26,13 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failure, Redis is left alone this long before it is tried again.
 const BACK_OFF: Duration = Duration::from_secs(1);
 
-/// SET only when the stored version is older (or nothing is stored).
+/// SET unless a newer version is stored. The same version is written again: that refreshes an
+/// entry's `cached_at` after a failed write made it suspect.
 const SET_IF_NEWER: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  if ok and tonumber(decoded['version']) >= tonumber(ARGV[1]) then return 0 end
+  if ok and tonumber(decoded['version']) > tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
@@ -42,6 +45,16 @@ pub struct Cache {
     set_if_newer: Arc<redis::Script>,
     /// Milliseconds since the epoch until which Redis is skipped.
     resting_until: Arc<AtomicU64>,
+    /// When a write last failed (ms since the epoch): entries cached before it may be stale.
+    last_failed_write: Arc<AtomicU64>,
+}
+
+/// What is stored: the level and when it was cached.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    level: StockLevel,
+    cached_at_ms: u64,
 }
 
 impl std::fmt::Debug for Cache {
@@ -86,6 +99,7 @@ impl Cache {
             namespace: namespace.into(),
             set_if_newer: Arc::new(redis::Script::new(SET_IF_NEWER)),
             resting_until: Arc::new(AtomicU64::new(0)),
+            last_failed_write: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -98,7 +112,11 @@ impl Cache {
         let key = self.key(store_id, product_id);
         let cached: Option<String> =
             self.call(async |conn| redis::cmd("GET").arg(&key).query_async(conn).await).await.ok().flatten();
-        let level = cached.and_then(|json| serde_json::from_str(&json).ok());
+        let suspect_before = self.last_failed_write.load(Ordering::Relaxed);
+        let level = cached
+            .and_then(|json| serde_json::from_str::<Entry>(&json).ok())
+            .filter(|entry| entry.cached_at_ms > suspect_before)
+            .map(|entry| entry.level);
         let outcome = if level.is_some() { "hit" } else { "miss" };
         metrics::counter!("cache_requests_total", "outcome" => outcome).increment(1);
         level
@@ -108,13 +126,15 @@ impl Cache {
     /// the entry simply expires or is refilled from Postgres.
     pub async fn put(&self, level: &StockLevel) {
         let key = self.key(level.store_id, level.product_id);
-        let json = serde_json::to_string(level).expect("stock levels serialize");
+        let entry = Entry { level: level.clone(), cached_at_ms: now_millis() };
+        let json = serde_json::to_string(&entry).expect("stock levels serialize");
         let script = self.set_if_newer.clone();
         let result: Result<i64, _> = self
             .call(async |conn| script.key(&key).arg(level.version).arg(&json).arg(TTL_SECONDS).invoke_async(conn).await)
             .await;
         if let Err(error) = result {
-            tracing::debug!(%error, key, "cache write skipped");
+            self.last_failed_write.store(now_millis(), Ordering::Relaxed);
+            tracing::debug!(%error, key, "cache write failed; older entries are ignored from now on");
         }
     }
 

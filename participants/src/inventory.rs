@@ -155,12 +155,8 @@ impl Handler for InventoryWorker {
         let Command::ReceiveShipment { saga_id, shipment_id, store_id, product_id, quantity } = message.body()? else {
             return Err(HandleError::Poison(format!("{} is not a store inventory command", message.message_type)));
         };
-        let (reply, level) = if chance(self.simulation.receipt_failure_rate) {
-            let reason = "the store refused the delivery (simulated failure)".to_owned();
-            (Reply::ReceiptFailed { saga_id, reason }, None)
-        } else {
-            receive(tx, saga_id, shipment_id, store_id, product_id, quantity).await?
-        };
+        let receipt = Receipt { saga_id, shipment_id, store_id, product_id, quantity };
+        let (reply, level) = receive(tx, &receipt, self.simulation.receipt_failure_rate).await?;
         let mut messages = vec![Outgoing::reply(&reply)];
         if let Reply::StockReceived { quantity, .. } = reply
             && level.is_some()
@@ -188,16 +184,24 @@ impl Handler for InventoryWorker {
     }
 }
 
-/// Takes a dispatched shipment into stock. A repeat finds it received and answers the same; a
-/// shipment cancelled meanwhile is refused. The shipment row lock orders this against a cancel.
-async fn receive(
-    tx: &mut PgConnection,
+struct Receipt {
     saga_id: Uuid,
     shipment_id: Uuid,
     store_id: Uuid,
     product_id: Uuid,
     quantity: i64,
+}
+
+/// Takes a dispatched shipment into stock. A repeat finds it received and answers the same; a
+/// shipment cancelled meanwhile is refused. The shipment row lock orders this against a cancel.
+/// The simulated refusal applies only to goods not yet taken in: a resend after a lost answer
+/// must not deny a receipt that happened.
+async fn receive(
+    tx: &mut PgConnection,
+    receipt: &Receipt,
+    failure_rate: f64,
 ) -> Result<(Reply, Option<StockLevel>), HandleError> {
+    let Receipt { saga_id, shipment_id, store_id, product_id, quantity } = *receipt;
     let shipment = sqlx::query!(
         "SELECT status, quantity FROM shipment WHERE id = $1 AND replenishment_id = $2 FOR UPDATE",
         shipment_id,
@@ -215,6 +219,10 @@ async fn receive(
         }
         Some(s) if s.status == "cancelled" => {
             let reason = format!("shipment {shipment_id} was cancelled");
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(_) if chance(failure_rate) => {
+            let reason = "the store refused the delivery (simulated failure)".to_owned();
             return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
         }
         Some(s) => s.quantity,

@@ -15,6 +15,7 @@ use crate::{
     messaging::{
         Queue, Topology, connect,
         consumer::{Consumer, Handler},
+        outbox::OutboxSignal,
         relay::{Relay, RelayFaults},
     },
     protocol::Participant,
@@ -33,6 +34,8 @@ pub struct Services {
     pub cache: Cache,
     pub topology: Topology,
     pub amqp_url: Arc<str>,
+    /// Wakes this process's relay; see [`OutboxSignal`].
+    pub outbox_signal: OutboxSignal,
 }
 
 impl Services {
@@ -44,11 +47,24 @@ impl Services {
         let cache = Cache::new(&config.redis_url, &config.namespace)?;
         let topology = Topology::new(config.namespace.clone());
         declare_topology(&config.amqp_url, &topology).await?;
-        Ok(Self { amqp_url: config.amqp_url.as_str().into(), config, pool, cache, topology })
+        Ok(Self {
+            amqp_url: config.amqp_url.as_str().into(),
+            config,
+            pool,
+            cache,
+            topology,
+            outbox_signal: OutboxSignal::default(),
+        })
     }
 
     pub fn relay(&self, faults: RelayFaults) -> Relay {
-        Relay { pool: self.pool.clone(), topology: self.topology.clone(), amqp_url: self.amqp_url.clone(), faults }
+        Relay {
+            pool: self.pool.clone(),
+            topology: self.topology.clone(),
+            amqp_url: self.amqp_url.clone(),
+            faults,
+            signal: self.outbox_signal.clone(),
+        }
     }
 
     pub fn consumer<H: Handler>(&self, queue: Queue, handler: H) -> Consumer<H> {
@@ -59,6 +75,7 @@ impl Services {
             topology: self.topology.clone(),
             amqp_url: self.amqp_url.clone(),
             prefetch: self.config.prefetch,
+            signal: self.outbox_signal.clone(),
         }
     }
 

@@ -95,7 +95,8 @@ impl InventoryApi {
 
     /// Get a product's stock in a store
     ///
-    /// Served from the cache when it holds the current version, else from Postgres.
+    /// Served from the Redis cache, which every change updates after commit (never over a newer
+    /// version) and which expires entries after 30 s; on a miss, or with Redis down, from Postgres.
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
     async fn get(&self, store_id: Path<Uuid>, product_id: Path<Uuid>) -> ApiResult<Json<Inventory>> {
         let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0).await?.ok_or_else(|| {

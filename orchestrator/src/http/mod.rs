@@ -97,15 +97,23 @@ pub fn routes(ctx: &Context, metrics: PrometheusHandle) -> impl Endpoint + use<>
         .catch_all_error(problem::from_poem)
 }
 
-/// Refuses a declared body over [`MAX_BODY`] before reading it (413). poem's `SizeLimit` would
-/// also refuse every request without a `Content-Length`, GETs included.
-async fn limit_body<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem::Response> {
-    let declared = request.header(CONTENT_LENGTH).and_then(|len| len.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY) {
-        return Err(poem::Error::from_string(
+/// Refuses a body over [`MAX_BODY`] with 413: at once when its `Content-Length` says so, else
+/// (a chunked body) once that much has been read. poem's `SizeLimit` would also refuse every
+/// request without a `Content-Length`, GETs included.
+async fn limit_body<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<poem::Response> {
+    let too_large = || {
+        poem::Error::from_string(
             format!("the request body is larger than {MAX_BODY} bytes"),
             StatusCode::PAYLOAD_TOO_LARGE,
-        ));
+        )
+    };
+    match request.header(CONTENT_LENGTH).map(str::parse::<usize>) {
+        Some(Ok(declared)) if declared > MAX_BODY => return Err(too_large()),
+        Some(_) => {}
+        None => {
+            let body = request.take_body().into_bytes_limit(MAX_BODY).await.map_err(|_| too_large())?;
+            request.set_body(body);
+        }
     }
     next.call(request).await.map(poem::IntoResponse::into_response)
 }

@@ -14,7 +14,7 @@ use participants::{
     config::SagaTiming,
     messaging::{
         consumer::{HandleError, Handler},
-        outbox::{self, Outgoing},
+        outbox::{self, OutboxSignal, Outgoing},
     },
     protocol::{DecodeError, Envelope, MessageFamily},
     shutdown::Shutdown,
@@ -277,6 +277,7 @@ pub struct Sweeper {
     pub pool: PgPool,
     pub registry: Arc<Registry>,
     pub timing: SagaTiming,
+    pub outbox: OutboxSignal,
 }
 
 const SWEEP_BATCH: i64 = 200;
@@ -311,6 +312,9 @@ impl Sweeper {
             self.registry.driver(&row.kind)?.on_deadline(&mut tx, &self.timing, row).await?;
         }
         tx.commit().await?;
+        if !due.is_empty() {
+            self.outbox.notify();
+        }
         Ok(due.len())
     }
 

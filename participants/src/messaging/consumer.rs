@@ -17,7 +17,7 @@ use lapin::{
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 
-use super::{Queue, Topology, connect, inbox, reconnect_delay};
+use super::{Queue, Topology, connect, inbox, outbox::OutboxSignal, reconnect_delay};
 use crate::{
     protocol::{DecodeError, Envelope},
     shutdown::Shutdown,
@@ -83,6 +83,8 @@ pub struct Consumer<H> {
     pub topology: Topology,
     pub amqp_url: Arc<str>,
     pub prefetch: u16,
+    /// Handlers write their replies to the outbox: wake the relay after each commit.
+    pub signal: OutboxSignal,
 }
 
 impl<H: Handler> Consumer<H> {
@@ -127,7 +129,7 @@ impl<H: Handler> Consumer<H> {
                     Some(Ok(delivery)) => {
                         *failures = 0;
                         let (handler, pool, shutdown) = (self.handler.clone(), self.pool.clone(), shutdown.clone());
-                        in_flight.spawn(process(handler, pool, delivery, shutdown));
+                        in_flight.spawn(process(handler, pool, delivery, shutdown, self.signal.clone()));
                     }
                     Some(Err(error)) => break Err(error),
                     None => break Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
@@ -144,7 +146,13 @@ impl<H: Handler> Consumer<H> {
     }
 }
 
-async fn process<H: Handler>(handler: Arc<H>, pool: PgPool, delivery: Delivery, mut shutdown: Shutdown) {
+async fn process<H: Handler>(
+    handler: Arc<H>,
+    pool: PgPool,
+    delivery: Delivery,
+    mut shutdown: Shutdown,
+    signal: OutboxSignal,
+) {
     let queue = handler.name();
     let message = match Envelope::decode(&delivery.data) {
         Ok(message) => message,
@@ -164,6 +172,9 @@ async fn process<H: Handler>(handler: Arc<H>, pool: PgPool, delivery: Delivery, 
     loop {
         match handle_once(&*handler, &pool, &message).await {
             Ok(outcome) => {
+                if outcome.is_some() {
+                    signal.notify();
+                }
                 ack(&delivery).await;
                 match outcome {
                     Some(committed) => {

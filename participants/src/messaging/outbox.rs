@@ -1,12 +1,34 @@
 //! The transactional outbox: messages are rows written with the state change that causes them,
 //! and reach the broker only after that change commits (the [`relay`](super::relay) publishes).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Exchange, topology::REPLY_ROUTE};
 use crate::protocol::{Command, Envelope, MessageFamily, PROTOCOL_VERSION, Reply};
+
+/// Wakes this process's relay after a commit that wrote outbox rows.
+///
+/// Every process that writes to the outbox runs a relay, so an in-process signal reaches the
+/// relay that should publish; rows left by a process that died are found by the relay's
+/// fallback poll. (Postgres `NOTIFY` would do the same across processes, but it takes a
+/// database-wide lock at commit and serialized every writer.)
+#[derive(Clone, Debug, Default)]
+pub struct OutboxSignal(Arc<tokio::sync::Notify>);
+
+impl OutboxSignal {
+    /// Call after commit. A signal sent while the relay is busy is kept for its next wait.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
 
 /// A message waiting to be written to the outbox.
 #[derive(Clone, Debug, PartialEq)]

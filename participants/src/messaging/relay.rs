@@ -1,8 +1,8 @@
 //! The outbox relay: publishes committed outbox rows in batches and marks them published only
 //! once the broker has confirmed every one.
 //!
-//! It is woken by `LISTEN outbox` (a trigger notifies on insert) and polls once a second besides,
-//! because notifications sent while the listener was reconnecting are lost. A crash between
+//! It is woken by its process's [`OutboxSignal`] after each commit that wrote the outbox, and
+//! polls besides, for rows that a process which died before publishing left behind. A crash between
 //! publish and mark publishes the batch again: consumers' inboxes make that harmless. Several
 //! relays may run at once; `FOR UPDATE SKIP LOCKED` gives each its own rows.
 
@@ -19,10 +19,14 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Exchange, Topology, connect, outbox, reconnect_delay};
+use super::{
+    Exchange, Topology, connect,
+    outbox::{self, OutboxSignal},
+    reconnect_delay,
+};
 use crate::{
     protocol::{Envelope, PROTOCOL_VERSION},
     shutdown::Shutdown,
@@ -30,7 +34,7 @@ use crate::{
 
 /// Rows published per transaction: enough to amortise the confirm round trip.
 const BATCH: i64 = 500;
-/// Fallback poll for notifications lost while reconnecting.
+/// Fallback poll, for rows written by processes that died before their relay published them.
 const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,7 @@ pub struct Relay {
     pub topology: Topology,
     pub amqp_url: Arc<str>,
     pub faults: RelayFaults,
+    pub signal: OutboxSignal,
 }
 
 impl Relay {
@@ -96,8 +101,6 @@ impl Relay {
         let connection = connect(&self.amqp_url, "outbox-relay").await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen("outbox").await?;
         loop {
             let published = self.publish_batch(&channel).await?;
             *failures = 0;
@@ -106,7 +109,7 @@ impl Relay {
             }
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
-                notification = listener.recv() => { notification?; }
+                _ = self.signal.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

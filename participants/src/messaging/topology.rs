@@ -23,7 +23,8 @@ pub enum Exchange {
     /// stock.low, stock.replenished.
     #[strum(serialize = "inventory.events")]
     InventoryEvents,
-    /// replenishment.created, shipment.dispatched, shipment.received.
+    /// replenishment.created, shipment.dispatched, shipment.received, and replenishment.aborted
+    /// when a replenishment ends compensated or failed.
     #[strum(serialize = "warehouse.events")]
     WarehouseEvents,
     /// Saga commands, routed by participant name to one queue per participant.
