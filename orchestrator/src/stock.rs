@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin};
 
 use participants::{
     config::SagaTiming,
-    inventory::{Movement, MovementReason, StockLevel, record_movements},
+    inventory::{Movement, MovementReason, StockLevel, add_on_hand, record_movements},
     messaging::{
         Exchange,
         outbox::{self, Outgoing},
@@ -114,15 +114,13 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
             })
         })
     })?;
-    let movement = Movement {
-        store_id: Some(store_id),
+    let movement = Movement::on_hand(
+        Some(store_id),
         product_id,
-        on_hand_delta: level.on_hand - previous,
-        reserved_delta: 0,
-        reason: MovementReason::StockSet,
-        reference: Some(Uuid::new_v4()),
-        note: None,
-    };
+        level.on_hand - previous,
+        MovementReason::StockSet,
+        Uuid::new_v4(),
+    );
     record_movements(&mut tx, &[movement]).await?;
     replenish_if_low(&mut tx, &ctx.timing, &level).await?;
     tx.commit().await?;
@@ -142,35 +140,21 @@ pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64,
         return Err(Error::Invalid("reason must be 1 to 500 characters".into()));
     }
     let mut tx = ctx.pool.begin().await?;
-    let level = sqlx::query_as!(
-        StockLevel,
-        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
-         WHERE store_id = $1 AND product_id = $2
-         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
-        store_id,
-        product_id,
-        delta
-    )
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| {
-        on_constraint(e, |c| {
-            (c == "inventory_stock_check").then(|| {
-                Error::Conflict(format!(
-                    "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
-                ))
+    let level = add_on_hand(&mut tx, store_id, product_id, delta)
+        .await
+        .map_err(|e| {
+            on_constraint(e, |c| {
+                (c == "inventory_stock_check").then(|| {
+                    Error::Conflict(format!(
+                        "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
+                    ))
+                })
             })
-        })
-    })?
-    .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
+        })?
+        .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
     let movement = Movement {
-        store_id: Some(store_id),
-        product_id,
-        on_hand_delta: delta,
-        reserved_delta: 0,
-        reason: MovementReason::Adjustment,
-        reference: Some(Uuid::new_v4()),
         note: Some(reason.to_owned()),
+        ..Movement::on_hand(Some(store_id), product_id, delta, MovementReason::Adjustment, Uuid::new_v4())
     };
     record_movements(&mut tx, &[movement]).await?;
     replenish_if_low(&mut tx, &ctx.timing, &level).await?;
@@ -214,15 +198,8 @@ pub async fn set_warehouse(ctx: &Context, product_id: Uuid, on_hand: i64) -> Res
                 .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
         })
     })?;
-    let movement = Movement {
-        store_id: None,
-        product_id,
-        on_hand_delta: on_hand - previous,
-        reserved_delta: 0,
-        reason: MovementReason::WarehouseSet,
-        reference: Some(Uuid::new_v4()),
-        note: None,
-    };
+    let movement =
+        Movement::on_hand(None, product_id, on_hand - previous, MovementReason::WarehouseSet, Uuid::new_v4());
     record_movements(&mut tx, &[movement]).await?;
     let level = warehouse_level(&mut tx, product_id).await?;
     tx.commit().await?;

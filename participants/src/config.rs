@@ -61,7 +61,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             namespace: "darkstores".into(),
             db_max_connections: 16,
-            prefetch: 64,
+            prefetch: 256,
             saga: SagaTiming {
                 command_timeout: Duration::from_secs(5),
                 max_timeout: Duration::from_secs(60),

@@ -70,6 +70,49 @@ pub struct Movement {
     pub note: Option<String>,
 }
 
+impl Movement {
+    /// A change of on-hand stock in a store (`Some`) or the warehouse (`None`), caused by
+    /// `reference` (the saga, or a fresh id for a count or an adjustment).
+    pub fn on_hand(
+        store_id: Option<Uuid>,
+        product_id: Uuid,
+        delta: i64,
+        reason: MovementReason,
+        reference: Uuid,
+    ) -> Self {
+        Self {
+            store_id,
+            product_id,
+            on_hand_delta: delta,
+            reserved_delta: 0,
+            reason,
+            reference: Some(reference),
+            note: None,
+        }
+    }
+}
+
+/// Adds `delta` to a store's on-hand stock; `None` when the store does not stock the product.
+/// Counts, adjustments and receipts all change stock through here.
+pub async fn add_on_hand(
+    tx: &mut PgConnection,
+    store_id: Uuid,
+    product_id: Uuid,
+    delta: i64,
+) -> sqlx::Result<Option<StockLevel>> {
+    sqlx::query_as!(
+        StockLevel,
+        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
+         WHERE store_id = $1 AND product_id = $2
+         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
+        store_id,
+        product_id,
+        delta
+    )
+    .fetch_optional(tx)
+    .await
+}
+
 /// Appends ledger entries in one statement. A repeat of the same (reason, reference, place,
 /// product) violates `stock_movement_once`: the caller's transaction then rolls back whole.
 pub async fn record_movements(conn: &mut PgConnection, movements: &[Movement]) -> sqlx::Result<()> {
@@ -149,6 +192,11 @@ impl Handler for InventoryWorker {
 
     fn pause(&self) -> Duration {
         self.simulation.transit_delay
+    }
+
+    /// A receipt locks its shipment, then the store's inventory row, as orders do.
+    fn lock_order(&self, message: &Envelope) -> String {
+        format!("{}/{}/{}", message.payload["store_id"], message.payload["product_id"], message.payload["saga_id"])
     }
 
     async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<Option<StockLevel>, HandleError> {
@@ -233,27 +281,11 @@ async fn receive(
     sqlx::query!("UPDATE shipment SET status = 'received', updated_at = now() WHERE id = $1", shipment_id)
         .execute(&mut *tx)
         .await?;
-    let level = sqlx::query_as!(
-        StockLevel,
-        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
-         WHERE store_id = $1 AND product_id = $2
-         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
-        store_id,
-        product_id,
-        shipped
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
-    let movement = Movement {
-        store_id: Some(store_id),
-        product_id,
-        on_hand_delta: shipped,
-        reserved_delta: 0,
-        reason: MovementReason::ReplenishmentReceived,
-        reference: Some(saga_id),
-        note: None,
-    };
+    let level = add_on_hand(tx, store_id, product_id, shipped)
+        .await?
+        .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
+    let movement =
+        Movement::on_hand(Some(store_id), product_id, shipped, MovementReason::ReplenishmentReceived, saga_id);
     record_movements(tx, &[movement]).await?;
     Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
 }

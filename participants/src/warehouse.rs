@@ -33,6 +33,11 @@ impl Handler for WarehouseWorker {
         Duration::ZERO
     }
 
+    /// A command locks its saga's shipment, then its product's warehouse stock.
+    fn lock_order(&self, message: &Envelope) -> String {
+        format!("{}/{}", message.payload["product_id"], message.payload["saga_id"])
+    }
+
     async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
         let command: Command = message.body()?;
         sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", command.saga_id().to_string())
@@ -112,15 +117,7 @@ async fn dispatch(
     };
     let shipment_id = Uuid::new_v4();
     insert_shipment(tx, shipment_id, saga_id, store_id, product_id, shipped, "dispatched").await?;
-    let movement = Movement {
-        store_id: None,
-        product_id,
-        on_hand_delta: -shipped,
-        reserved_delta: 0,
-        reason: MovementReason::ShipmentDispatched,
-        reference: Some(saga_id),
-        note: None,
-    };
+    let movement = Movement::on_hand(None, product_id, -shipped, MovementReason::ShipmentDispatched, saga_id);
     record_movements(tx, &[movement]).await?;
     let event = serde_json::json!({
         "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
@@ -156,15 +153,8 @@ async fn cancel(tx: &mut PgConnection, saga_id: Uuid, store_id: Uuid, product_id
             )
             .execute(&mut *tx)
             .await?;
-            let movement = Movement {
-                store_id: None,
-                product_id,
-                on_hand_delta: shipment.quantity,
-                reserved_delta: 0,
-                reason: MovementReason::ShipmentCancelled,
-                reference: Some(saga_id),
-                note: None,
-            };
+            let movement =
+                Movement::on_hand(None, product_id, shipment.quantity, MovementReason::ShipmentCancelled, saga_id);
             record_movements(tx, &[movement]).await?;
             Ok(Reply::ShipmentCancelled { saga_id, quantity_returned: shipment.quantity })
         }

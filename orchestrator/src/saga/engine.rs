@@ -260,6 +260,11 @@ impl Handler for ReplyHandler {
         Duration::ZERO
     }
 
+    /// A reply locks its saga's row first.
+    fn lock_order(&self, message: &Envelope) -> String {
+        message.correlation_id.map(|id| id.to_string()).unwrap_or_default()
+    }
+
     async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
         let saga_id =
             message.correlation_id.ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;

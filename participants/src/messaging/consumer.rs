@@ -1,5 +1,11 @@
-//! The one consumer loop every queue uses: bounded prefetch, each delivery handled in its own
+//! The one consumer loop every queue uses: bounded prefetch, each delivery handled in a
 //! transaction together with its inbox row, acknowledged only after commit.
+//!
+//! Deliveries already waiting when the loop takes one are handled together, in one transaction,
+//! so that under load a commit (the costly part) serves many messages. They are applied in the
+//! handler's lock order, so concurrent batches cannot deadlock on each other. If anything in a
+//! batch fails, the batch rolls back and each of its messages is handled again on its own, so a
+//! batch never changes what happens to a message, only how many commits it shares.
 //!
 //! A message that can never be handled (malformed, unknown version or type, a constraint it
 //! breaks) is rejected without requeue and so goes to the dead-letter exchange at once. A failure
@@ -7,6 +13,8 @@
 //! [`MAX_ATTEMPTS`]. On shutdown the consumer stops taking deliveries and finishes those in hand.
 
 use std::{future::Future, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
 
 use futures_lite::StreamExt;
 use lapin::{
@@ -16,6 +24,7 @@ use lapin::{
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::{Queue, Topology, connect, inbox, outbox::OutboxSignal, reconnect_delay};
 use crate::{
@@ -25,6 +34,10 @@ use crate::{
 
 /// Handling attempts of one delivery before a transient failure is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 8;
+/// Deliveries handled in one transaction, at most.
+const MAX_BATCH: usize = 64;
+/// Batches of one consumer in flight at once.
+const MAX_CONCURRENT_BATCHES: usize = 4;
 
 /// Why a message was not handled.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +78,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Time to wait before handling a delivery (the simulated road between warehouse and store).
     fn pause(&self) -> Duration;
+
+    /// The order in which a batch applies its messages: the rows a message locks, so that every
+    /// transaction takes its locks in the same order.
+    fn lock_order(&self, message: &Envelope) -> String;
 
     fn handle<'a>(
         &'a self,
@@ -118,18 +135,32 @@ impl<H: Handler> Consumer<H> {
         tracing::info!(queue, "consuming");
         let mut in_flight = JoinSet::new();
         let result = loop {
+            // At the limit, wait for a batch to finish: deliveries queue up meanwhile and the
+            // next batch is larger.
+            if in_flight.len() >= MAX_CONCURRENT_BATCHES {
+                reap(in_flight.join_next().await, &queue);
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.wait() => break Ok(()),
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    if let Err(panic) = done {
-                        tracing::error!(%panic, queue, "message handler panicked");
-                    }
-                }
+                done = in_flight.join_next(), if !in_flight.is_empty() => reap(done, &queue),
                 delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => {
+                    Some(Ok(first)) => {
                         *failures = 0;
-                        let (handler, pool, shutdown) = (self.handler.clone(), self.pool.clone(), shutdown.clone());
-                        in_flight.spawn(process(handler, pool, delivery, shutdown, self.signal.clone()));
+                        let mut batch = vec![first];
+                        while batch.len() < MAX_BATCH {
+                            match deliveries.next().now_or_never() {
+                                Some(Some(Ok(delivery))) => batch.push(delivery),
+                                _ => break,
+                            }
+                        }
+                        let work = Batch {
+                            handler: self.handler.clone(),
+                            pool: self.pool.clone(),
+                            shutdown: shutdown.clone(),
+                            signal: self.signal.clone(),
+                        };
+                        in_flight.spawn(work.run(batch));
                     }
                     Some(Err(error)) => break Err(error),
                     None => break Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
@@ -139,67 +170,115 @@ impl<H: Handler> Consumer<H> {
             }
         };
         // Finish what is in hand before the channel goes: its acks need it.
-        while in_flight.join_next().await.is_some() {}
+        while let Some(done) = in_flight.join_next().await {
+            reap(Some(done), &queue);
+        }
         let _ = channel.close(200, "shutting down".into()).await;
         let _ = connection.close(200, "shutting down".into()).await;
         result
     }
 }
 
-async fn process<H: Handler>(
+fn reap(done: Option<Result<(), tokio::task::JoinError>>, queue: &str) {
+    if let Some(Err(panic)) = done {
+        tracing::error!(%panic, queue, "message handler panicked");
+    }
+}
+
+/// What handling a batch needs.
+struct Batch<H> {
     handler: Arc<H>,
     pool: PgPool,
-    delivery: Delivery,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     signal: OutboxSignal,
-) {
-    let queue = handler.name();
-    let message = match Envelope::decode(&delivery.data) {
-        Ok(message) => message,
-        Err(error) => return dead_letter(&delivery, queue, &error.to_string()).await,
-    };
-    let span = tracing::info_span!("message", queue, message_id = %message.message_id,
-        saga_id = ?message.correlation_id, r#type = message.message_type);
-    let _entered = span.enter();
-    let pause = handler.pause();
-    if !pause.is_zero() {
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(pause) => {}
+}
+
+impl<H: Handler> Batch<H> {
+    async fn run(mut self, deliveries: Vec<Delivery>) {
+        let queue = self.handler.name();
+        let mut messages = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            match Envelope::decode(&delivery.data) {
+                Ok(message) => messages.push((self.handler.lock_order(&message), message, delivery)),
+                Err(error) => dead_letter(&delivery, queue, &error.to_string()).await,
+            }
+        }
+        if messages.is_empty() {
+            return;
+        }
+        messages.sort_by(|a, b| a.0.cmp(&b.0));
+        let pause = self.handler.pause();
+        if !pause.is_zero() {
+            tokio::select! {
+                _ = self.shutdown.wait() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+        if messages.len() > 1 {
+            let envelopes: Vec<&Envelope> = messages.iter().map(|(_, message, _)| message).collect();
+            match handle_together(&*self.handler, &self.pool, &envelopes).await {
+                Ok(outcomes) => {
+                    self.signal.notify();
+                    for ((_, _, delivery), outcome) in messages.iter().zip(outcomes) {
+                        self.settled(delivery, outcome).await;
+                    }
+                    metrics::counter!("message_batches_total", "queue" => queue).increment(1);
+                    return;
+                }
+                Err(error) => {
+                    metrics::counter!("message_batches_split_total", "queue" => queue).increment(1);
+                    tracing::debug!(%error, size = messages.len(), "batch failed; handling its messages one by one");
+                }
+            }
+        }
+        for (_, message, delivery) in &messages {
+            let span = tracing::info_span!("message", queue, message_id = %message.message_id,
+                saga_id = ?message.correlation_id, r#type = message.message_type);
+            self.alone(message, delivery).instrument(span).await;
         }
     }
-    let mut attempt = 1;
-    loop {
-        match handle_once(&*handler, &pool, &message).await {
-            Ok(outcome) => {
-                if outcome.is_some() {
-                    signal.notify();
-                }
-                ack(&delivery).await;
-                match outcome {
-                    Some(committed) => {
-                        metrics::counter!("messages_consumed_total", "queue" => queue).increment(1);
-                        handler.after_commit(committed).await;
+
+    /// Handles one message in its own transaction, retrying what may pass.
+    async fn alone(&mut self, message: &Envelope, delivery: &Delivery) {
+        let queue = self.handler.name();
+        let mut attempt = 1;
+        loop {
+            match handle_once(&*self.handler, &self.pool, message).await {
+                Ok(outcome) => {
+                    if outcome.is_some() {
+                        self.signal.notify();
                     }
-                    None => {
-                        metrics::counter!("messages_duplicate_total", "queue" => queue).increment(1);
-                        tracing::debug!("duplicate delivery acknowledged without effect");
+                    return self.settled(delivery, outcome).await;
+                }
+                Err(error) if error.retryable() && attempt < MAX_ATTEMPTS => {
+                    metrics::counter!("messages_retried_total", "queue" => queue).increment(1);
+                    tracing::warn!(%error, attempt, "handling failed; will retry");
+                    let backoff = Duration::from_millis(50u64 << attempt.min(8));
+                    tokio::select! {
+                        // Leave the delivery unacknowledged: the broker gives it to another consumer.
+                        _ = self.shutdown.wait() => return,
+                        _ = tokio::time::sleep(backoff) => {}
                     }
+                    attempt += 1;
                 }
-                return;
+                Err(error) => return dead_letter(delivery, queue, &error.to_string()).await,
             }
-            Err(error) if error.retryable() && attempt < MAX_ATTEMPTS => {
-                metrics::counter!("messages_retried_total", "queue" => queue).increment(1);
-                tracing::warn!(%error, attempt, "handling failed; will retry");
-                let backoff = Duration::from_millis(50u64 << attempt.min(8));
-                tokio::select! {
-                    // Leave the delivery unacknowledged: the broker gives it to another consumer.
-                    _ = shutdown.wait() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                attempt += 1;
+        }
+    }
+
+    /// After commit: acknowledge, then the handler's follow-up work.
+    async fn settled(&self, delivery: &Delivery, outcome: Option<H::Committed>) {
+        let queue = self.handler.name();
+        ack(delivery).await;
+        match outcome {
+            Some(committed) => {
+                metrics::counter!("messages_consumed_total", "queue" => queue).increment(1);
+                self.handler.after_commit(committed).await;
             }
-            Err(error) => return dead_letter(&delivery, queue, &error.to_string()).await,
+            None => {
+                metrics::counter!("messages_duplicate_total", "queue" => queue).increment(1);
+                tracing::debug!("duplicate delivery acknowledged without effect");
+            }
         }
     }
 }
@@ -210,13 +289,27 @@ pub async fn handle_once<H: Handler>(
     pool: &PgPool,
     message: &Envelope,
 ) -> Result<Option<H::Committed>, HandleError> {
+    Ok(handle_together(handler, pool, &[message]).await?.pop().flatten())
+}
+
+/// Several messages in one transaction, in the order given; all or nothing.
+async fn handle_together<H: Handler>(
+    handler: &H,
+    pool: &PgPool,
+    messages: &[&Envelope],
+) -> Result<Vec<Option<H::Committed>>, HandleError> {
     let mut tx = pool.begin().await?;
-    if !inbox::record(&mut tx, handler.name(), message).await? {
-        return Ok(None);
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in messages {
+        let outcome = if inbox::record(&mut tx, handler.name(), message).await? {
+            Some(handler.handle(&mut tx, message).await?)
+        } else {
+            None
+        };
+        outcomes.push(outcome);
     }
-    let committed = handler.handle(&mut tx, message).await?;
     tx.commit().await?;
-    Ok(Some(committed))
+    Ok(outcomes)
 }
 
 async fn ack(delivery: &Delivery) {
