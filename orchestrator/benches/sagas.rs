@@ -2,20 +2,29 @@
 //! and Redis, driven over HTTP at a fixed concurrency, every step durable. Prints one JSON object.
 //!
 //! `cargo bench -p orchestrator --bench sagas`; knobs: BENCH_CONCURRENCY (32), BENCH_ORDERS
-//! (4000), BENCH_SAGAS (2000), BENCH_LIGHT (50), BENCH_RUNS (3; each figure is the median).
+//! (4000), BENCH_SAGAS (2000), BENCH_STORES (20), BENCH_LIGHT (50), BENCH_RUNS (3; each figure is
+//! the median).
+//!
+//! The data has the shape of a city's network: `BENCH_STORES` stores, each stocking its share of
+//! the (store, product) pairs, so a product's warehouse row is shared by every store at once. All
+//! replenishments of one product take that row's lock in turn: fewer stores per product means
+//! less waiting.
 //!
 //! Phases, each on a fresh deployment:
 //! - orders: orders that start no saga, `BENCH_CONCURRENCY` clients at once → orders/s;
-//! - sagas: each order leaves its (store, product) low and so starts one replenishment; the
-//!   clients place them all, then the sagas are awaited → sagas completed/s (first order to last
-//!   `received`) and latency percentiles from the order's transaction to `received`, read from
-//!   the sagas' own timestamps;
+//! - sagas: each order leaves its (store, product) low and so starts one replenishment. Each of
+//!   `BENCH_CONCURRENCY` clients places an order and waits for its goods to arrive (the
+//!   `stock.replenished` event) before the next, so that many sagas are in flight at once →
+//!   sagas completed/s (first order to last `received`) and latency percentiles from the order's
+//!   transaction to `received`, read from the sagas' own timestamps, and the commands resent
+//!   (a sign of overload: the deadlines are the production defaults);
 //! - light: one order at a time, each saga awaited before the next → latency with no queueing.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc,
@@ -24,11 +33,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures_lite::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
 use orchestrator::app::{Application, Roles};
-use participants::messaging::relay::RelayFaults;
+use participants::messaging::{Exchange, Topology, connect, relay::RelayFaults};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{TestEnv, eventually};
+use tokio::sync::{Mutex, oneshot};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -98,14 +113,15 @@ async fn deploy() -> Deployment {
 }
 
 impl Deployment {
-    /// `pairs` (store, product) pairs, each holding `on_hand` with the given levels; the warehouse
-    /// holds plenty of every product.
-    async fn stock(&self, pairs: usize, on_hand: i64, threshold: i64, target: i64) -> Vec<(Uuid, Uuid)> {
+    /// `pairs` (store, product) pairs over `stores` stores, each holding `on_hand` with the given
+    /// levels; the warehouse holds plenty of every product.
+    async fn stock(&self, pairs: usize, stores: usize, on_hand: i64, threshold: i64, target: i64) -> Vec<(Uuid, Uuid)> {
         let mut client = Client::connect(self.addr).await;
-        let stores = pairs.div_ceil(100);
+        let stores = stores.clamp(1, pairs);
+        let per_store = pairs.div_ceil(stores);
         let mut ids = Vec::with_capacity(pairs);
         let mut products = Vec::new();
-        for p in 0..pairs.min(100) {
+        for p in 0..per_store {
             let (_, product) = client.send("POST", "/products", &json!({"sku": format!("SKU-{p}"), "name": "x"})).await;
             let id = product["id"].as_str().unwrap().to_owned();
             client.send("PUT", &format!("/warehouse/stock/{id}"), &json!({"on_hand": 1_000_000})).await;
@@ -115,7 +131,7 @@ impl Deployment {
             let (_, store) =
                 client.send("POST", "/stores", &json!({"name": format!("S{s}"), "service_area": "x"})).await;
             let store = store["id"].as_str().unwrap().to_owned();
-            for product in products.iter().take(pairs - s * 100) {
+            for product in products.iter().take(pairs.saturating_sub(s * per_store)) {
                 let levels = json!({"on_hand": on_hand, "reorder_threshold": threshold, "target_level": target});
                 let (status, _) = client.send("PUT", &format!("/stores/{store}/inventory/{product}"), &levels).await;
                 assert_eq!(status, 200);
@@ -149,6 +165,77 @@ impl Deployment {
             client.await.unwrap();
         }
         start.elapsed()
+    }
+
+    /// Places one order per pair with at most `concurrency` replenishments in flight: a client's
+    /// next order waits until the goods of its last one arrived (`stock.replenished`).
+    async fn replenish_each(&self, pairs: &[(Uuid, Uuid)], concurrency: usize) -> Duration {
+        let connection = connect(&self.env.config.amqp_url, "bench").await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap();
+        let exchange = Topology::new(self.env.config.namespace.clone()).exchange(Exchange::InventoryEvents);
+        let (queue_name, key) = (queue.name().clone(), "stock.replenished");
+        channel
+            .queue_bind(
+                queue_name.clone(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut events = channel.basic_consume(queue_name, "".into(), no_ack, FieldTable::default()).await.unwrap();
+
+        // Each client waits for its own replenishment's goods before it places the next order.
+        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
+        let arrivals = {
+            let (waiting, total) = (waiting.clone(), pairs.len());
+            tokio::spawn(async move {
+                for _ in 0..total {
+                    let delivery = events.next().await.expect("the event stream stays open").unwrap();
+                    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+                    let pair = format!("{}/{}", event["payload"]["store_id"], event["payload"]["product_id"]);
+                    if let Some(arrived) = waiting.lock().await.remove(&pair) {
+                        let _ = arrived.send(());
+                    }
+                }
+            })
+        };
+        let pairs = Arc::new(pairs.to_vec());
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut clients = Vec::new();
+        for _ in 0..concurrency {
+            let (pairs, next, waiting, addr) = (pairs.clone(), next.clone(), waiting.clone(), self.addr);
+            clients.push(tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                while let Some((store, product)) = pairs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let (arrived, arrival) = oneshot::channel();
+                    waiting.lock().await.insert(format!("\"{store}\"/\"{product}\""), arrived);
+                    let order = json!({"store_id": store, "items": [{"product_id": product, "quantity": 1}]});
+                    let (status, body) = client.send("POST", "/orders", &order).await;
+                    assert_eq!(status, 201, "{body}");
+                    tokio::time::timeout(Duration::from_secs(120), arrival).await.expect("the goods arrive").unwrap();
+                }
+            }));
+        }
+        for client in clients {
+            client.await.unwrap();
+        }
+        arrivals.await.unwrap();
+        let took = start.elapsed();
+        let _ = connection.close(200, "done".into()).await;
+        took
+    }
+
+    async fn resent(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM saga_transition WHERE event = 'CommandResent'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     async fn received(&self) -> i64 {
@@ -197,15 +284,16 @@ async fn main() {
     let orders = knob("BENCH_ORDERS", 4000);
     let sagas = knob("BENCH_SAGAS", 2000);
     let light = knob("BENCH_LIGHT", 50);
+    let stores = knob("BENCH_STORES", 20);
     let runs = knob("BENCH_RUNS", 3).max(1);
     let patience = Duration::from_secs(300);
 
-    let (mut orders_per_sec, mut sagas_per_sec, mut saga_orders_per_sec) = (vec![], vec![], vec![]);
+    let (mut orders_per_sec, mut sagas_per_sec, mut resent) = (vec![], vec![], vec![]);
     let (mut p50, mut p95, mut p99, mut light_p50) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs {
         // Orders that start no saga: 100 pairs with plenty of stock and a threshold of 0.
         let d = deploy().await;
-        let pairs = d.stock(100, 1_000_000, 0, 2_000_000).await;
+        let pairs = d.stock(100, 1, 1_000_000, 0, 2_000_000).await;
         let targets: Vec<_> = (0..orders).map(|i| pairs[i % pairs.len()]).collect();
         let took = d.order_each(&targets, concurrency).await;
         orders_per_sec.push(orders as f64 / took.as_secs_f64());
@@ -213,13 +301,13 @@ async fn main() {
 
         // Each order leaves its pair at the threshold: one replenishment per order.
         let d = deploy().await;
-        let pairs = d.stock(sagas, 6, 5, 10).await;
+        let pairs = d.stock(sagas, stores, 6, 5, 10).await;
         let start = Instant::now();
-        let ordering = d.order_each(&pairs, concurrency).await;
-        saga_orders_per_sec.push(sagas as f64 / ordering.as_secs_f64());
+        d.replenish_each(&pairs, concurrency).await;
         let done = sagas as i64;
         eventually(patience, "every saga received", || async { (d.received().await >= done).then_some(()) }).await;
         sagas_per_sec.push(sagas as f64 / start.elapsed().as_secs_f64());
+        resent.push(d.resent().await as f64);
         let latencies = d.latencies().await;
         p50.push(percentile(&latencies, 50.0));
         p95.push(percentile(&latencies, 95.0));
@@ -228,7 +316,7 @@ async fn main() {
 
         // Light load: one saga at a time.
         let d = deploy().await;
-        let pairs = d.stock(light, 6, 5, 10).await;
+        let pairs = d.stock(light, 1, 6, 5, 10).await;
         for (i, pair) in pairs.iter().enumerate() {
             d.order_each(std::slice::from_ref(pair), 1).await;
             let done = i as i64 + 1;
@@ -245,9 +333,11 @@ async fn main() {
         "orders": { "count": orders, "per_sec_median": round(median(orders_per_sec.clone())), "per_sec_runs": orders_per_sec.iter().map(|x| round(*x)).collect::<Vec<_>>() },
         "replenishment_sagas": {
             "count": sagas,
+            "stores": stores,
             "completed_per_sec_median": round(median(sagas_per_sec.clone())),
             "completed_per_sec_runs": sagas_per_sec.iter().map(|x| round(*x)).collect::<Vec<_>>(),
-            "orders_starting_them_per_sec_median": round(median(saga_orders_per_sec)),
+            "in_flight": concurrency,
+            "commands_resent_median": median(resent),
             "latency_ms_median_of_runs": { "p50": round(median(p50)), "p95": round(median(p95)), "p99": round(median(p99)) },
         },
         "light_load": { "sagas": light, "latency_ms_p50_median": round(median(light_p50)) },
