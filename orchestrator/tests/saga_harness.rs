@@ -361,6 +361,35 @@ async fn every_command_sent_again_after_its_deadline_has_one_effect() {
 }
 
 #[tokio::test]
+async fn an_unreadable_saga_is_set_aside_without_stalling_other_deadlines() {
+    let h = Harness::new(Simulation::default()).await;
+    let mystery = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at) VALUES ($1, 'mystery', 'x', '{}', 1, now())",
+    )
+    .bind(mystery)
+    .execute(h.pool())
+    .await
+    .unwrap();
+    let saga = h.start_saga().await;
+    h.pump(is("DispatchShipment")).await;
+    h.expire_deadlines().await;
+    h.pump(|_| Fate::Deliver).await;
+    assert_eq!(h.saga(saga).await.0, "received", "the resend went out despite the unreadable saga");
+    let (deadline, error): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as("SELECT deadline_at, last_error FROM saga WHERE id = $1")
+            .bind(mystery)
+            .fetch_one(h.pool())
+            .await
+            .unwrap();
+    assert_eq!(deadline, None);
+    assert!(error.unwrap().contains("mystery"));
+    sqlx::query("DELETE FROM saga_transition WHERE saga_id = $1").bind(mystery).execute(h.pool()).await.unwrap();
+    sqlx::query("DELETE FROM saga WHERE id = $1").bind(mystery).execute(h.pool()).await.unwrap();
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn a_reply_for_a_state_already_left_is_recorded_not_applied() {
     let h = Harness::new(Simulation::default()).await;
     let saga = h.start_saga().await;

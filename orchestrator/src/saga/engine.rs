@@ -21,6 +21,7 @@ use participants::{
 };
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
@@ -313,8 +314,20 @@ impl Sweeper {
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
         for row in &due {
             let span = tracing::info_span!("deadline", saga_id = %row.id);
-            let _entered = span.enter();
-            self.registry.driver(&row.kind)?.on_deadline(&mut tx, &self.timing, row).await?;
+            let outcome = match self.registry.driver(&row.kind) {
+                Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row).instrument(span.clone()).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => {}
+                // Found unreadable before anything was written for it: one such saga must not
+                // stall every other deadline, so it is set aside, visibly, for an operator.
+                Err(error @ (EngineError::UnknownKind(_) | EngineError::Corrupt { .. })) => {
+                    span.in_scope(|| tracing::error!(%error, "saga cannot be driven; set aside for an operator"));
+                    store::set_aside(&mut tx, row, &error.to_string()).await?;
+                }
+                Err(error) => return Err(error),
+            }
         }
         tx.commit().await?;
         if !due.is_empty() {

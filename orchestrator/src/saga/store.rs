@@ -105,6 +105,29 @@ pub async fn update(tx: &mut PgConnection, row: &SagaRow, update: &SagaUpdate<'_
     Ok(updated == 1)
 }
 
+/// Takes a saga the engine cannot read off the deadline sweep, saying why in `last_error` and in
+/// its timeline.
+pub async fn set_aside(tx: &mut PgConnection, row: &SagaRow, reason: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE saga SET deadline_at = NULL, last_error = $2, version = version + 1, updated_at = now() WHERE id = $1",
+        row.id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    let detail = serde_json::json!({ "reason": reason });
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(&row.state),
+        to: &row.state,
+        event: "SetAside",
+        applied: false,
+        detail: &detail,
+        actor: "engine",
+    };
+    record_transition(tx, &record).await
+}
+
 pub async fn record_transition(tx: &mut PgConnection, record: &TransitionRecord<'_>) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor)
