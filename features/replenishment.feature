@@ -48,3 +48,17 @@ Feature: A store running low is refilled from the central warehouse
     And the warehouse has 100 "oat milk" left
     And "Riverside" shows 10 "oat milk" on hand, 6 reserved and 4 available
     And no stock was created, lost or oversold
+
+  Scenario: A store left low by an empty warehouse is refilled at its next change
+    Given the warehouse has no "oat milk"
+    And "Riverside" stocks 10 "oat milk" with a reorder level of 5 and a target level of 20
+    When a customer orders 6 "oat milk" from "Riverside"
+    Then a replenishment of "oat milk" for "Riverside" is started
+    And the replenishment ends compensated
+    When the warehouse is restocked with 100 "oat milk"
+    And the customer collects the order
+    Then a new replenishment of "oat milk" for "Riverside" is started
+    And the replenishment ends received
+    And "Riverside" shows 20 "oat milk" on hand, 0 reserved and 20 available
+    And the warehouse has 84 "oat milk" left
+    And no stock was created, lost or oversold

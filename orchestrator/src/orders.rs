@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     Context,
     error::{Error, Result, Shortage, on_constraint},
-    stock::{MAX_QUANTITY, replenish_if_low},
+    stock::{MAX_QUANTITY, commit_stock_change},
 };
 
 /// Items in one order, at most: a bigger basket is a client bug.
@@ -156,15 +156,8 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
         "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
     });
     outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)]).await?;
-    for level in &levels {
-        replenish_if_low(&mut tx, &ctx.timing, level).await?;
-    }
     let order = load(&mut tx, order_id).await?.expect("the order was just inserted");
-    tx.commit().await?;
-    ctx.outbox.notify();
-    for level in &levels {
-        ctx.cache.put(level).await;
-    }
+    commit_stock_change(ctx, tx, &levels).await?;
     metrics::counter!("orders_placed_total").increment(1);
     Ok(Placed::Created(order))
 }
@@ -318,10 +311,6 @@ pub async fn close(ctx: &Context, order_id: Uuid, action: Close) -> Result<Order
             .await?;
     }
     let order = load(&mut tx, order_id).await?.expect("the order was just locked");
-    tx.commit().await?;
-    ctx.outbox.notify();
-    for level in &levels {
-        ctx.cache.put(level).await;
-    }
+    commit_stock_change(ctx, tx, &levels).await?;
     Ok(order)
 }

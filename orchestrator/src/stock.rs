@@ -16,7 +16,7 @@ use participants::{
     },
 };
 use serde_json::json;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{
@@ -122,10 +122,7 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
         Uuid::new_v4(),
     );
     record_movements(&mut tx, &[movement]).await?;
-    replenish_if_low(&mut tx, &ctx.timing, &level).await?;
-    tx.commit().await?;
-    ctx.outbox.notify();
-    ctx.cache.put(&level).await;
+    commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
     Ok(level)
 }
 
@@ -157,10 +154,7 @@ pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64,
         ..Movement::on_hand(Some(store_id), product_id, delta, MovementReason::Adjustment, Uuid::new_v4())
     };
     record_movements(&mut tx, &[movement]).await?;
-    replenish_if_low(&mut tx, &ctx.timing, &level).await?;
-    tx.commit().await?;
-    ctx.outbox.notify();
-    ctx.cache.put(&level).await;
+    commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
     Ok(level)
 }
 
@@ -217,6 +211,25 @@ pub async fn warehouse_level(conn: &mut PgConnection, product_id: Uuid) -> sqlx:
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Ends a transaction that changed store stock: the low-stock rule for every level it left, the
+/// commit, then the relay and the cache learn of it. Every change to store stock ends here, so
+/// none can leave a store low without a replenishment.
+pub async fn commit_stock_change(
+    ctx: &Context,
+    mut tx: Transaction<'_, Postgres>,
+    levels: &[StockLevel],
+) -> Result<()> {
+    for level in levels {
+        replenish_if_low(&mut tx, &ctx.timing, level).await?;
+    }
+    tx.commit().await?;
+    ctx.outbox.notify();
+    for level in levels {
+        ctx.cache.put(level).await;
+    }
+    Ok(())
 }
 
 /// The low-stock rule: opens a replenishment for `level` if it is low and none is open.

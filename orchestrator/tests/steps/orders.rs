@@ -167,3 +167,12 @@ async fn second_is_replay(world: &mut World) {
     assert_eq!(first.header("Idempotency-Replayed"), None, "the first answer is not a replay");
     assert_eq!(second.header("Idempotency-Replayed"), Some("true"), "the retry's answer headers: {:?}", second.headers);
 }
+
+#[when("the customer collects the order")]
+async fn order_collected(world: &mut World) {
+    let order_id = id(&last_answer(world).body, "id");
+    let api = world.api().await;
+    api.post(&format!("/orders/{order_id}/fulfil"), &serde_json::Value::Null, &[])
+        .await
+        .expect(StatusCode::OK, "fulfilling the order");
+}

@@ -157,3 +157,15 @@ async fn no_stock_moved(world: &mut World) {
     let moved = saga_movements(world, None).await;
     assert!(moved.is_empty(), "stock moved for a replenishment that shipped nothing: {moved:#?}");
 }
+
+#[then(expr = "a new replenishment of {string} for {string} is started")]
+async fn new_replenishment_started(world: &mut World, product: String, store: String) {
+    let (store_id, product_id, previous) = (world.store(&store), world.product(&product), world.saga());
+    let api = world.api().await;
+    let sagas = api.sagas_for(store_id, product_id).await;
+    let fresh: Vec<&Value> = sagas.iter().filter(|s| super::id(s, "id") != previous).collect();
+    let [saga] = fresh.as_slice() else {
+        panic!("one new replenishment of {product} for {store} was expected, not {}: {sagas:#?}", fresh.len());
+    };
+    world.saga = Some(super::id(saga, "id"));
+}

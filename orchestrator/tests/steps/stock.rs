@@ -1,6 +1,6 @@
 //! Stores, products, store inventory and the warehouse's stock.
 
-use cucumber::{given, then};
+use cucumber::{given, then, when};
 use poem::http::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
@@ -135,4 +135,9 @@ async fn warehouse_has_left(world: &mut World, on_hand: i64, product_name: Strin
 async fn invariants_hold(world: &mut World) {
     let pool = world.pool().await;
     crate::support::assert_invariants(&pool).await;
+}
+
+#[when(expr = "the warehouse is restocked with {int} {string}")]
+async fn warehouse_restocked(world: &mut World, on_hand: i64, product_name: String) {
+    warehouse_holds(world, on_hand, product_name).await;
 }
