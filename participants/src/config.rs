@@ -55,7 +55,7 @@ pub struct ConfigError {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            database_url: "postgres://postgres:postgres@127.0.0.1:5432/postgres".into(),
+            database_url: "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
