@@ -96,10 +96,10 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
     let mut tx = ctx.pool.begin().await?;
     let order_id = Uuid::new_v4();
     // A concurrent request with the same key waits here for the first to commit, then conflicts.
-    let inserted = sqlx::query_scalar!(
+    let inserted = sqlx::query!(
         "INSERT INTO customer_order (id, store_id, status, idempotency_key, request_fingerprint)
          VALUES ($1, $2, 'reserved', $3, $4)
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING created_at, updated_at",
         order_id,
         store_id,
         key,
@@ -110,10 +110,10 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
     .map_err(|e| {
         on_constraint(e, |c| (c == "customer_order_store_id_fkey").then(|| Error::NotFound("no such store".into())))
     })?;
-    if inserted.is_none() {
+    let Some(inserted) = inserted else {
         drop(tx);
         return replay(ctx, key.unwrap_or_default(), &fingerprint).await;
-    }
+    };
 
     let mut levels = Vec::with_capacity(items.len());
     let mut short = Vec::new();
@@ -156,7 +156,15 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
         "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
     });
     outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)]).await?;
-    let order = load(&mut tx, order_id).await?.expect("the order was just inserted");
+    // The order is what was just written: no need to read it back.
+    let order = Order {
+        id: order_id,
+        store_id,
+        status: "reserved".into(),
+        items,
+        created_at: inserted.created_at,
+        updated_at: inserted.updated_at,
+    };
     commit_stock_change(ctx, tx, &levels).await?;
     metrics::counter!("orders_placed_total").increment(1);
     Ok(Placed::Created(order))

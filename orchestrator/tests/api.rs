@@ -116,6 +116,9 @@ async fn bad_input_is_a_client_error_with_a_problem_body() {
         created(api.post("/orders").body_json(&order(json!([{"product_id": product_id, "quantity": 1}]))).send().await)
             .await;
     let id = placed["id"].as_str().unwrap();
+    // The answer to the POST is the order as stored.
+    let stored: Value = api.get(format!("/orders/{id}")).send().await.0.into_body().into_json().await.unwrap();
+    assert_eq!(placed, stored);
     api.post(format!("/orders/{id}/cancel")).send().await.assert_status_is_ok();
     api.post(format!("/orders/{id}/cancel")).send().await.assert_status_is_ok();
     problem(api.post(format!("/orders/{id}/fulfil")).send().await, StatusCode::CONFLICT).await;
