@@ -14,6 +14,10 @@ async fn workers_stopped(world: &mut World) {
     // The API and the saga engine run; the warehouse and the stores do not answer.
     let roles = Roles { api: true, engine: true, warehouse: false, inventory: false };
     world.set_roles("the delivery workers are stopped", roles);
+    // With nobody answering, the tests' short deadlines would make the saga give up within two
+    // seconds: on a loaded machine, before the scenario has looked at it. These scenarios are
+    // about an open saga, not its deadlines, so they get the production timing.
+    world.configure("the delivery workers are stopped").config.saga = participants::config::Config::default().saga;
 }
 
 #[given("every message is delivered twice")]
