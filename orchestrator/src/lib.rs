@@ -13,7 +13,10 @@ pub mod orders;
 pub mod saga;
 pub mod stock;
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use participants::{
@@ -49,7 +52,7 @@ impl Context {
     /// A context that connects to nothing until used: enough to render the OpenAPI document.
     pub fn offline(config: &Config) -> anyhow::Result<Self> {
         Ok(Self {
-            pool: PgPoolOptions::new().connect_lazy(&config.database_url)?,
+            pool: PgPoolOptions::new().acquire_timeout(Duration::from_secs(2)).connect_lazy(&config.database_url)?,
             cache: Cache::new(&config.redis_url, &config.namespace)?,
             timing: config.saga,
             amqp_url: config.amqp_url.as_str().into(),

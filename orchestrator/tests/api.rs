@@ -3,7 +3,8 @@
 
 mod support;
 
-use orchestrator::{app::Roles, http, metrics_handle};
+use orchestrator::{Context, app::Roles, http, metrics_handle};
+use participants::config::Config;
 use participants::messaging::relay::RelayFaults;
 use poem::{
     EndpointExt,
@@ -147,4 +148,12 @@ async fn health_and_docs_answer() {
     metrics.assert_status_is_ok();
     app.stop().await;
     env.teardown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_503_to_retry() {
+    let config = Config { database_url: "postgres://postgres@127.0.0.1:1/nowhere".into(), ..Config::default() };
+    let api = TestClient::new(http::routes(&Context::offline(&config).unwrap(), metrics_handle()));
+    let body = problem(api.get("/stores").send().await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(body["detail"].as_str().unwrap().contains("retry"));
 }

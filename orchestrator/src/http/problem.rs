@@ -49,6 +49,9 @@ pub enum Problem {
     /// A fault on our side; the details are in the server log, not here.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<ProblemDetails>),
+    /// The database is unreachable or every connection is busy: retry shortly.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<ProblemDetails>),
 }
 
 pub type ApiResult<T> = Result<T, Problem>;
@@ -93,6 +96,13 @@ impl From<Error> for Problem {
                     details(StatusCode::CONFLICT, format!("not enough stock, nothing was reserved; short: {list}"));
                 body.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
                 Self::Conflict(Json(body))
+            }
+            Error::Database(error @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))) => {
+                tracing::warn!(%error, "database unavailable while serving a request");
+                Self::Unavailable(Json(details(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is unavailable or busy; retry shortly",
+                )))
             }
             Error::Database(error) => {
                 tracing::error!(%error, "database error while serving a request");
