@@ -227,7 +227,7 @@ impl Deployment {
         }
         arrivals.await.unwrap();
         let took = start.elapsed();
-        let _ = connection.close(200, "done".into()).await;
+        participants::messaging::close(&connection, "done").await;
         took
     }
 

@@ -118,7 +118,7 @@ impl Application {
     }
 
     /// Runs until SIGINT or SIGTERM, then stops gracefully.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        process::run_until_signal(self.trigger, self.tasks, std::future::pending()).await
+    pub async fn run_until_signal(self) {
+        process::run_until_signal(self.trigger, self.tasks).await;
     }
 }

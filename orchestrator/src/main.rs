@@ -39,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = Config::from_env()?;
     init_logging(config.log_json);
-    Application::build(config, roles, RelayFaults::default()).await?.run_until_signal().await
+    Application::build(config, roles, RelayFaults::default()).await?.run_until_signal().await;
+    Ok(())
 }

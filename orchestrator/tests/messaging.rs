@@ -66,7 +66,7 @@ async fn poison_messages_are_dead_lettered_at_once() {
         assert!(dead.contains(body), "{} was not dead-lettered", String::from_utf8_lossy(body));
     }
 
-    let _ = connection.close(200, "done".into()).await;
+    participants::messaging::close(&connection, "done").await;
     app.stop().await;
     env.teardown().await;
 }

@@ -25,12 +25,12 @@ use std::{
 use cucumber::{World as _, event::ScenarioFinished};
 use futures_util::FutureExt as _;
 use orchestrator::app::{Application, Roles};
-use participants::messaging::{Topology, connect, relay::RelayFaults};
+use participants::messaging::relay::RelayFaults;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use steps::{Answer, Api, OrderRequest};
-use support::TestEnv;
+use support::{TestEnv, delete_broker_names};
 
 /// Scenarios running at once: each runs a whole deployment, on a 2-core machine.
 const CONCURRENT_SCENARIOS: usize = 4;
@@ -209,16 +209,6 @@ impl World {
             }
         }
         env.teardown().await;
-    }
-}
-
-/// Deletes a namespace's exchanges and queues, as [`TestEnv::teardown`] does.
-async fn delete_broker_names(amqp_url: &str, namespace: &str) {
-    if let Ok(connection) = connect(amqp_url, "scenario-teardown").await {
-        if let Ok(channel) = connection.create_channel().await {
-            let _ = Topology::new(namespace.to_owned()).delete(&channel).await;
-        }
-        let _ = connection.close(200, "done".into()).await;
     }
 }
 

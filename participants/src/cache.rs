@@ -103,7 +103,7 @@ impl Cache {
         })
     }
 
-    pub fn key(&self, store_id: Uuid, product_id: Uuid) -> String {
+    fn key(&self, store_id: Uuid, product_id: Uuid) -> String {
         format!("{}:inv:{store_id}:{product_id}", self.namespace)
     }
 

@@ -20,8 +20,3 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
-
-/// Whether an error is the violation of the named constraint (or unique index).
-pub fn violates(error: &sqlx::Error, constraint: &str) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some(constraint))
-}

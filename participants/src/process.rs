@@ -1,7 +1,7 @@
 //! What every process does at start-up and shutdown: logging, connections, topology, and the
 //! long-running tasks (relay, consumers) it hosts.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -99,7 +99,7 @@ async fn declare_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result
             let connection = connect(amqp_url, "topology").await?;
             let channel = connection.create_channel().await?;
             topology.declare(&channel).await?;
-            let _ = connection.close(200, "declared".into()).await;
+            crate::messaging::close(&connection, "declared").await;
             Ok::<(), lapin::Error>(())
         };
         match attempt.await {
@@ -138,19 +138,12 @@ pub fn init_logging(json: bool) {
 }
 
 /// Runs `tasks` until SIGINT/SIGTERM, then triggers shutdown and waits for them to finish.
-pub async fn run_until_signal(
-    trigger: crate::shutdown::ShutdownTrigger,
-    mut tasks: JoinSet<()>,
-    extra: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let outcome = tokio::select! {
-        _ = crate::shutdown::signal() => { tracing::info!("signal received; shutting down"); Ok(()) }
-        result = extra => result,
-    };
+pub async fn run_until_signal(trigger: crate::shutdown::ShutdownTrigger, mut tasks: JoinSet<()>) {
+    crate::shutdown::signal().await;
+    tracing::info!("signal received; shutting down");
     trigger.trigger();
     while tasks.join_next().await.is_some() {}
     tracing::info!("stopped");
-    outcome
 }
 
 /// The whole life of a standalone worker process.
@@ -163,7 +156,8 @@ pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
     services.spawn_participant(&mut tasks, participant, &shutdown);
     tasks.spawn(services.relay(RelayFaults::default()).run(shutdown.clone()));
     tracing::info!(%participant, namespace = services.topology.namespace(), "worker started");
-    run_until_signal(trigger, tasks, std::future::pending()).await
+    run_until_signal(trigger, tasks).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ impl HealthApi {
             let probe = participants::messaging::connect(&self.ctx.amqp_url, "readiness");
             match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
                 Ok(Ok(connection)) => {
-                    let _ = connection.close(200, "probe".into()).await;
+                    participants::messaging::close(&connection, "probe").await;
                     "ok".to_owned()
                 }
                 Ok(Err(error)) => format!("error: {error}"),

@@ -83,8 +83,4 @@ impl Registry {
     pub fn driver(&self, kind: &str) -> Result<&dyn Driver, EngineError> {
         self.kinds.get(kind).map(|d| &**d).ok_or_else(|| EngineError::UnknownKind(kind.to_owned()))
     }
-
-    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.keys().copied()
-    }
 }

@@ -173,8 +173,7 @@ impl<H: Handler> Consumer<H> {
         while let Some(done) = in_flight.join_next().await {
             reap(Some(done), &queue);
         }
-        let _ = channel.close(200, "shutting down".into()).await;
-        let _ = connection.close(200, "shutting down".into()).await;
+        super::close(&connection, "shutting down").await;
         result
     }
 }

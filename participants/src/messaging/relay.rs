@@ -182,7 +182,7 @@ fn properties(envelope: &Envelope) -> BasicProperties {
 
 /// W3C trace context: all messages of one saga share the saga id as their trace id, so a tracing
 /// backend shows the saga as one trace; each message is its own span.
-pub fn traceparent(envelope: &Envelope) -> String {
+fn traceparent(envelope: &Envelope) -> String {
     let trace = envelope.correlation_id.unwrap_or(envelope.message_id).simple().to_string();
     let span = envelope.message_id.simple().to_string();
     format!("00-{trace}-{}-01", &span[..16])
