@@ -1,12 +1,12 @@
 //! Builds a running orchestrator from a [`Config`]: the API, the saga engine and, in the
 //! all-in-one mode, both workers. Tests start it on port 0 with their own database and namespace.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use participants::{
     config::Config,
-    messaging::{Queue, relay::RelayFaults},
+    messaging::{Queue, dead_letter::DeadLetterConsumer, relay::RelayFaults},
     process::{self, Services},
     protocol::Participant,
     shutdown::{self, ShutdownTrigger},
@@ -19,10 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::{
     Context, http, metrics_handle,
-    saga::{
-        engine::{ReplyHandler, Sweeper},
-        registry::Registry,
-    },
+    saga::engine::{ReplyHandler, Sweeper},
 };
 
 /// Which parts run in this process.
@@ -40,7 +37,25 @@ impl Roles {
     pub const SERVE: Self = Self { api: true, engine: true, warehouse: false, inventory: false };
     /// `orchestrator all`: everything in one process.
     pub const ALL: Self = Self { api: true, engine: true, warehouse: true, inventory: true };
+
+    /// The roles this process reports heartbeats for (the API alone is seen through its health routes).
+    fn reported(self) -> Vec<&'static str> {
+        let mut roles = Vec::new();
+        if self.engine {
+            roles.push(ORCHESTRATOR_ROLE);
+        }
+        if self.warehouse {
+            roles.push(Participant::Warehouse.into());
+        }
+        if self.inventory {
+            roles.push(Participant::Inventory.into());
+        }
+        roles
+    }
 }
+
+/// The heartbeat role of the saga engine (reply consumer, sweeper, dead-letter keeper).
+pub const ORCHESTRATOR_ROLE: &str = "orchestrator";
 
 /// In-flight requests get this long to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -62,17 +77,27 @@ impl Application {
         // Every role writes to the outbox, so every process publishes what it wrote.
         tasks.spawn(services.relay(faults).run(shutdown.clone()));
         if roles.engine {
-            let registry = Arc::new(Registry::standard());
+            let registry = ctx.registry.clone();
             let replies = ReplyHandler { registry: registry.clone(), timing: ctx.timing };
             tasks.spawn(services.consumer(Queue::OrchestratorReplies, replies).run(shutdown.clone()));
             let sweeper = Sweeper { pool: ctx.pool.clone(), registry, timing: ctx.timing, outbox: ctx.outbox.clone() };
             tasks.spawn(sweeper.run(shutdown.clone()));
+            let dead_letters = DeadLetterConsumer {
+                pool: ctx.pool.clone(),
+                topology: ctx.topology.clone(),
+                amqp_url: ctx.amqp_url.clone(),
+            };
+            tasks.spawn(dead_letters.run(shutdown.clone()));
         }
         if roles.warehouse {
             services.spawn_participant(&mut tasks, Participant::Warehouse, &shutdown);
         }
         if roles.inventory {
             services.spawn_participant(&mut tasks, Participant::Inventory, &shutdown);
+        }
+        let reported = roles.reported();
+        if !reported.is_empty() {
+            services.spawn_heartbeat(&mut tasks, reported, &shutdown);
         }
         let mut addr = None;
         if roles.api {

@@ -9,22 +9,21 @@
 pub mod app;
 pub mod error;
 pub mod http;
+pub mod observe;
 pub mod orders;
 pub mod saga;
 pub mod stock;
 
-use std::{
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+pub use observe::metrics_handle;
 use participants::{
     cache::Cache,
     config::{Config, SagaTiming},
-    messaging::outbox::OutboxSignal,
+    messaging::{Topology, outbox::OutboxSignal},
     process::Services,
 };
+use saga::registry::Registry;
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
 /// What request handlers and domain functions share.
@@ -36,6 +35,10 @@ pub struct Context {
     pub amqp_url: Arc<str>,
     /// Wakes this process's outbox relay after a commit that wrote messages.
     pub outbox: OutboxSignal,
+    /// The saga kinds this build drives.
+    pub registry: Arc<Registry>,
+    /// The deployment's broker names.
+    pub topology: Topology,
 }
 
 impl Context {
@@ -46,6 +49,8 @@ impl Context {
             timing: services.config.saga,
             amqp_url: services.amqp_url.clone(),
             outbox: services.outbox_signal.clone(),
+            registry: Arc::new(Registry::standard()),
+            topology: services.topology.clone(),
         }
     }
 
@@ -57,14 +62,8 @@ impl Context {
             timing: config.saga,
             amqp_url: config.amqp_url.as_str().into(),
             outbox: OutboxSignal::default(),
+            registry: Arc::new(Registry::standard()),
+            topology: Topology::new(config.namespace.clone()),
         })
     }
-}
-
-/// The process-wide Prometheus recorder (metrics are global in the `metrics` crate).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().expect("no other metrics recorder is installed"))
-        .clone()
 }

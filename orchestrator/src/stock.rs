@@ -258,55 +258,102 @@ pub fn replenish_if_low<'a>(
         if quantity <= 0 {
             return Ok(None);
         }
-        let saga_id = Uuid::new_v4();
-        // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
-        let claimed = sqlx::query_scalar!(
-            "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)
-             VALUES ($1, $2, $3, $4, 'requested')
-             ON CONFLICT (store_id, product_id) WHERE closed_at IS NULL DO NOTHING
-             RETURNING saga_id",
-            saga_id,
-            level.store_id,
-            level.product_id,
-            quantity
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if claimed.is_none() {
-            return Ok(None);
-        }
-        let data = replenishment::Data::new(level.store_id, level.product_id, quantity);
         let detail = json!({
             "available": level.available(), "reorder_threshold": level.reorder_threshold,
             "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
         });
-        engine::start::<Replenishment>(
-            tx,
-            timing,
-            saga_id,
-            replenishment::State::Requested,
-            &data,
-            "low-stock",
-            &detail,
-        )
-        .await?;
+        let Some(saga_id) =
+            open_replenishment(tx, timing, level.store_id, level.product_id, quantity, "low-stock", &detail).await?
+        else {
+            return Ok(None);
+        };
         let low = json!({
             "store_id": level.store_id, "product_id": level.product_id, "available": level.available(),
             "reorder_threshold": level.reorder_threshold, "saga_id": saga_id,
         });
-        let created = json!({
-            "saga_id": saga_id, "store_id": level.store_id, "product_id": level.product_id,
-            "quantity_requested": quantity,
-        });
-        outbox::enqueue(
-            tx,
-            &[
-                Outgoing::event(Exchange::InventoryEvents, "stock.low", Some(saga_id), low),
-                Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created),
-            ],
-        )
-        .await?;
-        metrics::counter!("replenishments_started_total").increment(1);
+        outbox::enqueue(tx, &[Outgoing::event(Exchange::InventoryEvents, "stock.low", Some(saga_id), low)]).await?;
         Ok(Some(saga_id))
     })
+}
+
+/// Opens a replenishment of `quantity` unless one is open for the (store, product): its claim
+/// row, its saga, and the `replenishment.created` event. `None` when one is open already.
+async fn open_replenishment(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+    actor: &str,
+    detail: &serde_json::Value,
+) -> sqlx::Result<Option<Uuid>> {
+    let saga_id = Uuid::new_v4();
+    // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
+    let claimed = sqlx::query_scalar!(
+        "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)
+         VALUES ($1, $2, $3, $4, 'requested')
+         ON CONFLICT (store_id, product_id) WHERE closed_at IS NULL DO NOTHING
+         RETURNING saga_id",
+        saga_id,
+        store_id,
+        product_id,
+        quantity
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        return Ok(None);
+    }
+    let data = replenishment::Data::new(store_id, product_id, quantity);
+    engine::start::<Replenishment>(tx, timing, saga_id, replenishment::State::Requested, &data, actor, detail).await?;
+    let created = json!({
+        "saga_id": saga_id, "store_id": store_id, "product_id": product_id, "quantity_requested": quantity,
+    });
+    outbox::enqueue(tx, &[Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)])
+        .await?;
+    metrics::counter!("replenishments_started_total", "actor" => if actor == "low-stock" { "low-stock" } else { "operator" })
+        .increment(1);
+    Ok(Some(saga_id))
+}
+
+/// Starts a replenishment by hand, whatever the stock level; `actor` is the operator asking.
+pub async fn start_replenishment(
+    ctx: &Context,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+    actor: &str,
+    reason: &str,
+) -> Result<Uuid> {
+    check_quantity("quantity", quantity, 1)?;
+    let mut tx = ctx.pool.begin().await?;
+    let stocked = sqlx::query_scalar!(
+        "SELECT 1 AS \"one!\" FROM inventory WHERE store_id = $1 AND product_id = $2",
+        store_id,
+        product_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if stocked.is_none() {
+        return Err(Error::NotFound(format!(
+            "store {store_id} does not stock product {product_id}: set its levels first"
+        )));
+    }
+    let detail = json!({ "quantity_requested": quantity, "reason": reason });
+    let Some(saga_id) =
+        open_replenishment(&mut tx, &ctx.timing, store_id, product_id, quantity, actor, &detail).await?
+    else {
+        let open = sqlx::query_scalar!(
+            "SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2 AND closed_at IS NULL",
+            store_id,
+            product_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
+        return Err(Error::Conflict(format!("a replenishment of this product for this store is already open{open}")));
+    };
+    tx.commit().await?;
+    ctx.outbox.notify();
+    Ok(saga_id)
 }

@@ -26,7 +26,7 @@ use participants::{
     db,
     inventory::InventoryWorker,
     messaging::{
-        Exchange,
+        Exchange, Topology,
         consumer::{Handler, handle_once},
         outbox,
     },
@@ -65,14 +65,16 @@ impl Harness {
         let pool = db::connect(&env.config).await.expect("test database migrates");
         let cache = Cache::new(&env.config.redis_url, &env.config.namespace).unwrap();
         let timing = env.config.saga;
+        let registry = Arc::new(Registry::standard());
         let ctx = Context {
             pool: pool.clone(),
             cache: cache.clone(),
             timing,
             amqp_url: env.config.amqp_url.as_str().into(),
             outbox: Default::default(),
+            registry: registry.clone(),
+            topology: Topology::new(env.config.namespace.clone()),
         };
-        let registry = Arc::new(Registry::standard());
         let (store_id, product_id) = seed(&pool).await;
         stock::set_warehouse(&ctx, product_id, WAREHOUSE).await.unwrap();
         let levels = Levels { on_hand: 10, reorder_threshold: 3, target_level: 20 };

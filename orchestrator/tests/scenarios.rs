@@ -58,6 +58,8 @@ pub struct World {
     pub answers: Vec<Answer>,
     /// The replenishment saga the scenario follows.
     pub saga: Option<Uuid>,
+    /// The dead letter the scenario follows.
+    pub dead_letter: Option<i64>,
     began: Instant,
 }
 
@@ -93,6 +95,7 @@ impl World {
             last_request: None,
             answers: Vec::new(),
             saga: None,
+            dead_letter: None,
             began: Instant::now(),
         }
     }
@@ -159,6 +162,20 @@ impl World {
         app.crash();
         self.roles = roles;
         self.faults = RelayFaults::default();
+        let app = self.env().start(roles, self.faults.clone()).await;
+        self.api = Some(Api::new(&app));
+        self.app = Some(app);
+    }
+
+    /// Stops the application gracefully, then starts it again with `roles` on the same database
+    /// and broker namespace, keeping its faults.
+    pub async fn restart(&mut self, roles: Roles) {
+        let app = self.app.take().expect("the application is running");
+        self.api = None;
+        if tokio::time::timeout(STOP_WITHIN, app.stop()).await.is_err() {
+            eprintln!("the application did not stop within {STOP_WITHIN:?}; its tasks were aborted");
+        }
+        self.roles = roles;
         let app = self.env().start(roles, self.faults.clone()).await;
         self.api = Some(Api::new(&app));
         self.app = Some(app);

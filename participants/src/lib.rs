@@ -14,9 +14,11 @@
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod heartbeat;
 pub mod inventory;
 pub mod messaging;
 pub mod process;
 pub mod protocol;
 pub mod shutdown;
+pub mod trace;
 pub mod warehouse;

@@ -11,6 +11,7 @@ use crate::{
     cache::Cache,
     config::Config,
     db,
+    heartbeat::Heartbeat,
     inventory::InventoryWorker,
     messaging::{
         Queue, Topology, connect,
@@ -77,6 +78,11 @@ impl Services {
             prefetch: self.config.prefetch,
             signal: self.outbox_signal.clone(),
         }
+    }
+
+    /// Starts this process's heartbeat, reporting `roles`.
+    pub fn spawn_heartbeat(&self, tasks: &mut JoinSet<()>, roles: Vec<&'static str>, shutdown: &Shutdown) {
+        tasks.spawn(Heartbeat::new(self.pool.clone(), roles).run(shutdown.clone()));
     }
 
     /// Starts a participant's consumer.
@@ -154,6 +160,7 @@ pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut tasks = JoinSet::new();
     services.spawn_participant(&mut tasks, participant, &shutdown);
+    services.spawn_heartbeat(&mut tasks, vec![participant.into()], &shutdown);
     tasks.spawn(services.relay(RelayFaults::default()).run(shutdown.clone()));
     tracing::info!(%participant, namespace = services.topology.namespace(), "worker started");
     run_until_signal(trigger, tasks).await;

@@ -26,6 +26,9 @@ pub struct Envelope {
     #[serde(rename = "type")]
     pub message_type: String,
     pub payload: Value,
+    /// The `traceparent` it travelled with (an AMQP header, not part of the body).
+    #[serde(skip)]
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// Why an envelope or its body could not be read. Such a message will never be readable, so it
@@ -83,7 +86,9 @@ pub trait MessageFamily: Serialize + DeserializeOwned {
 }
 
 /// The participants the orchestrator commands; each has its own queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::EnumString, strum::Display)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::IntoStaticStr, strum::EnumString, strum::Display,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum Participant {
     Warehouse,
@@ -199,6 +204,7 @@ mod tests {
             sent_at: Utc::now(),
             message_type: message_type.into(),
             payload,
+            trace: None,
         }
     }
 

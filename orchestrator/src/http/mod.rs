@@ -2,11 +2,13 @@
 //! document is generated from these types and doc comments; `openapi/openapi.json` is a committed
 //! copy that a test keeps in step.
 
+pub mod dead_letters;
 pub mod health;
 pub mod inventory;
 pub mod movements;
 pub mod orders;
 pub mod page;
+pub mod participants;
 pub mod problem;
 pub mod products;
 pub mod sagas;
@@ -15,14 +17,16 @@ pub mod warehouse;
 
 use std::sync::Arc;
 
+use ::participants::trace::{self, TraceContext};
 use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{
-    Endpoint, EndpointExt, Request, Result as PoemResult, Route, get, handler,
-    http::{StatusCode, header::CONTENT_LENGTH},
-    middleware::Tracing,
+    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Result as PoemResult, Route, get, handler,
+    http::{HeaderValue, StatusCode, header::CONTENT_LENGTH},
     web::Data,
 };
 use poem_openapi::{OpenApiService, Tags};
+use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Context;
@@ -40,8 +44,12 @@ pub enum Tag {
     Warehouse,
     /// Customers' orders, which reserve stock.
     Orders,
-    /// Replenishment sagas and their timelines.
+    /// Replenishment sagas, their timelines, and operators' actions on them.
     Sagas,
+    /// Messages no consumer could handle: inspect, replay once, delete.
+    DeadLetters,
+    /// Worker processes' liveness and their queues.
+    Participants,
     /// The stock ledger.
     Reports,
     /// Liveness and readiness.
@@ -58,6 +66,8 @@ type Apis = (
     warehouse::WarehouseApi,
     orders::OrdersApi,
     sagas::SagasApi,
+    dead_letters::DeadLettersApi,
+    participants::ParticipantsApi,
     movements::MovementsApi,
     health::HealthApi,
 );
@@ -70,6 +80,8 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         warehouse::WarehouseApi { ctx: ctx.clone() },
         orders::OrdersApi { ctx: ctx.clone() },
         sagas::SagasApi { ctx: ctx.clone() },
+        dead_letters::DeadLettersApi { ctx: ctx.clone() },
+        participants::ParticipantsApi { ctx: ctx.clone() },
         movements::MovementsApi { ctx: ctx.clone() },
         health::HealthApi { ctx: ctx.clone() },
     );
@@ -90,12 +102,64 @@ pub fn routes(ctx: &Context, metrics: PrometheusHandle) -> impl Endpoint + use<>
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
-        .at("/metrics", get(render_metrics).data(metrics))
+        .at("/metrics", get(render_metrics).data(metrics).data(ctx.clone()))
         .nest("/", api)
         .around(limit_body)
-        .with(Tracing)
+        .around(observe)
         .catch_all_error(problem::from_poem)
 }
+
+/// Longest `X-Request-Id` taken from a client; longer or odd ones are replaced by our own.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Every request: an id (the client's `X-Request-Id`, or a new one) on every log line it causes
+/// and in the response; its W3C trace context (the client's `traceparent`, or a new trace) for
+/// every message it causes; one log line and the HTTP metrics, labelled by route pattern.
+async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem::Response> {
+    let request_id = request
+        .header(REQUEST_ID)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    let trace = request
+        .header("traceparent")
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, TraceContext::child);
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", request_id, trace_id = %trace.trace_id_hex(), %method,
+        path = %request.uri().path());
+    let started = Instant::now();
+    let (mut response, route) = async {
+        match trace::scope(trace, next.call(request)).await {
+            Ok(response) => {
+                let response = response.into_response();
+                let route = response.data::<PathPattern>().map(|p| p.0.clone());
+                (response, route)
+            }
+            Err(error) => {
+                let route = error.data::<PathPattern>().map(|p| p.0.clone());
+                (problem::from_poem(error).await, route)
+            }
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let route = route.map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
+    span.in_scope(|| tracing::info!(status = status.as_u16(), millis = elapsed.as_secs_f64() * 1000.0, "request"));
+    let labels = [("method", method.to_string()), ("route", route), ("status", status.as_u16().to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace.header()) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    Ok(response)
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// Refuses a body over [`MAX_BODY`] with 413: at once when its `Content-Length` says so, else
 /// (a chunked body) once that much has been read. poem's `SizeLimit` would also refuse every
@@ -115,11 +179,16 @@ async fn limit_body<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResu
             request.set_body(body);
         }
     }
-    next.call(request).await.map(poem::IntoResponse::into_response)
+    next.call(request).await.map(IntoResponse::into_response)
 }
 
+/// Prometheus text. Figures that live in the database (sagas by state, the outbox backlog, dead
+/// letters) are read at scrape time, so every instance reports the same truth.
 #[handler]
-fn render_metrics(handle: Data<&PrometheusHandle>) -> String {
+async fn render_metrics(handle: Data<&PrometheusHandle>, ctx: Data<&Context>) -> String {
+    if let Err(error) = crate::observe::record_database_gauges(&ctx).await {
+        tracing::warn!(%error, "database gauges not refreshed for this scrape");
+    }
     handle.render()
 }
 

@@ -55,11 +55,7 @@ impl MovementsApi {
             None => 0,
             Some(c) => c.parse::<i64>().map_err(|_| Problem::unprocessable("cursor is not one this API issued"))?,
         };
-        if let (Some(from), Some(to)) = (from.0, to.0)
-            && from > to
-        {
-            return Err(Problem::unprocessable("from must not be after to"));
-        }
+        page::check_range(("from", from.0), ("to", to.0))?;
         let rows = sqlx::query_as!(
             StockMovement,
             "SELECT id, store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note, at

@@ -26,6 +26,19 @@ pub fn split<T>(mut rows: Vec<T>, fetched: i64, cursor_of: impl Fn(&T) -> String
     }
 }
 
+/// Refuses a time range whose start (`from_name`) is after its end (`to_name`).
+pub fn check_range<T: PartialOrd>(
+    (from_name, from): (&str, Option<T>),
+    (to_name, to): (&str, Option<T>),
+) -> Result<(), super::problem::Problem> {
+    match (from, to) {
+        (Some(from), Some(to)) if from > to => {
+            Err(super::problem::Problem::unprocessable(format!("{from_name} must not be after {to_name}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Declares the page type of a list: its items and the cursor of the next page.
 macro_rules! page_of {
     ($page:ident, $item:ty) => {

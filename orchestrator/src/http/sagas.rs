@@ -1,8 +1,10 @@
-//! `/sagas`: what every saga is doing, for operators.
+//! `/sagas` and `/replenishments`: what every saga is doing, why one is stuck, and the operators'
+//! actions on it.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
@@ -10,15 +12,23 @@ use super::{
     page::{self, page_of},
     problem::{ApiResult, Problem},
 };
-use crate::Context;
+use crate::{
+    Context,
+    saga::{Action, operator, store},
+    stock,
+};
 
 #[derive(Clone, Debug, Object)]
 pub struct Saga {
     pub id: Uuid,
     /// The saga kind, e.g. `replenishment`.
     pub kind: String,
-    /// For a replenishment: requested, dispatched, received, compensating, compensated or failed.
+    /// For a replenishment: requested, dispatched, received, compensating, compensated, failed or
+    /// resolved.
     pub state: String,
+    /// Waiting for a human (`failed`), or open with nothing that will move it: past its deadline
+    /// (no engine is sweeping) or without one (set aside as unreadable).
+    pub stuck: bool,
     /// The saga's own data (store, product, quantities, shipment).
     pub data: Value,
     /// Sends so far of the command the saga is waiting on.
@@ -29,7 +39,11 @@ pub struct Saga {
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it entered its current state.
+    pub state_entered_at: DateTime<Utc>,
     pub closed_at: Option<DateTime<Utc>>,
+    /// The W3C trace id every message of the saga carries in its `traceparent`.
+    pub trace_id: Option<String>,
 }
 
 /// One line of a saga's timeline.
@@ -38,25 +52,146 @@ pub struct Transition {
     /// Absent for the first line.
     pub from: Option<String>,
     pub to: String,
-    /// What happened: the reply's type, `DeadlineExceeded`, `CommandResent`, …
+    /// What happened: the reply's type, `DeadlineExceeded`, `CommandResent`, `RetryRequested`, …
     pub event: String,
     /// false when the event was refused by the transition function (recorded, not applied).
     pub applied: bool,
-    /// Who acted: `low-stock`, `participant`, `engine`, or an operator.
+    /// Who acted: `low-stock`, `participant`, `engine`, or `operator:<name>`.
     pub actor: String,
     pub at: DateTime<Utc>,
+    /// For a line that left a state: how long the saga had been in it, in milliseconds.
+    pub took_ms: Option<f64>,
     pub detail: Value,
+}
+
+/// The command a saga waits on.
+#[derive(Clone, Debug, Object)]
+pub struct OutstandingCommand {
+    /// e.g. `DispatchShipment`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub payload: Value,
+}
+
+/// A message of the saga: one it sent (from the outbox) or one a consumer received (from its inbox).
+#[derive(Clone, Debug, Object)]
+pub struct SagaMessage {
+    /// `sent` or `received`.
+    pub direction: String,
+    pub message_id: Uuid,
+    #[oai(rename = "type")]
+    pub kind: Option<String>,
+    /// Sent: `<exchange> <routing key>`; received: the consumer that handled it.
+    pub route: String,
+    /// Written to the outbox, or handled by the consumer.
+    pub at: DateTime<Utc>,
+    /// Sent: when the broker confirmed it; absent while it waits to be published.
+    pub published_at: Option<DateTime<Utc>>,
+    /// Sent: its W3C `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone, Debug, Object)]
 pub struct SagaDetail {
     #[oai(flatten)]
     pub saga: Saga,
+    /// The command the saga waits on (resent at `deadline_at`, `attempt` sends so far); absent
+    /// when it waits on nothing.
+    pub outstanding: Option<OutstandingCommand>,
     /// The timeline, oldest first.
     pub transitions: Vec<Transition>,
+    /// Messages sent and received for the saga, oldest first.
+    pub messages: Vec<SagaMessage>,
 }
 
 page_of!(SagaPage, Saga);
+
+/// Who asks for an action, and why: both go into the saga's timeline.
+#[derive(Clone, Debug, Object)]
+pub struct OperatorRequest {
+    /// Who asks: recorded as the actor `operator:<name>`.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub operator: String,
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub reason: String,
+}
+
+/// Closing a failed saga after a human put things right.
+#[derive(Clone, Debug, Object)]
+pub struct ResolveRequest {
+    /// Who resolves: recorded as the actor `operator:<name>`.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub operator: String,
+    /// What was done by hand.
+    #[oai(validator(min_length = 1, max_length = 2000))]
+    pub note: String,
+}
+
+/// A replenishment started by hand.
+#[derive(Clone, Debug, Object)]
+pub struct NewReplenishment {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub quantity: i64,
+    /// Who starts it: recorded as the actor `operator:<name>`.
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub operator: String,
+    #[oai(default, validator(max_length = 2000))]
+    pub reason: String,
+}
+
+#[derive(ApiResponse)]
+enum Created {
+    /// Started; the saga as it is now.
+    #[oai(status = 201)]
+    Saga(Json<SagaDetail>),
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct StateCount {
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct OldestSaga {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub age_seconds: f64,
+}
+
+/// Latency of one step (leaving `from` for `to`) over the window.
+#[derive(Clone, Debug, Object)]
+pub struct StepLatency {
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub count: i64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct SagaStats {
+    /// Every saga ever started, by kind and state.
+    pub counts: Vec<StateCount>,
+    pub open: i64,
+    /// Sagas stuck now (see `stuck` on a saga).
+    pub stuck: i64,
+    /// The open saga started longest ago.
+    pub oldest_open: Option<OldestSaga>,
+    /// Steps taken within the last `window_seconds`.
+    pub step_latency: Vec<StepLatency>,
+    pub window_seconds: i64,
+}
+
+/// Step latency is reported over this recent window.
+const LATENCY_WINDOW_SECONDS: i64 = 3600;
 
 pub struct SagasApi {
     pub ctx: Context,
@@ -73,38 +208,116 @@ fn parse_cursor(cursor: Option<&str>) -> ApiResult<Option<(DateTime<Utc>, Uuid)>
     Ok(Some((at, id.parse().map_err(|_| invalid())?)))
 }
 
+async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> ApiResult<SagaDetail> {
+    let saga = sqlx::query_as!(
+        Saga,
+        r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
+                  deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id
+           FROM saga WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
+    let outstanding = match store::read(conn, id).await? {
+        Some(row) => {
+            ctx.registry.driver(&row.kind).and_then(|driver| driver.outstanding(&row)).ok().flatten().map(|command| {
+                use participants::protocol::MessageFamily;
+                let (kind, payload) = command.to_parts();
+                OutstandingCommand { kind: kind.to_owned(), payload }
+            })
+        }
+        None => None,
+    };
+    let transitions = sqlx::query_as!(
+        Transition,
+        r#"SELECT from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
+           FROM saga_transition WHERE saga_id = $1 ORDER BY id"#,
+        id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let messages = sqlx::query_as!(
+        SagaMessage,
+        r#"SELECT 'sent' AS "direction!", message_id AS "message_id!", message_type AS "kind",
+                  exchange || ' ' || routing_key AS "route!", created_at AS "at!", published_at,
+                  headers->>'traceparent' AS "traceparent"
+           FROM outbox WHERE correlation_id = $1
+           UNION ALL
+           SELECT 'received', message_id, message_type, consumer, received_at, NULL, NULL
+           FROM inbox WHERE correlation_id = $1
+           ORDER BY 5, 1 DESC"#,
+        id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(SagaDetail { saga, outstanding, transitions, messages })
+}
+
+impl SagasApi {
+    async fn act(&self, id: Uuid, action: Action, operator: &str) -> ApiResult<Json<SagaDetail>> {
+        operator::act(&self.ctx, id, action, operator).await?;
+        let mut conn = self.ctx.pool.acquire().await?;
+        Ok(Json(saga_detail(&mut conn, &self.ctx, id).await?))
+    }
+}
+
 #[OpenApi(tag = "Tag::Sagas")]
 impl SagasApi {
     /// List sagas
     ///
-    /// Oldest first, filtered by kind, state, and the store and product a saga is about.
+    /// Oldest first. Filters combine: kind, state, the store and product a saga is about, when it
+    /// was created and last changed, and `stuck=true` for sagas waiting for a human (failed) or
+    /// that nothing will move on (past their deadline, or set aside as unreadable).
     #[oai(path = "/sagas", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         kind: Query<Option<String>>,
         state: Query<Option<String>>,
         store_id: Query<Option<Uuid>>,
         product_id: Query<Option<Uuid>>,
+        /// Created at or after this instant (RFC 3339).
+        created_after: Query<Option<DateTime<Utc>>>,
+        /// Created at or before this instant.
+        created_before: Query<Option<DateTime<Utc>>>,
+        /// Last changed at or after this instant.
+        updated_after: Query<Option<DateTime<Utc>>>,
+        /// Last changed at or before this instant.
+        updated_before: Query<Option<DateTime<Utc>>>,
+        /// true: only stuck sagas; false: only those that are not.
+        stuck: Query<Option<bool>>,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> ApiResult<Json<SagaPage>> {
+        page::check_range(("created_after", created_after.0), ("created_before", created_before.0))?;
+        page::check_range(("updated_after", updated_after.0), ("updated_before", updated_before.0))?;
         let fetch = page::fetch_limit(limit.0)?;
         let after = parse_cursor(cursor.0.as_deref())?;
         let rows = sqlx::query_as!(
             Saga,
-            "SELECT id, kind, state, data, attempt, deadline_at, last_error, created_at, updated_at, closed_at
-             FROM saga
-             WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
-               AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR state = $4)
-               AND ($5::text IS NULL OR data->>'store_id' = $5)
-               AND ($6::text IS NULL OR data->>'product_id' = $6)
-             ORDER BY created_at, id LIMIT $7",
+            r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
+                      deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id
+               FROM saga
+               WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
+                 AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR state = $4)
+                 AND ($5::text IS NULL OR data->>'store_id' = $5)
+                 AND ($6::text IS NULL OR data->>'product_id' = $6)
+                 AND ($7::timestamptz IS NULL OR created_at >= $7) AND ($8::timestamptz IS NULL OR created_at <= $8)
+                 AND ($9::timestamptz IS NULL OR updated_at >= $9) AND ($10::timestamptz IS NULL OR updated_at <= $10)
+                 AND ($11::bool IS NULL OR saga_stuck(state, closed_at, deadline_at) = $11)
+               ORDER BY created_at, id LIMIT $12"#,
             after.map(|(at, _)| at),
             after.map_or(Uuid::nil(), |(_, id)| id),
             kind.0,
             state.0,
             store_id.0.map(|id| id.to_string()),
             product_id.0.map(|id| id.to_string()),
+            created_after.0,
+            created_before.0,
+            updated_after.0,
+            updated_before.0,
+            stuck.0,
             fetch
         )
         .fetch_all(&self.ctx.pool)
@@ -113,27 +326,99 @@ impl SagasApi {
         Ok(Json(SagaPage { items, next_cursor }))
     }
 
-    /// Get a saga with its timeline
-    #[oai(path = "/sagas/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<SagaDetail>> {
+    /// Saga counts, the oldest open saga, and step latency
+    #[oai(path = "/sagas/stats", method = "get")]
+    async fn stats(&self) -> ApiResult<Json<SagaStats>> {
         let mut conn = self.ctx.pool.acquire().await?;
-        let saga = sqlx::query_as!(
-            Saga,
-            "SELECT id, kind, state, data, attempt, deadline_at, last_error, created_at, updated_at, closed_at
-             FROM saga WHERE id = $1",
-            id.0
+        let counts: Vec<StateCount> = store::count_by_state(&mut conn)
+            .await?
+            .into_iter()
+            .map(|c| StateCount { kind: c.kind, state: c.state, count: c.count })
+            .collect();
+        let totals = sqlx::query!(
+            r#"SELECT count(*) FILTER (WHERE closed_at IS NULL) AS "open!",
+                      count(*) FILTER (WHERE saga_stuck(state, closed_at, deadline_at)) AS "stuck!"
+               FROM saga WHERE closed_at IS NULL OR state = 'failed'"#
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        let oldest_open = sqlx::query_as!(
+            OldestSaga,
+            r#"SELECT id, kind, state, created_at,
+                      extract(epoch FROM now() - created_at)::float8 AS "age_seconds!"
+               FROM saga WHERE closed_at IS NULL ORDER BY created_at LIMIT 1"#
         )
         .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("no saga {}", id.0)))?;
-        let transitions = sqlx::query_as!(
-            Transition,
-            r#"SELECT from_state AS "from", to_state AS "to", event, applied, actor, at, detail
-               FROM saga_transition WHERE saga_id = $1 ORDER BY id"#,
-            id.0
+        .await?;
+        let step_latency = sqlx::query_as!(
+            StepLatency,
+            r#"SELECT s.kind, t.from_state AS "from!", t.to_state AS "to", count(*) AS "count!",
+                      percentile_cont(0.5) WITHIN GROUP (ORDER BY t.took_ms) AS "p50_ms!",
+                      percentile_cont(0.95) WITHIN GROUP (ORDER BY t.took_ms) AS "p95_ms!",
+                      percentile_cont(0.99) WITHIN GROUP (ORDER BY t.took_ms) AS "p99_ms!"
+               FROM saga_transition t JOIN saga s ON s.id = t.saga_id
+               WHERE t.took_ms IS NOT NULL AND t.at > now() - make_interval(secs => $1)
+               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"#,
+            LATENCY_WINDOW_SECONDS as f64
         )
         .fetch_all(&mut *conn)
         .await?;
-        Ok(Json(SagaDetail { saga, transitions }))
+        Ok(Json(SagaStats {
+            counts,
+            open: totals.open,
+            stuck: totals.stuck,
+            oldest_open,
+            step_latency,
+            window_seconds: LATENCY_WINDOW_SECONDS,
+        }))
+    }
+
+    /// Get a saga: its timeline, the command it waits on, and its messages
+    #[oai(path = "/sagas/:id", method = "get")]
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<SagaDetail>> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        Ok(Json(saga_detail(&mut conn, &self.ctx, id.0).await?))
+    }
+
+    /// Retry the saga's current step now
+    ///
+    /// Sends the command the saga waits on again at once, with its attempts reset. For a failed
+    /// replenishment, takes up the failed cancellation again (back to compensating). 409 when the
+    /// saga waits on nothing that can be retried (received, compensated, resolved).
+    #[oai(path = "/sagas/:id/retry", method = "post")]
+    async fn retry(&self, id: Path<Uuid>, body: Json<OperatorRequest>) -> ApiResult<Json<SagaDetail>> {
+        let OperatorRequest { operator, reason } = body.0;
+        self.act(id.0, Action::Retry { reason }, &operator).await
+    }
+
+    /// Unwind the saga now
+    ///
+    /// Compensates a saga that has not finished its forward steps. 409 when its state does not allow it.
+    #[oai(path = "/sagas/:id/compensate", method = "post")]
+    async fn compensate(&self, id: Path<Uuid>, body: Json<OperatorRequest>) -> ApiResult<Json<SagaDetail>> {
+        let OperatorRequest { operator, reason } = body.0;
+        self.act(id.0, Action::Compensate { reason }, &operator).await
+    }
+
+    /// Close a failed saga after a human fixed things
+    ///
+    /// 409 unless the saga is `failed`.
+    #[oai(path = "/sagas/:id/resolve", method = "post")]
+    async fn resolve(&self, id: Path<Uuid>, body: Json<ResolveRequest>) -> ApiResult<Json<SagaDetail>> {
+        let ResolveRequest { operator, note } = body.0;
+        self.act(id.0, Action::Resolve { note }, &operator).await
+    }
+
+    /// Start a replenishment by hand
+    ///
+    /// Whatever the store's stock level. 404 when the store does not stock the product; 409 when a
+    /// replenishment of it is already open.
+    #[oai(path = "/replenishments", method = "post")]
+    async fn start(&self, body: Json<NewReplenishment>) -> ApiResult<Created> {
+        let NewReplenishment { store_id, product_id, quantity, operator, reason } = body.0;
+        let actor = format!("operator:{operator}");
+        let saga_id = stock::start_replenishment(&self.ctx, store_id, product_id, quantity, &actor, &reason).await?;
+        let mut conn = self.ctx.pool.acquire().await?;
+        Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }
 }

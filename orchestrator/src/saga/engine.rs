@@ -18,6 +18,7 @@ use participants::{
     },
     protocol::{DecodeError, Envelope, MessageFamily},
     shutdown::Shutdown,
+    trace::{self, TraceContext},
 };
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -89,6 +90,8 @@ pub async fn start<K: SagaKind>(
     detail: &Value,
 ) -> sqlx::Result<()> {
     let command = K::outstanding(saga_id, initial, data);
+    // The saga continues the trace of whatever started it (an HTTP request, a message).
+    let trace = trace::current().unwrap_or_else(TraceContext::root);
     let data_json = serde_json::to_value(data).expect("saga data serializes");
     let update = SagaUpdate {
         state: initial.as_ref(),
@@ -98,11 +101,19 @@ pub async fn start<K: SagaKind>(
         last_error: None,
         closed: initial.is_terminal(),
     };
-    store::insert(tx, saga_id, K::KIND, &update).await?;
-    let record =
-        TransitionRecord { saga_id, from: None, to: initial.as_ref(), event: "Started", applied: true, detail, actor };
+    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update).await?;
+    let record = TransitionRecord {
+        saga_id,
+        from: None,
+        to: initial.as_ref(),
+        event: "Started",
+        applied: true,
+        detail,
+        actor,
+        took_ms: None,
+    };
     store::record_transition(tx, &record).await?;
-    let messages: Vec<Outgoing> = command.iter().map(Outgoing::command).collect();
+    let messages: Vec<Outgoing> = command.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
     outbox::enqueue(tx, &messages).await?;
     K::project(tx, timing, saga_id, initial, data).await?;
     metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => "", "to" => Into::<&'static str>::into(initial))
@@ -111,7 +122,7 @@ pub async fn start<K: SagaKind>(
     Ok(())
 }
 
-fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
+pub(crate) fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
     let corrupt = |reason: String| EngineError::Corrupt { id: row.id, reason };
     let state = row.state.parse().map_err(|_| corrupt(format!("unknown state {:?}", row.state)))?;
     let data = serde_json::from_value(row.data.clone()).map_err(|e| corrupt(e.to_string()))?;
@@ -122,8 +133,14 @@ fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
     match input {
         Input::Reply(reply) => reply.to_parts().1,
         Input::GaveUp { attempts } => json!({ "attempts": attempts }),
-        Input::Compensate { reason } => json!({ "reason": reason }),
+        Input::Compensate { reason } | Input::Retry { reason } => json!({ "reason": reason }),
+        Input::Resolve { note } => json!({ "note": note }),
     }
+}
+
+/// The trace every message of the saga belongs to.
+fn trace_of(row: &SagaRow) -> TraceContext {
+    row.trace_id.as_deref().and_then(TraceContext::from_trace_id).unwrap_or_else(|| TraceContext::derived(row.id))
 }
 
 /// Applies one input to a saga whose row the caller has locked.
@@ -151,6 +168,7 @@ pub async fn apply<K: SagaKind>(
                 applied: false,
                 detail: &detail,
                 actor,
+                took_ms: None,
             };
             store::record_transition(tx, &record).await?;
             return Ok(Applied::Refused { state: state.as_ref().to_owned(), reason: refused.to_string() });
@@ -169,6 +187,8 @@ pub async fn apply<K: SagaKind>(
     if !store::update(tx, row, &update).await? {
         return Err(EngineError::Fenced(row.id));
     }
+    // A step's latency runs from entering a state to leaving it; staying (a retry) is no step.
+    let took_ms = (step.next != state).then(|| (Utc::now() - row.state_entered_at).as_seconds_f64() * 1000.0);
     let record = TransitionRecord {
         saga_id: row.id,
         from: Some(state.as_ref()),
@@ -177,14 +197,20 @@ pub async fn apply<K: SagaKind>(
         applied: true,
         detail: &detail,
         actor,
+        took_ms,
     };
     store::record_transition(tx, &record).await?;
-    let mut messages: Vec<Outgoing> = step.commands.iter().map(Outgoing::command).collect();
-    messages.extend(step.events.iter().cloned());
+    let trace = trace_of(row);
+    let mut messages: Vec<Outgoing> = step.commands.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
+    messages.extend(step.events.iter().cloned().map(|e| e.in_trace(trace)));
     outbox::enqueue(tx, &messages).await?;
     K::project(tx, timing, row.id, step.next, &step.data).await?;
-    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => Into::<&'static str>::into(state), "to" => Into::<&'static str>::into(step.next))
-        .increment(1);
+    let (from, to): (&'static str, &'static str) = (state.into(), step.next.into());
+    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => from, "to" => to).increment(1);
+    if let Some(took_ms) = took_ms {
+        metrics::histogram!("saga_step_seconds", "kind" => K::KIND, "from" => from, "to" => to)
+            .record(took_ms / 1000.0);
+    }
     tracing::info!(saga_id = %row.id, from = state.as_ref(), to = step.next.as_ref(), event, "saga transition");
     Ok(Applied::Moved { from: state.as_ref().to_owned(), to: step.next.as_ref().to_owned() })
 }
@@ -214,7 +240,7 @@ pub async fn on_deadline<K: SagaKind>(
         return Ok(());
     }
     let attempt = row.attempt + 1;
-    let message = Outgoing::command(&command);
+    let message = Outgoing::command(&command).in_trace(trace_of(row));
     let update = SagaUpdate {
         state: state.as_ref(),
         data: &row.data,
@@ -236,6 +262,7 @@ pub async fn on_deadline<K: SagaKind>(
         applied: true,
         detail: &detail,
         actor: "engine",
+        took_ms: None,
     };
     store::record_transition(tx, &record).await?;
     outbox::enqueue(tx, &[message]).await?;
@@ -313,7 +340,7 @@ impl Sweeper {
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
         for row in &due {
-            let span = tracing::info_span!("deadline", saga_id = %row.id);
+            let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = ?row.trace_id);
             let outcome = match self.registry.driver(&row.kind) {
                 Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row).instrument(span.clone()).await,
                 Err(error) => Err(error),

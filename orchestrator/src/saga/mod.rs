@@ -8,6 +8,7 @@
 //! run out. A new kind registers itself in [`registry`]; the engine does not change.
 
 pub mod engine;
+pub mod operator;
 pub mod registry;
 pub mod replenishment;
 pub mod store;
@@ -32,6 +33,29 @@ pub enum Input<R> {
     GaveUp { attempts: i32 },
     /// An operator asked to unwind now.
     Compensate { reason: String },
+    /// An operator asked to run the current step again now, with its attempts reset (or, for a
+    /// kind that allows it, to take up a failed step again).
+    Retry { reason: String },
+    /// An operator fixed by hand what a failed saga left behind, and closes it.
+    Resolve { note: String },
+}
+
+/// What an operator can ask of any saga, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Retry { reason: String },
+    Compensate { reason: String },
+    Resolve { note: String },
+}
+
+impl<R> From<Action> for Input<R> {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Retry { reason } => Self::Retry { reason },
+            Action::Compensate { reason } => Self::Compensate { reason },
+            Action::Resolve { note } => Self::Resolve { note },
+        }
+    }
 }
 
 impl<R: MessageFamily> Input<R> {
@@ -41,6 +65,8 @@ impl<R: MessageFamily> Input<R> {
             Self::Reply(reply) => reply.to_parts().0.to_owned(),
             Self::GaveUp { .. } => "DeadlineExceeded".into(),
             Self::Compensate { .. } => "CompensateRequested".into(),
+            Self::Retry { .. } => "RetryRequested".into(),
+            Self::Resolve { .. } => "Resolved".into(),
         }
     }
 }
@@ -67,8 +93,11 @@ pub struct Refused {
 }
 
 /// The states of a kind: a strum enum stored as text.
+///
+/// By convention every kind names the state that waits for a human `failed`: operators' stuck
+/// lists find it by that name.
 pub trait SagaState: Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static {
-    /// No command is outstanding and none ever will be.
+    /// No command is outstanding, and none will be unless an operator steps in.
     fn is_terminal(self) -> bool;
 }
 

@@ -5,11 +5,14 @@
 
 use std::{collections::HashMap, future::Future, marker::PhantomData, pin::Pin};
 
-use participants::{config::SagaTiming, protocol::Envelope};
+use participants::{
+    config::SagaTiming,
+    protocol::{Command, Envelope},
+};
 use sqlx::PgConnection;
 
 use super::{
-    Input, SagaKind,
+    Action, Input, SagaKind,
     engine::{self, Applied, EngineError},
     replenishment::Replenishment,
     store::SagaRow,
@@ -33,6 +36,19 @@ pub trait Driver: Send + Sync {
         timing: &'a SagaTiming,
         row: &'a SagaRow,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Applies an operator's action to a locked saga, as `actor`.
+    fn act<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        action: Action,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>>;
+
+    /// The command the saga waits on, if any.
+    fn outstanding(&self, row: &SagaRow) -> Result<Option<Command>, EngineError>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -59,10 +75,32 @@ impl<K: SagaKind> Driver for Kind<K> {
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(engine::on_deadline::<K>(tx, timing, row))
     }
+
+    fn act<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        action: Action,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>> {
+        Box::pin(async move { engine::apply::<K>(tx, timing, row, &Input::from(action), actor).await })
+    }
+
+    fn outstanding(&self, row: &SagaRow) -> Result<Option<Command>, EngineError> {
+        let (state, data) = engine::parse::<K>(row)?;
+        Ok(K::outstanding(row.id, state, &data))
+    }
 }
 
 pub struct Registry {
     kinds: HashMap<&'static str, Box<dyn Driver>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.kinds.keys()).finish()
+    }
 }
 
 impl Registry {

@@ -13,7 +13,12 @@
 //!
 //! A step whose command goes unanswered through every resend has an unknown outcome, so the saga
 //! unwinds with `CancelShipment`, which is safe whether or not the dispatch ran. When the undo
-//! itself is refused or never confirmed, the saga is `failed` and waits for an operator.
+//! itself is refused or never confirmed, the saga is `failed` and waits for an operator, who can
+//! retry the undo (back to `compensating`) or, having put things right by hand, resolve it
+//! (`resolved`).
+//!
+//! Operators may also retry the step in hand (the same state, its command sent again at once with
+//! the attempts reset) and force an unwind of a saga that has not yet received.
 
 use participants::{
     config::SagaTiming,
@@ -48,11 +53,13 @@ pub enum State {
     Compensating,
     Compensated,
     Failed,
+    /// A failed saga an operator closed by hand.
+    Resolved,
 }
 
 impl SagaState for State {
     fn is_terminal(self) -> bool {
-        matches!(self, Self::Received | Self::Compensated | Self::Failed)
+        matches!(self, Self::Received | Self::Compensated | Self::Failed | Self::Resolved)
     }
 }
 
@@ -88,7 +95,7 @@ impl SagaKind for Replenishment {
         data: &Data,
         input: &Input<Reply>,
     ) -> Result<Step<State, Data>, Refused> {
-        use Input::{Compensate, GaveUp};
+        use Input::{Compensate, GaveUp, Resolve, Retry};
         use Reply as R;
         use State::*;
         let mut data = data.clone();
@@ -114,6 +121,11 @@ impl SagaKind for Replenishment {
             (Compensating, GaveUp { attempts }) => {
                 (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
             }
+            // The step in hand, again: the engine sends its command anew with the attempts reset.
+            (Requested | Dispatched | Compensating, Retry { .. }) => (state, None),
+            // The undo that failed, again: the cancel is safe to repeat.
+            (Failed, Retry { .. }) => (Compensating, None),
+            (Failed, Resolve { .. }) => (Resolved, None),
             _ => return Err(Refused { state: state.to_string(), event: input.name() }),
         };
         let commands = Self::outstanding(saga_id, next, &data).into_iter().collect();
@@ -135,7 +147,7 @@ impl SagaKind for Replenishment {
                 quantity: data.quantity_shipped?,
             }),
             State::Compensating => Some(Command::CancelShipment { saga_id, store_id, product_id }),
-            State::Received | State::Compensated | State::Failed => None,
+            State::Received | State::Compensated | State::Failed | State::Resolved => None,
         }
     }
 
@@ -209,6 +221,8 @@ mod tests {
             Input::Reply(Reply::CancelRefused { saga_id, reason: "received".into() }),
             Input::GaveUp { attempts: 5 },
             Input::Compensate { reason: "operator".into() },
+            Input::Retry { reason: "operator".into() },
+            Input::Resolve { note: "fixed by hand".into() },
         ]
     }
 
@@ -224,6 +238,9 @@ mod tests {
             (Requested | Dispatched, "DeadlineExceeded" | "CompensateRequested") => Some(Compensating),
             (Compensating, "ShipmentCancelled") => Some(Compensated),
             (Compensating, "CancelRefused" | "DeadlineExceeded") => Some(Failed),
+            (Requested | Dispatched | Compensating, "RetryRequested") => Some(state),
+            (Failed, "RetryRequested") => Some(Compensating),
+            (Failed, "Resolved") => Some(Resolved),
             _ => None,
         }
     }
@@ -248,18 +265,32 @@ mod tests {
                 }
             }
         }
-        assert_eq!(legal, 11, "the diagram and its deadlines and operator unwinds make eleven legal pairs");
+        assert_eq!(legal, 16, "the diagram, its deadlines and the operators' actions make sixteen legal pairs");
     }
 
     #[test]
-    fn terminal_states_accept_nothing() {
+    fn closed_states_accept_nothing_but_an_operator_taking_up_a_failure() {
         let (saga_id, data) = saga();
         for state in State::iter().filter(|s| s.is_terminal()) {
             for input in every_input(saga_id) {
-                assert!(Replenishment::transition(saga_id, state, &data, &input).is_err());
+                let operator = matches!(input, Input::Retry { .. } | Input::Resolve { .. });
+                let accepted = Replenishment::transition(saga_id, state, &data, &input).is_ok();
+                assert_eq!(accepted, state == State::Failed && operator, "{state} on {}", input.name());
             }
             assert_eq!(Replenishment::outstanding(saga_id, state, &data), None);
         }
+    }
+
+    #[test]
+    fn a_retried_step_sends_its_command_again() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let retry = Input::Retry { reason: "worker back".into() };
+        let step = Replenishment::transition(saga_id, State::Dispatched, &data, &retry).unwrap();
+        assert_eq!(step.next, State::Dispatched);
+        assert!(matches!(step.commands.as_slice(), [Command::ReceiveShipment { .. }]));
+        let step = Replenishment::transition(saga_id, State::Failed, &data, &retry).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::CancelShipment { .. }]));
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct SagaRow {
     pub data: Value,
     pub version: i64,
     pub attempt: i32,
+    pub state_entered_at: DateTime<Utc>,
+    /// W3C trace id shared by every message of the saga.
+    pub trace_id: Option<String>,
 }
 
 /// The columns a transition changes.
@@ -38,19 +41,36 @@ pub struct TransitionRecord<'a> {
     pub applied: bool,
     pub detail: &'a Value,
     pub actor: &'a str,
+    /// For a transition that leaves its state: how long the saga was in it.
+    pub took_ms: Option<f64>,
 }
 
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
-    sqlx::query_as!(SagaRow, "SELECT id, kind, state, data, version, attempt FROM saga WHERE id = $1 FOR UPDATE", id)
-        .fetch_optional(tx)
-        .await
+    sqlx::query_as!(
+        SagaRow,
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+/// A saga as the engine reads it, without locking it (for display).
+pub async fn read(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
+    sqlx::query_as!(
+        SagaRow,
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga WHERE id = $1",
+        id
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// Open sagas whose deadline has passed, locked; rows another engine holds are skipped.
 pub async fn lock_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<SagaRow>> {
     sqlx::query_as!(
         SagaRow,
-        "SELECT id, kind, state, data, version, attempt FROM saga
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga
          WHERE closed_at IS NULL AND deadline_at <= now()
          ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit
@@ -64,10 +84,16 @@ pub async fn next_deadline(conn: &mut PgConnection) -> sqlx::Result<Option<DateT
     sqlx::query_scalar!("SELECT min(deadline_at) FROM saga WHERE closed_at IS NULL").fetch_one(conn).await
 }
 
-pub async fn insert(tx: &mut PgConnection, id: Uuid, kind: &str, update: &SagaUpdate<'_>) -> sqlx::Result<()> {
+pub async fn insert(
+    tx: &mut PgConnection,
+    id: Uuid,
+    kind: &str,
+    trace_id: &str,
+    update: &SagaUpdate<'_>,
+) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END)",
+        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9)",
         id,
         kind,
         update.state,
@@ -76,6 +102,7 @@ pub async fn insert(tx: &mut PgConnection, id: Uuid, kind: &str, update: &SagaUp
         update.deadline_at,
         update.last_error,
         update.closed,
+        trace_id,
     )
     .execute(tx)
     .await?;
@@ -88,7 +115,8 @@ pub async fn update(tx: &mut PgConnection, row: &SagaRow, update: &SagaUpdate<'_
     let updated = sqlx::query!(
         "UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
                 last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
-                closed_at = CASE WHEN $8 THEN now() END
+                closed_at = CASE WHEN $8 THEN now() END,
+                state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
          WHERE id = $1 AND version = $2",
         row.id,
         row.version,
@@ -124,14 +152,15 @@ pub async fn set_aside(tx: &mut PgConnection, row: &SagaRow, reason: &str) -> sq
         applied: false,
         detail: &detail,
         actor: "engine",
+        took_ms: None,
     };
     record_transition(tx, &record).await
 }
 
 pub async fn record_transition(tx: &mut PgConnection, record: &TransitionRecord<'_>) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         record.saga_id,
         record.from,
         record.to,
@@ -139,8 +168,27 @@ pub async fn record_transition(tx: &mut PgConnection, record: &TransitionRecord<
         record.applied,
         record.detail,
         record.actor,
+        record.took_ms,
     )
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// How many sagas of a kind are in a state.
+#[derive(Clone, Debug)]
+pub struct StateCount {
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+}
+
+/// Sagas by kind and state: for the stats route and the `sagas` gauge.
+pub async fn count_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCount>> {
+    sqlx::query_as!(
+        StateCount,
+        r#"SELECT kind, state, count(*) AS "count!" FROM saga GROUP BY kind, state ORDER BY kind, state"#
+    )
+    .fetch_all(conn)
+    .await
 }

@@ -2,6 +2,7 @@
 //! client and the polling helpers.
 
 pub mod faults;
+pub mod operations;
 pub mod orders;
 pub mod replenishment;
 pub mod stock;
@@ -86,6 +87,10 @@ impl Api {
             request = request.header(*name, *value);
         }
         send(request).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        send(self.0.delete(path)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Answer {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{SAGA_ENDS, int, settle, text};
 use crate::World;
 
-const TERMINAL: [&str; 3] = ["received", "compensated", "failed"];
+const TERMINAL: [&str; 4] = ["received", "compensated", "failed", "resolved"];
 
 fn is_open(saga: &Value) -> bool {
     !TERMINAL.contains(&text(saga, "state"))

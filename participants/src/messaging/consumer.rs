@@ -8,7 +8,7 @@
 //! batch never changes what happens to a message, only how many commits it shares.
 //!
 //! A message that can never be handled (malformed, unknown version or type, a constraint it
-//! breaks) is rejected without requeue and so goes to the dead-letter exchange at once. A failure
+//! breaks) goes to the dead letters at once, with the reason (see [`Rejecter`]). A failure
 //! that may pass (database restarting) is retried with backoff, and dead-lettered only after
 //! [`MAX_ATTEMPTS`]. On shutdown the consumer stops taking deliveries and finishes those in hand.
 
@@ -19,17 +19,18 @@ use futures_util::FutureExt;
 use futures_lite::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
-    types::FieldTable,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable},
 };
 use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::{Queue, Topology, connect, inbox, outbox::OutboxSignal, reconnect_delay};
+use super::{Queue, Topology, connect, dead_letter::Rejecter, inbox, outbox::OutboxSignal};
 use crate::{
     protocol::{DecodeError, Envelope},
     shutdown::Shutdown,
+    trace::{self, TraceContext},
 };
 
 /// Handling attempts of one delivery before a transient failure is dead-lettered.
@@ -107,28 +108,16 @@ pub struct Consumer<H> {
 impl<H: Handler> Consumer<H> {
     /// Runs until shutdown, reconnecting after broker failures. Deliveries in flight when a
     /// connection drops are redelivered by the broker; the inbox absorbs the repeats.
-    pub async fn run(self, mut shutdown: Shutdown) {
-        let mut failures = 0;
-        while !shutdown.is_triggered() {
-            match self.session(&mut shutdown, &mut failures).await {
-                Ok(()) => return,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, queue = self.queue.as_ref(), failures, "consumer interrupted; reconnecting");
-                    tokio::select! {
-                        _ = shutdown.wait() => return,
-                        _ = tokio::time::sleep(reconnect_delay(failures)) => {}
-                    }
-                }
-            }
-        }
+    pub async fn run(self, shutdown: Shutdown) {
+        super::supervise(self.queue.into(), shutdown, |shutdown| self.session(shutdown)).await;
     }
 
-    async fn session(&self, shutdown: &mut Shutdown, failures: &mut u32) -> lapin::Result<()> {
+    async fn session(&self, mut shutdown: Shutdown) -> lapin::Result<()> {
         let queue = self.topology.queue(self.queue);
         let connection = connect(&self.amqp_url, &queue).await?;
         let channel = connection.create_channel().await?;
         channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let rejecter = Rejecter::open(&connection, &self.topology, self.queue).await?;
         let mut deliveries = channel
             .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
@@ -146,7 +135,6 @@ impl<H: Handler> Consumer<H> {
                 done = in_flight.join_next(), if !in_flight.is_empty() => reap(done, &queue),
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(first)) => {
-                        *failures = 0;
                         let mut batch = vec![first];
                         while batch.len() < MAX_BATCH {
                             match deliveries.next().now_or_never() {
@@ -156,9 +144,11 @@ impl<H: Handler> Consumer<H> {
                         }
                         let work = Batch {
                             handler: self.handler.clone(),
+                            queue: self.queue.into(),
                             pool: self.pool.clone(),
                             shutdown: shutdown.clone(),
                             signal: self.signal.clone(),
+                            rejecter: rejecter.clone(),
                         };
                         in_flight.spawn(work.run(batch));
                     }
@@ -187,19 +177,35 @@ fn reap(done: Option<Result<(), tokio::task::JoinError>>, queue: &str) {
 /// What handling a batch needs.
 struct Batch<H> {
     handler: Arc<H>,
+    /// Logical queue name, the label of this consumer's metrics.
+    queue: &'static str,
     pool: PgPool,
     shutdown: Shutdown,
     signal: OutboxSignal,
+    rejecter: Rejecter,
+}
+
+/// The trace context a delivery carries in its `traceparent` header.
+fn trace_of(delivery: &Delivery) -> Option<TraceContext> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get("traceparent")? {
+        AMQPValue::LongString(value) => TraceContext::parse(std::str::from_utf8(value.as_bytes()).ok()?),
+        AMQPValue::ShortString(value) => TraceContext::parse(value.as_str()),
+        _ => None,
+    }
 }
 
 impl<H: Handler> Batch<H> {
     async fn run(mut self, deliveries: Vec<Delivery>) {
-        let queue = self.handler.name();
+        let queue = self.queue;
         let mut messages = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             match Envelope::decode(&delivery.data) {
-                Ok(message) => messages.push((self.handler.lock_order(&message), message, delivery)),
-                Err(error) => dead_letter(&delivery, queue, &error.to_string()).await,
+                Ok(mut message) => {
+                    message.trace = trace_of(&delivery);
+                    messages.push((self.handler.lock_order(&message), message, delivery));
+                }
+                Err(error) => self.rejecter.reject(&delivery, &error.to_string()).await,
             }
         }
         if messages.is_empty() {
@@ -232,14 +238,15 @@ impl<H: Handler> Batch<H> {
         }
         for (_, message, delivery) in &messages {
             let span = tracing::info_span!("message", queue, message_id = %message.message_id,
-                saga_id = ?message.correlation_id, r#type = message.message_type);
+                saga_id = ?message.correlation_id, r#type = message.message_type,
+                trace_id = ?message.trace.map(TraceContext::trace_id_hex));
             self.alone(message, delivery).instrument(span).await;
         }
     }
 
     /// Handles one message in its own transaction, retrying what may pass.
     async fn alone(&mut self, message: &Envelope, delivery: &Delivery) {
-        let queue = self.handler.name();
+        let queue = self.queue;
         let mut attempt = 1;
         loop {
             match handle_once(&*self.handler, &self.pool, message).await {
@@ -260,14 +267,14 @@ impl<H: Handler> Batch<H> {
                     }
                     attempt += 1;
                 }
-                Err(error) => return dead_letter(delivery, queue, &error.to_string()).await,
+                Err(error) => return self.rejecter.reject(delivery, &error.to_string()).await,
             }
         }
     }
 
     /// After commit: acknowledge, then the handler's follow-up work.
     async fn settled(&self, delivery: &Delivery, outcome: Option<H::Committed>) {
-        let queue = self.handler.name();
+        let queue = self.queue;
         ack(delivery).await;
         match outcome {
             Some(committed) => {
@@ -301,7 +308,12 @@ async fn handle_together<H: Handler>(
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
         let outcome = if inbox::record(&mut tx, handler.name(), message).await? {
-            Some(handler.handle(&mut tx, message).await?)
+            // Whatever the handler sends continues the trace of the message it handles.
+            let handled = handler.handle(&mut tx, message);
+            Some(match message.trace {
+                Some(trace) => trace::scope(trace, handled).await?,
+                None => handled.await?,
+            })
         } else {
             None
         };
@@ -315,14 +327,5 @@ async fn ack(delivery: &Delivery) {
     // If the ack is lost the broker redelivers and the inbox skips the repeat.
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         tracing::warn!(%error, "ack failed after commit; the redelivery will be skipped");
-    }
-}
-
-async fn dead_letter(delivery: &Delivery, queue: &'static str, reason: &str) {
-    metrics::counter!("messages_dead_lettered_total", "queue" => queue).increment(1);
-    tracing::error!(reason, "message dead-lettered");
-    let options = BasicNackOptions { requeue: false, ..Default::default() };
-    if let Err(error) = delivery.nack(options).await {
-        tracing::warn!(%error, "nack failed; the broker will redeliver");
     }
 }

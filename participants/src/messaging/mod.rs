@@ -7,6 +7,7 @@
 //! becomes a double effect.
 
 pub mod consumer;
+pub mod dead_letter;
 pub mod inbox;
 pub mod outbox;
 pub mod relay;
@@ -14,9 +15,12 @@ pub mod topology;
 
 pub use topology::{Exchange, Queue, Topology};
 
-use std::time::Duration;
+use std::{fmt::Display, future::Future, time::Duration};
 
 use lapin::{Connection, ConnectionProperties};
+use tokio::time::Instant;
+
+use crate::shutdown::Shutdown;
 
 /// Opens a connection to the broker. Each long-running task owns its connection and opens a new
 /// one after a failure, so one broken channel never stalls the others.
@@ -37,6 +41,65 @@ pub async fn close(connection: &Connection, reason: &str) {
 }
 
 /// Backoff between reconnection attempts: 100 ms doubling to 5 s.
-pub(crate) fn reconnect_delay(failures: u32) -> Duration {
+fn reconnect_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))
+}
+
+/// A session that ran this long before failing was healthy: the backoff starts over.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+/// Runs a long-lived broker session until shutdown, opening a new one after each failure (the
+/// broker restarted, the connection dropped), with backoff. A session returns `Ok` only when it
+/// stopped for shutdown.
+pub(crate) async fn supervise<E, F>(what: &str, mut shutdown: Shutdown, mut session: impl FnMut(Shutdown) -> F)
+where
+    E: Display,
+    F: Future<Output = Result<(), E>>,
+{
+    let mut failures = 0;
+    while !shutdown.is_triggered() {
+        let started = Instant::now();
+        match session(shutdown.clone()).await {
+            Ok(()) => return,
+            Err(error) => {
+                failures = if started.elapsed() > HEALTHY_SESSION { 1 } else { failures + 1 };
+                tracing::warn!(%error, what, failures, "broker session interrupted; reconnecting");
+                metrics::counter!("broker_reconnects_total", "task" => what.to_owned()).increment(1);
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(reconnect_delay(failures)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What the broker says of one of the deployment's queues.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueStats {
+    pub queue: Queue,
+    /// Messages ready for delivery (not counting those delivered and not yet acknowledged).
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// Depth and consumer count of every queue of the deployment, asked of the broker (a passive
+/// declare, which changes nothing).
+pub async fn queue_stats(amqp_url: &str, topology: &Topology) -> lapin::Result<Vec<QueueStats>> {
+    use lapin::{options::QueueDeclareOptions, types::FieldTable};
+    let connection = connect(amqp_url, "queue-stats").await?;
+    let stats = async {
+        let channel = connection.create_channel().await?;
+        let mut stats = Vec::new();
+        for queue in <Queue as strum::IntoEnumIterator>::iter() {
+            let options = QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared =
+                channel.queue_declare(topology.queue(queue).as_str().into(), options, FieldTable::default()).await?;
+            stats.push(QueueStats { queue, messages: declared.message_count(), consumers: declared.consumer_count() });
+        }
+        Ok(stats)
+    }
+    .await;
+    close(&connection, "done").await;
+    stats
 }

@@ -8,7 +8,10 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{Exchange, topology::REPLY_ROUTE};
-use crate::protocol::{Command, Envelope, MessageFamily, PROTOCOL_VERSION, Reply};
+use crate::{
+    protocol::{Command, Envelope, MessageFamily, PROTOCOL_VERSION, Reply},
+    trace::{self, TraceContext},
+};
 
 /// Wakes this process's relay after a commit that wrote outbox rows.
 ///
@@ -39,9 +42,19 @@ pub struct Outgoing {
     pub message_type: String,
     pub correlation_id: Option<Uuid>,
     pub payload: Value,
+    /// The trace the message belongs to; without one, the trace of the work in hand
+    /// ([`trace::current`]) when it is written.
+    pub trace: Option<TraceContext>,
 }
 
 impl Outgoing {
+    /// Puts the message in `trace` (a saga's own trace, say) rather than the current one.
+    #[must_use]
+    pub fn in_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
     /// A saga command, routed to the participant that executes it. Each send gets a fresh message
     /// id: a resend after a deadline is a new message, so the participant answers it again even
     /// though its inbox holds the first one.
@@ -54,6 +67,7 @@ impl Outgoing {
             message_type: name.into(),
             correlation_id: Some(command.saga_id()),
             payload,
+            trace: None,
         }
     }
 
@@ -66,6 +80,7 @@ impl Outgoing {
             message_type: name.into(),
             correlation_id: Some(reply.saga_id()),
             payload,
+            trace: None,
         }
     }
 
@@ -78,7 +93,16 @@ impl Outgoing {
             message_type: name.into(),
             correlation_id,
             payload,
+            trace: None,
         }
+    }
+}
+
+/// The headers stored with an outgoing message: its `traceparent`, a new span of its trace.
+fn headers_of(trace: Option<TraceContext>) -> Value {
+    match trace.or_else(trace::current) {
+        Some(trace) => serde_json::json!({ "traceparent": trace.child().header() }),
+        None => Value::Object(serde_json::Map::new()),
     }
 }
 
@@ -93,6 +117,7 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
     let mut types = Vec::with_capacity(messages.len());
     let mut correlations = Vec::with_capacity(messages.len());
     let mut bodies = Vec::with_capacity(messages.len());
+    let mut headers = Vec::with_capacity(messages.len());
     for m in messages {
         ids.push(m.message_id);
         exchanges.push(m.exchange.as_ref().to_owned());
@@ -100,16 +125,52 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
         types.push(m.message_type.clone());
         correlations.push(m.correlation_id);
         bodies.push(m.payload.clone());
+        headers.push(headers_of(m.trace));
     }
     sqlx::query!(
-        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[])",
+        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[])",
         &ids,
         &exchanges,
         &routes,
         &types,
         &correlations as &[Option<Uuid>],
         &bodies,
+        &headers,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A message to publish byte for byte as it was once received: a dead letter sent back.
+#[derive(Clone, Debug)]
+pub struct RawOutgoing<'a> {
+    pub message_id: Uuid,
+    /// Logical name of the queue to deliver to, through the broker's default exchange.
+    pub queue: &'a str,
+    pub message_type: Option<&'a str>,
+    pub correlation_id: Option<Uuid>,
+    pub body: &'a [u8],
+    pub traceparent: Option<&'a str>,
+}
+
+/// Writes a raw message to the outbox in the caller's transaction.
+pub async fn enqueue_raw(conn: &mut PgConnection, message: &RawOutgoing<'_>) -> sqlx::Result<()> {
+    let headers = match message.traceparent {
+        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
+        None => headers_of(None),
+    };
+    sqlx::query!(
+        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers, raw)
+         VALUES ($1, $2, $3, $4, $5, 'null', $6, $7)",
+        message.message_id,
+        Exchange::ToQueue.as_ref(),
+        message.queue,
+        message.message_type.unwrap_or(""),
+        message.correlation_id,
+        headers,
+        message.body,
     )
     .execute(conn)
     .await?;
@@ -124,12 +185,14 @@ pub struct Claimed {
     pub exchange: Option<Exchange>,
     pub routing_key: String,
     pub envelope: Envelope,
+    /// The exact bytes to publish, for a raw message; otherwise the envelope is encoded.
+    pub raw: Option<Vec<u8>>,
 }
 
 /// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
 pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claimed>> {
     let rows = sqlx::query!(
-        "SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at
+        "SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at, headers, raw
          FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         limit
     )
@@ -148,7 +211,9 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claime
                 sent_at: row.created_at,
                 message_type: row.message_type,
                 payload: row.body,
+                trace: row.headers.get("traceparent").and_then(Value::as_str).and_then(TraceContext::parse),
             },
+            raw: row.raw,
         })
         .collect())
 }
@@ -156,4 +221,15 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claime
 pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(tx).await?;
     Ok(())
+}
+
+/// Messages waiting to be published, and the age in seconds of the oldest.
+pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<(i64, f64)> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "waiting!", COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS "oldest!"
+           FROM outbox WHERE published_at IS NULL"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.waiting, row.oldest))
 }

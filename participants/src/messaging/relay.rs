@@ -23,13 +23,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    Exchange, Topology, connect,
+    Exchange, Queue, Topology, connect,
     outbox::{self, OutboxSignal},
-    reconnect_delay,
 };
 use crate::{
     protocol::{Envelope, PROTOCOL_VERSION},
     shutdown::Shutdown,
+    trace::TraceContext,
 };
 
 /// Rows published per transaction: enough to amortise the confirm round trip.
@@ -80,35 +80,24 @@ pub struct Relay {
 
 impl Relay {
     /// Runs until shutdown, reconnecting to the broker and the database as needed.
-    pub async fn run(self, mut shutdown: Shutdown) {
-        let mut failures = 0;
-        while !shutdown.is_triggered() {
-            match self.session(&mut shutdown, &mut failures).await {
-                Ok(()) => return,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, failures, "outbox relay interrupted; reconnecting");
-                    tokio::select! {
-                        _ = shutdown.wait() => return,
-                        _ = tokio::time::sleep(reconnect_delay(failures)) => {}
-                    }
-                }
-            }
-        }
+    pub async fn run(self, shutdown: Shutdown) {
+        super::supervise("outbox-relay", shutdown, |shutdown| self.session(shutdown)).await;
     }
 
-    async fn session(&self, shutdown: &mut Shutdown, failures: &mut u32) -> Result<(), RelayError> {
+    async fn session(&self, mut shutdown: Shutdown) -> Result<(), RelayError> {
         let connection = connect(&self.amqp_url, "outbox-relay").await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         loop {
             let published = self.publish_batch(&channel).await?;
-            *failures = 0;
             if published as i64 == BATCH {
                 continue;
             }
             tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
+                _ = shutdown.wait() => {
+                    super::close(&connection, "shutting down").await;
+                    return Ok(());
+                }
                 _ = self.signal.notified() => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
@@ -131,14 +120,15 @@ impl Relay {
                 tracing::warn!(message_id = %envelope.message_id, "fault injection: reply lost");
                 continue;
             }
-            let body = envelope.encode();
+            let body = row.raw.clone().unwrap_or_else(|| envelope.encode());
             let properties = properties(envelope);
             let options = BasicPublishOptions { mandatory: exchange.requires_route(), ..Default::default() };
+            let (exchange_name, routing_key) = self.topology.route(exchange, &row.routing_key);
             for _ in 0..copies {
                 let confirm = channel
                     .basic_publish(
-                        self.topology.exchange(exchange).into(),
-                        row.routing_key.as_str().into(),
+                        exchange_name.as_str().into(),
+                        routing_key.as_str().into(),
                         options,
                         &body,
                         properties.clone(),
@@ -157,8 +147,24 @@ impl Relay {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
-        metrics::counter!("messages_published_total").increment(rows.len() as u64);
+        for row in &rows {
+            if let Some(exchange) = row.exchange {
+                metrics::counter!("messages_published_total", "queue" => destination(exchange, &row.routing_key))
+                    .increment(1);
+            }
+        }
         Ok(rows.len())
+    }
+}
+
+/// The metrics label of a message's destination: the logical queue for saga traffic (a command's
+/// routing key is its participant), the exchange for domain events.
+fn destination(exchange: Exchange, routing_key: &str) -> String {
+    match exchange {
+        Exchange::Commands => format!("{routing_key}.commands"),
+        Exchange::Replies => Queue::OrchestratorReplies.as_ref().to_owned(),
+        Exchange::ToQueue => routing_key.to_owned(),
+        other => other.as_ref().to_owned(),
     }
 }
 
@@ -180,10 +186,10 @@ fn properties(envelope: &Envelope) -> BasicProperties {
     properties
 }
 
-/// W3C trace context: all messages of one saga share the saga id as their trace id, so a tracing
-/// backend shows the saga as one trace; each message is its own span.
+/// W3C trace context: the one the message was written in, else one derived from its saga (or its
+/// own) id, so that every message of a saga still shares one trace.
 fn traceparent(envelope: &Envelope) -> String {
-    let trace = envelope.correlation_id.unwrap_or(envelope.message_id).simple().to_string();
-    let span = envelope.message_id.simple().to_string();
-    format!("00-{trace}-{}-01", &span[..16])
+    let trace =
+        envelope.trace.unwrap_or_else(|| TraceContext::derived(envelope.correlation_id.unwrap_or(envelope.message_id)));
+    trace.header()
 }

@@ -36,18 +36,25 @@ pub enum Exchange {
     /// Where every queue sends what it rejects.
     #[strum(serialize = "dead-letter")]
     DeadLetter,
+    /// Not an exchange of ours: the broker's default exchange, which delivers straight to the
+    /// queue the routing key names (a logical queue name). A replayed dead letter goes back to the
+    /// queue it died in this way.
+    #[strum(serialize = "queue")]
+    ToQueue,
 }
 
 impl Exchange {
     /// Saga traffic must reach a queue: it is published as mandatory and an unroutable message is
     /// an error. Domain events may have no subscriber yet.
     pub fn requires_route(self) -> bool {
-        matches!(self, Self::Commands | Self::Replies)
+        matches!(self, Self::Commands | Self::Replies | Self::ToQueue)
     }
 }
 
 /// Durable queues of the deployment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::IntoStaticStr, strum::EnumString, strum::EnumIter,
+)]
 pub enum Queue {
     #[strum(serialize = "warehouse.commands")]
     WarehouseCommands,
@@ -90,7 +97,24 @@ impl Topology {
     }
 
     pub fn exchange(&self, exchange: Exchange) -> String {
-        format!("{}.{}", self.namespace, exchange.as_ref())
+        match exchange {
+            Exchange::ToQueue => String::new(),
+            _ => format!("{}.{}", self.namespace, exchange.as_ref()),
+        }
+    }
+
+    /// Where a message to `exchange` with `routing_key` is published: (exchange, routing key).
+    pub fn route(&self, exchange: Exchange, routing_key: &str) -> (String, String) {
+        match exchange {
+            Exchange::ToQueue => (String::new(), format!("{}.{routing_key}", self.namespace)),
+            _ => (self.exchange(exchange), routing_key.to_owned()),
+        }
+    }
+
+    /// The logical name of one of this deployment's queues (`warehouse.commands`), from its
+    /// deployed name; `None` for a queue of another namespace.
+    pub fn logical_queue<'a>(&self, deployed: &'a str) -> Option<&'a str> {
+        deployed.strip_prefix(self.namespace.as_str())?.strip_prefix('.')
     }
 
     pub fn queue(&self, queue: Queue) -> String {
@@ -156,12 +180,10 @@ impl Topology {
 
     /// Deletes every queue and exchange of the namespace: for tests, which each make their own.
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
-        for queue in
-            [Queue::WarehouseCommands, Queue::InventoryCommands, Queue::OrchestratorReplies, Queue::DeadLetters]
-        {
+        for queue in <Queue as strum::IntoEnumIterator>::iter() {
             channel.queue_delete(self.name(self.queue(queue)), QueueDeleteOptions::default()).await?;
         }
-        for exchange in <Exchange as strum::IntoEnumIterator>::iter() {
+        for exchange in <Exchange as strum::IntoEnumIterator>::iter().filter(|e| *e != Exchange::ToQueue) {
             channel.exchange_delete(self.name(self.exchange(exchange)), ExchangeDeleteOptions::default()).await?;
         }
         Ok(())

@@ -1,0 +1,108 @@
+//! `/participants`: which worker processes are alive, and how their queues are doing.
+
+use chrono::{DateTime, Utc};
+use participants::{heartbeat, messaging, protocol::Participant};
+use poem_openapi::{Object, OpenApi, payload::Json};
+use uuid::Uuid;
+
+use super::{Tag, problem::ApiResult};
+use crate::{Context, app::ORCHESTRATOR_ROLE};
+
+/// How long the broker may take to report its queues.
+const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One process running a role.
+#[derive(Clone, Debug, Object)]
+pub struct Instance {
+    pub id: Uuid,
+    pub hostname: String,
+    pub pid: i32,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    /// Set when the process stopped gracefully.
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Reported within the last 15 s and not stopped.
+    pub alive: bool,
+}
+
+/// A role (orchestrator engine, warehouse, inventory), its queue and its processes.
+#[derive(Clone, Debug, Object)]
+pub struct ParticipantStatus {
+    pub role: String,
+    /// The queue the role consumes.
+    pub queue: String,
+    /// Messages waiting in it; absent when the broker could not be asked.
+    pub queue_depth: Option<u32>,
+    /// Consumers attached to it, as the broker counts them.
+    pub consumers: Option<u32>,
+    /// At least one of its processes is alive.
+    pub alive: bool,
+    /// Its processes heard from in the last 24 hours.
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Clone, Debug, Object)]
+pub struct Participants {
+    pub participants: Vec<ParticipantStatus>,
+    /// Messages waiting in the dead-letter queue (not yet stored).
+    pub dead_letter_queue_depth: Option<u32>,
+    /// Why queue figures are missing, when they are.
+    pub broker_error: Option<String>,
+}
+
+pub struct ParticipantsApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Participants")]
+impl ParticipantsApi {
+    /// Worker processes, their liveness and their queues
+    #[oai(path = "/participants", method = "get")]
+    async fn list(&self) -> ApiResult<Json<Participants>> {
+        let mut conn = self.ctx.pool.acquire().await?;
+        let instances = heartbeat::instances(&mut conn).await?;
+        drop(conn);
+        let stats =
+            tokio::time::timeout(BROKER_TIMEOUT, messaging::queue_stats(&self.ctx.amqp_url, &self.ctx.topology))
+                .await
+                .map_err(|_| "the broker did not answer in time".to_owned())
+                .and_then(|stats| stats.map_err(|error| error.to_string()));
+        let of = |queue: messaging::Queue| stats.as_ref().ok().and_then(|s| s.iter().find(|q| q.queue == queue));
+        let roles = [
+            (ORCHESTRATOR_ROLE, messaging::Queue::OrchestratorReplies),
+            (Participant::Warehouse.into(), messaging::Queue::for_participant(Participant::Warehouse)),
+            (Participant::Inventory.into(), messaging::Queue::for_participant(Participant::Inventory)),
+        ];
+        let participants = roles
+            .into_iter()
+            .map(|(role, queue)| {
+                let instances: Vec<Instance> = instances
+                    .iter()
+                    .filter(|i| i.role == role)
+                    .map(|i| Instance {
+                        id: i.id,
+                        hostname: i.hostname.clone(),
+                        pid: i.pid,
+                        started_at: i.started_at,
+                        last_seen_at: i.last_seen_at,
+                        stopped_at: i.stopped_at,
+                        alive: i.alive,
+                    })
+                    .collect();
+                ParticipantStatus {
+                    role: role.to_owned(),
+                    queue: self.ctx.topology.queue(queue),
+                    queue_depth: of(queue).map(|q| q.messages),
+                    consumers: of(queue).map(|q| q.consumers),
+                    alive: instances.iter().any(|i| i.alive),
+                    instances,
+                }
+            })
+            .collect();
+        Ok(Json(Participants {
+            participants,
+            dead_letter_queue_depth: of(messaging::Queue::DeadLetters).map(|q| q.messages),
+            broker_error: stats.err(),
+        }))
+    }
+}

@@ -1,0 +1,46 @@
+//! Prometheus metrics: the process-wide recorder, and the gauges read from the database at each
+//! scrape. Counters and histograms are recorded where things happen (the relay, consumers, the
+//! engine, the cache, the HTTP layer); README.md lists them all.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use participants::messaging::outbox;
+
+use crate::{Context, saga::store};
+
+/// Buckets of every `*_seconds` histogram: from a millisecond (an HTTP read) to minutes (a saga
+/// step waiting out its resends).
+const SECONDS_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+/// The process-wide Prometheus recorder (metrics are global in the `metrics` crate).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .expect("the buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// Sets the gauges whose truth is in the database: sagas by kind and state, the outbox backlog
+/// and the age of its oldest row, and dead letters not yet replayed.
+pub async fn record_database_gauges(ctx: &Context) -> sqlx::Result<()> {
+    let mut conn = ctx.pool.acquire().await?;
+    for count in store::count_by_state(&mut conn).await? {
+        metrics::gauge!("sagas", "kind" => count.kind, "state" => count.state).set(count.count as f64);
+    }
+    let (waiting, oldest) = outbox::backlog(&mut conn).await?;
+    metrics::gauge!("outbox_backlog").set(waiting as f64);
+    metrics::gauge!("outbox_oldest_age_seconds").set(oldest);
+    let dead = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter WHERE replayed_at IS NULL"#)
+        .fetch_one(&mut *conn)
+        .await?;
+    metrics::gauge!("dead_letters_waiting").set(dead as f64);
+    Ok(())
+}
