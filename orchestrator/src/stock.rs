@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin};
 
 use participants::{
     config::SagaTiming,
-    inventory::{Movement, MovementReason, StockLevel, add_on_hand, record_movements},
+    inventory::{self, Movement, MovementReason, StockLevel, add_on_hand, record_movements},
     messaging::{
         Exchange,
         outbox::{self, Outgoing},
@@ -327,13 +327,7 @@ pub async fn start_replenishment(
 ) -> Result<Uuid> {
     check_quantity("quantity", quantity, 1)?;
     let mut tx = ctx.pool.begin().await?;
-    let stocked = sqlx::query_scalar!(
-        "SELECT 1 AS \"one!\" FROM inventory WHERE store_id = $1 AND product_id = $2",
-        store_id,
-        product_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let stocked = inventory::fetch_level(&mut tx, store_id, product_id).await?;
     if stocked.is_none() {
         return Err(Error::NotFound(format!(
             "store {store_id} does not stock product {product_id}: set its levels first"

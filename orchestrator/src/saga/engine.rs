@@ -340,7 +340,7 @@ impl Sweeper {
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
         for row in &due {
-            let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = ?row.trace_id);
+            let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = row.trace_id.as_deref());
             let outcome = match self.registry.driver(&row.kind) {
                 Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row).instrument(span.clone()).await,
                 Err(error) => Err(error),

@@ -238,8 +238,13 @@ impl<H: Handler> Batch<H> {
         }
         for (_, message, delivery) in &messages {
             let span = tracing::info_span!("message", queue, message_id = %message.message_id,
-                saga_id = ?message.correlation_id, r#type = message.message_type,
-                trace_id = ?message.trace.map(TraceContext::trace_id_hex));
+                r#type = message.message_type, saga_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+            if let Some(saga_id) = message.correlation_id {
+                span.record("saga_id", tracing::field::display(saga_id));
+            }
+            if let Some(trace) = message.trace {
+                span.record("trace_id", trace.trace_id_hex());
+            }
             self.alone(message, delivery).instrument(span).await;
         }
     }
