@@ -5,7 +5,10 @@ use orchestrator::{
     app::{Application, Roles},
     http,
 };
-use participants::{config::Config, messaging::relay::RelayFaults, process::init_logging};
+use participants::{
+    config::Config,
+    process::{init_logging, relay_faults},
+};
 
 const USAGE: &str = "usage: orchestrator <serve | all | openapi>
 
@@ -39,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = Config::from_env()?;
     init_logging(config.log_json);
-    Application::build(config, roles, RelayFaults::default()).await?.run_until_signal().await;
+    let faults = relay_faults(&config);
+    Application::build(config, roles, faults).await?.run_until_signal().await;
     Ok(())
 }

@@ -22,6 +22,11 @@ pub struct Config {
     pub simulation: Simulation,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
+    /// Fault injection (`FAULT_DUPLICATE_DELIVERY=true`): the process's outbox relay publishes
+    /// every message twice, so every consumer sees each delivery twice. For the fault suite, which
+    /// runs the real binaries and can switch their behaviour only through the environment; never
+    /// set in production.
+    pub duplicate_delivery: bool,
 }
 
 /// How long the engine waits for a reply, and how often it asks again.
@@ -69,6 +74,7 @@ impl Default for Config {
             },
             simulation: Simulation::default(),
             log_json: false,
+            duplicate_delivery: false,
         }
     }
 }
@@ -103,6 +109,7 @@ impl Config {
         parse(&get, "PREFETCH", "an integer from 1 to 65535", &mut config.prefetch)?;
         parse(&get, "COMMAND_MAX_ATTEMPTS", "a positive integer", &mut config.saga.max_attempts)?;
         parse(&get, "LOG_JSON", "true or false", &mut config.log_json)?;
+        parse(&get, "FAULT_DUPLICATE_DELIVERY", "true or false", &mut config.duplicate_delivery)?;
         parse(&get, "RECEIPT_FAILURE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.receipt_failure_rate)?;
         millis(&get, "COMMAND_TIMEOUT_MS", &mut config.saga.command_timeout)?;
         millis(&get, "COMMAND_MAX_TIMEOUT_MS", &mut config.saga.max_timeout)?;
@@ -164,12 +171,20 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert!(c.database_url.contains("127.0.0.1:5432"));
         assert_eq!(c.namespace, "darkstores");
+        assert!(!c.duplicate_delivery, "fault injection is off unless asked for");
     }
 
     #[test]
     fn variables_override_defaults() {
-        let c = config(&[("NAMESPACE", "t1"), ("COMMAND_TIMEOUT_MS", "250"), ("HTTP_ADDR", "0.0.0.0:9")]).unwrap();
+        let c = config(&[
+            ("NAMESPACE", "t1"),
+            ("COMMAND_TIMEOUT_MS", "250"),
+            ("HTTP_ADDR", "0.0.0.0:9"),
+            ("FAULT_DUPLICATE_DELIVERY", "true"),
+        ])
+        .unwrap();
         assert_eq!(c.namespace, "t1");
+        assert!(c.duplicate_delivery);
         assert_eq!(c.saga.command_timeout, Duration::from_millis(250));
         assert_eq!(c.http_addr.port(), 9);
     }
@@ -181,5 +196,6 @@ mod tests {
         assert!(config(&[("NAMESPACE", "Has Spaces")]).is_err());
         assert!(config(&[("RECEIPT_FAILURE_RATE", "1.5")]).is_err());
         assert!(config(&[("COMMAND_MAX_ATTEMPTS", "0")]).is_err());
+        assert!(config(&[("FAULT_DUPLICATE_DELIVERY", "yes")]).is_err());
     }
 }

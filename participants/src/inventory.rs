@@ -269,7 +269,7 @@ async fn receive(
             let reason = format!("shipment {shipment_id} was cancelled");
             return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
         }
-        Some(_) if chance(failure_rate) => {
+        Some(_) if refuses(shipment_id, failure_rate) => {
             let reason = "the store refused the delivery (simulated failure)".to_owned();
             return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
         }
@@ -290,7 +290,26 @@ async fn receive(
     Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
 }
 
-/// True with probability `rate`, from the randomness of a v4 UUID.
-fn chance(rate: f64) -> bool {
-    rate > 0.0 && ((Uuid::new_v4().as_u128() >> 64) as f64 / 2f64.powi(64)) < rate
+/// Whether the store refuses this shipment, with probability `rate`. Decided by the shipment's
+/// (random, v4) id rather than drawn at each send: a refusal is not recorded, so a fresh draw
+/// would let a resent `ReceiveShipment` take in goods that an earlier send had refused, after
+/// the saga had started to unwind on that refusal; its cancel would then be refused and the saga
+/// end `failed` for want of a consistent store.
+fn refuses(shipment_id: Uuid, rate: f64) -> bool {
+    rate >= 1.0 || (rate > 0.0 && ((shipment_id.as_u128() >> 64) as f64 / 2f64.powi(64)) < rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shipment_is_refused_at_every_send_or_at_none() {
+        let shipments: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
+        let refused: Vec<bool> = shipments.iter().map(|&s| refuses(s, 0.25)).collect();
+        assert!(shipments.iter().zip(&refused).all(|(&s, &first)| refuses(s, 0.25) == first));
+        let share = refused.iter().filter(|&&r| r).count() as f64 / shipments.len() as f64;
+        assert!((0.2..0.3).contains(&share), "refused {share} of the shipments at a rate of 0.25");
+        assert!(shipments.iter().all(|&s| refuses(s, 1.0) && !refuses(s, 0.0)));
+    }
 }

@@ -121,6 +121,19 @@ async fn declare_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result
     }
 }
 
+/// Logged at start-up by a process that publishes everything twice; the fault suite looks for it
+/// to know the switch reached every process.
+pub const DUPLICATE_DELIVERY_WARNING: &str = "fault injection: every message this process publishes is published twice";
+
+/// The relay faults a process's configuration asks for: none, unless the fault suite switched
+/// on duplicate delivery for a process it runs (see [`Config::duplicate_delivery`]).
+pub fn relay_faults(config: &Config) -> RelayFaults {
+    if config.duplicate_delivery {
+        tracing::warn!("{DUPLICATE_DELIVERY_WARNING}");
+    }
+    RelayFaults { publish_twice: config.duplicate_delivery, ..RelayFaults::default() }
+}
+
 /// A URL with its password hidden, for logs and errors.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -161,7 +174,7 @@ pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     services.spawn_participant(&mut tasks, participant, &shutdown);
     services.spawn_heartbeat(&mut tasks, vec![participant.into()], &shutdown);
-    tasks.spawn(services.relay(RelayFaults::default()).run(shutdown.clone()));
+    tasks.spawn(services.relay(relay_faults(&services.config)).run(shutdown.clone()));
     tracing::info!(%participant, namespace = services.topology.namespace(), "worker started");
     run_until_signal(trigger, tasks).await;
     Ok(())

@@ -97,7 +97,7 @@ impl From<Error> for Problem {
                 body.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
                 Self::Conflict(Json(body))
             }
-            Error::Database(error @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))) => {
+            Error::Database(error) if unavailable(&error) => {
                 tracing::warn!(%error, "database unavailable while serving a request");
                 Self::Unavailable(Json(details(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +112,17 @@ impl From<Error> for Problem {
                 )))
             }
         }
+    }
+}
+
+/// Whether the database failed in a way that passes: unreachable, out of connections, or
+/// restarting (SQLSTATE class 57P: shut down by an administrator, starting up; class 08: the
+/// connection was lost). The client should retry rather than report a fault.
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
     }
 }
 

@@ -1,0 +1,249 @@
+//! The fault suite: the real binaries as separate processes, driven over HTTP by a few thousand
+//! orders and hundreds of sagas, while processes are killed with SIGKILL, the broker, the cache
+//! and the database are restarted under them, or every message is delivered twice. After each
+//! fault the system must come to rest with every saga ended, stock conserved, no movement twice,
+//! every order as its client was told, and no message lost (see `faults/checks.rs`).
+//!
+//! It restarts services other test runs may share, so it is not part of `cargo test --workspace`:
+//!
+//! ```sh
+//! cargo build --workspace --bins
+//! cargo test -p orchestrator --features fault-suite --test faults -- --test-threads=1
+//! ```
+//!
+//! Each test appends its figures to `target/fault-suite.md`; process logs are kept under
+//! `target/fault-suite/<test>/`. `FAULT_ORDERS` sets the orders per test (default 1,200), and
+//! `FAULT_STOP_*`/`FAULT_START_*` the service commands (see `faults/services.rs`).
+
+mod support;
+
+#[path = "faults/broker.rs"]
+mod broker;
+#[path = "faults/checks.rs"]
+mod checks;
+#[path = "faults/cluster.rs"]
+mod cluster;
+#[path = "faults/figures.rs"]
+mod figures;
+#[path = "faults/http.rs"]
+mod http;
+#[path = "faults/load.rs"]
+mod load;
+#[path = "faults/services.rs"]
+mod services;
+
+use std::time::{Duration, Instant};
+
+use checks::Checks;
+use cluster::{Cluster, Role, Shape};
+use figures::Figures;
+use load::{Load, Plan, Random, Shop};
+use participants::config::{Config, SagaTiming};
+use services::{Outage, Service};
+use sqlx::PgPool;
+use support::TestEnv;
+use uuid::Uuid;
+
+/// One test's deployment, its shop and its figures.
+struct Run {
+    name: &'static str,
+    env: TestEnv,
+    /// The server's admin database, for probing Postgres while the test database is unreachable.
+    admin_url: String,
+    pool: PgPool,
+    cluster: Cluster,
+    plan: Plan,
+    shop: Shop,
+    random: Random,
+    started: Instant,
+    faults: usize,
+}
+
+impl Run {
+    /// Starts the processes of `shape` on a fresh database and namespace, and stocks the shop.
+    async fn start(name: &'static str, shape: Shape, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut env = TestEnv::new().await;
+        let admin_url = Config::from_env().expect("test environment is valid").database_url;
+        // Deadlines long enough that an ordinary restart is ridden out by resending, short
+        // enough that a saga whose step is lost gives up, unwinds and ends within the test.
+        env.config.saga = SagaTiming {
+            command_timeout: Duration::from_millis(1_000),
+            max_timeout: Duration::from_millis(4_000),
+            max_attempts: 4,
+        };
+        env.config.simulation.receipt_failure_rate = 0.05;
+        env.config.db_max_connections = 6;
+        configure(&mut env.config);
+        let mut extra_env = Vec::new();
+        if env.config.duplicate_delivery {
+            // The consumers log each duplicate they absorb at debug level: the evidence that the
+            // duplicates reached them.
+            extra_env.push(("RUST_LOG".to_owned(), "info,participants::messaging::consumer=debug".to_owned()));
+        }
+        let log_dir = cluster::target_dir().join("fault-suite").join(name);
+        let cluster = Cluster::start(&env.config, shape, extra_env, log_dir).await;
+        let pool = env.pool().await;
+        let plan = Plan::standard();
+        let shop = load::stock_shop(&cluster.api(), &plan, &env.config.namespace).await;
+        let random = Random::new(Uuid::new_v4().as_u64_pair().0);
+        Self { name, env, admin_url, pool, cluster, plan, shop, random, started: Instant::now(), faults: 0 }
+    }
+
+    fn load(&mut self) -> Load {
+        self.started = Instant::now();
+        load::start(&self.cluster.api(), &self.shop, &self.plan, &self.env.config.namespace)
+    }
+
+    /// A random-ish point of the run, as a fraction of the orders settled.
+    fn moment(&mut self, low: f64, high: f64) -> f64 {
+        self.random.between(low, high)
+    }
+
+    /// SIGKILLs process `n` of `role` once `load` reaches `fraction`, and starts a fresh one.
+    async fn kill_and_restart(&mut self, load: &mut Load, role: Role, fraction: f64) {
+        load.reached(fraction).await;
+        self.cluster.kill(role, 0);
+        self.faults += 1;
+        self.cluster.restart(role, 0).await;
+    }
+
+    /// Waits for the load and for rest, checks everything, records the figures, and drops the
+    /// deployment.
+    async fn finish(self, load: Load) -> Figures {
+        self.finish_with(load, |_, _| {}).await
+    }
+
+    /// [`Run::finish`], with the test's own checks run at rest, before the processes go.
+    async fn finish_with(mut self, load: Load, own_checks: impl FnOnce(&mut Self, &mut Checks)) -> Figures {
+        let report = load.finish().await;
+        checks::settle(&self.pool, &self.env.config).await;
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.cluster.assert_running();
+        let api = self.cluster.api();
+        let (sagas, mut checks) = checks::verify(&self.pool, &self.env.config, &api, &self.shop, &report).await;
+        checks.pass("every process still running (none died on its own, all reconnected)");
+        own_checks(&mut self, &mut checks);
+        let figures = Figures::new(self.name, &report, sagas, self.faults, self.cluster.killed, seconds, checks);
+        figures.record();
+        assert!(figures.sagas.total >= 100, "a run this size starts hundreds of sagas, not {}", figures.sagas.total);
+        drop(self.cluster);
+        self.pool.close().await;
+        self.env.teardown().await;
+        figures
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_killed_twice_mid_run() {
+    let mut run = Run::start("orchestrator killed", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let (first, second) = (run.moment(0.15, 0.35), run.moment(0.5, 0.7));
+    run.kill_and_restart(&mut load, Role::Orchestrator, first).await;
+    run.kill_and_restart(&mut load, Role::Orchestrator, second).await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warehouse_worker_killed_twice_mid_run() {
+    let mut run = Run::start("warehouse worker killed", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let (first, second) = (run.moment(0.15, 0.35), run.moment(0.5, 0.7));
+    run.kill_and_restart(&mut load, Role::Warehouse, first).await;
+    run.kill_and_restart(&mut load, Role::Warehouse, second).await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_worker_killed_twice_mid_run() {
+    let mut run = Run::start("inventory worker killed", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let (first, second) = (run.moment(0.15, 0.35), run.moment(0.5, 0.7));
+    run.kill_and_restart(&mut load, Role::Inventory, first).await;
+    run.kill_and_restart(&mut load, Role::Inventory, second).await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_restarted_mid_run() {
+    let mut run = Run::start("RabbitMQ restarted", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let moment = run.moment(0.2, 0.4);
+    load.reached(moment).await;
+    Outage::restart(Service::RabbitMq, &run.env.config, &run.admin_url).await;
+    run.faults += 1;
+    // Every process must find the broker again on its own: one consumer per process, back.
+    run.cluster.wait_ready().await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_then_started_mid_run() {
+    let mut run = Run::start("Redis stopped, started", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let moment = run.moment(0.2, 0.4);
+    load.reached(moment).await;
+    let outage = Outage::begin(Service::Redis, &run.env.config, &run.admin_url).await;
+    run.faults += 1;
+    // Orders go on without the cache for a fifth of the run.
+    load.reached(moment + 0.2).await;
+    outage.end().await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run() {
+    let mut run = Run::start("Postgres restarted", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let moment = run.moment(0.2, 0.4);
+    load.reached(moment).await;
+    Outage::restart(Service::Postgres, &run.env.config, &run.admin_url).await;
+    run.faults += 1;
+    run.cluster.wait_ready().await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_delivered_twice() {
+    let mut run = Run::start("every message delivered twice", Shape::SINGLE, |config| {
+        config.duplicate_delivery = true;
+    })
+    .await;
+    let load = run.load();
+    run.finish_with(load, |run, checks| {
+        let mut switched_on = 0;
+        let mut absorbed = [0; 3];
+        for (role, log) in run.cluster.logs() {
+            let text = std::fs::read_to_string(log).expect("can read a process log");
+            switched_on += usize::from(text.contains(participants::process::DUPLICATE_DELIVERY_WARNING));
+            let role = Role::ALL.iter().position(|r| *r == role).expect("a known role");
+            absorbed[role] += text.matches(DUPLICATE_ABSORBED).count();
+        }
+        assert_eq!(switched_on, run.cluster.logs().count(), "every process publishes twice");
+        assert!(
+            absorbed.iter().all(|&n| n > 0),
+            "every consumer met duplicates: {absorbed:?} (orchestrator, warehouse, inventory)"
+        );
+        checks.pass("every consumer received each message twice and applied it once");
+        run.faults = absorbed.iter().sum();
+    })
+    .await;
+}
+
+/// What a consumer logs (at debug level) for a delivery its inbox had already seen.
+const DUPLICATE_ABSORBED: &str = "duplicate delivery acknowledged without effect";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_each_with_one_of_each_killed() {
+    let mut run = Run::start("two of each, one of each killed", Shape::DOUBLE, |_| {}).await;
+    let mut load = run.load();
+    let start = run.moment(0.2, 0.35);
+    for (i, role) in Role::ALL.into_iter().enumerate() {
+        load.reached(start + 0.1 * i as f64).await;
+        run.cluster.kill(role, 0);
+        run.faults += 1;
+    }
+    // The survivors carry on: one consumer left on each queue, and the load fails over to the
+    // orchestrator still running.
+    run.cluster.wait_ready().await;
+    run.finish(load).await;
+}

@@ -1,0 +1,308 @@
+//! The system under test as real OS processes: `orchestrator serve`, `warehouse-worker` and
+//! `inventory-worker`, built by cargo and configured by environment variables, as in production.
+//! A kill is a real SIGKILL: no destructor, no graceful shutdown, unacknowledged deliveries and
+//! uncommitted transactions left to the broker and the database.
+//!
+//! Each process writes its log to a file under `target/fault-suite/<test>/`; the paths are
+//! printed when a test fails. Every process is killed when the [`Cluster`] is dropped, also
+//! when a test fails, so nothing is left running.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, SystemTime},
+};
+
+use participants::{config::Config, messaging::Queue};
+use serde_json::Value;
+
+use super::{broker, http::Client};
+use crate::support::eventually;
+
+/// How long a process may take to start and be ready: the first one also migrates the database.
+const START_WITHIN: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Orchestrator,
+    Warehouse,
+    Inventory,
+}
+
+impl Role {
+    pub const ALL: [Self; 3] = [Self::Orchestrator, Self::Warehouse, Self::Inventory];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Orchestrator => "orchestrator",
+            Self::Warehouse => "warehouse-worker",
+            Self::Inventory => "inventory-worker",
+        }
+    }
+
+    /// The queue each process of this role consumes.
+    pub fn queue(self) -> Queue {
+        match self {
+            Self::Orchestrator => Queue::OrchestratorReplies,
+            Self::Warehouse => Queue::WarehouseCommands,
+            Self::Inventory => Queue::InventoryCommands,
+        }
+    }
+}
+
+/// How many processes of each role run.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub orchestrators: usize,
+    pub warehouses: usize,
+    pub inventories: usize,
+}
+
+impl Shape {
+    pub const SINGLE: Self = Self { orchestrators: 1, warehouses: 1, inventories: 1 };
+    pub const DOUBLE: Self = Self { orchestrators: 2, warehouses: 2, inventories: 2 };
+
+    fn count(self, role: Role) -> usize {
+        match role {
+            Role::Orchestrator => self.orchestrators,
+            Role::Warehouse => self.warehouses,
+            Role::Inventory => self.inventories,
+        }
+    }
+}
+
+/// The built binaries, next to this test's own `orchestrator`. Cargo builds that one for the
+/// test, but not the workers of the other crate: a missing or stale worker would make the suite
+/// test old code.
+fn binary(role: Role) -> PathBuf {
+    let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
+    let path = orchestrator.with_file_name(role.binary());
+    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!("{} is missing: build the workers first with `cargo build --workspace --bins`", path.display())
+    });
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
+    let sources = [workspace.join("participants/src"), workspace.join("migrations")];
+    let newest = sources.iter().map(|dir| newest_file(dir)).max().flatten();
+    assert!(
+        newest.is_none_or(|source| source <= built),
+        "{} is older than the participants' sources: rebuild it with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// When the newest file under `dir` was last changed.
+fn newest_file(dir: &Path) -> Option<SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() { newest_file(&entry.path()) } else { meta.modified().ok() }
+        })
+        .max()
+}
+
+/// `target/`, where the logs and the figures go.
+pub fn target_dir() -> PathBuf {
+    let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
+    // target/<profile>/orchestrator
+    orchestrator.ancestors().nth(2).expect("the binary lives in target/<profile>/").to_path_buf()
+}
+
+/// One process slot: a role, and the process currently filling it (none once killed for good).
+struct Slot {
+    role: Role,
+    name: String,
+    /// The orchestrator's API address; a restarted process listens on the same one.
+    http: Option<SocketAddr>,
+    child: Option<Child>,
+    logs: Vec<PathBuf>,
+}
+
+pub struct Cluster {
+    config: Config,
+    /// Variables every process gets on top of those derived from `config`.
+    extra_env: Vec<(String, String)>,
+    log_dir: PathBuf,
+    slots: Vec<Slot>,
+    /// SIGKILLs sent so far.
+    pub killed: usize,
+}
+
+impl Cluster {
+    /// Starts the processes of `shape` for the deployment `config` describes, and waits until
+    /// each one serves its API or consumes its queue.
+    pub async fn start(config: &Config, shape: Shape, extra_env: Vec<(String, String)>, log_dir: PathBuf) -> Self {
+        let _ = std::fs::remove_dir_all(&log_dir);
+        std::fs::create_dir_all(&log_dir).expect("can create the log directory");
+        let mut cluster = Self { config: config.clone(), extra_env, log_dir, slots: Vec::new(), killed: 0 };
+        for role in Role::ALL {
+            for n in 1..=shape.count(role) {
+                let http = (role == Role::Orchestrator).then(free_port);
+                let name = format!("{}-{n}", role.binary());
+                cluster.slots.push(Slot { role, name, http, child: None, logs: Vec::new() });
+            }
+        }
+        // The first process migrates the database; the others would wait on its lock anyway.
+        cluster.spawn(0);
+        cluster.wait_ready().await;
+        for index in 1..cluster.slots.len() {
+            cluster.spawn(index);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// The API addresses of the running orchestrators. A restarted one keeps its address, so a
+    /// client given this list before a kill finds the instance again, or moves on to another.
+    pub fn api(&self) -> Vec<SocketAddr> {
+        self.slots.iter().filter(|s| s.child.is_some()).filter_map(|s| s.http).collect()
+    }
+
+    fn slot(&self, role: Role, n: usize) -> usize {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.role == role)
+            .nth(n)
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| panic!("no {role:?} number {n}"))
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let log = self.log_dir.join(format!("{}.{}.log", slot.name, slot.logs.len() + 1));
+        let file = std::fs::File::create(&log).expect("can create a log file");
+        let mut command = Command::new(binary(slot.role));
+        if slot.role == Role::Orchestrator {
+            command.arg("serve");
+        }
+        let config = &self.config;
+        let timing = config.saga;
+        command
+            .env("DATABASE_URL", &config.database_url)
+            .env("REDIS_URL", &config.redis_url)
+            .env("AMQP_URL", &config.amqp_url)
+            .env("NAMESPACE", &config.namespace)
+            .env("HTTP_ADDR", slot.http.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()))
+            .env("DB_MAX_CONNECTIONS", config.db_max_connections.to_string())
+            .env("PREFETCH", config.prefetch.to_string())
+            .env("COMMAND_TIMEOUT_MS", timing.command_timeout.as_millis().to_string())
+            .env("COMMAND_MAX_TIMEOUT_MS", timing.max_timeout.as_millis().to_string())
+            .env("COMMAND_MAX_ATTEMPTS", timing.max_attempts.to_string())
+            .env("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate.to_string())
+            .env("TRANSIT_DELAY_MS", config.simulation.transit_delay.as_millis().to_string())
+            .env("FAULT_DUPLICATE_DELIVERY", config.duplicate_delivery.to_string())
+            .env("LOG_JSON", "false")
+            .env("RUST_LOG", "info")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("can share the log file"))
+            .stderr(file);
+        slot.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", slot.name)));
+        slot.logs.push(log);
+    }
+
+    /// SIGKILLs process number `n` (from 0) of `role` and reaps it.
+    pub fn kill(&mut self, role: Role, n: usize) {
+        let index = self.slot(role, n);
+        let slot = &mut self.slots[index];
+        let mut child = slot.child.take().unwrap_or_else(|| panic!("{} is not running", slot.name));
+        assert!(child.try_wait().expect("can poll the child").is_none(), "{} died before it was killed", slot.name);
+        // On Unix, Child::kill sends SIGKILL.
+        child.kill().expect("can send SIGKILL");
+        // The process cannot survive SIGKILL: waiting for it is only reaping.
+        let status = child.wait().expect("can reap the killed process");
+        eprintln!("killed {} with SIGKILL ({status})", slot.name);
+        self.killed += 1;
+    }
+
+    /// Starts a fresh process in the slot of process `n` of `role` and waits until it is ready.
+    pub async fn restart(&mut self, role: Role, n: usize) {
+        let index = self.slot(role, n);
+        assert!(self.slots[index].child.is_none(), "{} is still running", self.slots[index].name);
+        self.spawn(index);
+        self.wait_ready().await;
+    }
+
+    /// Waits until every running orchestrator answers over HTTP and every queue has one
+    /// consumer per running process of its role: after a start, a restart, or a broker restart
+    /// (which every process must survive by reconnecting).
+    pub async fn wait_ready(&mut self) {
+        self.assert_running();
+        for addr in self.slots.iter().filter(|s| s.child.is_some()).filter_map(|s| s.http) {
+            let what = format!("the API at {addr} to answer{}", self.logs_hint());
+            eventually(START_WITHIN, &what, || async move {
+                let mut client = Client::new(vec![addr], 0);
+                let answer = client.send("GET", "/health/live", &[], &Value::Null).await.ok()?;
+                (answer.status == 200).then_some(())
+            })
+            .await;
+        }
+        for role in Role::ALL {
+            let expected = self.slots.iter().filter(|s| s.role == role && s.child.is_some()).count() as u32;
+            let (amqp_url, namespace) = (&self.config.amqp_url, &self.config.namespace);
+            let what = format!("{expected} consumer(s) on the {role:?} queue{}", self.logs_hint());
+            eventually(START_WITHIN, &what, || async move {
+                let queue = broker::queue_state(amqp_url, namespace, role.queue()).await.ok()?;
+                (queue.consumers == expected).then_some(())
+            })
+            .await;
+        }
+        self.assert_running();
+    }
+
+    /// Panics, naming the process and its log, if one that should be running has exited.
+    pub fn assert_running(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(child) = &mut slot.child
+                && let Some(status) = child.try_wait().expect("can poll the child")
+            {
+                let log = slot.logs.last().expect("a started process has a log");
+                panic!("{} exited on its own ({status}); its log: {}\n{}", slot.name, log.display(), tail(log));
+            }
+        }
+    }
+
+    /// Every log file written so far, for counting what the processes reported.
+    pub fn logs(&self) -> impl Iterator<Item = (Role, &Path)> {
+        self.slots.iter().flat_map(|s| s.logs.iter().map(move |l| (s.role, l.as_path())))
+    }
+
+    fn logs_hint(&self) -> String {
+        format!("; process logs in {}", self.log_dir.display())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the processes' logs are kept for a post-mortem:");
+            for (_, log) in self.logs() {
+                eprintln!("  {}", log.display());
+            }
+        }
+        for slot in &mut self.slots {
+            if let Some(mut child) = slot.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A port nothing listens on now. Another program could take it before the orchestrator does,
+/// but on a test machine that is rare, and the start would then fail loudly.
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a local port");
+    listener.local_addr().expect("a bound socket has an address")
+}
+
+/// The last lines of a log, to show why a process died.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
