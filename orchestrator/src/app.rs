@@ -18,7 +18,7 @@ use poem::{
 use tokio::task::JoinSet;
 
 use crate::{
-    Context, http, metrics_handle,
+    Context, http,
     saga::engine::{ReplyHandler, Sweeper},
 };
 
@@ -106,7 +106,7 @@ impl Application {
                 .await
                 .with_context(|| format!("listening on {http_addr}"))?;
             addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied());
-            let routes = http::routes(&ctx, metrics_handle());
+            let routes = http::routes(&ctx);
             let mut stop = shutdown.clone();
             tasks.spawn(async move {
                 let server = Server::new_with_acceptor(acceptor);

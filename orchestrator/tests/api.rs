@@ -3,7 +3,7 @@
 
 mod support;
 
-use orchestrator::{Context, app::Roles, http, metrics_handle};
+use orchestrator::{Context, app::Roles, http};
 use participants::config::Config;
 use participants::messaging::relay::RelayFaults;
 use poem::{
@@ -33,7 +33,7 @@ async fn bad_input_is_a_client_error_with_a_problem_body() {
     let env = TestEnv::new().await;
     let app =
         env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
-    let api = TestClient::new(http::routes(app.context(), metrics_handle()).map_to_response().boxed());
+    let api = TestClient::new(http::routes(app.context()).map_to_response().boxed());
 
     let store =
         created(api.post("/stores").body_json(&json!({"name": "Soho", "service_area": "W1"})).send().await).await;
@@ -133,7 +133,7 @@ async fn bad_input_is_a_client_error_with_a_problem_body() {
 async fn health_and_docs_answer() {
     let env = TestEnv::new().await;
     let app = env.start(Roles::SERVE, RelayFaults::default()).await;
-    let routes = http::routes(app.context(), metrics_handle());
+    let routes = http::routes(app.context());
     let api = TestClient::new(routes);
     api.get("/health/live").send().await.assert_status_is_ok();
     let ready = api.get("/health/ready").send().await;
@@ -153,7 +153,7 @@ async fn health_and_docs_answer() {
 #[tokio::test]
 async fn an_unreachable_database_is_a_503_to_retry() {
     let config = Config { database_url: "postgres://postgres@127.0.0.1:1/nowhere".into(), ..Config::default() };
-    let api = TestClient::new(http::routes(&Context::offline(&config).unwrap(), metrics_handle()));
+    let api = TestClient::new(http::routes(&Context::offline(&config).unwrap()));
     let body = problem(api.get("/stores").send().await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(body["detail"].as_str().unwrap().contains("retry"));
 }

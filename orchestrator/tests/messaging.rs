@@ -10,7 +10,7 @@ use lapin::{
     BasicProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use orchestrator::{app::Roles, http, metrics_handle};
+use orchestrator::{app::Roles, http};
 use participants::messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults};
 use poem::{EndpointExt, http::StatusCode, test::TestClient};
 use serde_json::Value;
@@ -20,7 +20,7 @@ use support::{TestEnv, eventually};
 async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once() {
     let env = TestEnv::new().await;
     let app = env.start(Roles::ALL, RelayFaults::default()).await;
-    let api = TestClient::new(http::routes(app.context(), metrics_handle()).map_to_response().boxed());
+    let api = TestClient::new(http::routes(app.context()).map_to_response().boxed());
     let topology = Topology::new(env.config.namespace.clone());
     let connection = connect(&env.config.amqp_url, "test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use orchestrator::{app::Roles, http, metrics_handle};
+use orchestrator::{app::Roles, http};
 use participants::messaging::relay::RelayFaults;
 use poem::{
     EndpointExt,
@@ -58,7 +58,7 @@ async fn saga(api: &Api, id: &str) -> Value {
 async fn one_trace_runs_from_the_request_through_every_message_and_operators_see_it_all() {
     let env = TestEnv::new().await;
     let app = env.start(Roles::ALL, RelayFaults::default()).await;
-    let api: Api = TestClient::new(http::routes(app.context(), metrics_handle()).map_to_response().boxed());
+    let api: Api = TestClient::new(http::routes(app.context()).map_to_response().boxed());
     let (store_id, product_id) = stocked_store(&api).await;
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -159,7 +159,7 @@ async fn operator_actions_the_state_does_not_allow_are_refused_with_the_reason()
     // No engine: sagas wait where they are, and their deadlines pass.
     let app =
         env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
-    let api: Api = TestClient::new(http::routes(app.context(), metrics_handle()).map_to_response().boxed());
+    let api: Api = TestClient::new(http::routes(app.context()).map_to_response().boxed());
     let (store_id, product_id) = stocked_store(&api).await;
     let start = |quantity: i64| {
         json!({"store_id": store_id, "product_id": product_id, "quantity": quantity, "operator": "ann",

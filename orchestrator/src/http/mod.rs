@@ -11,6 +11,7 @@ pub mod page;
 pub mod participants;
 pub mod problem;
 pub mod products;
+pub mod prometheus;
 pub mod sagas;
 pub mod stores;
 pub mod warehouse;
@@ -18,11 +19,9 @@ pub mod warehouse;
 use std::sync::Arc;
 
 use ::participants::trace::{self, TraceContext};
-use metrics_exporter_prometheus::PrometheusHandle;
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Result as PoemResult, Route, get, handler,
+    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Result as PoemResult, Route,
     http::{HeaderValue, StatusCode, header::CONTENT_LENGTH},
-    web::Data,
 };
 use poem_openapi::{OpenApiService, Tags};
 use tokio::time::Instant;
@@ -54,6 +53,8 @@ pub enum Tag {
     Reports,
     /// Liveness and readiness.
     Health,
+    /// Prometheus metrics.
+    Observability,
 }
 
 /// Largest request body accepted: orders of 100 items are far smaller.
@@ -70,6 +71,7 @@ type Apis = (
     participants::ParticipantsApi,
     movements::MovementsApi,
     health::HealthApi,
+    prometheus::MetricsApi,
 );
 
 pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
@@ -84,6 +86,7 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         participants::ParticipantsApi { ctx: ctx.clone() },
         movements::MovementsApi { ctx: ctx.clone() },
         health::HealthApi { ctx: ctx.clone() },
+        prometheus::MetricsApi { ctx: ctx.clone(), handle: crate::metrics_handle() },
     );
     OpenApiService::new(apis, "Dark-store replenishment", env!("CARGO_PKG_VERSION")).description(
         "Orders reserve stock in dark stores; when a product runs low, the orchestrator refills the store \
@@ -96,13 +99,12 @@ pub fn spec(ctx: &Context) -> String {
     service(ctx).spec()
 }
 
-/// Every route: the API at the root, Swagger UI at `/docs`, the spec, and Prometheus metrics.
-pub fn routes(ctx: &Context, metrics: PrometheusHandle) -> impl Endpoint + use<> {
+/// Every route: the API at the root (`/metrics` included), Swagger UI at `/docs`, and the spec.
+pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let api = service(ctx);
     Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
-        .at("/metrics", get(render_metrics).data(metrics).data(ctx.clone()))
         .nest("/", api)
         .around(limit_body)
         .around(observe)
@@ -180,16 +182,6 @@ async fn limit_body<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResu
         }
     }
     next.call(request).await.map(IntoResponse::into_response)
-}
-
-/// Prometheus text. Figures that live in the database (sagas by state, the outbox backlog, dead
-/// letters) are read at scrape time, so every instance reports the same truth.
-#[handler]
-async fn render_metrics(handle: Data<&PrometheusHandle>, ctx: Data<&Context>) -> String {
-    if let Err(error) = crate::observe::record_database_gauges(&ctx).await {
-        tracing::warn!(%error, "database gauges not refreshed for this scrape");
-    }
-    handle.render()
 }
 
 /// Cursors of lists ordered by a UUID are that UUID.

@@ -73,7 +73,7 @@ impl OrderRequest {
 
 impl Api {
     pub fn new(app: &Application) -> Self {
-        let routes = orchestrator::http::routes(app.context(), orchestrator::metrics_handle());
+        let routes = orchestrator::http::routes(app.context());
         Self(Arc::new(TestClient::new(routes.map_to_response().boxed())))
     }
 
