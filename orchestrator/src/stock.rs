@@ -224,6 +224,7 @@ pub async fn commit_stock_change(
     for level in levels {
         replenish_if_low(&mut tx, &ctx.timing, level).await?;
     }
+    ctx.cache.forget(levels.iter().map(|l| (l.store_id, l.product_id))).await;
     tx.commit().await?;
     ctx.outbox.notify();
     for level in levels {

@@ -3,9 +3,11 @@
 //! Entries are JSON [`StockLevel`]s under `{namespace}:inv:{store}:{product}` with a short TTL.
 //! Every write goes through one Lua script that keeps whichever version is newer, so a slow reader
 //! that filled from an old snapshot can never put old stock back. When Redis fails, the cache
-//! steps aside for a moment and callers read Postgres: slower, never wrong. A write that failed
-//! leaves an old entry behind, so entries remember when they were cached and a process ignores
-//! those cached before its last failed write.
+//! steps aside for a moment and callers read Postgres: slower, never wrong. Writers remove the
+//! entry before their commit and write the new level after it, so a writer killed in between
+//! leaves no old level behind. A write that failed leaves an old entry behind, so entries
+//! remember when they were cached and a process ignores those cached before its last failed
+//! write.
 
 use std::{
     sync::{
@@ -135,6 +137,23 @@ impl Cache {
         if let Err(error) = result {
             self.last_failed_write.store(now_millis(), Ordering::Relaxed);
             tracing::debug!(%error, key, "cache write failed; older entries are ignored from now on");
+        }
+    }
+
+    /// Removes the entries of levels about to change; call it before the commit that changes
+    /// them. The new levels are [`put`](Self::put) after the commit, but a process killed between
+    /// its commit and its put would otherwise leave the old level readable until the TTL. Now
+    /// the entry is gone by then, unless a reader refilled it from the old level in the moments
+    /// before the commit.
+    pub async fn forget(&self, levels: impl IntoIterator<Item = (Uuid, Uuid)>) {
+        let keys: Vec<String> = levels.into_iter().map(|(store, product)| self.key(store, product)).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let result: Result<i64, _> = self.call(async |conn| redis::cmd("DEL").arg(&keys).query_async(conn).await).await;
+        if let Err(error) = result {
+            self.last_failed_write.store(now_millis(), Ordering::Relaxed);
+            tracing::debug!(%error, "cache invalidation failed; older entries are ignored from now on");
         }
     }
 

@@ -222,6 +222,10 @@ impl Handler for InventoryWorker {
             messages.push(Outgoing::event(Exchange::WarehouseEvents, "shipment.received", Some(saga_id), event));
         }
         outbox::enqueue(tx, &messages).await?;
+        if let Some(level) = &level {
+            // Gone before the commit, put back after it: see `Cache::forget`.
+            self.cache.forget([(level.store_id, level.product_id)]).await;
+        }
         Ok(level)
     }
 

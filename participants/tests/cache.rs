@@ -48,3 +48,19 @@ async fn an_unreachable_redis_is_a_miss_not_an_error() {
     assert_eq!(cache.get(store, product).await, None);
     assert!(!cache.ping().await);
 }
+
+#[tokio::test]
+async fn a_level_about_to_change_is_gone_until_its_new_version_is_written() {
+    let config = Config::from_env().unwrap();
+    let namespace = namespace();
+    let (writer, reader) =
+        (Cache::new(&config.redis_url, &namespace).unwrap(), Cache::new(&config.redis_url, &namespace).unwrap());
+    let (store, product) = (Uuid::new_v4(), Uuid::new_v4());
+    writer.put(&level(store, product, 1, 10)).await;
+    // The writer forgets the entry before its commit, and could die before writing version 2:
+    // another process's read then misses and goes to Postgres instead of returning version 1.
+    writer.forget([(store, product)]).await;
+    assert_eq!(reader.get(store, product).await, None);
+    writer.put(&level(store, product, 2, 7)).await;
+    assert_eq!(reader.get(store, product).await.map(|l| l.version), Some(2));
+}
