@@ -96,25 +96,32 @@ async fn dispatch(
         };
         return Ok(vec![Outgoing::reply(&reply)]);
     }
-    let shipped = sqlx::query_scalar!(
-        r#"WITH take AS (
-               SELECT product_id, LEAST(on_hand - reserved, $2) AS quantity
-               FROM warehouse_stock WHERE product_id = $1 FOR UPDATE)
-           UPDATE warehouse_stock w
-           SET on_hand = w.on_hand - take.quantity, version = w.version + 1, updated_at = now()
-           FROM take WHERE w.product_id = take.product_id AND take.quantity > 0
-           RETURNING take.quantity AS "quantity!""#,
-        product_id,
-        quantity
+    // Lock the product's row first, then write in a statement of its own: a single statement that
+    // both locked and updated through a CTE was seen, under concurrent dispatches of the same
+    // product, to subtract more than it had read as available (a CHECK violation). Under the lock
+    // and with its own snapshot, the UPDATE sees exactly the stock read.
+    let available = sqlx::query_scalar!(
+        r#"SELECT on_hand - reserved AS "available!" FROM warehouse_stock WHERE product_id = $1 FOR UPDATE"#,
+        product_id
     )
     .fetch_optional(&mut *tx)
-    .await?;
-    let Some(shipped) = shipped else {
+    .await?
+    .unwrap_or(0);
+    let shipped = available.min(quantity);
+    if shipped <= 0 {
         // Leave a tombstone so that no later send of this dispatch ships after the rejection.
         insert_shipment(tx, Uuid::new_v4(), saga_id, store_id, product_id, 0, "cancelled").await?;
         let reason = "the warehouse has none of this product to ship".to_owned();
         return Ok(vec![Outgoing::reply(&Reply::ShipmentRejected { saga_id, reason })]);
-    };
+    }
+    sqlx::query!(
+        "UPDATE warehouse_stock SET on_hand = on_hand - $2, version = version + 1, updated_at = now()
+         WHERE product_id = $1",
+        product_id,
+        shipped
+    )
+    .execute(&mut *tx)
+    .await?;
     let shipment_id = Uuid::new_v4();
     insert_shipment(tx, shipment_id, saga_id, store_id, product_id, shipped, "dispatched").await?;
     let movement = Movement::on_hand(None, product_id, -shipped, MovementReason::ShipmentDispatched, saga_id);
