@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use participants::messaging::outbox;
+use participants::messaging::{dead_letter, outbox};
 
 use crate::{Context, saga::store};
 
@@ -38,9 +38,6 @@ pub async fn record_database_gauges(ctx: &Context) -> sqlx::Result<()> {
     let (waiting, oldest) = outbox::backlog(&mut conn).await?;
     metrics::gauge!("outbox_backlog").set(waiting as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(oldest);
-    let dead = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter WHERE replayed_at IS NULL"#)
-        .fetch_one(&mut *conn)
-        .await?;
-    metrics::gauge!("dead_letters_waiting").set(dead as f64);
+    metrics::gauge!("dead_letters_waiting").set(dead_letter::waiting(&mut conn).await? as f64);
     Ok(())
 }

@@ -312,8 +312,9 @@ async fn open_replenishment(
     });
     outbox::enqueue(tx, &[Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)])
         .await?;
-    metrics::counter!("replenishments_started_total", "actor" => if actor == "low-stock" { "low-stock" } else { "operator" })
-        .increment(1);
+    // Labelled by who started it (`low-stock`, `operator`), not by which operator.
+    let started_by = actor.split_once(':').map_or(actor, |(role, _)| role).to_owned();
+    metrics::counter!("replenishments_started_total", "actor" => started_by).increment(1);
     Ok(Some(saga_id))
 }
 

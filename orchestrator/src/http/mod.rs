@@ -108,13 +108,13 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
         .nest("/", api)
         .around(limit_body)
         .around(observe)
-        .catch_all_error(problem::from_poem)
 }
 
 /// Longest `X-Request-Id` taken from a client; longer or odd ones are replaced by our own.
 const MAX_REQUEST_ID: usize = 128;
 
-/// Every request: an id (the client's `X-Request-Id`, or a new one) on every log line it causes
+/// Every request: any error, the framework's included, answered as a problem; an id (the client's
+/// `X-Request-Id`, or a new one) on every log line it causes
 /// and in the response; its W3C trace context (the client's `traceparent`, or a new trace) for
 /// every message it causes; one log line and the HTTP metrics, labelled by route pattern.
 async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem::Response> {

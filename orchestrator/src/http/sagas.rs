@@ -2,6 +2,7 @@
 //! actions on it.
 
 use chrono::{DateTime, Utc};
+use participants::protocol::MessageFamily;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -149,13 +150,6 @@ enum Created {
 }
 
 #[derive(Clone, Debug, Object)]
-pub struct StateCount {
-    pub kind: String,
-    pub state: String,
-    pub count: i64,
-}
-
-#[derive(Clone, Debug, Object)]
 pub struct OldestSaga {
     pub id: Uuid,
     pub kind: String,
@@ -179,7 +173,7 @@ pub struct StepLatency {
 #[derive(Clone, Debug, Object)]
 pub struct SagaStats {
     /// Every saga ever started, by kind and state.
-    pub counts: Vec<StateCount>,
+    pub counts: Vec<store::StateCount>,
     pub open: i64,
     /// Sagas stuck now (see `stuck` on a saga).
     pub stuck: i64,
@@ -208,27 +202,73 @@ fn parse_cursor(cursor: Option<&str>) -> ApiResult<Option<(DateTime<Utc>, Uuid)>
     Ok(Some((at, id.parse().map_err(|_| invalid())?)))
 }
 
-async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> ApiResult<SagaDetail> {
-    let saga = sqlx::query_as!(
+/// Which sagas to read; every field left `None` matches all.
+#[derive(Clone, Debug, Default)]
+struct SagaFilter {
+    id: Option<Uuid>,
+    /// Keyset cursor: only sagas after this (created_at, id).
+    after: Option<(DateTime<Utc>, Uuid)>,
+    kind: Option<String>,
+    state: Option<String>,
+    store_id: Option<Uuid>,
+    product_id: Option<Uuid>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    updated_after: Option<DateTime<Utc>>,
+    updated_before: Option<DateTime<Utc>>,
+    stuck: Option<bool>,
+}
+
+/// Sagas matching `filter`, oldest first.
+async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::Result<Vec<Saga>> {
+    sqlx::query_as!(
         Saga,
         r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
                   deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id
-           FROM saga WHERE id = $1"#,
-        id
+           FROM saga
+           WHERE ($1::uuid IS NULL OR id = $1)
+             AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+             AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR state = $5)
+             AND ($6::text IS NULL OR data->>'store_id' = $6)
+             AND ($7::text IS NULL OR data->>'product_id' = $7)
+             AND ($8::timestamptz IS NULL OR created_at >= $8) AND ($9::timestamptz IS NULL OR created_at <= $9)
+             AND ($10::timestamptz IS NULL OR updated_at >= $10) AND ($11::timestamptz IS NULL OR updated_at <= $11)
+             AND ($12::bool IS NULL OR saga_stuck(state, closed_at, deadline_at) = $12)
+           ORDER BY created_at, id LIMIT $13"#,
+        filter.id,
+        filter.after.map(|(at, _)| at),
+        filter.after.map_or(Uuid::nil(), |(_, id)| id),
+        filter.kind,
+        filter.state,
+        filter.store_id.map(|id| id.to_string()),
+        filter.product_id.map(|id| id.to_string()),
+        filter.created_after,
+        filter.created_before,
+        filter.updated_after,
+        filter.updated_before,
+        filter.stuck,
+        limit
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
-    let outstanding = match store::read(conn, id).await? {
-        Some(row) => {
-            ctx.registry.driver(&row.kind).and_then(|driver| driver.outstanding(&row)).ok().flatten().map(|command| {
-                use participants::protocol::MessageFamily;
-                let (kind, payload) = command.to_parts();
-                OutstandingCommand { kind: kind.to_owned(), payload }
-            })
-        }
-        None => None,
-    };
+    .fetch_all(conn)
+    .await
+}
+
+async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> ApiResult<SagaDetail> {
+    let saga = find(conn, SagaFilter { id: Some(id), ..SagaFilter::default() }, 1)
+        .await?
+        .pop()
+        .ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
+    // A saga the engine cannot read shows no outstanding command; its `last_error` says why.
+    let outstanding = ctx
+        .registry
+        .driver(&saga.kind)
+        .and_then(|driver| driver.outstanding(saga.id, &saga.state, &saga.data))
+        .ok()
+        .flatten()
+        .map(|command| {
+            let (kind, payload) = command.to_parts();
+            OutstandingCommand { kind: kind.to_owned(), payload }
+        });
     let transitions = sqlx::query_as!(
         Transition,
         r#"SELECT from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
@@ -293,35 +333,21 @@ impl SagasApi {
         page::check_range(("created_after", created_after.0), ("created_before", created_before.0))?;
         page::check_range(("updated_after", updated_after.0), ("updated_before", updated_before.0))?;
         let fetch = page::fetch_limit(limit.0)?;
-        let after = parse_cursor(cursor.0.as_deref())?;
-        let rows = sqlx::query_as!(
-            Saga,
-            r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
-                      deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id
-               FROM saga
-               WHERE ($1::timestamptz IS NULL OR (created_at, id) > ($1, $2))
-                 AND ($3::text IS NULL OR kind = $3) AND ($4::text IS NULL OR state = $4)
-                 AND ($5::text IS NULL OR data->>'store_id' = $5)
-                 AND ($6::text IS NULL OR data->>'product_id' = $6)
-                 AND ($7::timestamptz IS NULL OR created_at >= $7) AND ($8::timestamptz IS NULL OR created_at <= $8)
-                 AND ($9::timestamptz IS NULL OR updated_at >= $9) AND ($10::timestamptz IS NULL OR updated_at <= $10)
-                 AND ($11::bool IS NULL OR saga_stuck(state, closed_at, deadline_at) = $11)
-               ORDER BY created_at, id LIMIT $12"#,
-            after.map(|(at, _)| at),
-            after.map_or(Uuid::nil(), |(_, id)| id),
-            kind.0,
-            state.0,
-            store_id.0.map(|id| id.to_string()),
-            product_id.0.map(|id| id.to_string()),
-            created_after.0,
-            created_before.0,
-            updated_after.0,
-            updated_before.0,
-            stuck.0,
-            fetch
-        )
-        .fetch_all(&self.ctx.pool)
-        .await?;
+        let filter = SagaFilter {
+            id: None,
+            after: parse_cursor(cursor.0.as_deref())?,
+            kind: kind.0,
+            state: state.0,
+            store_id: store_id.0,
+            product_id: product_id.0,
+            created_after: created_after.0,
+            created_before: created_before.0,
+            updated_after: updated_after.0,
+            updated_before: updated_before.0,
+            stuck: stuck.0,
+        };
+        let mut conn = self.ctx.pool.acquire().await?;
+        let rows = find(&mut conn, filter, fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |s| format!("{}~{}", s.created_at.to_rfc3339(), s.id));
         Ok(Json(SagaPage { items, next_cursor }))
     }
@@ -330,11 +356,7 @@ impl SagasApi {
     #[oai(path = "/sagas/stats", method = "get")]
     async fn stats(&self) -> ApiResult<Json<SagaStats>> {
         let mut conn = self.ctx.pool.acquire().await?;
-        let counts: Vec<StateCount> = store::count_by_state(&mut conn)
-            .await?
-            .into_iter()
-            .map(|c| StateCount { kind: c.kind, state: c.state, count: c.count })
-            .collect();
+        let counts = store::count_by_state(&mut conn).await?;
         let totals = sqlx::query!(
             r#"SELECT count(*) FILTER (WHERE closed_at IS NULL) AS "open!",
                       count(*) FILTER (WHERE saga_stuck(state, closed_at, deadline_at)) AS "stuck!"

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
-    Input, SagaKind, SagaState,
+    Action, Input, SagaKind, SagaState,
     registry::Registry,
     store::{self, SagaRow, SagaUpdate, TransitionRecord},
 };
@@ -122,19 +122,28 @@ pub async fn start<K: SagaKind>(
     Ok(())
 }
 
-pub(crate) fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
-    let corrupt = |reason: String| EngineError::Corrupt { id: row.id, reason };
-    let state = row.state.parse().map_err(|_| corrupt(format!("unknown state {:?}", row.state)))?;
-    let data = serde_json::from_value(row.data.clone()).map_err(|e| corrupt(e.to_string()))?;
-    Ok((state, data))
+fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
+    parse_parts::<K>(row.id, &row.state, &row.data)
+}
+
+/// A saga's stored state and data, typed for its kind.
+pub(crate) fn parse_parts<K: SagaKind>(
+    id: Uuid,
+    state: &str,
+    data: &Value,
+) -> Result<(K::State, K::Data), EngineError> {
+    let corrupt = |reason: String| EngineError::Corrupt { id, reason };
+    let typed = state.parse().map_err(|_| corrupt(format!("unknown state {state:?}")))?;
+    let data = serde_json::from_value(data.clone()).map_err(|e| corrupt(e.to_string()))?;
+    Ok((typed, data))
 }
 
 fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
     match input {
         Input::Reply(reply) => reply.to_parts().1,
         Input::GaveUp { attempts } => json!({ "attempts": attempts }),
-        Input::Compensate { reason } | Input::Retry { reason } => json!({ "reason": reason }),
-        Input::Resolve { note } => json!({ "note": note }),
+        Input::Operator(Action::Compensate { reason } | Action::Retry { reason }) => json!({ "reason": reason }),
+        Input::Operator(Action::Resolve { note }) => json!({ "note": note }),
     }
 }
 

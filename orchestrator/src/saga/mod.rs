@@ -31,31 +31,20 @@ pub enum Input<R> {
     Reply(R),
     /// The outstanding command went unanswered through every resend. Its outcome is unknown.
     GaveUp { attempts: i32 },
-    /// An operator asked to unwind now.
-    Compensate { reason: String },
-    /// An operator asked to run the current step again now, with its attempts reset (or, for a
-    /// kind that allows it, to take up a failed step again).
-    Retry { reason: String },
-    /// An operator fixed by hand what a failed saga left behind, and closes it.
-    Resolve { note: String },
+    /// An operator asked for something.
+    Operator(Action),
 }
 
 /// What an operator can ask of any saga, whatever its kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Run the current step again now, with its attempts reset (or, for a kind that allows it,
+    /// take up a failed step again).
     Retry { reason: String },
+    /// Unwind now.
     Compensate { reason: String },
+    /// Close a failed saga whose leftovers were fixed by hand.
     Resolve { note: String },
-}
-
-impl<R> From<Action> for Input<R> {
-    fn from(action: Action) -> Self {
-        match action {
-            Action::Retry { reason } => Self::Retry { reason },
-            Action::Compensate { reason } => Self::Compensate { reason },
-            Action::Resolve { note } => Self::Resolve { note },
-        }
-    }
 }
 
 impl<R: MessageFamily> Input<R> {
@@ -64,9 +53,9 @@ impl<R: MessageFamily> Input<R> {
         match self {
             Self::Reply(reply) => reply.to_parts().0.to_owned(),
             Self::GaveUp { .. } => "DeadlineExceeded".into(),
-            Self::Compensate { .. } => "CompensateRequested".into(),
-            Self::Retry { .. } => "RetryRequested".into(),
-            Self::Resolve { .. } => "Resolved".into(),
+            Self::Operator(Action::Compensate { .. }) => "CompensateRequested".into(),
+            Self::Operator(Action::Retry { .. }) => "RetryRequested".into(),
+            Self::Operator(Action::Resolve { .. }) => "Resolved".into(),
         }
     }
 }

@@ -9,7 +9,9 @@ use participants::{
     config::SagaTiming,
     protocol::{Command, Envelope},
 };
+use serde_json::Value;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use super::{
     Action, Input, SagaKind,
@@ -47,8 +49,8 @@ pub trait Driver: Send + Sync {
         actor: &'a str,
     ) -> BoxFuture<'a, Result<Applied, EngineError>>;
 
-    /// The command the saga waits on, if any.
-    fn outstanding(&self, row: &SagaRow) -> Result<Option<Command>, EngineError>;
+    /// The command a saga in `state` with `data` waits on, if any.
+    fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Command>, EngineError>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -84,12 +86,12 @@ impl<K: SagaKind> Driver for Kind<K> {
         action: Action,
         actor: &'a str,
     ) -> BoxFuture<'a, Result<Applied, EngineError>> {
-        Box::pin(async move { engine::apply::<K>(tx, timing, row, &Input::from(action), actor).await })
+        Box::pin(async move { engine::apply::<K>(tx, timing, row, &Input::Operator(action), actor).await })
     }
 
-    fn outstanding(&self, row: &SagaRow) -> Result<Option<Command>, EngineError> {
-        let (state, data) = engine::parse::<K>(row)?;
-        Ok(K::outstanding(row.id, state, &data))
+    fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Command>, EngineError> {
+        let (state, data) = engine::parse_parts::<K>(id, state, data)?;
+        Ok(K::outstanding(id, state, &data))
     }
 }
 

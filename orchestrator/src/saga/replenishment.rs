@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Input, Refused, SagaKind, SagaState, Step};
+use super::{Action, Input, Refused, SagaKind, SagaState, Step};
 
 #[derive(
     Clone,
@@ -95,7 +95,8 @@ impl SagaKind for Replenishment {
         data: &Data,
         input: &Input<Reply>,
     ) -> Result<Step<State, Data>, Refused> {
-        use Input::{Compensate, GaveUp, Resolve, Retry};
+        use Action::{Compensate, Resolve, Retry};
+        use Input::{GaveUp, Operator};
         use Reply as R;
         use State::*;
         let mut data = data.clone();
@@ -115,17 +116,17 @@ impl SagaKind for Replenishment {
             (Requested | Dispatched, GaveUp { attempts }) => {
                 (Compensating, Some(format!("no answer after {attempts} attempts; unwinding")))
             }
-            (Requested | Dispatched, Compensate { reason }) => (Compensating, Some(reason.clone())),
+            (Requested | Dispatched, Operator(Compensate { reason })) => (Compensating, Some(reason.clone())),
             (Compensating, Input::Reply(R::ShipmentCancelled { .. })) => (Compensated, None),
             (Compensating, Input::Reply(R::CancelRefused { reason, .. })) => (Failed, Some(reason.clone())),
             (Compensating, GaveUp { attempts }) => {
                 (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
             }
             // The step in hand, again: the engine sends its command anew with the attempts reset.
-            (Requested | Dispatched | Compensating, Retry { .. }) => (state, None),
+            (Requested | Dispatched | Compensating, Operator(Retry { .. })) => (state, None),
             // The undo that failed, again: the cancel is safe to repeat.
-            (Failed, Retry { .. }) => (Compensating, None),
-            (Failed, Resolve { .. }) => (Resolved, None),
+            (Failed, Operator(Retry { .. })) => (Compensating, None),
+            (Failed, Operator(Resolve { .. })) => (Resolved, None),
             _ => return Err(Refused { state: state.to_string(), event: input.name() }),
         };
         let commands = Self::outstanding(saga_id, next, &data).into_iter().collect();
@@ -220,9 +221,9 @@ mod tests {
             Input::Reply(Reply::ShipmentCancelled { saga_id, quantity_returned: 8 }),
             Input::Reply(Reply::CancelRefused { saga_id, reason: "received".into() }),
             Input::GaveUp { attempts: 5 },
-            Input::Compensate { reason: "operator".into() },
-            Input::Retry { reason: "operator".into() },
-            Input::Resolve { note: "fixed by hand".into() },
+            Input::Operator(Action::Compensate { reason: "operator".into() }),
+            Input::Operator(Action::Retry { reason: "operator".into() }),
+            Input::Operator(Action::Resolve { note: "fixed by hand".into() }),
         ]
     }
 
@@ -273,7 +274,7 @@ mod tests {
         let (saga_id, data) = saga();
         for state in State::iter().filter(|s| s.is_terminal()) {
             for input in every_input(saga_id) {
-                let operator = matches!(input, Input::Retry { .. } | Input::Resolve { .. });
+                let operator = matches!(input, Input::Operator(Action::Retry { .. } | Action::Resolve { .. }));
                 let accepted = Replenishment::transition(saga_id, state, &data, &input).is_ok();
                 assert_eq!(accepted, state == State::Failed && operator, "{state} on {}", input.name());
             }
@@ -285,7 +286,7 @@ mod tests {
     fn a_retried_step_sends_its_command_again() {
         let (saga_id, data) = saga();
         let data = dispatched_data(&data, Uuid::new_v4());
-        let retry = Input::Retry { reason: "worker back".into() };
+        let retry = Input::Operator(Action::Retry { reason: "worker back".into() });
         let step = Replenishment::transition(saga_id, State::Dispatched, &data, &retry).unwrap();
         assert_eq!(step.next, State::Dispatched);
         assert!(matches!(step.commands.as_slice(), [Command::ReceiveShipment { .. }]));

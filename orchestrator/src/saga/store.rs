@@ -55,17 +55,6 @@ pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRo
     .await
 }
 
-/// A saga as the engine reads it, without locking it (for display).
-pub async fn read(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
-    sqlx::query_as!(
-        SagaRow,
-        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga WHERE id = $1",
-        id
-    )
-    .fetch_optional(conn)
-    .await
-}
-
 /// Open sagas whose deadline has passed, locked; rows another engine holds are skipped.
 pub async fn lock_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<SagaRow>> {
     sqlx::query_as!(
@@ -176,7 +165,7 @@ pub async fn record_transition(tx: &mut PgConnection, record: &TransitionRecord<
 }
 
 /// How many sagas of a kind are in a state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, poem_openapi::Object)]
 pub struct StateCount {
     pub kind: String,
     pub state: String,

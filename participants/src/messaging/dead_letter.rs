@@ -292,6 +292,13 @@ pub async fn claim_replay(conn: &mut PgConnection, id: i64, replay_message_id: U
     .await
 }
 
+/// Dead letters not replayed yet.
+pub async fn waiting(conn: &mut PgConnection) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM dead_letter WHERE replayed_at IS NULL"#)
+        .fetch_one(conn)
+        .await
+}
+
 /// Deletes a dead letter; `false` when there was none.
 pub async fn delete(conn: &mut PgConnection, id: i64) -> sqlx::Result<bool> {
     Ok(sqlx::query!("DELETE FROM dead_letter WHERE id = $1", id).execute(conn).await?.rows_affected() == 1)
