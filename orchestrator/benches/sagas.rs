@@ -69,7 +69,8 @@ impl Client {
     async fn send(&mut self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let body = body.to_string();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            support::ADMIN_KEY,
             body.len()
         );
         self.stream.get_mut().write_all(request.as_bytes()).await.unwrap();

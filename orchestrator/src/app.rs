@@ -11,14 +11,12 @@ use participants::{
     protocol::Participant,
     shutdown::{self, ShutdownTrigger},
 };
-use poem::{
-    Server,
-    listener::{Acceptor, Listener, TcpListener},
-};
 use tokio::task::JoinSet;
 
 use crate::{
-    Context, http,
+    Context,
+    access::keys::{self, Bootstrap},
+    http::{self, server::Server},
     saga::engine::{ReplyHandler, Sweeper},
 };
 
@@ -101,21 +99,15 @@ impl Application {
         }
         let mut addr = None;
         if roles.api {
-            let acceptor = TcpListener::bind(http_addr)
-                .into_acceptor()
+            admit_someone(&ctx, &services.config).await?;
+            ctx.keys.reload(&ctx.pool).await.context("loading the API keys")?;
+            tasks.spawn(ctx.keys.clone().run(ctx.pool.clone(), shutdown.clone()));
+            let api = &services.config.api;
+            let server = Server::bind(http_addr, api.max_connections, api.read_timeout)
                 .await
                 .with_context(|| format!("listening on {http_addr}"))?;
-            addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied());
-            let routes = http::routes(&ctx);
-            let mut stop = shutdown.clone();
-            tasks.spawn(async move {
-                let server = Server::new_with_acceptor(acceptor);
-                if let Err(error) =
-                    server.run_with_graceful_shutdown(routes, async move { stop.wait().await }, Some(DRAIN)).await
-                {
-                    tracing::error!(%error, "HTTP server stopped");
-                }
-            });
+            addr = Some(server.local_addr());
+            tasks.spawn(server.run(http::routes(&ctx), shutdown.clone(), DRAIN));
             tracing::info!(?addr, "API listening; Swagger UI at /docs");
         }
         Ok(Self { addr, ctx, trigger, tasks })
@@ -134,6 +126,7 @@ impl Application {
     pub async fn stop(mut self) {
         self.trigger.trigger();
         while self.tasks.join_next().await.is_some() {}
+        self.ctx.broker.close().await;
     }
 
     /// Stops at once, as a killed process would: tasks are dropped wherever they are, and
@@ -145,5 +138,30 @@ impl Application {
     /// Runs until SIGINT or SIGTERM, then stops gracefully.
     pub async fn run_until_signal(self) {
         process::run_until_signal(self.trigger, self.tasks).await;
+        self.ctx.broker.close().await;
     }
+}
+
+/// Makes sure the deployment has an admin: the configured bootstrap key, or, when no key exists
+/// at all, a new admin key printed once on standard output.
+async fn admit_someone(ctx: &Context, config: &Config) -> anyhow::Result<()> {
+    match keys::bootstrap(&ctx.pool, config.api.bootstrap_admin_key.as_ref()).await.context("bootstrapping API keys")? {
+        Bootstrap::Configured => tracing::info!("BOOTSTRAP_ADMIN_KEY is an admin key"),
+        Bootstrap::ConfiguredButRevoked => {
+            tracing::warn!("BOOTSTRAP_ADMIN_KEY names a revoked key: it stays revoked and opens nothing");
+        }
+        Bootstrap::Created(key) => {
+            println!(
+                "\n================================================================================\n\
+                 No API key existed, so this admin key was made. It is shown this once:\n\n    \
+                 {}\n\nSend it as 'Authorization: Bearer <key>' (in Swagger UI: Authorize). Make \
+                 other keys with POST /api-keys.\n\
+                 ================================================================================\n",
+                key.secret
+            );
+            tracing::info!(api_key_id = %key.record.id, "first admin key made and printed on standard output");
+        }
+        Bootstrap::Nothing => {}
+    }
+    Ok(())
 }

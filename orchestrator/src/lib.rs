@@ -6,6 +6,7 @@
 //! participant workers over RabbitMQ. The REST API ([`http`]) serves clients and operators.
 //! [`app::Application`] assembles all of it, so `main` and the tests start exactly the same thing.
 
+pub mod access;
 pub mod app;
 pub mod error;
 pub mod http;
@@ -16,11 +17,12 @@ pub mod stock;
 
 use std::{sync::Arc, time::Duration};
 
+use access::{keys::KeyRing, limit::Limiter};
 pub use observe::metrics_handle;
 use participants::{
     cache::Cache,
-    config::{Config, SagaTiming},
-    messaging::{Topology, outbox::OutboxSignal},
+    config::{ApiConfig, Config, SagaTiming},
+    messaging::{BrokerProbe, Topology, outbox::OutboxSignal},
     process::Services,
 };
 use saga::registry::Registry;
@@ -39,31 +41,45 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// The deployment's broker names.
     pub topology: Topology,
+    /// A broker connection for questions: queue depths, readiness.
+    pub broker: BrokerProbe,
+    /// The API keys in use.
+    pub keys: KeyRing,
+    /// Every caller's request budget.
+    pub limiter: Limiter,
+    /// How the API admits callers.
+    pub api: ApiConfig,
 }
 
 impl Context {
     pub fn new(services: &Services) -> Self {
+        Self::build(&services.config, services.pool.clone(), services.cache.clone(), services.outbox_signal.clone())
+    }
+
+    /// A context on the given connections; nothing is connected here.
+    pub fn build(config: &Config, pool: PgPool, cache: Cache, outbox: OutboxSignal) -> Self {
+        let topology = Topology::new(config.namespace.clone());
+        let amqp_url: Arc<str> = config.amqp_url.as_str().into();
         Self {
-            pool: services.pool.clone(),
-            cache: services.cache.clone(),
-            timing: services.config.saga,
-            amqp_url: services.amqp_url.clone(),
-            outbox: services.outbox_signal.clone(),
+            pool,
+            limiter: Limiter::new(cache.redis().clone(), &config.namespace, config.api.rate_limits),
+            cache,
+            timing: config.saga,
+            broker: BrokerProbe::new(amqp_url.clone(), topology.clone()),
+            amqp_url,
+            outbox,
             registry: Arc::new(Registry::standard()),
-            topology: services.topology.clone(),
+            topology,
+            keys: KeyRing::default(),
+            api: config.api.clone(),
         }
     }
 
     /// A context that connects to nothing until used: enough to render the OpenAPI document.
+    /// Its keys are never loaded, so it admits no keyed request.
     pub fn offline(config: &Config) -> anyhow::Result<Self> {
-        Ok(Self {
-            pool: PgPoolOptions::new().acquire_timeout(Duration::from_secs(2)).connect_lazy(&config.database_url)?,
-            cache: Cache::new(&config.redis_url, &config.namespace)?,
-            timing: config.saga,
-            amqp_url: config.amqp_url.as_str().into(),
-            outbox: OutboxSignal::default(),
-            registry: Arc::new(Registry::standard()),
-            topology: Topology::new(config.namespace.clone()),
-        })
+        let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(2)).connect_lazy(&config.database_url)?;
+        let cache = Cache::new(&config.redis_url, &config.namespace)?;
+        Ok(Self::build(config, pool, cache, OutboxSignal::default()))
     }
 }

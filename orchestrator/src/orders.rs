@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     Context,
+    access::audit::Audit,
     error::{Error, Result, Shortage, on_constraint},
     stock::{MAX_QUANTITY, commit_stock_change},
 };
@@ -85,13 +86,15 @@ fn validate(items: &[OrderLine]) -> Result<Vec<OrderLine>> {
     Ok(sorted)
 }
 
-pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Option<&str>) -> Result<Placed> {
+/// Places an order for the key in `audit`; `key` is the client's `Idempotency-Key`.
+pub async fn place(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    items: &[OrderLine],
+    key: Option<&str>,
+) -> Result<Placed> {
     let items = validate(items)?;
-    if let Some(key) = key
-        && (key.is_empty() || key.len() > 255)
-    {
-        return Err(Error::Invalid("Idempotency-Key must be 1 to 255 characters".into()));
-    }
     let fingerprint = fingerprint(store_id, &items);
     let mut tx = ctx.pool.begin().await?;
     let order_id = Uuid::new_v4();
@@ -112,7 +115,11 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
     })?;
     let Some(inserted) = inserted else {
         drop(tx);
-        return replay(ctx, key.unwrap_or_default(), &fingerprint).await;
+        let placed = replay(ctx, key.unwrap_or_default(), &fingerprint).await?;
+        if let Placed::Replayed(order) = &placed {
+            audit.name("order_id", order.id);
+        }
+        return Ok(placed);
     };
 
     let mut levels = Vec::with_capacity(items.len());
@@ -165,6 +172,8 @@ pub async fn place(ctx: &Context, store_id: Uuid, items: &[OrderLine], key: Opti
         created_at: inserted.created_at,
         updated_at: inserted.updated_at,
     };
+    audit.name("order_id", order_id);
+    audit.record(&mut tx, 201).await?;
     commit_stock_change(ctx, tx, &levels).await?;
     metrics::counter!("orders_placed_total").increment(1);
     Ok(Placed::Created(order))
@@ -263,8 +272,9 @@ pub enum Close {
     Cancel,
 }
 
-/// Fulfils or cancels a reserved order. Repeating the same action returns the order unchanged.
-pub async fn close(ctx: &Context, order_id: Uuid, action: Close) -> Result<Order> {
+/// Fulfils or cancels a reserved order for the key in `audit`. Repeating the same action returns
+/// the order unchanged.
+pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) -> Result<Order> {
     let (target, reason) = match action {
         Close::Fulfil => ("fulfilled", MovementReason::OrderFulfilled),
         Close::Cancel => ("cancelled", MovementReason::OrderCancelled),
@@ -319,6 +329,7 @@ pub async fn close(ctx: &Context, order_id: Uuid, action: Close) -> Result<Order
             .await?;
     }
     let order = load(&mut tx, order_id).await?.expect("the order was just locked");
+    audit.record(&mut tx, 200).await?;
     commit_stock_change(ctx, tx, &levels).await?;
     Ok(order)
 }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     Context,
+    access::audit::Audit,
     error::{Error, Result, on_constraint},
     saga::{
         engine,
@@ -58,7 +59,13 @@ fn missing_store_or_product(constraint: &str) -> Option<Error> {
 }
 
 /// Creates or overwrites the levels of a (store, product).
-pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels: Levels) -> Result<StockLevel> {
+pub async fn set_levels(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    product_id: Uuid,
+    levels: Levels,
+) -> Result<StockLevel> {
     check_quantity("on_hand", levels.on_hand, 0)?;
     check_quantity("reorder_threshold", levels.reorder_threshold, 0)?;
     check_quantity("target_level", levels.target_level, 0)?;
@@ -122,20 +129,21 @@ pub async fn set_levels(ctx: &Context, store_id: Uuid, product_id: Uuid, levels:
         Uuid::new_v4(),
     );
     record_movements(&mut tx, &[movement]).await?;
+    audit.record(&mut tx, 200).await?;
     commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
     Ok(level)
 }
 
-/// Adds `delta` (negative to remove) to a store's on-hand stock, with a reason for the ledger.
-pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64, reason: &str) -> Result<StockLevel> {
-    if delta == 0 {
-        return Err(Error::Invalid("delta must not be zero".into()));
-    }
-    check_quantity("|delta|", delta.saturating_abs(), 1)?;
-    let reason = reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(Error::Invalid("reason must be 1 to 500 characters".into()));
-    }
+/// Adds `delta` (negative to remove; not zero, and at most [`MAX_QUANTITY`] either way, as the
+/// API's types ensure) to a store's on-hand stock, with a reason for the ledger.
+pub async fn adjust(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    product_id: Uuid,
+    delta: i64,
+    reason: &str,
+) -> Result<StockLevel> {
     let mut tx = ctx.pool.begin().await?;
     let level = add_on_hand(&mut tx, store_id, product_id, delta)
         .await
@@ -149,11 +157,18 @@ pub async fn adjust(ctx: &Context, store_id: Uuid, product_id: Uuid, delta: i64,
             })
         })?
         .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
+    if level.on_hand > MAX_QUANTITY {
+        return Err(Error::Conflict(format!(
+            "an adjustment of {delta} would leave {} on hand, above the limit of {MAX_QUANTITY}",
+            level.on_hand
+        )));
+    }
     let movement = Movement {
         note: Some(reason.to_owned()),
         ..Movement::on_hand(Some(store_id), product_id, delta, MovementReason::Adjustment, Uuid::new_v4())
     };
     record_movements(&mut tx, &[movement]).await?;
+    audit.record(&mut tx, 200).await?;
     commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
     Ok(level)
 }
@@ -168,7 +183,7 @@ pub struct WarehouseLevel {
     pub in_transit: i64,
 }
 
-pub async fn set_warehouse(ctx: &Context, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
+pub async fn set_warehouse(ctx: &Context, audit: &Audit, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
     check_quantity("on_hand", on_hand, 0)?;
     let mut tx = ctx.pool.begin().await?;
     sqlx::query!("INSERT INTO warehouse_stock (product_id, on_hand) VALUES ($1, 0) ON CONFLICT DO NOTHING", product_id)
@@ -196,6 +211,7 @@ pub async fn set_warehouse(ctx: &Context, product_id: Uuid, on_hand: i64) -> Res
         Movement::on_hand(None, product_id, on_hand - previous, MovementReason::WarehouseSet, Uuid::new_v4());
     record_movements(&mut tx, &[movement]).await?;
     let level = warehouse_level(&mut tx, product_id).await?;
+    audit.record(&mut tx, 200).await?;
     tx.commit().await?;
     level.ok_or_else(|| Error::NotFound("no such product".into()))
 }
@@ -318,14 +334,14 @@ async fn open_replenishment(
     Ok(Some(saga_id))
 }
 
-/// Starts a replenishment by hand, whatever the stock level; `actor` is the operator asking.
+/// Starts a replenishment by hand, whatever the stock level, on behalf of the key in `audit`.
 pub async fn start_replenishment(
     ctx: &Context,
+    audit: &Audit,
     store_id: Uuid,
     product_id: Uuid,
     quantity: i64,
-    actor: &str,
-    reason: &str,
+    reason: Option<&str>,
 ) -> Result<Uuid> {
     check_quantity("quantity", quantity, 1)?;
     let mut tx = ctx.pool.begin().await?;
@@ -335,9 +351,10 @@ pub async fn start_replenishment(
             "store {store_id} does not stock product {product_id}: set its levels first"
         )));
     }
-    let detail = json!({ "quantity_requested": quantity, "reason": reason });
+    let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
+    let actor = audit.actor();
     let Some(saga_id) =
-        open_replenishment(&mut tx, &ctx.timing, store_id, product_id, quantity, actor, &detail).await?
+        open_replenishment(&mut tx, &ctx.timing, store_id, product_id, quantity, &actor, &detail).await?
     else {
         let open = sqlx::query_scalar!(
             "SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2 AND closed_at IS NULL",
@@ -349,6 +366,8 @@ pub async fn start_replenishment(
         let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
         return Err(Error::Conflict(format!("a replenishment of this product for this store is already open{open}")));
     };
+    audit.name("saga_id", saga_id);
+    audit.record(&mut tx, 201).await?;
     tx.commit().await?;
     ctx.outbox.notify();
     Ok(saga_id)

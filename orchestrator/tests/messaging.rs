@@ -10,17 +10,17 @@ use lapin::{
     BasicProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use orchestrator::{app::Roles, http};
+use orchestrator::app::Roles;
 use participants::messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults};
-use poem::{EndpointExt, http::StatusCode, test::TestClient};
+use poem::http::StatusCode;
 use serde_json::Value;
-use support::{TestEnv, eventually};
+use support::{ADMIN_KEY, TestEnv, client, eventually};
 
 #[tokio::test]
 async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once() {
     let env = TestEnv::new().await;
     let app = env.start(Roles::ALL, RelayFaults::default()).await;
-    let api = TestClient::new(http::routes(app.context()).map_to_response().boxed());
+    let api = client(&app, ADMIN_KEY);
     let topology = Topology::new(env.config.namespace.clone());
     let connection = connect(&env.config.amqp_url, "test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();

@@ -9,15 +9,11 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use orchestrator::{
     Context,
+    access::{audit::Audit, keys},
     orders::{self, OrderLine, Placed},
-    saga::{
-        engine::{ReplyHandler, Sweeper},
-        registry::Registry,
-    },
+    saga::engine::{ReplyHandler, Sweeper},
     stock::{self, Levels},
 };
 use participants::{
@@ -26,7 +22,7 @@ use participants::{
     db,
     inventory::InventoryWorker,
     messaging::{
-        Exchange, Topology,
+        Exchange,
         consumer::{Handler, handle_once},
         outbox,
     },
@@ -56,6 +52,16 @@ struct Harness {
     product_id: Uuid,
 }
 
+/// What the harness's own changes are recorded as: the deployment's bootstrap admin key.
+async fn audit(pool: &PgPool) -> Audit {
+    let secret = participants::config::Secret(support::ADMIN_KEY.to_owned());
+    keys::bootstrap(pool, Some(&secret)).await.unwrap();
+    let ring = keys::KeyRing::default();
+    ring.reload(pool).await.unwrap();
+    let caller = ring.find(support::ADMIN_KEY).unwrap().expect("the bootstrap key is in use");
+    Audit::new(caller, "PUT".into(), "/harness", Default::default(), "harness".into(), String::new())
+}
+
 /// Stock the scenario starts with: the warehouse holds 100; the store 10, refilled at 3 to 20.
 const WAREHOUSE: i64 = 100;
 
@@ -65,20 +71,13 @@ impl Harness {
         let pool = db::connect(&env.config).await.expect("test database migrates");
         let cache = Cache::new(&env.config.redis_url, &env.config.namespace).unwrap();
         let timing = env.config.saga;
-        let registry = Arc::new(Registry::standard());
-        let ctx = Context {
-            pool: pool.clone(),
-            cache: cache.clone(),
-            timing,
-            amqp_url: env.config.amqp_url.as_str().into(),
-            outbox: Default::default(),
-            registry: registry.clone(),
-            topology: Topology::new(env.config.namespace.clone()),
-        };
+        let ctx = Context::build(&env.config, pool.clone(), cache.clone(), Default::default());
+        let registry = ctx.registry.clone();
         let (store_id, product_id) = seed(&pool).await;
-        stock::set_warehouse(&ctx, product_id, WAREHOUSE).await.unwrap();
+        let audit = audit(&pool).await;
+        stock::set_warehouse(&ctx, &audit, product_id, WAREHOUSE).await.unwrap();
         let levels = Levels { on_hand: 10, reorder_threshold: 3, target_level: 20 };
-        stock::set_levels(&ctx, store_id, product_id, levels).await.unwrap();
+        stock::set_levels(&ctx, &audit, store_id, product_id, levels).await.unwrap();
         Self {
             replies: ReplyHandler { registry: registry.clone(), timing },
             warehouse: WarehouseWorker,
@@ -98,7 +97,7 @@ impl Harness {
     /// Places an order that leaves the store low, which starts a replenishment; returns its id.
     async fn start_saga(&self) -> Uuid {
         let line = OrderLine { product_id: self.product_id, quantity: 8 };
-        let placed = orders::place(&self.ctx, self.store_id, &[line], None).await.unwrap();
+        let placed = orders::place(&self.ctx, &audit(self.pool()).await, self.store_id, &[line], None).await.unwrap();
         assert!(matches!(placed, Placed::Created(_)));
         sqlx::query_scalar("SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2")
             .bind(self.store_id)
@@ -231,7 +230,7 @@ async fn a_replenishment_completes_and_moves_the_stock_once() {
 #[tokio::test]
 async fn a_rejected_dispatch_ends_compensated_with_nothing_moved() {
     let h = Harness::new(Simulation::default()).await;
-    stock::set_warehouse(&h.ctx, h.product_id, 0).await.unwrap();
+    stock::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
     let saga = h.start_saga().await;
     h.pump(|_| Fate::Deliver).await;
     let (state, error) = h.saga(saga).await;

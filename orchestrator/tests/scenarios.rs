@@ -60,6 +60,14 @@ pub struct World {
     pub saga: Option<Uuid>,
     /// The dead letter the scenario follows.
     pub dead_letter: Option<i64>,
+    /// API keys made in the scenario: holder's name → (id, secret).
+    pub keys: HashMap<String, (Uuid, String)>,
+    /// What each holder was answered, by status, in the last burst of requests.
+    pub tallies: HashMap<String, steps::access::Tally>,
+    /// The last answer to a request a step sent outside of orders.
+    pub last_answer: Option<Answer>,
+    /// The order the scenario follows.
+    pub order: Option<Uuid>,
     began: Instant,
 }
 
@@ -96,6 +104,10 @@ impl World {
             answers: Vec::new(),
             saga: None,
             dead_letter: None,
+            keys: HashMap::new(),
+            tallies: HashMap::new(),
+            last_answer: None,
+            order: None,
             began: Instant::now(),
         }
     }
@@ -192,6 +204,13 @@ impl World {
     /// The name of a product, for messages.
     pub fn product_name(&self, id: Uuid) -> String {
         self.products.iter().find(|(_, p)| **p == id).map_or_else(|| id.to_string(), |(name, _)| name.clone())
+    }
+
+    /// The API as the holder of the key named `name`, made earlier in the scenario.
+    pub async fn api_as(&mut self, name: &str) -> Api {
+        let (_, secret) =
+            self.keys.get(name).unwrap_or_else(|| panic!("no key for {name:?} was made in this scenario")).clone();
+        self.api().await.with_key(&secret)
     }
 
     pub fn saga(&self) -> Uuid {

@@ -9,24 +9,20 @@
 //! remember when they were cached and a process ignores those cached before its last failed
 //! write.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
-use deadpool_redis::{Pool, Runtime, redis};
+use deadpool_redis::redis;
 use uuid::Uuid;
 
-use crate::inventory::StockLevel;
+use crate::{
+    inventory::StockLevel,
+    redis::{Redis, RedisConfigError, now_millis},
+};
 
 const TTL_SECONDS: u64 = 30;
-/// A cache call slower than this counts as a failure: reads must not wait on a sick Redis.
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-/// After a failure, Redis is left alone this long before it is tried again.
-const BACK_OFF: Duration = Duration::from_secs(1);
 
 /// SET unless a newer version is stored. The same version is written again: that refreshes an
 /// entry's `cached_at` after a failed write made it suspect.
@@ -42,11 +38,9 @@ return 1
 
 #[derive(Clone)]
 pub struct Cache {
-    pool: Pool,
+    redis: Redis,
     namespace: Arc<str>,
     set_if_newer: Arc<redis::Script>,
-    /// Milliseconds since the epoch until which Redis is skipped.
-    resting_until: Arc<AtomicU64>,
     /// When a write last failed (ms since the epoch): entries cached before it may be stale.
     last_failed_write: Arc<AtomicU64>,
 }
@@ -65,44 +59,20 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("invalid REDIS_URL: {0}")]
-    Config(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    #[error("redis call timed out")]
-    Timeout,
-    #[error("redis is resting after a failure")]
-    Resting,
-}
-
 impl Cache {
     /// Builds the pool; it connects lazily, so a Redis that is down does not stop start-up.
-    pub fn new(redis_url: &str, namespace: &str) -> Result<Self, CacheError> {
-        let pool = deadpool_redis::Config::from_url(redis_url)
-            .builder()
-            .map_err(|e| CacheError::Config(e.to_string()))?
-            .max_size(16)
-            .wait_timeout(Some(CALL_TIMEOUT))
-            .create_timeout(Some(CALL_TIMEOUT))
-            .recycle_timeout(Some(CALL_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| CacheError::Config(e.to_string()))?;
+    pub fn new(redis_url: &str, namespace: &str) -> Result<Self, RedisConfigError> {
         Ok(Self {
-            pool,
+            redis: Redis::new(redis_url)?,
             namespace: namespace.into(),
             set_if_newer: Arc::new(redis::Script::new(SET_IF_NEWER)),
-            resting_until: Arc::new(AtomicU64::new(0)),
             last_failed_write: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The Redis client behind the cache, for other short-lived shared state (rate limits).
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     fn key(&self, store_id: Uuid, product_id: Uuid) -> String {
@@ -159,37 +129,20 @@ impl Cache {
 
     /// Whether Redis answers a PING now (for readiness).
     pub async fn ping(&self) -> bool {
-        let mut conn = match tokio::time::timeout(CALL_TIMEOUT, self.pool.get()).await {
-            Ok(Ok(conn)) => conn,
-            _ => return false,
-        };
-        let pong: Result<Result<String, _>, _> =
-            tokio::time::timeout(CALL_TIMEOUT, redis::cmd("PING").query_async(&mut conn)).await;
-        matches!(pong, Ok(Ok(_)))
+        self.redis.ping().await
     }
 
+    /// A Redis call; a failure counts in `cache_errors_total`, and reads go to Postgres for a while.
     async fn call<T>(
         &self,
         op: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, CallError> {
-        if now_millis() < self.resting_until.load(Ordering::Relaxed) {
-            return Err(CallError::Resting);
-        }
-        let result = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut conn = self.pool.get().await?;
-            Ok::<T, CallError>(op(&mut conn).await?)
-        })
-        .await
-        .unwrap_or(Err(CallError::Timeout));
-        if let Err(error) = &result {
+    ) -> Result<T, crate::redis::CallError> {
+        let result = self.redis.call(op).await;
+        if let Err(error) = &result
+            && !matches!(error, crate::redis::CallError::Resting)
+        {
             metrics::counter!("cache_errors_total").increment(1);
-            tracing::warn!(%error, "redis unavailable; reading from Postgres for a while");
-            self.resting_until.store(now_millis() + BACK_OFF.as_millis() as u64, Ordering::Relaxed);
         }
         result
     }
-}
-
-fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }

@@ -27,6 +27,91 @@ pub struct Config {
     /// runs the real binaries and can switch their behaviour only through the environment; never
     /// set in production.
     pub duplicate_delivery: bool,
+    /// How the HTTP API admits callers: keys, rate limits, connections, CORS.
+    pub api: ApiConfig,
+}
+
+/// The HTTP API's door: who gets in, how fast, and for how long a request may take to arrive.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// `BOOTSTRAP_ADMIN_KEY`: this exact secret is an admin key from start-up on.
+    pub bootstrap_admin_key: Option<Secret>,
+    pub rate_limits: RateLimits,
+    /// `HTTP_MAX_CONNECTIONS`: connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// `HTTP_READ_TIMEOUT_MS`: the time a client has to send a request's headers (or to start
+    /// its next request on a kept-alive connection), and again to send its body.
+    pub read_timeout: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: origins whose pages may call the API from a browser; none when empty.
+    pub cors_origins: Vec<String>,
+}
+
+/// A value that must not reach logs: `Debug` shows only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A token bucket's size: `per_second` requests on average, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl std::str::FromStr for Budget {
+    type Err = ();
+
+    /// `<per second>,<burst>`, e.g. `100,200`.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (rate, burst) = s.split_once(',').ok_or(())?;
+        let budget =
+            Self { per_second: rate.trim().parse().map_err(|_| ())?, burst: burst.trim().parse().map_err(|_| ())? };
+        if budget.per_second == 0 || budget.burst == 0 { Err(()) } else { Ok(budget) }
+    }
+}
+
+/// The request budget of each caller: a key's by its role, and each client address's for
+/// requests without a valid key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimits {
+    pub anonymous: Budget,
+    pub client: Budget,
+    pub operator: Budget,
+    pub admin: Budget,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_admin_key: None,
+            rate_limits: RateLimits {
+                // Health probes and first contact: a load balancer needs far less.
+                anonymous: Budget { per_second: 5, burst: 10 },
+                // A store front or picker app serves many people through one key.
+                client: Budget { per_second: 100, burst: 200 },
+                operator: Budget { per_second: 50, burst: 100 },
+                admin: Budget { per_second: 10, burst: 20 },
+            },
+            max_connections: 1024,
+            read_timeout: Duration::from_secs(10),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// The shortest secret `BOOTSTRAP_ADMIN_KEY` may be: shorter ones can be guessed.
+pub const MIN_SECRET_LEN: usize = 32;
+/// The longest API key accepted.
+pub const MAX_SECRET_LEN: usize = 256;
+
+/// Whether `secret` may be an API key: visible ASCII of a length between the bounds.
+pub fn valid_secret(secret: &str) -> bool {
+    (MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// How long the engine waits for a reply, and how often it asks again.
@@ -75,6 +160,7 @@ impl Default for Config {
             simulation: Simulation::default(),
             log_json: false,
             duplicate_delivery: false,
+            api: ApiConfig::default(),
         }
     }
 }
@@ -114,6 +200,41 @@ impl Config {
         millis(&get, "COMMAND_TIMEOUT_MS", &mut config.saga.command_timeout)?;
         millis(&get, "COMMAND_MAX_TIMEOUT_MS", &mut config.saga.max_timeout)?;
         millis(&get, "TRANSIT_DELAY_MS", &mut config.simulation.transit_delay)?;
+        if let Some(secret) = get("BOOTSTRAP_ADMIN_KEY").filter(|v| !v.is_empty()) {
+            if !valid_secret(&secret) {
+                return Err(ConfigError {
+                    name: "BOOTSTRAP_ADMIN_KEY",
+                    value: "***".into(),
+                    expected: "32 to 256 visible ASCII characters (no spaces)",
+                });
+            }
+            config.api.bootstrap_admin_key = Some(Secret(secret));
+        }
+        let budget = "<requests per second>,<burst>: two positive integers, e.g. 100,200";
+        parse(&get, "RATE_LIMIT_ANONYMOUS", budget, &mut config.api.rate_limits.anonymous)?;
+        parse(&get, "RATE_LIMIT_CLIENT", budget, &mut config.api.rate_limits.client)?;
+        parse(&get, "RATE_LIMIT_OPERATOR", budget, &mut config.api.rate_limits.operator)?;
+        parse(&get, "RATE_LIMIT_ADMIN", budget, &mut config.api.rate_limits.admin)?;
+        parse(&get, "HTTP_MAX_CONNECTIONS", "a positive integer", &mut config.api.max_connections)?;
+        millis(&get, "HTTP_READ_TIMEOUT_MS", &mut config.api.read_timeout)?;
+        if let Some(origins) = get("CORS_ALLOWED_ORIGINS") {
+            config.api.cors_origins =
+                origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect();
+            if let Some(bad) = config.api.cors_origins.iter().find(|o| !valid_origin(o)) {
+                return Err(ConfigError {
+                    name: "CORS_ALLOWED_ORIGINS",
+                    value: bad.clone(),
+                    expected: "comma-separated origins such as https://ops.example.com",
+                });
+            }
+        }
+        if config.api.max_connections == 0 || config.api.read_timeout.is_zero() {
+            return Err(ConfigError {
+                name: "HTTP_MAX_CONNECTIONS/HTTP_READ_TIMEOUT_MS",
+                value: format!("{}/{}", config.api.max_connections, config.api.read_timeout.as_millis()),
+                expected: "each at least 1",
+            });
+        }
         let rate = config.simulation.receipt_failure_rate;
         if !(0.0..=1.0).contains(&rate) {
             return Err(ConfigError {
@@ -131,6 +252,16 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// `scheme://host[:port]`, nothing more: what a browser sends in `Origin`.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
 }
 
 fn valid_namespace(namespace: &str) -> bool {
@@ -197,5 +328,33 @@ mod tests {
         assert!(config(&[("RECEIPT_FAILURE_RATE", "1.5")]).is_err());
         assert!(config(&[("COMMAND_MAX_ATTEMPTS", "0")]).is_err());
         assert!(config(&[("FAULT_DUPLICATE_DELIVERY", "yes")]).is_err());
+    }
+
+    #[test]
+    fn the_api_door_is_configurable() {
+        let c = config(&[
+            ("BOOTSTRAP_ADMIN_KEY", "k".repeat(40).as_str()),
+            ("RATE_LIMIT_CLIENT", "7,9"),
+            ("HTTP_READ_TIMEOUT_MS", "1500"),
+            ("CORS_ALLOWED_ORIGINS", "https://ops.example.com, http://localhost:3000"),
+        ])
+        .unwrap();
+        assert_eq!(c.api.bootstrap_admin_key, Some(Secret("k".repeat(40))));
+        assert_eq!(c.api.rate_limits.client, Budget { per_second: 7, burst: 9 });
+        assert_eq!(c.api.read_timeout, Duration::from_millis(1500));
+        assert_eq!(c.api.cors_origins, ["https://ops.example.com", "http://localhost:3000"]);
+        assert!(!format!("{c:?}").contains("kkkk"), "the secret stays out of Debug output");
+        assert!(config(&[]).unwrap().api.cors_origins.is_empty(), "CORS is closed unless configured");
+    }
+
+    #[test]
+    fn weak_or_malformed_door_settings_are_refused() {
+        let err = config(&[("BOOTSTRAP_ADMIN_KEY", "short")]).unwrap_err().to_string();
+        assert!(err.contains("BOOTSTRAP_ADMIN_KEY") && !err.contains("short"), "{err}");
+        assert!(config(&[("BOOTSTRAP_ADMIN_KEY", &format!("{} x", "k".repeat(40)))]).is_err());
+        assert!(config(&[("RATE_LIMIT_ADMIN", "10")]).is_err());
+        assert!(config(&[("RATE_LIMIT_ADMIN", "0,10")]).is_err());
+        assert!(config(&[("HTTP_MAX_CONNECTIONS", "0")]).is_err());
+        assert!(config(&[("CORS_ALLOWED_ORIGINS", "*")]).is_err());
     }
 }

@@ -19,6 +19,7 @@ pub mod inventory;
 pub mod messaging;
 pub mod process;
 pub mod protocol;
+pub mod redis;
 pub mod shutdown;
 pub mod trace;
 pub mod warehouse;

@@ -1,7 +1,7 @@
 //! `/dead-letters`: messages no consumer could handle, with the reason, for operators to inspect,
 //! send back once to the queue they died in, or delete.
 
-use std::str::FromStr;
+use std::{str::FromStr, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use participants::messaging::{
@@ -9,16 +9,18 @@ use participants::messaging::{
     dead_letter::{self, Filter, Stored},
     outbox::{self, RawOutgoing},
 };
+use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
+    input::Line,
+    page::{self, Limit, page_of},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::Context;
+use crate::{Context, access::audit::Audit};
 
 #[derive(Clone, Debug, Object)]
 pub struct DeadLetter {
@@ -27,13 +29,18 @@ pub struct DeadLetter {
     pub queue: String,
     /// Why: the consumer's error, or the broker's (e.g. past the delivery limit).
     pub reason: String,
+    #[oai(nullable)]
     pub message_id: Option<String>,
     #[oai(rename = "type")]
+    #[oai(nullable)]
     pub kind: Option<String>,
     /// The saga it belongs to, when known.
+    #[oai(nullable)]
     pub correlation_id: Option<Uuid>,
     /// Where it had been published: exchange and routing key.
+    #[oai(nullable)]
     pub exchange: Option<String>,
+    #[oai(nullable)]
     pub routing_key: Option<String>,
     /// Its AMQP headers, including the broker's `x-death` when the broker dead-lettered it.
     pub headers: Value,
@@ -41,8 +48,10 @@ pub struct DeadLetter {
     pub body: String,
     pub received_at: DateTime<Utc>,
     /// When it was sent back; a dead letter is replayed at most once.
+    #[oai(nullable)]
     pub replayed_at: Option<DateTime<Utc>>,
     /// The id of the replayed message.
+    #[oai(nullable)]
     pub replay_message_id: Option<Uuid>,
 }
 
@@ -87,17 +96,14 @@ impl DeadLettersApi {
     #[oai(path = "/dead-letters", method = "get")]
     async fn list(
         &self,
-        queue: Query<Option<String>>,
+        /// The queue they died in, e.g. `darkstores.warehouse.commands`.
+        queue: Query<Option<Line<255>>>,
         replayed: Query<Option<bool>>,
-        limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<DeadLetterPage>> {
-        let fetch = page::fetch_limit(limit.0)?;
-        let before = cursor
-            .0
-            .as_deref()
-            .map(|c| c.parse::<i64>().map_err(|_| Problem::unprocessable("cursor is not one this API issued")))
-            .transpose()?;
+        limit: Query<Option<Limit>>,
+        cursor: Query<Option<page::IdCursor>>,
+    ) -> ApiResult<Json<DeadLetterPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let before = cursor.0.map(|c| c.0);
         let filter = Filter { id: None, before, queue: queue.0.as_deref(), replayed: replayed.0 };
         let mut conn = self.ctx.pool.acquire().await?;
         let rows = dead_letter::list(&mut conn, &filter, fetch).await?;
@@ -107,7 +113,7 @@ impl DeadLettersApi {
 
     /// Get a dead letter
     #[oai(path = "/dead-letters/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<DeadLetter>> {
+    async fn get(&self, id: Path<i64>) -> ApiResult<Json<DeadLetter>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let letter = dead_letter::get(&mut conn, id.0).await?;
         Ok(Json(letter.ok_or_else(|| Problem::not_found(format!("no dead letter {}", id.0)))?.into()))
@@ -118,18 +124,22 @@ impl DeadLettersApi {
     /// Publishes the message again, byte for byte, to the queue it died in: once. 409 when it was
     /// replayed already or came from a queue of another deployment.
     #[oai(path = "/dead-letters/:id/replay", method = "post")]
-    async fn replay(&self, id: Path<i64>) -> ApiResult<Json<DeadLetter>> {
+    async fn replay(
+        &self,
+        id: Path<i64>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<DeadLetter>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         let mut tx = self.ctx.pool.begin().await?;
         let replay_id = Uuid::new_v4();
         let Some(replay) = dead_letter::claim_replay(&mut tx, id.0, replay_id).await? else {
-            return Err(match dead_letter::get(&mut tx, id.0).await? {
+            return Err(Problem::into(match dead_letter::get(&mut tx, id.0).await? {
                 Some(letter) => Problem::conflict(format!(
                     "dead letter {} was replayed already, at {}",
                     id.0,
                     letter.replayed_at.map_or_else(String::new, |at| at.to_rfc3339())
                 )),
                 None => Problem::not_found(format!("no dead letter {}", id.0)),
-            });
+            }));
         };
         let queue = self
             .ctx
@@ -149,6 +159,8 @@ impl DeadLettersApi {
         };
         outbox::enqueue_raw(&mut tx, &message).await?;
         let letter = dead_letter::get(&mut tx, id.0).await?;
+        audit.name("replay_message_id", replay_id);
+        audit.record(&mut tx, 200).await?;
         tx.commit().await?;
         self.ctx.outbox.notify();
         tracing::info!(dead_letter = id.0, %replay_id, queue, "dead letter replayed");
@@ -157,12 +169,13 @@ impl DeadLettersApi {
 
     /// Delete a dead letter
     #[oai(path = "/dead-letters/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>) -> ApiResult<Deleted> {
-        let mut conn = self.ctx.pool.acquire().await?;
-        if dead_letter::delete(&mut conn, id.0).await? {
-            Ok(Deleted::Gone)
-        } else {
-            Err(Problem::not_found(format!("no dead letter {}", id.0)))
+    async fn delete(&self, id: Path<i64>, audit: Data<&Arc<Audit>>) -> ApiResult<Deleted, { NOT_FOUND | UNAVAILABLE }> {
+        let mut tx = self.ctx.pool.begin().await?;
+        if !dead_letter::delete(&mut tx, id.0).await? {
+            return Err(Problem::not_found(format!("no dead letter {}", id.0)).into());
         }
+        audit.record(&mut tx, 204).await?;
+        tx.commit().await?;
+        Ok(Deleted::Gone)
     }
 }

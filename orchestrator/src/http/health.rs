@@ -1,31 +1,60 @@
 //! `/health`: liveness (the process answers) and readiness (its dependencies answer).
+//!
+//! Readiness is public, so it says only up or down for each dependency, with a generic reason;
+//! the details go to the log. Its answer is kept for a second and shared by the probes that
+//! arrive meanwhile, so probes cannot be turned into a flood on the dependencies.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
+use tokio::{sync::Mutex, time::Instant};
 
 use super::Tag;
 use crate::Context;
 
 /// How long one dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an answer is reused.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Unavailable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Up {
+    Up,
+    Down,
+}
 
 #[derive(Clone, Debug, Object)]
 pub struct Health {
-    /// `ok`, or `unavailable` when a dependency the service needs does not answer.
-    pub status: String,
+    /// `unavailable` when a dependency the service needs does not answer.
+    pub status: Status,
     #[oai(skip_serializing_if_is_none)]
     pub checks: Option<Checks>,
 }
 
-/// Each dependency: `ok` or what went wrong.
+/// One dependency.
+#[derive(Clone, Debug, Object)]
+pub struct Check {
+    pub status: Up,
+    /// Why it is down: `timed out` or `failed` (the log has the details).
+    #[oai(skip_serializing_if_is_none)]
+    pub reason: Option<String>,
+}
+
 #[derive(Clone, Debug, Object)]
 pub struct Checks {
-    pub postgres: String,
-    pub rabbitmq: String,
+    pub postgres: Check,
+    pub rabbitmq: Check,
     /// Redis is a cache: without it the service is slower, not wrong, so it does not make the
     /// service unready.
-    pub redis: String,
+    pub redis: Check,
 }
 
 #[derive(ApiResponse)]
@@ -39,7 +68,46 @@ pub enum Readiness {
 }
 
 pub struct HealthApi {
-    pub ctx: Context,
+    ctx: Context,
+    last: Arc<Mutex<Option<(Instant, Health)>>>,
+}
+
+impl HealthApi {
+    pub fn new(ctx: &Context) -> Self {
+        Self { ctx: ctx.clone(), last: Arc::default() }
+    }
+
+    async fn check(&self) -> Health {
+        let checked =
+            |name: &'static str, outcome: Result<Result<(), String>, tokio::time::error::Elapsed>| match outcome {
+                Ok(Ok(())) => Check { status: Up::Up, reason: None },
+                Ok(Err(error)) => {
+                    tracing::warn!(dependency = name, %error, "readiness: down");
+                    Check { status: Up::Down, reason: Some("failed".into()) }
+                }
+                Err(_) => {
+                    tracing::warn!(dependency = name, "readiness: no answer in time");
+                    Check { status: Up::Down, reason: Some("timed out".into()) }
+                }
+            };
+        let postgres = tokio::time::timeout(CHECK_TIMEOUT, async {
+            sqlx::query("SELECT 1").execute(&self.ctx.pool).await.map(drop).map_err(|e| e.to_string())
+        });
+        let rabbitmq = tokio::time::timeout(CHECK_TIMEOUT, async {
+            self.ctx.broker.queue_stats().await.map(drop).map_err(|e| e.to_string())
+        });
+        let redis = tokio::time::timeout(CHECK_TIMEOUT, async {
+            if self.ctx.cache.ping().await { Ok(()) } else { Err("no answer to PING".to_owned()) }
+        });
+        let (postgres, rabbitmq, redis) = tokio::join!(postgres, rabbitmq, redis);
+        let checks = Checks {
+            postgres: checked("postgres", postgres),
+            rabbitmq: checked("rabbitmq", rabbitmq),
+            redis: checked("redis", redis),
+        };
+        let ready = checks.postgres.status == Up::Up && checks.rabbitmq.status == Up::Up;
+        Health { status: if ready { Status::Ok } else { Status::Unavailable }, checks: Some(checks) }
+    }
 }
 
 #[OpenApi(tag = "Tag::Health")]
@@ -47,37 +115,24 @@ impl HealthApi {
     /// Liveness
     #[oai(path = "/health/live", method = "get")]
     async fn live(&self) -> Json<Health> {
-        Json(Health { status: "ok".into(), checks: None })
+        Json(Health { status: Status::Ok, checks: None })
     }
 
     /// Readiness: Postgres, RabbitMQ and Redis
+    ///
+    /// Postgres and RabbitMQ must answer; Redis is reported but not required. The answer is
+    /// reused for a second.
     #[oai(path = "/health/ready", method = "get")]
     async fn ready(&self) -> Readiness {
-        let postgres = async {
-            match tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&self.ctx.pool)).await {
-                Ok(Ok(_)) => "ok".to_owned(),
-                Ok(Err(error)) => format!("error: {error}"),
-                Err(_) => "error: timed out".to_owned(),
+        let mut last = self.last.lock().await;
+        let health = match last.as_ref() {
+            Some((at, health)) if at.elapsed() < FRESH_FOR => health.clone(),
+            _ => {
+                let health = self.check().await;
+                *last = Some((Instant::now(), health.clone()));
+                health
             }
         };
-        let rabbitmq = async {
-            let probe = participants::messaging::connect(&self.ctx.amqp_url, "readiness");
-            match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-                Ok(Ok(connection)) => {
-                    participants::messaging::close(&connection, "probe").await;
-                    "ok".to_owned()
-                }
-                Ok(Err(error)) => format!("error: {error}"),
-                Err(_) => "error: timed out".to_owned(),
-            }
-        };
-        let redis = async { if self.ctx.cache.ping().await { "ok".to_owned() } else { "error: no answer".to_owned() } };
-        let (postgres, rabbitmq, redis) = tokio::join!(postgres, rabbitmq, redis);
-        let ready = postgres == "ok" && rabbitmq == "ok";
-        let health = Health {
-            status: if ready { "ok" } else { "unavailable" }.into(),
-            checks: Some(Checks { postgres, rabbitmq, redis }),
-        };
-        if ready { Readiness::Ready(Json(health)) } else { Readiness::Unavailable(Json(health)) }
+        if health.status == Status::Ok { Readiness::Ready(Json(health)) } else { Readiness::Unavailable(Json(health)) }
     }
 }

@@ -1,16 +1,19 @@
 //! `/stores/{store_id}/inventory`: what each store holds, read through the Redis cache.
 
+use std::sync::Arc;
+
 use participants::inventory::{StockLevel, read_level};
+use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
-    uuid_cursor,
+    input::{Delta, Free},
+    page::{self, Limit, page_of},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
-use crate::{Context, stock};
+use crate::{Context, access::audit::Audit, stock};
 
 /// One product's stock in one store.
 #[derive(Clone, Debug, Object)]
@@ -46,23 +49,25 @@ impl From<StockLevel> for Inventory {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct SetInventory {
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
     pub on_hand: i64,
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
     pub reorder_threshold: i64,
-    /// Must be above reorder_threshold.
-    #[oai(validator(minimum(value = "1")))]
+    /// Must be above reorder_threshold (422 otherwise).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub target_level: i64,
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct Adjustment {
-    /// Units to add (positive) or remove (negative); not zero.
-    pub delta: i64,
+    /// Units to add (positive) or remove (negative); not zero. The result must stay between
+    /// what open orders reserve and 1,000,000,000 (409 otherwise).
+    pub delta: Delta,
     /// Why, for the stock ledger ("damaged", "recount", …).
-    #[oai(validator(min_length = 1, max_length = 500))]
-    pub reason: String,
+    pub reason: Free<500>,
 }
 
 page_of!(InventoryPage, Inventory);
@@ -83,13 +88,14 @@ impl InventoryApi {
         store_id: Path<Uuid>,
         product_id: Path<Uuid>,
         body: Json<SetInventory>,
-    ) -> ApiResult<Json<Inventory>> {
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
         let levels = stock::Levels {
             on_hand: body.on_hand,
             reorder_threshold: body.reorder_threshold,
             target_level: body.target_level,
         };
-        let level = stock::set_levels(&self.ctx, store_id.0, product_id.0, levels).await?;
+        let level = stock::set_levels(&self.ctx, &audit, store_id.0, product_id.0, levels).await?;
         Ok(Json(level.into()))
     }
 
@@ -98,7 +104,11 @@ impl InventoryApi {
     /// Served from the Redis cache, which every change updates after commit (never over a newer
     /// version) and which expires entries after 30 s; on a miss, or with Redis down, from Postgres.
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
-    async fn get(&self, store_id: Path<Uuid>, product_id: Path<Uuid>) -> ApiResult<Json<Inventory>> {
+    async fn get(
+        &self,
+        store_id: Path<Uuid>,
+        product_id: Path<Uuid>,
+    ) -> ApiResult<Json<Inventory>, { NOT_FOUND | UNAVAILABLE }> {
         let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0).await?.ok_or_else(|| {
             Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0))
         })?;
@@ -110,17 +120,18 @@ impl InventoryApi {
     async fn list(
         &self,
         store_id: Path<Uuid>,
-        limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<InventoryPage>> {
-        let fetch = page::fetch_limit(limit.0)?;
-        let after = uuid_cursor(cursor.0.as_deref())?;
+        limit: Query<Option<Limit>>,
+        /// A page's next_cursor.
+        cursor: Query<Option<Uuid>>,
+    ) -> ApiResult<Json<InventoryPage>, { NOT_FOUND | UNAVAILABLE }> {
+        let fetch = page::fetch_limit(limit.0);
+        let after = cursor.0.unwrap_or(Uuid::nil());
         let mut conn = self.ctx.pool.acquire().await?;
         let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id.0)
             .fetch_one(&mut *conn)
             .await?;
         if !exists {
-            return Err(Problem::not_found(format!("no store {}", store_id.0)));
+            return Err(Problem::not_found(format!("no store {}", store_id.0)).into());
         }
         let rows = sqlx::query_as!(
             StockLevel,
@@ -145,8 +156,9 @@ impl InventoryApi {
         store_id: Path<Uuid>,
         product_id: Path<Uuid>,
         body: Json<Adjustment>,
-    ) -> ApiResult<Json<Inventory>> {
-        let level = stock::adjust(&self.ctx, store_id.0, product_id.0, body.delta, &body.reason).await?;
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let level = stock::adjust(&self.ctx, &audit, store_id.0, product_id.0, body.delta.0, &body.reason).await?;
         Ok(Json(level.into()))
     }
 }

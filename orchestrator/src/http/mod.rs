@@ -2,8 +2,12 @@
 //! document is generated from these types and doc comments; `openapi/openapi.json` is a committed
 //! copy that a test keeps in step.
 
+pub mod access;
+pub mod api_keys;
+pub mod audit;
 pub mod dead_letters;
 pub mod health;
+pub mod input;
 pub mod inventory;
 pub mod movements;
 pub mod orders;
@@ -13,6 +17,8 @@ pub mod problem;
 pub mod products;
 pub mod prometheus;
 pub mod sagas;
+pub mod server;
+pub mod spec;
 pub mod stores;
 pub mod warehouse;
 
@@ -20,8 +26,11 @@ use std::sync::Arc;
 
 use ::participants::trace::{self, TraceContext};
 use poem::{
-    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Result as PoemResult, Route,
-    http::{HeaderValue, StatusCode, header::CONTENT_LENGTH},
+    Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Response, Result as PoemResult, Route,
+    endpoint::make_sync,
+    http::{HeaderValue, Method, header},
+    middleware::Cors,
+    web::Html,
 };
 use poem_openapi::{OpenApiService, Tags};
 use tokio::time::Instant;
@@ -29,7 +38,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Context;
-use problem::{ApiResult, Problem};
+use access::Door;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -55,10 +64,11 @@ pub enum Tag {
     Health,
     /// Prometheus metrics.
     Observability,
+    /// API keys: made, listed, revoked.
+    Keys,
+    /// Who changed what through the API.
+    Audit,
 }
-
-/// Largest request body accepted: orders of 100 items are far smaller.
-const MAX_BODY: usize = 256 * 1024;
 
 type Apis = (
     stores::StoresApi,
@@ -72,6 +82,8 @@ type Apis = (
     movements::MovementsApi,
     health::HealthApi,
     prometheus::MetricsApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
 );
 
 pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
@@ -85,28 +97,62 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         dead_letters::DeadLettersApi { ctx: ctx.clone() },
         participants::ParticipantsApi { ctx: ctx.clone() },
         movements::MovementsApi { ctx: ctx.clone() },
-        health::HealthApi { ctx: ctx.clone() },
+        health::HealthApi::new(ctx),
         prometheus::MetricsApi { ctx: ctx.clone(), handle: crate::metrics_handle() },
+        api_keys::ApiKeysApi { ctx: ctx.clone() },
+        audit::AuditApi { ctx: ctx.clone() },
     );
     OpenApiService::new(apis, "Dark-store replenishment", env!("CARGO_PKG_VERSION")).description(
         "Orders reserve stock in dark stores; when a product runs low, the orchestrator refills the store \
-         from the central warehouse with a replenishment saga. Errors are application/problem+json.",
+         from the central warehouse with a replenishment saga. Every operation but health needs an API key \
+         (`Authorization: Bearer <key>`) of the role its description names. Errors are application/problem+json.",
     )
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
 pub fn spec(ctx: &Context) -> String {
-    service(ctx).spec()
+    spec::render(&spec::finish(&service(ctx).spec()))
 }
 
-/// Every route: the API at the root (`/metrics` included), Swagger UI at `/docs`, and the spec.
+/// Every route: the API at the root (`/metrics` included), Swagger UI at `/docs`, and the spec,
+/// behind the door ([`access`]), CORS when configured, and what every answer gets ([`observe`]).
 pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let api = service(ctx);
+    let generated = api.spec();
+    let finished = spec::finish(&generated);
+    let rendered = spec::render(&finished);
+    let page = spec::swagger_page(&api.swagger_ui_html(), &generated, &rendered);
+    let door = Door::new(&finished, ctx.keys.clone(), ctx.limiter.clone(), ctx.pool.clone(), ctx.api.read_timeout);
+    let page: Arc<str> = page.into();
+    let docs = move || {
+        let page = page.clone();
+        make_sync(move |_| Html(page.to_string()))
+    };
+    let document =
+        make_sync(move |_| Response::builder().content_type("application/json; charset=utf-8").body(rendered.clone()));
+    let cors = Cors::new()
+        .allow_origins(ctx.api.cors_origins.iter().map(String::as_str))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers(["authorization", "content-type", "idempotency-key", "x-request-id", "traceparent"])
+        .expose_headers([
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+            "retry-after",
+            "x-request-id",
+            "traceparent",
+            "idempotency-replayed",
+        ]);
     Route::new()
-        .at("/openapi.json", api.spec_endpoint())
-        .nest("/docs", api.swagger_ui())
+        .at("/openapi.json", document)
+        .at("/docs", docs())
+        .at("/docs/", docs())
         .nest("/", api)
-        .around(limit_body)
+        .around(move |next, request| {
+            let door = door.clone();
+            async move { door.guard(next.as_ref(), request).await }
+        })
+        .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(observe)
 }
 
@@ -126,9 +172,12 @@ async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem
         .header("traceparent")
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::root, TraceContext::child);
-    let method = request.method().clone();
-    let span = tracing::info_span!("request", request_id, trace_id = %trace.trace_id_hex(), %method,
+    let method = method_label(request.method());
+    let docs = request.uri().path().starts_with("/docs");
+    let span = tracing::info_span!("request", request_id, trace_id = %trace.trace_id_hex(), method,
         path = %request.uri().path());
+    let mut request = request;
+    request.set_data(RequestId(request_id.clone()));
     let started = Instant::now();
     let (mut response, route) = async {
         match trace::scope(trace, next.call(request)).await {
@@ -149,7 +198,7 @@ async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem
     let status = response.status();
     let route = route.map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
     span.in_scope(|| tracing::info!(status = status.as_u16(), millis = elapsed.as_secs_f64() * 1000.0, "request"));
-    let labels = [("method", method.to_string()), ("route", route), ("status", status.as_u16().to_string())];
+    let labels = [("method", method.to_owned()), ("route", route), ("status", status.as_u16().to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -158,34 +207,53 @@ async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem
     if let Ok(value) = HeaderValue::from_str(&trace.header()) {
         response.headers_mut().insert("traceparent", value);
     }
+    secure(&mut response, docs);
     Ok(response)
 }
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// Refuses a body over [`MAX_BODY`] with 413: at once when its `Content-Length` says so, else
-/// (a chunked body) once that much has been read. poem's `SizeLimit` would also refuse every
-/// request without a `Content-Length`, GETs included.
-async fn limit_body<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<poem::Response> {
-    let too_large = || {
-        poem::Error::from_string(
-            format!("the request body is larger than {MAX_BODY} bytes"),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        )
-    };
-    match request.header(CONTENT_LENGTH).map(str::parse::<usize>) {
-        Some(Ok(declared)) if declared > MAX_BODY => return Err(too_large()),
-        Some(_) => {}
-        None => {
-            let body = request.take_body().into_bytes_limit(MAX_BODY).await.map_err(|_| too_large())?;
-            request.set_body(body);
-        }
-    }
-    next.call(request).await.map(IntoResponse::into_response)
+/// The request's id, as [`observe`] chose it, for the layers inside.
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+/// A request's id and trace id, for its audit row.
+pub fn request_ids(request: &Request) -> (String, String) {
+    let request_id = request.data::<RequestId>().map_or_else(String::new, |id| id.0.clone());
+    let trace_id = trace::current().map_or_else(String::new, |t| t.trace_id_hex());
+    (request_id, trace_id)
 }
 
-/// Cursors of lists ordered by a UUID are that UUID.
-pub fn uuid_cursor(cursor: Option<&str>) -> ApiResult<Uuid> {
-    cursor
-        .map_or(Ok(Uuid::nil()), |c| c.parse().map_err(|_| Problem::unprocessable("cursor is not one this API issued")))
+/// The method as a metric label: one of the methods HTTP defines, or `other`, so that a client
+/// inventing methods cannot grow the metrics without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// Headers that keep a browser from misreading or framing an answer. Swagger UI's page runs its
+/// own inline script and styles; every other answer is data and may load nothing.
+fn secure(response: &mut Response, docs: bool) {
+    let csp = if docs {
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    } else {
+        "default-src 'none'; frame-ancestors 'none'"
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }

@@ -6,15 +6,16 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
+    page::{self, Limit, page_of},
+    problem::{ApiResult, UNAVAILABLE},
 };
 use crate::Context;
 
 #[derive(Clone, Debug, Object)]
 pub struct StockMovement {
     pub id: i64,
-    /// Absent for the central warehouse.
+    /// Null for the central warehouse.
+    #[oai(nullable)]
     pub store_id: Option<Uuid>,
     pub product_id: Uuid,
     pub on_hand_delta: i64,
@@ -23,7 +24,10 @@ pub struct StockMovement {
     /// replenishment_received, warehouse_set, shipment_dispatched or shipment_cancelled.
     pub reason: String,
     /// The order, saga or adjustment that caused it.
+    #[oai(nullable)]
     pub reference: Option<Uuid>,
+    /// The person's words, for an adjustment.
+    #[oai(nullable)]
     pub note: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -39,7 +43,7 @@ impl MovementsApi {
     /// List stock movements
     ///
     /// Oldest first, filtered by store, product and a time range (`from` inclusive, `to`
-    /// exclusive).
+    /// exclusive; a range that ends before it starts holds nothing).
     #[oai(path = "/stock-movements", method = "get")]
     async fn list(
         &self,
@@ -47,15 +51,11 @@ impl MovementsApi {
         product_id: Query<Option<Uuid>>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
-        limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<StockMovementPage>> {
-        let fetch = page::fetch_limit(limit.0)?;
-        let after = match cursor.0.as_deref() {
-            None => 0,
-            Some(c) => c.parse::<i64>().map_err(|_| Problem::unprocessable("cursor is not one this API issued"))?,
-        };
-        page::check_range(("from", from.0), ("to", to.0))?;
+        limit: Query<Option<Limit>>,
+        cursor: Query<Option<page::IdCursor>>,
+    ) -> ApiResult<Json<StockMovementPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let after = cursor.0.map_or(0, |c| c.0);
         let rows = sqlx::query_as!(
             StockMovement,
             "SELECT id, store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note, at

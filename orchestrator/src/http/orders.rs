@@ -1,15 +1,20 @@
 //! `/orders`: customers' orders, which reserve stock in one store.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Header, param::Path, payload::Json};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
 use super::{
     Tag,
-    problem::{ApiResult, Problem},
+    input::{OneHeader, Text, Token},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
 use crate::{
     Context,
+    access::audit::Audit,
     orders::{self, Close, OrderLine, Placed},
 };
 
@@ -22,9 +27,10 @@ pub enum OrderStatus {
 }
 
 #[derive(Clone, Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct OrderItem {
     pub product_id: Uuid,
-    #[oai(validator(minimum(value = "1")))]
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
 }
 
@@ -39,6 +45,7 @@ pub struct Order {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewOrder {
     pub store_id: Uuid,
     #[oai(validator(min_items = 1, max_items = 100))]
@@ -85,11 +92,17 @@ impl OrdersApi {
     async fn place(
         &self,
         body: Json<NewOrder>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
-    ) -> ApiResult<PlaceResponse> {
+        /// Any token of up to 255 visible ASCII characters, unique to this order: a retry with the
+        /// same key and body returns the first order. The same key with another body is a 422.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: OneHeader<Option<Text<Token, 255>>>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<PlaceResponse, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
         let items: Vec<OrderLine> =
             body.items.iter().map(|i| OrderLine { product_id: i.product_id, quantity: i.quantity }).collect();
-        Ok(match orders::place(&self.ctx, body.store_id, &items, idempotency_key.0.as_deref()).await? {
+        let key = idempotency_key.0.as_deref();
+        audit.name("store_id", body.store_id);
+        Ok(match orders::place(&self.ctx, &audit, body.store_id, &items, key).await? {
             Placed::Created(order) => PlaceResponse::Created(Json(order.into()), None),
             Placed::Replayed(order) => PlaceResponse::Created(Json(order.into()), Some(true)),
         })
@@ -97,7 +110,7 @@ impl OrdersApi {
 
     /// Get an order
     #[oai(path = "/orders/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let order =
             orders::load(&mut conn, id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", id.0)))?;
@@ -109,8 +122,12 @@ impl OrdersApi {
     /// The goods leave the store: on_hand and reserved both drop. Fulfilling again is harmless; a
     /// cancelled order cannot be fulfilled (409).
     #[oai(path = "/orders/:id/fulfil", method = "post")]
-    async fn fulfil(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
-        Ok(Json(orders::close(&self.ctx, id.0, Close::Fulfil).await?.into()))
+    async fn fulfil(
+        &self,
+        id: Path<Uuid>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        Ok(Json(orders::close(&self.ctx, &audit, id.0, Close::Fulfil).await?.into()))
     }
 
     /// Cancel an order
@@ -118,7 +135,11 @@ impl OrdersApi {
     /// Releases its reservation. Cancelling again is harmless; a fulfilled order cannot be
     /// cancelled (409).
     #[oai(path = "/orders/:id/cancel", method = "post")]
-    async fn cancel(&self, id: Path<Uuid>) -> ApiResult<Json<Order>> {
-        Ok(Json(orders::close(&self.ctx, id.0, Close::Cancel).await?.into()))
+    async fn cancel(
+        &self,
+        id: Path<Uuid>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        Ok(Json(orders::close(&self.ctx, &audit, id.0, Close::Cancel).await?.into()))
     }
 }

@@ -1,17 +1,100 @@
-//! Keyset pagination shared by every list: `limit` (default 50, at most 500) and an opaque
-//! `cursor` taken from the previous page's `next_cursor`.
+//! Keyset pagination shared by every list: `limit` (default 50, 1 to 500) and an opaque `cursor`
+//! taken from the previous page's `next_cursor`.
+
+use std::borrow::Cow;
+
+use poem_openapi::{
+    registry::{MetaSchema, MetaSchemaRef},
+    types::{ParseError, ParseFromParameter, ParseResult, Type},
+};
 
 /// Rows per page unless the client asks otherwise.
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
-/// The page size to query: one more than asked, to learn whether another page follows.
-pub fn fetch_limit(limit: Option<u32>) -> Result<i64, super::problem::Problem> {
-    match limit.unwrap_or(DEFAULT_LIMIT) {
-        0 => Err(super::problem::Problem::unprocessable("limit must be at least 1")),
-        n if n > MAX_LIMIT => Err(super::problem::Problem::unprocessable(format!("limit must be at most {MAX_LIMIT}"))),
-        n => Ok(i64::from(n) + 1),
+/// Rows per page, as asked: 1 to [`MAX_LIMIT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit(pub u32);
+
+impl Type for Limit {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = u32;
+    type RawElementValueType = u32;
+
+    fn name() -> Cow<'static, str> {
+        "integer".into()
     }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some("Rows per page."),
+            minimum: Some(1.0),
+            maximum: Some(f64::from(MAX_LIMIT)),
+            default: Some(DEFAULT_LIMIT.into()),
+            ..MetaSchema::new_with_format("integer", "int32")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&u32> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a u32> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromParameter for Limit {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        match value.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Self(n)),
+            _ => Err(ParseError::custom(format!("must be a whole number from 1 to {MAX_LIMIT}"))),
+        }
+    }
+}
+
+/// The cursor of lists ordered by a numeric id: the last id of the previous page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdCursor(pub i64);
+
+impl Type for IdCursor {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = i64;
+    type RawElementValueType = i64;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some("A page's next_cursor."),
+            pattern: Some("^[0-9]{1,18}$".to_owned()),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&i64> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a i64> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromParameter for IdCursor {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        match value.parse::<i64>() {
+            Ok(n) if n >= 0 && value.len() <= 18 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(Self(n)),
+            _ => Err(ParseError::custom("is not a cursor this API issued; pass a page's next_cursor back unchanged")),
+        }
+    }
+}
+
+/// The page size to query: one more than asked, to learn whether another page follows.
+pub fn fetch_limit(limit: Option<Limit>) -> i64 {
+    i64::from(limit.map_or(DEFAULT_LIMIT, |l| l.0)) + 1
 }
 
 /// Trims the extra row and returns the cursor of the next page, if there is one.
@@ -23,19 +106,6 @@ pub fn split<T>(mut rows: Vec<T>, fetched: i64, cursor_of: impl Fn(&T) -> String
         (rows, next)
     } else {
         (rows, None)
-    }
-}
-
-/// Refuses a time range whose start (`from_name`) is after its end (`to_name`).
-pub fn check_range<T: PartialOrd>(
-    (from_name, from): (&str, Option<T>),
-    (to_name, to): (&str, Option<T>),
-) -> Result<(), super::problem::Problem> {
-    match (from, to) {
-        (Some(from), Some(to)) if from > to => {
-            Err(super::problem::Problem::unprocessable(format!("{from_name} must not be after {to_name}")))
-        }
-        _ => Ok(()),
     }
 }
 

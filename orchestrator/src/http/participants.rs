@@ -5,7 +5,10 @@ use participants::{heartbeat, messaging, protocol::Participant};
 use poem_openapi::{Object, OpenApi, payload::Json};
 use uuid::Uuid;
 
-use super::{Tag, problem::ApiResult};
+use super::{
+    Tag,
+    problem::{ApiResult, UNAVAILABLE},
+};
 use crate::{Context, app::ORCHESTRATOR_ROLE};
 
 /// How long the broker may take to report its queues.
@@ -20,6 +23,7 @@ pub struct Instance {
     pub started_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     /// Set when the process stopped gracefully.
+    #[oai(nullable)]
     pub stopped_at: Option<DateTime<Utc>>,
     /// Reported within the last 15 s and not stopped.
     pub alive: bool,
@@ -32,8 +36,10 @@ pub struct ParticipantStatus {
     /// The queue the role consumes.
     pub queue: String,
     /// Messages waiting in it; absent when the broker could not be asked.
+    #[oai(nullable)]
     pub queue_depth: Option<u32>,
     /// Consumers attached to it, as the broker counts them.
+    #[oai(nullable)]
     pub consumers: Option<u32>,
     /// At least one of its processes is alive.
     pub alive: bool,
@@ -45,8 +51,10 @@ pub struct ParticipantStatus {
 pub struct Participants {
     pub participants: Vec<ParticipantStatus>,
     /// Messages waiting in the dead-letter queue (not yet stored).
+    #[oai(nullable)]
     pub dead_letter_queue_depth: Option<u32>,
     /// Why queue figures are missing, when they are.
+    #[oai(nullable)]
     pub broker_error: Option<String>,
 }
 
@@ -58,15 +66,14 @@ pub struct ParticipantsApi {
 impl ParticipantsApi {
     /// Worker processes, their liveness and their queues
     #[oai(path = "/participants", method = "get")]
-    async fn list(&self) -> ApiResult<Json<Participants>> {
+    async fn list(&self) -> ApiResult<Json<Participants>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let instances = heartbeat::instances(&mut conn).await?;
         drop(conn);
-        let stats =
-            tokio::time::timeout(BROKER_TIMEOUT, messaging::queue_stats(&self.ctx.amqp_url, &self.ctx.topology))
-                .await
-                .map_err(|_| "the broker did not answer in time".to_owned())
-                .and_then(|stats| stats.map_err(|error| error.to_string()));
+        let stats = tokio::time::timeout(BROKER_TIMEOUT, self.ctx.broker.queue_stats())
+            .await
+            .map_err(|_| "the broker did not answer in time".to_owned())
+            .and_then(|stats| stats.map_err(|error| error.to_string()));
         let of = |queue: messaging::Queue| stats.as_ref().ok().and_then(|s| s.iter().find(|q| q.queue == queue));
         let roles = [
             (ORCHESTRATOR_ROLE, messaging::Queue::OrchestratorReplies),

@@ -1,9 +1,18 @@
 //! Every error the API returns is `application/problem+json` (RFC 9457), built here and nowhere
 //! else: domain errors through `From<Error>`, and the framework's own (malformed JSON, a bad
 //! path parameter, an unknown route, an oversized body) through [`from_poem`].
+//!
+//! Each operation declares the statuses its handler can answer with, as a set in its type
+//! ([`ApiResult<T, { NOT_FOUND | CONFLICT }>`](ApiResult)), so the spec lists exactly those. The
+//! statuses of the layers before the handler (400 for unreadable input, 401, 403, 413, 415,
+//! 429) are added to every operation they apply to by `http::spec`.
 
 use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object,
+    registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
+    types::Type,
+};
 use uuid::Uuid;
 
 use crate::error::{Error, Shortage};
@@ -32,29 +41,12 @@ pub struct ShortItem {
     pub available: i64,
 }
 
-#[derive(Debug, ApiResponse)]
-pub enum Problem {
-    /// The request could not be read.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<ProblemDetails>),
-    /// Something named in the request does not exist.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<ProblemDetails>),
-    /// The request conflicts with the current state (not enough stock, illegal status change).
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<ProblemDetails>),
-    /// The request is well-formed but its values are not acceptable.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    Unprocessable(Json<ProblemDetails>),
-    /// A fault on our side; the details are in the server log, not here.
-    #[oai(status = 500, content_type = "application/problem+json")]
-    Internal(Json<ProblemDetails>),
-    /// The database is unreachable or every connection is busy: retry shortly.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<ProblemDetails>),
+/// One error answer, whatever its status.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub details: ProblemDetails,
 }
-
-pub type ApiResult<T> = Result<T, Problem>;
 
 pub fn details(status: StatusCode, detail: impl Into<String>) -> ProblemDetails {
     ProblemDetails {
@@ -67,18 +59,40 @@ pub fn details(status: StatusCode, detail: impl Into<String>) -> ProblemDetails 
 }
 
 impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self { status, details: details(status, detail) }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::NotFound(Json(details(StatusCode::NOT_FOUND, detail)))
+        Self::new(StatusCode::NOT_FOUND, detail)
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::Conflict(Json(details(StatusCode::CONFLICT, detail)))
+        Self::new(StatusCode::CONFLICT, detail)
     }
 
     pub fn unprocessable(detail: impl Into<String>) -> Self {
-        Self::Unprocessable(Json(details(StatusCode::UNPROCESSABLE_ENTITY, detail)))
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
     }
 }
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&self.details))
+            .unwrap_or_else(|_| "{}".to_owned());
+        Response::builder().status(self.status).content_type(PROBLEM_JSON).body(body)
+    }
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
@@ -92,36 +106,56 @@ impl From<Error> for Problem {
                     .map(|s| format!("{} (requested {}, available {})", s.product_id, s.requested, s.available))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let mut body =
-                    details(StatusCode::CONFLICT, format!("not enough stock, nothing was reserved; short: {list}"));
-                body.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
-                Self::Conflict(Json(body))
+                let mut problem = Self::conflict(format!("not enough stock, nothing was reserved; short: {list}"));
+                problem.details.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
+                problem
             }
-            Error::Database(error) if unavailable(&error) => {
-                tracing::warn!(%error, "database unavailable while serving a request");
-                Self::Unavailable(Json(details(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the database is unavailable or busy; retry shortly",
-                )))
-            }
-            Error::Database(error) => {
-                tracing::error!(%error, "database error while serving a request");
-                Self::Internal(Json(details(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "an internal error occurred; it has been logged",
-                )))
-            }
+            Error::Database(error) => database(&error),
         }
     }
 }
 
-/// Whether the database failed in a way that passes: unreachable, out of connections, or
-/// restarting (SQLSTATE class 57P: shut down by an administrator, starting up; class 08: the
-/// connection was lost). The client should retry rather than report a fault.
-fn unavailable(error: &sqlx::Error) -> bool {
+/// What a client is told of a database error: a 503 to retry when the database is unreachable,
+/// busy or restarting, a 4xx for a value or a rule it refused, a 500 for the rest. The details
+/// are logged, never sent.
+fn database(error: &sqlx::Error) -> Problem {
+    let class = match error {
+        sqlx::Error::Database(db) => db.code().map(|code| code.chars().take(2).collect::<String>()),
+        _ => None,
+    };
+    if unavailable(error) {
+        tracing::warn!(%error, "database unavailable while serving a request");
+        Problem::unavailable("the database is unavailable or busy; retry shortly")
+    } else if class.as_deref() == Some("22") {
+        // A value the database cannot store: the request's validation should have refused it.
+        tracing::error!(%error, "a value reached the database that it refused");
+        Problem::unprocessable("a value in the request cannot be stored")
+    } else if class.as_deref() == Some("23") {
+        // A rule of the schema that no domain check names: still the request's conflict.
+        tracing::error!(%error, "a request broke a database rule no check maps");
+        Problem::conflict("the request conflicts with the stored data")
+    } else {
+        tracing::error!(%error, "database error while serving a request");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "an internal error occurred; it has been logged")
+    }
+}
+
+/// Whether the database failed in a way that passes, so that the client should retry rather
+/// than report a fault: it cannot be reached or the connection broke (I/O, TLS, protocol, class
+/// 08), it is out of connections or resources (a pool timeout, class 53), it is shutting down or
+/// starting up (class 57), it lost its system resources (class 58), or the transaction lost a
+/// race it can win on a retry (class 40: serialization failure, deadlock).
+pub fn unavailable(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
+        }
         _ => false,
     }
 }
@@ -135,6 +169,99 @@ impl From<sqlx::Error> for Problem {
 impl From<Shortage> for ShortItem {
     fn from(s: Shortage) -> Self {
         Self { product_id: s.product_id, requested: s.requested, available: s.available }
+    }
+}
+
+/// The statuses an operation's handler may answer with besides its success, as a set of bits.
+pub type Statuses = u8;
+/// Something the request names does not exist.
+pub const NOT_FOUND: Statuses = 1;
+/// The request conflicts with the current state.
+pub const CONFLICT: Statuses = 2;
+/// The request is well-formed, but its values are refused.
+pub const UNPROCESSABLE: Statuses = 4;
+/// The database is unavailable or busy.
+pub const UNAVAILABLE: Statuses = 8;
+
+const STATUSES: [(Statuses, u16, &str); 4] = [
+    (NOT_FOUND, 404, "Something the request names does not exist."),
+    (CONFLICT, 409, "The request conflicts with the current state."),
+    (UNPROCESSABLE, 422, "The request is well-formed, but its values are refused."),
+    (UNAVAILABLE, 503, "The database is unavailable or busy: retry shortly."),
+];
+
+/// A handler's error, typed by the set `S` of statuses it may have, which is what the spec lists.
+#[derive(Debug)]
+pub struct Errors<const S: Statuses>(pub Problem);
+
+pub type ApiResult<T, const S: Statuses> = Result<T, Errors<S>>;
+
+impl<const S: Statuses> Errors<S> {
+    /// Whether `status` is one this set lists, or one every operation may answer (400).
+    fn lists(status: StatusCode) -> bool {
+        status == StatusCode::BAD_REQUEST || STATUSES.iter().any(|(bit, code, _)| S & bit != 0 && status == *code)
+    }
+}
+
+impl<const S: Statuses> From<Problem> for Errors<S> {
+    fn from(problem: Problem) -> Self {
+        if !Self::lists(problem.status) {
+            // The spec does not list this status for the operation: a bug, caught by the spec
+            // fuzzer in CI, and loud here.
+            tracing::error!(
+                status = problem.status.as_u16(),
+                detail = problem.details.detail,
+                "an operation answered a status its spec does not list"
+            );
+            debug_assert!(false, "status {} is not in this operation's spec", problem.status);
+        }
+        Self(problem)
+    }
+}
+
+impl<const S: Statuses> From<Error> for Errors<S> {
+    fn from(error: Error) -> Self {
+        Problem::from(error).into()
+    }
+}
+
+impl<const S: Statuses> From<sqlx::Error> for Errors<S> {
+    fn from(error: sqlx::Error) -> Self {
+        Problem::from(error).into()
+    }
+}
+
+impl<const S: Statuses> IntoResponse for Errors<S> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+impl<const S: Statuses> From<Errors<S>> for poem::Error {
+    fn from(errors: Errors<S>) -> Self {
+        poem::Error::from_response(errors.into_response())
+    }
+}
+
+impl<const S: Statuses> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: STATUSES
+                .iter()
+                .filter(|(bit, ..)| S & bit != 0)
+                .map(|&(_, status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType { content_type: PROBLEM_JSON, schema: ProblemDetails::schema_ref() }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ProblemDetails::register(registry);
     }
 }
 
@@ -152,11 +279,5 @@ pub async fn from_poem(error: poem::Error) -> Response {
     } else {
         error.to_string()
     };
-    let body = serde_json::json!({
-        "type": "about:blank",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    Response::builder().status(status).content_type("application/problem+json").body(body.to_string()).into_response()
+    Problem::new(status, detail).into_response()
 }

@@ -1,17 +1,21 @@
 //! `/products`: the catalogue, one row per SKU.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
-    uuid_cursor,
+    input::Line,
+    page::{self, Limit, page_of},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
 use crate::{
     Context,
+    access::audit::Audit,
     error::{Error, on_constraint},
 };
 
@@ -25,11 +29,10 @@ pub struct Product {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewProduct {
-    #[oai(validator(min_length = 1, max_length = 64))]
-    pub sku: String,
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub sku: Line<64>,
+    pub name: Line<200>,
 }
 
 page_of!(ProductPage, Product);
@@ -51,32 +54,42 @@ impl ProductsApi {
     ///
     /// A SKU already in the catalogue is a 409.
     #[oai(path = "/products", method = "post")]
-    async fn create(&self, body: Json<NewProduct>) -> ApiResult<Created> {
-        let (sku, name) = (body.sku.trim(), body.name.trim());
-        if sku.is_empty() || name.is_empty() {
-            return Err(Problem::unprocessable("sku and name must not be blank"));
-        }
+    async fn create(
+        &self,
+        body: Json<NewProduct>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Created, { CONFLICT | UNAVAILABLE }> {
+        let (sku, name) = (&*body.sku, &*body.name);
+        let mut tx = self.ctx.pool.begin().await?;
         let product = sqlx::query_as!(
             Product,
             "INSERT INTO product (sku, name) VALUES ($1, $2) RETURNING id, sku, name, created_at",
             sku,
             name
         )
-        .fetch_one(&self.ctx.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             on_constraint(e, |c| {
                 (c == "product_sku_key").then(|| Error::Conflict(format!("a product with sku {sku:?} already exists")))
             })
         })?;
+        audit.name("product_id", product.id);
+        audit.record(&mut tx, 201).await?;
+        tx.commit().await?;
         Ok(Created::Created(Json(product)))
     }
 
     /// List products
     #[oai(path = "/products", method = "get")]
-    async fn list(&self, limit: Query<Option<u32>>, cursor: Query<Option<String>>) -> ApiResult<Json<ProductPage>> {
-        let fetch = page::fetch_limit(limit.0)?;
-        let after = uuid_cursor(cursor.0.as_deref())?;
+    async fn list(
+        &self,
+        limit: Query<Option<Limit>>,
+        /// A page's next_cursor.
+        cursor: Query<Option<Uuid>>,
+    ) -> ApiResult<Json<ProductPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let after = cursor.0.unwrap_or(Uuid::nil());
         let rows = sqlx::query_as!(
             Product,
             "SELECT id, sku, name, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
@@ -91,7 +104,7 @@ impl ProductsApi {
 
     /// Get a product
     #[oai(path = "/products/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Product>> {
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
         let product = sqlx::query_as!(Product, "SELECT id, sku, name, created_at FROM product WHERE id = $1", id.0)
             .fetch_optional(&self.ctx.pool)
             .await?

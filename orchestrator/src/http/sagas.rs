@@ -1,8 +1,11 @@
 //! `/sagas` and `/replenishments`: what every saga is doing, why one is stuck, and the operators'
 //! actions on it.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use participants::protocol::MessageFamily;
+use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -10,11 +13,13 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
+    input::{Free, Line, Rule, Text},
+    page::{self, Limit, page_of},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
 use crate::{
     Context,
+    access::audit::Audit,
     saga::{Action, operator, store},
     stock,
 };
@@ -35,15 +40,19 @@ pub struct Saga {
     /// Sends so far of the command the saga is waiting on.
     pub attempt: i32,
     /// When the outstanding command is resent (or the step given up) if no reply comes.
+    #[oai(nullable)]
     pub deadline_at: Option<DateTime<Utc>>,
     /// Why the saga is unwinding or failed.
+    #[oai(nullable)]
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// When it entered its current state.
     pub state_entered_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub closed_at: Option<DateTime<Utc>>,
     /// The W3C trace id every message of the saga carries in its `traceparent`.
+    #[oai(nullable)]
     pub trace_id: Option<String>,
 }
 
@@ -51,6 +60,7 @@ pub struct Saga {
 #[derive(Clone, Debug, Object)]
 pub struct Transition {
     /// Absent for the first line.
+    #[oai(nullable)]
     pub from: Option<String>,
     pub to: String,
     /// What happened: the reply's type, `DeadlineExceeded`, `CommandResent`, `RetryRequested`, …
@@ -61,6 +71,7 @@ pub struct Transition {
     pub actor: String,
     pub at: DateTime<Utc>,
     /// For a line that left a state: how long the saga had been in it, in milliseconds.
+    #[oai(nullable)]
     pub took_ms: Option<f64>,
     pub detail: Value,
 }
@@ -81,14 +92,17 @@ pub struct SagaMessage {
     pub direction: String,
     pub message_id: Uuid,
     #[oai(rename = "type")]
+    #[oai(nullable)]
     pub kind: Option<String>,
     /// Sent: `<exchange> <routing key>`; received: the consumer that handled it.
     pub route: String,
     /// Written to the outbox, or handled by the consumer.
     pub at: DateTime<Utc>,
     /// Sent: when the broker confirmed it; absent while it waits to be published.
+    #[oai(nullable)]
     pub published_at: Option<DateTime<Utc>>,
     /// Sent: its W3C `traceparent`.
+    #[oai(nullable)]
     pub traceparent: Option<String>,
 }
 
@@ -98,6 +112,7 @@ pub struct SagaDetail {
     pub saga: Saga,
     /// The command the saga waits on (resent at `deadline_at`, `attempt` sends so far); absent
     /// when it waits on nothing.
+    #[oai(nullable)]
     pub outstanding: Option<OutstandingCommand>,
     /// The timeline, oldest first.
     pub transitions: Vec<Transition>,
@@ -107,39 +122,30 @@ pub struct SagaDetail {
 
 page_of!(SagaPage, Saga);
 
-/// Who asks for an action, and why: both go into the saga's timeline.
+/// Why an operator acts: it goes into the saga's timeline, beside the key that acted.
 #[derive(Clone, Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct OperatorRequest {
-    /// Who asks: recorded as the actor `operator:<name>`.
-    #[oai(validator(min_length = 1, max_length = 100))]
-    pub operator: String,
-    #[oai(validator(min_length = 1, max_length = 2000))]
-    pub reason: String,
+    pub reason: Free<2000>,
 }
 
 /// Closing a failed saga after a human put things right.
 #[derive(Clone, Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct ResolveRequest {
-    /// Who resolves: recorded as the actor `operator:<name>`.
-    #[oai(validator(min_length = 1, max_length = 100))]
-    pub operator: String,
     /// What was done by hand.
-    #[oai(validator(min_length = 1, max_length = 2000))]
-    pub note: String,
+    pub note: Free<2000>,
 }
 
-/// A replenishment started by hand.
+/// A replenishment started by hand; the timeline names the key that started it.
 #[derive(Clone, Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewReplenishment {
     pub store_id: Uuid,
     pub product_id: Uuid,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
-    /// Who starts it: recorded as the actor `operator:<name>`.
-    #[oai(validator(min_length = 1, max_length = 100))]
-    pub operator: String,
-    #[oai(default, validator(max_length = 2000))]
-    pub reason: String,
+    pub reason: Option<Free<2000>>,
 }
 
 #[derive(ApiResponse)]
@@ -178,6 +184,7 @@ pub struct SagaStats {
     /// Sagas stuck now (see `stuck` on a saga).
     pub stuck: i64,
     /// The open saga started longest ago.
+    #[oai(nullable)]
     pub oldest_open: Option<OldestSaga>,
     /// Steps taken within the last `window_seconds`.
     pub step_latency: Vec<StepLatency>,
@@ -191,15 +198,33 @@ pub struct SagasApi {
     pub ctx: Context,
 }
 
-/// Cursor of the saga list: creation time and id of the last saga of the page.
-fn parse_cursor(cursor: Option<&str>) -> ApiResult<Option<(DateTime<Utc>, Uuid)>> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
+/// The saga list's cursor: the creation time (µs since the epoch) and id of a page's last saga.
+#[derive(Clone, Copy, Debug)]
+pub struct SagaCursor;
+
+impl Rule for SagaCursor {
+    const PATTERN: &'static str = "^[0-9]{1,16}-[0-9a-f]{32}$";
+    const SAYS: &'static str = "a cursor from a page's next_cursor";
+
+    fn admits(text: &str) -> bool {
+        parse_cursor(text).is_some()
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = cursor.split_once('-')?;
+    let digits = |s: &str, n: std::ops::RangeInclusive<usize>, hex: bool| {
+        n.contains(&s.len())
+            && s.bytes().all(|b| if hex { matches!(b, b'0'..=b'9' | b'a'..=b'f') } else { b.is_ascii_digit() })
     };
-    let invalid = || Problem::unprocessable("cursor is not one this API issued");
-    let (at, id) = cursor.split_once('~').ok_or_else(invalid)?;
-    let at = DateTime::parse_from_rfc3339(at).map_err(|_| invalid())?.with_timezone(&Utc);
-    Ok(Some((at, id.parse().map_err(|_| invalid())?)))
+    if !digits(micros, 1..=16, false) || !digits(id, 32..=32, true) {
+        return None;
+    }
+    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::try_parse(id).ok()?))
+}
+
+fn cursor_of(saga: &Saga) -> String {
+    format!("{}-{}", saga.created_at.timestamp_micros(), saga.id.simple())
 }
 
 /// Which sagas to read; every field left `None` matches all.
@@ -208,8 +233,8 @@ struct SagaFilter {
     id: Option<Uuid>,
     /// Keyset cursor: only sagas after this (created_at, id).
     after: Option<(DateTime<Utc>, Uuid)>,
-    kind: Option<String>,
-    state: Option<String>,
+    kind: Option<Line<64>>,
+    state: Option<Line<64>>,
     store_id: Option<Uuid>,
     product_id: Option<Uuid>,
     created_after: Option<DateTime<Utc>>,
@@ -238,8 +263,8 @@ async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::
         filter.id,
         filter.after.map(|(at, _)| at),
         filter.after.map_or(Uuid::nil(), |(_, id)| id),
-        filter.kind,
-        filter.state,
+        filter.kind.as_deref(),
+        filter.state.as_deref(),
         filter.store_id.map(|id| id.to_string()),
         filter.product_id.map(|id| id.to_string()),
         filter.created_after,
@@ -253,7 +278,7 @@ async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::
     .await
 }
 
-async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> ApiResult<SagaDetail> {
+async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result<SagaDetail, Problem> {
     let saga = find(conn, SagaFilter { id: Some(id), ..SagaFilter::default() }, 1)
         .await?
         .pop()
@@ -294,9 +319,12 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> ApiRes
     Ok(SagaDetail { saga, outstanding, transitions, messages })
 }
 
+/// What an operator's action may answer besides the saga.
+const ACTION_ERRORS: u8 = NOT_FOUND | CONFLICT | UNAVAILABLE;
+
 impl SagasApi {
-    async fn act(&self, id: Uuid, action: Action, operator: &str) -> ApiResult<Json<SagaDetail>> {
-        operator::act(&self.ctx, id, action, operator).await?;
+    async fn act(&self, audit: &Audit, id: Uuid, action: Action) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
+        operator::act(&self.ctx, audit, id, action).await?;
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Json(saga_detail(&mut conn, &self.ctx, id).await?))
     }
@@ -313,8 +341,10 @@ impl SagasApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
-        kind: Query<Option<String>>,
-        state: Query<Option<String>>,
+        /// e.g. `replenishment`.
+        kind: Query<Option<Line<64>>>,
+        /// e.g. `dispatched`.
+        state: Query<Option<Line<64>>>,
         store_id: Query<Option<Uuid>>,
         product_id: Query<Option<Uuid>>,
         /// Created at or after this instant (RFC 3339).
@@ -327,15 +357,13 @@ impl SagasApi {
         updated_before: Query<Option<DateTime<Utc>>>,
         /// true: only stuck sagas; false: only those that are not.
         stuck: Query<Option<bool>>,
-        limit: Query<Option<u32>>,
-        cursor: Query<Option<String>>,
-    ) -> ApiResult<Json<SagaPage>> {
-        page::check_range(("created_after", created_after.0), ("created_before", created_before.0))?;
-        page::check_range(("updated_after", updated_after.0), ("updated_before", updated_before.0))?;
-        let fetch = page::fetch_limit(limit.0)?;
+        limit: Query<Option<Limit>>,
+        cursor: Query<Option<Text<SagaCursor, 49>>>,
+    ) -> ApiResult<Json<SagaPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
         let filter = SagaFilter {
             id: None,
-            after: parse_cursor(cursor.0.as_deref())?,
+            after: cursor.0.as_deref().and_then(parse_cursor),
             kind: kind.0,
             state: state.0,
             store_id: store_id.0,
@@ -348,13 +376,13 @@ impl SagasApi {
         };
         let mut conn = self.ctx.pool.acquire().await?;
         let rows = find(&mut conn, filter, fetch).await?;
-        let (items, next_cursor) = page::split(rows, fetch, |s| format!("{}~{}", s.created_at.to_rfc3339(), s.id));
+        let (items, next_cursor) = page::split(rows, fetch, cursor_of);
         Ok(Json(SagaPage { items, next_cursor }))
     }
 
     /// Saga counts, the oldest open saga, and step latency
     #[oai(path = "/sagas/stats", method = "get")]
-    async fn stats(&self) -> ApiResult<Json<SagaStats>> {
+    async fn stats(&self) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let counts = store::count_by_state(&mut conn).await?;
         let totals = sqlx::query!(
@@ -397,7 +425,7 @@ impl SagasApi {
 
     /// Get a saga: its timeline, the command it waits on, and its messages
     #[oai(path = "/sagas/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<SagaDetail>> {
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<SagaDetail>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Json(saga_detail(&mut conn, &self.ctx, id.0).await?))
     }
@@ -408,27 +436,39 @@ impl SagasApi {
     /// replenishment, takes up the failed cancellation again (back to compensating). 409 when the
     /// saga waits on nothing that can be retried (received, compensated, resolved).
     #[oai(path = "/sagas/:id/retry", method = "post")]
-    async fn retry(&self, id: Path<Uuid>, body: Json<OperatorRequest>) -> ApiResult<Json<SagaDetail>> {
-        let OperatorRequest { operator, reason } = body.0;
-        self.act(id.0, Action::Retry { reason }, &operator).await
+    async fn retry(
+        &self,
+        id: Path<Uuid>,
+        body: Json<OperatorRequest>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
+        self.act(&audit, id.0, Action::Retry { reason: body.0.reason.into_inner() }).await
     }
 
     /// Unwind the saga now
     ///
     /// Compensates a saga that has not finished its forward steps. 409 when its state does not allow it.
     #[oai(path = "/sagas/:id/compensate", method = "post")]
-    async fn compensate(&self, id: Path<Uuid>, body: Json<OperatorRequest>) -> ApiResult<Json<SagaDetail>> {
-        let OperatorRequest { operator, reason } = body.0;
-        self.act(id.0, Action::Compensate { reason }, &operator).await
+    async fn compensate(
+        &self,
+        id: Path<Uuid>,
+        body: Json<OperatorRequest>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
+        self.act(&audit, id.0, Action::Compensate { reason: body.0.reason.into_inner() }).await
     }
 
     /// Close a failed saga after a human fixed things
     ///
     /// 409 unless the saga is `failed`.
     #[oai(path = "/sagas/:id/resolve", method = "post")]
-    async fn resolve(&self, id: Path<Uuid>, body: Json<ResolveRequest>) -> ApiResult<Json<SagaDetail>> {
-        let ResolveRequest { operator, note } = body.0;
-        self.act(id.0, Action::Resolve { note }, &operator).await
+    async fn resolve(
+        &self,
+        id: Path<Uuid>,
+        body: Json<ResolveRequest>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
+        self.act(&audit, id.0, Action::Resolve { note: body.0.note.into_inner() }).await
     }
 
     /// Start a replenishment by hand
@@ -436,10 +476,14 @@ impl SagasApi {
     /// Whatever the store's stock level. 404 when the store does not stock the product; 409 when a
     /// replenishment of it is already open.
     #[oai(path = "/replenishments", method = "post")]
-    async fn start(&self, body: Json<NewReplenishment>) -> ApiResult<Created> {
-        let NewReplenishment { store_id, product_id, quantity, operator, reason } = body.0;
-        let actor = format!("operator:{operator}");
-        let saga_id = stock::start_replenishment(&self.ctx, store_id, product_id, quantity, &actor, &reason).await?;
+    async fn start(
+        &self,
+        body: Json<NewReplenishment>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        let NewReplenishment { store_id, product_id, quantity, reason } = body.0;
+        let saga_id =
+            stock::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.as_deref()).await?;
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }

@@ -1,17 +1,19 @@
 //! `/stores`: the dark stores.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
     Tag,
-    page::{self, page_of},
-    problem::{ApiResult, Problem},
-    uuid_cursor,
+    input::Line,
+    page::{self, Limit, page_of},
+    problem::{ApiResult, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::Context;
+use crate::{Context, access::audit::Audit};
 
 #[derive(Clone, Debug, Object)]
 pub struct Store {
@@ -23,11 +25,10 @@ pub struct Store {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewStore {
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
-    #[oai(validator(min_length = 1, max_length = 200))]
-    pub service_area: String,
+    pub name: Line<200>,
+    pub service_area: Line<200>,
 }
 
 page_of!(StorePage, Store);
@@ -47,17 +48,31 @@ pub struct StoresApi {
 impl StoresApi {
     /// Create a store
     #[oai(path = "/stores", method = "post")]
-    async fn create(&self, body: Json<NewStore>) -> ApiResult<Created> {
-        let mut conn = self.ctx.pool.acquire().await?;
-        let store = insert(&mut conn, body.name.trim(), body.service_area.trim()).await?;
+    async fn create(&self, body: Json<NewStore>, audit: Data<&Arc<Audit>>) -> ApiResult<Created, UNAVAILABLE> {
+        let mut tx = self.ctx.pool.begin().await?;
+        let store = sqlx::query_as!(
+            Store,
+            "INSERT INTO store (name, service_area) VALUES ($1, $2) RETURNING id, name, service_area, created_at",
+            &*body.name,
+            &*body.service_area
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        audit.name("store_id", store.id);
+        audit.record(&mut tx, 201).await?;
+        tx.commit().await?;
         Ok(Created::Created(Json(store)))
     }
 
     /// List stores
     #[oai(path = "/stores", method = "get")]
-    async fn list(&self, limit: Query<Option<u32>>, cursor: Query<Option<String>>) -> ApiResult<Json<StorePage>> {
-        let fetch = page::fetch_limit(limit.0)?;
-        let after = uuid_cursor(cursor.0.as_deref())?;
+    async fn list(
+        &self,
+        limit: Query<Option<Limit>>,
+        cursor: Query<Option<Uuid>>,
+    ) -> ApiResult<Json<StorePage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let after = cursor.0.unwrap_or(Uuid::nil());
         let rows = sqlx::query_as!(
             Store,
             "SELECT id, name, service_area, created_at FROM store WHERE id > $1 ORDER BY id LIMIT $2",
@@ -72,25 +87,11 @@ impl StoresApi {
 
     /// Get a store
     #[oai(path = "/stores/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Store>> {
+    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
         let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", id.0)
             .fetch_optional(&self.ctx.pool)
             .await?
             .ok_or_else(|| Problem::not_found(format!("no store {}", id.0)))?;
         Ok(Json(store))
     }
-}
-
-async fn insert(conn: &mut PgConnection, name: &str, service_area: &str) -> ApiResult<Store> {
-    if name.is_empty() || service_area.is_empty() {
-        return Err(Problem::unprocessable("name and service_area must not be blank"));
-    }
-    Ok(sqlx::query_as!(
-        Store,
-        "INSERT INTO store (name, service_area) VALUES ($1, $2) RETURNING id, name, service_area, created_at",
-        name,
-        service_area
-    )
-    .fetch_one(conn)
-    .await?)
 }

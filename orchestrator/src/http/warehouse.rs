@@ -1,13 +1,16 @@
 //! `/warehouse/stock`: the central warehouse that refills the stores.
 
+use std::sync::Arc;
+
+use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
 use super::{
     Tag,
-    problem::{ApiResult, Problem},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::{Context, stock};
+use crate::{Context, access::audit::Audit, stock};
 
 #[derive(Clone, Debug, Object)]
 pub struct WarehouseStock {
@@ -25,8 +28,10 @@ impl From<stock::WarehouseLevel> for WarehouseStock {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct SetWarehouseStock {
-    #[oai(validator(minimum(value = "0")))]
+    /// Not below what the warehouse has reserved (409 otherwise).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
     pub on_hand: i64,
 }
 
@@ -38,13 +43,18 @@ pub struct WarehouseApi {
 impl WarehouseApi {
     /// Set the warehouse's stock of a product
     #[oai(path = "/warehouse/stock/:product_id", method = "put")]
-    async fn set(&self, product_id: Path<Uuid>, body: Json<SetWarehouseStock>) -> ApiResult<Json<WarehouseStock>> {
-        Ok(Json(stock::set_warehouse(&self.ctx, product_id.0, body.on_hand).await?.into()))
+    async fn set(
+        &self,
+        product_id: Path<Uuid>,
+        body: Json<SetWarehouseStock>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        Ok(Json(stock::set_warehouse(&self.ctx, &audit, product_id.0, body.on_hand).await?.into()))
     }
 
     /// Get the warehouse's stock of a product
     #[oai(path = "/warehouse/stock/:product_id", method = "get")]
-    async fn get(&self, product_id: Path<Uuid>) -> ApiResult<Json<WarehouseStock>> {
+    async fn get(&self, product_id: Path<Uuid>) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let level = stock::warehouse_level(&mut conn, product_id.0).await?.ok_or_else(|| {
             Problem::not_found(format!("the warehouse holds no stock record for product {}", product_id.0))

@@ -11,17 +11,20 @@ use super::{
 };
 use crate::{
     Context,
+    access::audit::Audit,
     error::{Error, Result, on_constraint},
 };
 
-/// Applies `action` to saga `id` on behalf of `operator`; a refusal is a [`Error::Conflict`] with
-/// the reason (and stays in the timeline).
-pub async fn act(ctx: &Context, id: Uuid, action: Action, operator: &str) -> Result<()> {
+/// Applies `action` to saga `id` on behalf of the key in `audit`, which the timeline names; a
+/// refusal is a [`Error::Conflict`] with the reason (and stays in the timeline).
+pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Result<()> {
     let mut tx = ctx.pool.begin().await?;
     let row = store::lock(&mut tx, id).await?.ok_or_else(|| Error::NotFound(format!("no saga {id}")))?;
-    let actor = format!("operator:{operator}");
+    let actor = audit.actor();
     let driver = ctx.registry.driver(&row.kind).map_err(engine_error)?;
     let applied = driver.act(&mut tx, &ctx.timing, &row, action, &actor).await.map_err(engine_error)?;
+    // A refusal is recorded in the timeline, so its audit row goes with it.
+    audit.record(&mut tx, if matches!(applied, Applied::Moved { .. }) { 200 } else { 409 }).await?;
     tx.commit().await?;
     match applied {
         Applied::Moved { from, to } => {

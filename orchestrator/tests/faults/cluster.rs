@@ -172,6 +172,8 @@ impl Cluster {
     }
 
     fn spawn(&mut self, index: usize) {
+        /// The suite's clients are the load, not what it tests: no budget stops them.
+        const UNLIMITED: &str = "1000000,1000000";
         let slot = &mut self.slots[index];
         let log = self.log_dir.join(format!("{}.{}.log", slot.name, slot.logs.len() + 1));
         let file = std::fs::File::create(&log).expect("can create a log file");
@@ -195,6 +197,11 @@ impl Cluster {
             .env("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate.to_string())
             .env("TRANSIT_DELAY_MS", config.simulation.transit_delay.as_millis().to_string())
             .env("FAULT_DUPLICATE_DELIVERY", config.duplicate_delivery.to_string())
+            .env("BOOTSTRAP_ADMIN_KEY", crate::support::ADMIN_KEY)
+            .env("RATE_LIMIT_ANONYMOUS", UNLIMITED)
+            .env("RATE_LIMIT_CLIENT", UNLIMITED)
+            .env("RATE_LIMIT_OPERATOR", UNLIMITED)
+            .env("RATE_LIMIT_ADMIN", UNLIMITED)
             .env("LOG_JSON", "false")
             .env("RUST_LOG", "info")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

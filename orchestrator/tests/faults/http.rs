@@ -72,8 +72,11 @@ impl Client {
         }
         let stream = self.stream.as_mut().expect("connected above");
         let body = if body.is_null() { String::new() } else { body.to_string() };
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nhost: fault-suite\r\ncontent-length: {}\r\n", body.len());
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: fault-suite\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\n",
+            crate::support::ADMIN_KEY,
+            body.len()
+        );
         if !body.is_empty() {
             request.push_str("content-type: application/json\r\n");
         }

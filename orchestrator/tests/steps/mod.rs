@@ -1,6 +1,7 @@
 //! Step definitions, one module per domain concept, and what they share: the in-process API
 //! client and the polling helpers.
 
+pub mod access;
 pub mod faults;
 pub mod operations;
 pub mod orders;
@@ -28,9 +29,14 @@ pub const READ_SETTLES: Duration = Duration::from_secs(5);
 /// commands takes a few seconds with the tests' short deadlines.
 pub const SAGA_ENDS: Duration = Duration::from_secs(20);
 
-/// The real routes of a running application, called in process.
+/// The real routes of a running application, called in process with one API key.
 #[derive(Clone)]
-pub struct Api(Arc<TestClient<BoxEndpoint<'static>>>);
+pub struct Api {
+    routes: Arc<BoxEndpoint<'static>>,
+    key: Arc<str>,
+}
+
+type Endpoint = Arc<BoxEndpoint<'static>>;
 
 /// What the API answered.
 #[derive(Clone, Debug)]
@@ -72,29 +78,45 @@ impl OrderRequest {
 }
 
 impl Api {
+    /// The API as the deployment's admin.
     pub fn new(app: &Application) -> Self {
         let routes = orchestrator::http::routes(app.context());
-        Self(Arc::new(TestClient::new(routes.map_to_response().boxed())))
+        Self { routes: Arc::new(routes.map_to_response().boxed()), key: crate::support::ADMIN_KEY.into() }
+    }
+
+    /// The same API, called with another key.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self { routes: self.routes.clone(), key: key.into() }
+    }
+
+    fn client(&self) -> TestClient<Endpoint> {
+        TestClient::new(self.routes.clone()).default_header("authorization", format!("Bearer {}", self.key))
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        send(self.0.get(path)).await
+        send(self.client().get(path)).await
     }
 
     pub async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
-        let mut request = self.0.post(path).body_json(body);
+        let client = self.client();
+        let mut request = client.post(path).body_json(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         send(request).await
     }
 
+    /// A POST without a body, as a button in an app sends it.
+    pub async fn post_empty(&self, path: &str) -> Answer {
+        send(self.client().post(path)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Answer {
-        send(self.0.delete(path)).await
+        send(self.client().delete(path)).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Answer {
-        send(self.0.put(path).body_json(body)).await
+        send(self.client().put(path).body_json(body)).await
     }
 
     /// Places an order.
@@ -130,7 +152,7 @@ impl Api {
     }
 }
 
-async fn send(request: TestRequestBuilder<'_, BoxEndpoint<'static>>) -> Answer {
+async fn send(request: TestRequestBuilder<'_, Endpoint>) -> Answer {
     let response = request.send().await.0;
     let status = response.status();
     let headers = response.headers().clone();

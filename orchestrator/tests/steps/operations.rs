@@ -59,24 +59,39 @@ async fn not_listed_stuck(world: &mut World) {
     assert!(!stuck_ids(world).await.contains(&id), "saga {id} is still listed as stuck");
 }
 
+/// The API as operator `name`, with a key of their own made on first use.
+async fn operator(world: &mut World, name: &str) -> super::Api {
+    if !world.keys.contains_key(name) {
+        super::access::make_key(world, name, "operator").await;
+    }
+    world.api_as(name).await
+}
+
 #[when(expr = "operator {string} retries the replenishment because {string}")]
-async fn operator_retries(world: &mut World, operator: String, reason: String) {
+async fn operator_retries(world: &mut World, name: String, reason: String) {
     let path = format!("/sagas/{}/retry", world.saga());
-    let answer = world.api().await.post(&path, &json!({"operator": operator, "reason": reason}), &[]).await;
+    let answer = operator(world, &name).await.post(&path, &json!({"reason": reason}), &[]).await;
     answer.expect(StatusCode::OK, "retrying the replenishment");
 }
 
 #[when(expr = "operator {string} resolves the replenishment noting {string}")]
-async fn operator_resolves(world: &mut World, operator: String, note: String) {
+async fn operator_resolves(world: &mut World, name: String, note: String) {
     let path = format!("/sagas/{}/resolve", world.saga());
-    let answer = world.api().await.post(&path, &json!({"operator": operator, "note": note}), &[]).await;
+    let answer = operator(world, &name).await.post(&path, &json!({"note": note}), &[]).await;
     answer.expect(StatusCode::OK, "resolving the replenishment");
 }
 
+#[when(expr = "operator {string} compensates the replenishment because {string}")]
+async fn operator_compensates(world: &mut World, name: String, reason: String) {
+    let path = format!("/sagas/{}/compensate", world.saga());
+    let answer = operator(world, &name).await.post(&path, &json!({"reason": reason}), &[]).await;
+    answer.expect(StatusCode::OK, "compensating the replenishment");
+}
+
 #[then(expr = "a retry by {string} is refused because the replenishment is {word}")]
-async fn retry_refused(world: &mut World, operator: String, state: String) {
+async fn retry_refused(world: &mut World, name: String, state: String) {
     let path = format!("/sagas/{}/retry", world.saga());
-    let answer = world.api().await.post(&path, &json!({"operator": operator, "reason": "again"}), &[]).await;
+    let answer = operator(world, &name).await.post(&path, &json!({"reason": "again"}), &[]).await;
     let problem = answer.expect(StatusCode::CONFLICT, "retrying a finished replenishment");
     assert!(text(&problem, "detail").contains(&state), "the refusal does not say why: {problem:#}");
 }
@@ -155,14 +170,14 @@ async fn kept_as_dead_letter(world: &mut World, queue: String, reason: String) {
 #[when("an operator replays the dead letter")]
 async fn replay(world: &mut World) {
     let path = format!("/dead-letters/{}/replay", world.dead_letter.expect("a dead letter was found"));
-    let letter = world.api().await.post(&path, &Value::Null, &[]).await.expect(StatusCode::OK, "replaying");
+    let letter = world.api().await.post_empty(&path).await.expect(StatusCode::OK, "replaying");
     assert!(letter["replayed_at"].is_string(), "{letter:#}");
 }
 
 #[then("replaying it again is refused")]
 async fn replay_refused(world: &mut World) {
     let path = format!("/dead-letters/{}/replay", world.dead_letter.expect("a dead letter was found"));
-    world.api().await.post(&path, &Value::Null, &[]).await.expect(StatusCode::CONFLICT, "replaying twice");
+    world.api().await.post_empty(&path).await.expect(StatusCode::CONFLICT, "replaying twice");
 }
 
 #[then(expr = "the message was delivered to {string} again and is kept as a new dead letter")]

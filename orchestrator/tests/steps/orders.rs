@@ -172,7 +172,5 @@ async fn second_is_replay(world: &mut World) {
 async fn order_collected(world: &mut World) {
     let order_id = id(&last_answer(world).body, "id");
     let api = world.api().await;
-    api.post(&format!("/orders/{order_id}/fulfil"), &serde_json::Value::Null, &[])
-        .await
-        .expect(StatusCode::OK, "fulfilling the order");
+    api.post_empty(&format!("/orders/{order_id}/fulfil")).await.expect(StatusCode::OK, "fulfilling the order");
 }

@@ -7,11 +7,34 @@ use std::{future::Future, time::Duration};
 
 use orchestrator::app::{Application, Roles};
 use participants::{
-    config::Config,
+    config::{Budget, Config, RateLimits, Secret},
     messaging::{Topology, connect, relay::RelayFaults},
 };
+use poem::{EndpointExt, endpoint::BoxEndpoint, test::TestClient};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
+
+/// The admin key every test deployment starts with (`BOOTSTRAP_ADMIN_KEY`).
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnopqrstuv";
+
+/// A budget no test reaches unless it means to.
+pub const UNLIMITED: Budget = Budget { per_second: 1_000_000, burst: 1_000_000 };
+
+/// The routes of a running application, called in process with `key`.
+pub type Client = TestClient<BoxEndpoint<'static>>;
+
+pub fn client(app: &Application, key: &str) -> Client {
+    TestClient::new(orchestrator::http::routes(app.context()).map_to_response().boxed())
+        .default_header("authorization", format!("Bearer {key}"))
+}
+
+/// Makes a key named `name` with `role` through the API, with an admin client; returns its secret.
+pub async fn make_key(admin: &Client, name: &str, role: &str) -> String {
+    let response = admin.post("/api-keys").body_json(&serde_json::json!({"name": name, "role": role})).send().await;
+    response.assert_status(poem::http::StatusCode::CREATED);
+    let body: serde_json::Value = response.0.into_body().into_json().await.unwrap();
+    body["key"].as_str().expect("a new key carries its secret").to_owned()
+}
 
 /// One test's own deployment. Created databases start with `test_` so that `scripts/test` can
 /// sweep up what a crashed run left behind.
@@ -41,6 +64,9 @@ impl TestEnv {
         config.saga.command_timeout = Duration::from_millis(300);
         config.saga.max_timeout = Duration::from_secs(1);
         config.saga.max_attempts = 3;
+        config.api.bootstrap_admin_key = Some(Secret(ADMIN_KEY.to_owned()));
+        config.api.rate_limits =
+            RateLimits { anonymous: UNLIMITED, client: UNLIMITED, operator: UNLIMITED, admin: UNLIMITED };
         Self { config, database, admin_url }
     }
 

@@ -15,7 +15,7 @@ pub mod topology;
 
 pub use topology::{Exchange, Queue, Topology};
 
-use std::{fmt::Display, future::Future, time::Duration};
+use std::{fmt::Display, future::Future, sync::Arc, time::Duration};
 
 use lapin::{Connection, ConnectionProperties};
 use tokio::time::Instant;
@@ -83,23 +83,79 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
-/// Depth and consumer count of every queue of the deployment, asked of the broker (a passive
-/// declare, which changes nothing).
-pub async fn queue_stats(amqp_url: &str, topology: &Topology) -> lapin::Result<Vec<QueueStats>> {
-    use lapin::{options::QueueDeclareOptions, types::FieldTable};
-    let connection = connect(amqp_url, "queue-stats").await?;
-    let stats = async {
-        let channel = connection.create_channel().await?;
+/// One broker connection kept for questions — queue depths, readiness — opened on first use and
+/// again after it breaks, so that a health check or a status page costs a round trip, not a
+/// connection.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    amqp_url: Arc<str>,
+    topology: Topology,
+    open: Arc<tokio::sync::Mutex<Option<(Connection, lapin::Channel)>>>,
+}
+
+impl std::fmt::Debug for BrokerProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerProbe").field("namespace", &self.topology.namespace()).finish_non_exhaustive()
+    }
+}
+
+impl BrokerProbe {
+    pub fn new(amqp_url: Arc<str>, topology: Topology) -> Self {
+        Self { amqp_url, topology, open: Arc::default() }
+    }
+
+    /// Depth and consumer count of every queue of the deployment (a passive declare each, which
+    /// changes nothing).
+    pub async fn queue_stats(&self) -> lapin::Result<Vec<QueueStats>> {
+        use lapin::{options::QueueDeclareOptions, types::FieldTable};
+        let mut open = self.open.lock().await;
+        if open
+            .as_ref()
+            .is_none_or(|(connection, channel)| !connection.status().connected() || !channel.status().connected())
+        {
+            if let Some((connection, channel)) = open.take() {
+                close_both(&connection, &channel).await;
+            }
+            let connection = connect(&self.amqp_url, "probe").await?;
+            let channel = connection.create_channel().await?;
+            *open = Some((connection, channel));
+        }
+        let (_, channel) = open.as_ref().expect("opened above");
         let mut stats = Vec::new();
         for queue in <Queue as strum::IntoEnumIterator>::iter() {
             let options = QueueDeclareOptions { passive: true, ..Default::default() };
-            let declared =
-                channel.queue_declare(topology.queue(queue).as_str().into(), options, FieldTable::default()).await?;
-            stats.push(QueueStats { queue, messages: declared.message_count(), consumers: declared.consumer_count() });
+            let name = self.topology.queue(queue);
+            match channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await {
+                Ok(declared) => stats.push(QueueStats {
+                    queue,
+                    messages: declared.message_count(),
+                    consumers: declared.consumer_count(),
+                }),
+                Err(error) => {
+                    // The broker closes the channel on a failed declare: start afresh next time.
+                    if let Some((connection, channel)) = open.take() {
+                        close_both(&connection, &channel).await;
+                    }
+                    return Err(error);
+                }
+            }
         }
         Ok(stats)
     }
-    .await;
-    close(&connection, "done").await;
-    stats
+
+    /// Closes the connection, if one is open.
+    pub async fn close(&self) {
+        if let Some((connection, channel)) = self.open.lock().await.take() {
+            close_both(&connection, &channel).await;
+        }
+    }
+}
+
+/// Closes a channel, then its connection: closing the connection under an open channel makes
+/// lapin report the channel's closing as a connection error.
+async fn close_both(connection: &Connection, channel: &lapin::Channel) {
+    if channel.status().connected() {
+        let _ = tokio::time::timeout(CLOSE_WITHIN, channel.close(200, "done".into())).await;
+    }
+    close(connection, "done").await;
 }

@@ -1,0 +1,268 @@
+//! Rate limits: a token bucket per API key, and per client address for requests without a
+//! valid key.
+//!
+//! The buckets live in Redis, so every instance of the API draws on the same budget; one Lua
+//! script refills and takes a token atomically, on Redis's own clock. When Redis does not answer,
+//! each instance falls back to buckets of its own, in memory (so a deployment of N instances
+//! then admits up to N times the budget) and the API keeps answering. The in-process buckets are
+//! bounded: idle ones are dropped, and past [`LOCAL_BUCKETS`] the newcomers share one.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use deadpool_redis::redis;
+use participants::{
+    config::{Budget, RateLimits},
+    redis::Redis,
+};
+use uuid::Uuid;
+
+use super::Role;
+
+/// Refills the bucket `KEYS[1]` at `ARGV[1]` tokens per second up to `ARGV[2]`, then takes one
+/// token if there is one. Returns `{taken (0 or 1), tokens left}`. The same arithmetic as
+/// [`take_token`], which a test holds it to.
+const TAKE: &str = r"
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = burst
+  at = now
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate / 1000)
+end
+local taken = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+return {taken, tostring(tokens)}
+";
+
+/// In-process buckets kept at most, for when Redis is down.
+pub const LOCAL_BUCKETS: usize = 10_000;
+
+/// Whose budget a request draws on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    Key(Uuid),
+    /// A client address: IPv4 as is, IPv6 by its /64 (what one subscriber usually holds).
+    Address(String),
+}
+
+impl Bucket {
+    pub fn address(ip: Option<IpAddr>) -> Self {
+        Self::Address(match ip.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            None => "unknown".to_owned(),
+        })
+    }
+
+    fn redis_key(&self, namespace: &str) -> String {
+        match self {
+            Self::Key(id) => format!("{namespace}:ratelimit:key:{id}"),
+            Self::Address(address) => format!("{namespace}:ratelimit:addr:{address}"),
+        }
+    }
+}
+
+/// What a bucket said to one request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The bucket's size (`RateLimit-Limit`).
+    pub limit: u32,
+    /// Whole tokens left (`RateLimit-Remaining`).
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (`RateLimit-Reset`).
+    pub reset_secs: u64,
+    /// Seconds until a token is there again (`Retry-After`), when refused.
+    pub retry_after_secs: u64,
+}
+
+impl Decision {
+    fn new(budget: Budget, tokens_left: f64, allowed: bool) -> Self {
+        let rate = f64::from(budget.per_second);
+        let tokens_left = tokens_left.clamp(0.0, f64::from(budget.burst));
+        Self {
+            allowed,
+            limit: budget.burst,
+            remaining: tokens_left.floor() as u32,
+            reset_secs: ((f64::from(budget.burst) - tokens_left) / rate).ceil() as u64,
+            retry_after_secs: if allowed { 0 } else { ((1.0 - tokens_left) / rate).ceil().max(1.0) as u64 },
+        }
+    }
+}
+
+/// A bucket's state: tokens, and when they were counted (ms).
+type State = (f64, u64);
+
+/// The tokens of a bucket last counted at `state`, refilled up to `now_ms`; a new bucket is full.
+fn refill(state: Option<State>, now_ms: u64, budget: Budget) -> f64 {
+    let burst = f64::from(budget.burst);
+    match state {
+        None => burst,
+        Some((tokens, at)) if now_ms > at => {
+            (tokens + (now_ms - at) as f64 * f64::from(budget.per_second) / 1000.0).min(burst)
+        }
+        Some((tokens, _)) => tokens,
+    }
+}
+
+/// Refills a bucket last counted at `state` up to `now_ms`, and takes a token if there is one.
+pub fn take_token(state: Option<State>, now_ms: u64, budget: Budget) -> (State, bool) {
+    let mut tokens = refill(state, now_ms, budget);
+    let taken = tokens >= 1.0;
+    if taken {
+        tokens -= 1.0;
+    }
+    ((tokens, now_ms), taken)
+}
+
+#[derive(Clone)]
+pub struct Limiter {
+    redis: Redis,
+    namespace: Arc<str>,
+    budgets: RateLimits,
+    script: Arc<redis::Script>,
+    local: Arc<Mutex<HashMap<Bucket, (State, Budget)>>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("budgets", &self.budgets).finish_non_exhaustive()
+    }
+}
+
+impl Limiter {
+    pub fn new(redis: Redis, namespace: &str, budgets: RateLimits) -> Self {
+        Self {
+            redis,
+            namespace: namespace.into(),
+            budgets,
+            script: Arc::new(redis::Script::new(TAKE)),
+            local: Arc::default(),
+        }
+    }
+
+    /// The budget of a key's role, or of a caller without a valid key.
+    pub fn budget(&self, role: Option<Role>) -> Budget {
+        match role {
+            None => self.budgets.anonymous,
+            Some(Role::Client) => self.budgets.client,
+            Some(Role::Operator) => self.budgets.operator,
+            Some(Role::Admin) => self.budgets.admin,
+        }
+    }
+
+    /// Takes a token from `bucket`, sized for `role`.
+    pub async fn take(&self, bucket: &Bucket, role: Option<Role>) -> Decision {
+        let budget = self.budget(role);
+        let key = bucket.redis_key(&self.namespace);
+        let script = self.script.clone();
+        let shared: Result<(i64, String), _> = self
+            .redis
+            .call(async |conn| script.key(&key).arg(budget.per_second).arg(budget.burst).invoke_async(conn).await)
+            .await;
+        let decision = match shared {
+            Ok((taken, tokens)) => Decision::new(budget, tokens.parse().unwrap_or(0.0), taken == 1),
+            Err(_) => {
+                metrics::counter!("rate_limit_local_decisions_total").increment(1);
+                self.take_locally(bucket, budget)
+            }
+        };
+        if !decision.allowed {
+            let role = role.map_or("anonymous", Into::into);
+            metrics::counter!("rate_limited_total", "role" => role).increment(1);
+        }
+        decision
+    }
+
+    fn take_locally(&self, bucket: &Bucket, budget: Budget) -> Decision {
+        let now = participants::redis::now_millis();
+        let mut buckets = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= LOCAL_BUCKETS && !buckets.contains_key(bucket) {
+            // A bucket that is full again is the same as no bucket.
+            buckets.retain(|_, (state, budget)| refill(Some(*state), now, *budget) < f64::from(budget.burst));
+        }
+        let slot = if buckets.len() >= LOCAL_BUCKETS && !buckets.contains_key(bucket) {
+            Bucket::Address("overflow".to_owned())
+        } else {
+            bucket.clone()
+        };
+        let (state, taken) = take_token(buckets.get(&slot).map(|(state, _)| *state), now, budget);
+        buckets.insert(slot, (state, budget));
+        Decision::new(budget, state.0, taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUDGET: Budget = Budget { per_second: 10, burst: 3 };
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut state = None;
+        let mut allowed = 0;
+        for _ in 0..5 {
+            let (next, taken) = take_token(state, 1_000, BUDGET);
+            state = Some(next);
+            allowed += usize::from(taken);
+        }
+        assert_eq!(allowed, 3, "a burst of 3, then nothing at the same instant");
+        // 10 per second: one token every 100 ms.
+        assert!(!take_token(state, 1_050, BUDGET).1);
+        assert!(take_token(state, 1_100, BUDGET).1);
+        // Never more than the burst, however long it waited.
+        let (full, _) = take_token(state, 100_000, BUDGET);
+        assert_eq!(full.0, 2.0);
+    }
+
+    #[test]
+    fn decisions_say_when_to_come_back() {
+        let refused = Decision::new(BUDGET, 0.25, false);
+        assert_eq!((refused.limit, refused.remaining, refused.retry_after_secs), (3, 0, 1));
+        assert_eq!(refused.reset_secs, 1, "2.75 tokens at 10/s is 275 ms: a second, rounded up");
+        let slow = Decision::new(Budget { per_second: 1, burst: 100 }, 0.0, false);
+        assert_eq!((slow.retry_after_secs, slow.reset_secs), (1, 100));
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_slash_64() {
+        let a = Bucket::address(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = Bucket::address(Some("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_ne!(a, Bucket::address(Some("2001:db8:1:3::1".parse().unwrap())));
+        assert_eq!(Bucket::address(Some("::ffff:10.0.0.1".parse().unwrap())), Bucket::Address("10.0.0.1".into()));
+    }
+
+    #[test]
+    fn in_process_buckets_are_bounded() {
+        let limiter = Limiter::new(
+            Redis::new("redis://127.0.0.1:1").unwrap(),
+            "t",
+            RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
+        );
+        for i in 0..LOCAL_BUCKETS + 500 {
+            limiter.take_locally(&Bucket::Address(i.to_string()), BUDGET);
+        }
+        assert!(limiter.local.lock().unwrap().len() <= LOCAL_BUCKETS + 1);
+    }
+}

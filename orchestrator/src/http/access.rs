@@ -1,0 +1,451 @@
+//! The API's door: which role each operation needs ([`OPERATIONS`], the one place it is
+//! written), and the layer every request passes before its handler ([`Door::guard`]).
+//!
+//! In order, a request is: matched to its operation (an unknown method on a known path is a 405
+//! with `Allow`); authenticated by its bearer key, if it sends one; charged a token from its
+//! key's bucket, or its address's when it has no valid key (429 when empty); authorized (401
+//! without a valid key, 403 when the key's role is below the operation's); refused if it sends a
+//! query parameter the operation does not take, or a body it does not take; and its body read,
+//! within a size and a time limit. A change requested by a known key leaves an audit row.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use poem::{
+    Endpoint, IntoResponse, Request, Response,
+    error::ReadBodyError,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use super::problem::Problem;
+use crate::access::{
+    Caller, Role,
+    audit::Audit,
+    keys::KeyRing,
+    limit::{Bucket, Decision, Limiter},
+};
+
+/// Who may call an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a key.
+    Public,
+    /// A key of this role or a higher one.
+    Needs(Role),
+}
+
+use Access::{Needs, Public};
+use Role::{Admin, Client, Operator};
+
+/// Every operation, with who may call it. The README's table says the same, and a test holds
+/// both to what the server does.
+///
+/// - Health and the docs are public: a load balancer and a person exploring need no key.
+/// - `client` (a store front, a picker app) places, reads, fulfils and cancels orders, and reads
+///   stores, products and a store's inventory: what serving customers needs.
+/// - `operator` runs the network: it creates stores and products, sets and adjusts stock (stores
+///   and the warehouse), reads the warehouse, the ledger, sagas, dead letters, participants and
+///   metrics, and acts on sagas and dead letters.
+/// - `admin` manages keys and reads the audit trail, which name who did what.
+pub const OPERATIONS: &[(&str, &str, Access)] = &[
+    ("GET", "/health/live", Public),
+    ("GET", "/health/ready", Public),
+    ("GET", "/stores", Needs(Client)),
+    ("POST", "/stores", Needs(Operator)),
+    ("GET", "/stores/{id}", Needs(Client)),
+    ("GET", "/products", Needs(Client)),
+    ("POST", "/products", Needs(Operator)),
+    ("GET", "/products/{id}", Needs(Client)),
+    ("GET", "/stores/{store_id}/inventory", Needs(Client)),
+    ("GET", "/stores/{store_id}/inventory/{product_id}", Needs(Client)),
+    ("PUT", "/stores/{store_id}/inventory/{product_id}", Needs(Operator)),
+    ("POST", "/stores/{store_id}/inventory/{product_id}/adjustments", Needs(Operator)),
+    ("GET", "/warehouse/stock/{product_id}", Needs(Operator)),
+    ("PUT", "/warehouse/stock/{product_id}", Needs(Operator)),
+    ("POST", "/orders", Needs(Client)),
+    ("GET", "/orders/{id}", Needs(Client)),
+    ("POST", "/orders/{id}/fulfil", Needs(Client)),
+    ("POST", "/orders/{id}/cancel", Needs(Client)),
+    ("GET", "/stock-movements", Needs(Operator)),
+    ("GET", "/sagas", Needs(Operator)),
+    ("GET", "/sagas/stats", Needs(Operator)),
+    ("GET", "/sagas/{id}", Needs(Operator)),
+    ("POST", "/sagas/{id}/retry", Needs(Operator)),
+    ("POST", "/sagas/{id}/compensate", Needs(Operator)),
+    ("POST", "/sagas/{id}/resolve", Needs(Operator)),
+    ("POST", "/replenishments", Needs(Operator)),
+    ("GET", "/dead-letters", Needs(Operator)),
+    ("GET", "/dead-letters/{id}", Needs(Operator)),
+    ("DELETE", "/dead-letters/{id}", Needs(Operator)),
+    ("POST", "/dead-letters/{id}/replay", Needs(Operator)),
+    ("GET", "/participants", Needs(Operator)),
+    ("GET", "/metrics", Needs(Operator)),
+    ("POST", "/api-keys", Needs(Admin)),
+    ("GET", "/api-keys", Needs(Admin)),
+    ("DELETE", "/api-keys/{id}", Needs(Admin)),
+    ("GET", "/audit", Needs(Admin)),
+];
+
+/// Routes outside the spec, also public: Swagger UI and the spec itself.
+pub const DOCUMENTS: &[&str] = &["/docs", "/docs/", "/openapi.json"];
+
+/// Who may call `method path`, as [`OPERATIONS`] says; `None` for an operation it does not list.
+pub fn access(method: &str, path: &str) -> Option<Access> {
+    OPERATIONS.iter().find(|(m, p, _)| *m == method && *p == path).map(|(.., access)| *access)
+}
+
+/// Largest request body accepted: orders of 100 items are far smaller.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// An operation as the door knows it: its access, and what the spec says it takes.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub method: Method,
+    /// In the spec's form: `/orders/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+    /// The query parameters it takes.
+    pub query: BTreeSet<String>,
+    /// Whether it takes a request body.
+    pub body: bool,
+}
+
+/// What the door needs to admit requests.
+#[derive(Clone, Debug)]
+pub struct Door {
+    routes: Arc<Vec<Route>>,
+    keys: KeyRing,
+    limiter: Limiter,
+    pool: PgPool,
+    read_timeout: Duration,
+}
+
+/// A path matched against a route's pattern: its parameters, by name.
+fn matches(pattern: &str, path: &str) -> Option<Map<String, Value>> {
+    let mut params = Map::new();
+    let (mut pattern, mut path) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(segment)) if p.starts_with('{') && p.ends_with('}') && !segment.is_empty() => {
+                params.insert(p[1..p.len() - 1].to_owned(), Value::String(segment.to_owned()));
+            }
+            (Some(p), Some(segment)) if p == segment => {}
+            _ => return None,
+        }
+    }
+}
+
+/// What a key presented in `Authorization` turned out to be.
+enum Presented {
+    Nothing,
+    Valid(Arc<Caller>),
+    /// Malformed, unknown or revoked: the answer does not say which.
+    Invalid,
+}
+
+impl Door {
+    /// The door for the operations of `spec` (the finished OpenAPI document). Panics when an
+    /// operation of the spec has no entry in [`OPERATIONS`]: no operation is left unguarded.
+    pub fn new(spec: &Value, keys: KeyRing, limiter: Limiter, pool: PgPool, read_timeout: Duration) -> Self {
+        let mut routes = Vec::new();
+        for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
+            for (method, operation) in operations.as_object().into_iter().flatten() {
+                let method = method.to_uppercase();
+                let (_, path, access) = OPERATIONS
+                    .iter()
+                    .find(|(m, p, _)| *m == method && p == path)
+                    .unwrap_or_else(|| panic!("{method} {path} has no role in http::access::OPERATIONS"));
+                let query = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect();
+                routes.push(Route {
+                    method: method.parse().expect("the spec's methods are HTTP methods"),
+                    path,
+                    access: *access,
+                    query,
+                    body: operation.get("requestBody").is_some(),
+                });
+            }
+        }
+        Self { routes: Arc::new(routes), keys, limiter, pool, read_timeout }
+    }
+
+    /// Admits, refuses or limits one request; see the module's documentation.
+    pub async fn guard<E: Endpoint>(&self, next: &E, mut request: Request) -> poem::Result<Response> {
+        let path = request.uri().path().to_owned();
+        if DOCUMENTS.contains(&path.as_str()) {
+            return self.admit_public(next, request).await;
+        }
+        let candidates: Vec<(&Route, Map<String, Value>)> =
+            self.routes.iter().filter_map(|r| matches(r.path, &path).map(|params| (r, params))).collect();
+        if candidates.is_empty() {
+            // Unknown path: the router answers 404, within the anonymous budget.
+            return self.admit_public(next, request).await;
+        }
+        let Some((route, params)) = candidates.iter().find(|(r, _)| r.method == request.method()).cloned() else {
+            return Ok(method_not_allowed(&candidates));
+        };
+
+        let presented = match self.presented(request.headers()) {
+            Ok(presented) => presented,
+            Err(problem) if route.access == Public => {
+                tracing::debug!(detail = problem.details.detail, "keys unverifiable; a public route goes on");
+                Presented::Nothing
+            }
+            Err(problem) => return Ok(problem.into_response()),
+        };
+        let caller = match &presented {
+            Presented::Valid(caller) => Some(caller.clone()),
+            _ => None,
+        };
+        let bucket = caller.as_ref().map_or_else(|| Bucket::address(client_ip(&request)), |c| Bucket::Key(c.key_id));
+        let decision = self.limiter.take(&bucket, caller.as_ref().map(|c| c.role)).await;
+        if !decision.allowed {
+            return Ok(with_rate_limit(too_many_requests(&decision), &decision));
+        }
+
+        let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
+        let audit = caller.as_ref().map(|caller| {
+            let (request_id, trace_id) = super::request_ids(&request);
+            Arc::new(Audit::new(
+                caller.clone(),
+                route.method.to_string(),
+                route.path,
+                params.clone(),
+                request_id,
+                trace_id,
+            ))
+        });
+        let refused = match (route.access, &caller) {
+            (Public, _) => None,
+            (Needs(role), None) => {
+                let invalid = matches!(presented, Presented::Invalid);
+                metrics::counter!("api_key_rejections_total", "reason" => if invalid { "invalid" } else { "missing" })
+                    .increment(1);
+                Some(unauthorized(role, invalid))
+            }
+            (Needs(role), Some(caller)) if caller.role < role => Some(forbidden(role, caller).into_response()),
+            _ => None,
+        };
+        let refused = match refused {
+            Some(response) => Some(response),
+            None => self.check_input(route, &mut request).await.err().map(IntoResponse::into_response),
+        };
+        let response = match refused {
+            Some(response) => response,
+            None => {
+                if let Some(audit) = audit.as_ref().filter(|_| mutating) {
+                    request.set_data(audit.clone());
+                }
+                match next.call(request).await {
+                    Ok(response) => response.into_response(),
+                    Err(error) => super::problem::from_poem(error).await,
+                }
+            }
+        };
+        if let Some(audit) = &audit {
+            // Every change asked for by a known key, and any key's attempt beyond its role.
+            if mutating || response.status() == StatusCode::FORBIDDEN {
+                audit.finish(&self.pool, response.status().as_u16()).await;
+            }
+        }
+        Ok(with_rate_limit(response, &decision))
+    }
+
+    /// A request to a route that needs no key: only the anonymous budget applies.
+    async fn admit_public<E: Endpoint>(&self, next: &E, request: Request) -> poem::Result<Response> {
+        let decision = self.limiter.take(&Bucket::address(client_ip(&request)), None).await;
+        if !decision.allowed {
+            return Ok(with_rate_limit(too_many_requests(&decision), &decision));
+        }
+        let response = match next.call(request).await {
+            Ok(response) => response.into_response(),
+            Err(error) => super::problem::from_poem(error).await,
+        };
+        Ok(with_rate_limit(response, &decision))
+    }
+
+    fn presented(&self, headers: &HeaderMap) -> Result<Presented, Problem> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Ok(if headers.contains_key(header::AUTHORIZATION) {
+                Presented::Invalid
+            } else {
+                Presented::Nothing
+            });
+        };
+        let Some(secret) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim())
+            .filter(|s| participants::config::valid_secret(s))
+        else {
+            return Ok(Presented::Invalid);
+        };
+        match self.keys.find(secret) {
+            Ok(Some(caller)) => Ok(Presented::Valid(caller)),
+            Ok(None) => Ok(Presented::Invalid),
+            Err(untrusted) => {
+                tracing::warn!(%untrusted, "a keyed request refused: keys cannot be verified");
+                Err(Problem::unavailable("API keys cannot be verified right now; retry shortly"))
+            }
+        }
+    }
+
+    /// Refuses query parameters the operation does not take (or takes once, sent twice), a body
+    /// it does not take, and a body too large or too slow; reads the body otherwise.
+    async fn check_input(&self, route: &Route, request: &mut Request) -> Result<(), Problem> {
+        let mut seen = BTreeSet::new();
+        for (name, _) in form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes()) {
+            if !route.query.contains(name.as_ref()) {
+                let takes = if route.query.is_empty() {
+                    "none".to_owned()
+                } else {
+                    route.query.iter().cloned().collect::<Vec<_>>().join(", ")
+                };
+                return Err(Problem::bad_request(format!(
+                    "unknown query parameter {name:?}; this operation takes {takes}"
+                )));
+            }
+            if !seen.insert(name.clone().into_owned()) {
+                return Err(Problem::bad_request(format!("query parameter {name:?} is sent more than once")));
+            }
+        }
+        let declared = match request.headers().get(header::CONTENT_LENGTH) {
+            Some(length) => Some(
+                length
+                    .to_str()
+                    .ok()
+                    .and_then(|l| l.parse::<u64>().ok())
+                    .ok_or_else(|| Problem::bad_request("Content-Length is not a number"))?,
+            ),
+            None => None,
+        };
+        let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+        if !route.body {
+            return if declared.unwrap_or(0) > 0 || chunked {
+                Err(Problem::bad_request("this operation takes no request body"))
+            } else {
+                Ok(())
+            };
+        }
+        if declared.is_some_and(|length| length > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let body = request.take_body();
+        match tokio::time::timeout(self.read_timeout, body.into_bytes_limit(MAX_BODY)).await {
+            Err(_) => Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} ms", self.read_timeout.as_millis()),
+            )),
+            Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(too_large()),
+            Ok(Err(error)) => Err(Problem::bad_request(format!("the request body could not be read: {error}"))),
+            Ok(Ok(bytes)) => {
+                request.set_body(bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn too_large() -> Problem {
+    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY} bytes"))
+}
+
+fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
+    request.remote_addr().as_socket_addr().map(|a| a.ip())
+}
+
+/// `RateLimit-*` on every answer a bucket decided, so that clients can pace themselves.
+fn with_rate_limit(mut response: Response, decision: &Decision) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(decision.reset_secs));
+    response
+}
+
+fn too_many_requests(decision: &Decision) -> Response {
+    let problem = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "over this caller's budget of {} requests at once; retry after {} s",
+            decision.limit, decision.retry_after_secs
+        ),
+    );
+    let mut response = problem.into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(decision.retry_after_secs));
+    response
+}
+
+/// 401, the same whether the key was missing, unknown or revoked, with `WWW-Authenticate`
+/// (RFC 6750) telling a client that sent a key that it is not valid.
+fn unauthorized(role: Role, invalid: bool) -> Response {
+    let mut response = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        format!(
+            "this operation needs an API key with the role {} or higher, sent as 'Authorization: Bearer <key>'",
+            role.as_ref()
+        ),
+    )
+    .into_response();
+    let realm = "Bearer realm=\"darkstores\"";
+    let value = if invalid { format!("{realm}, error=\"invalid_token\"") } else { realm.to_owned() };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn forbidden(role: Role, caller: &Caller) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "this operation needs the role {} or higher; this key's role is {}",
+            role.as_ref(),
+            caller.role.as_ref()
+        ),
+    )
+}
+
+/// 405, with the methods the path has in `Allow`.
+fn method_not_allowed(candidates: &[(&Route, Map<String, Value>)]) -> Response {
+    let allowed: BTreeSet<&str> = candidates.iter().map(|(r, _)| r.method.as_str()).collect();
+    let allow = allowed.into_iter().collect::<Vec<_>>().join(", ");
+    let mut response = Problem::new(StatusCode::METHOD_NOT_ALLOWED, format!("this path takes {allow}")).into_response();
+    if let Ok(value) = HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        let params = matches("/orders/{id}/cancel", "/orders/42/cancel").unwrap();
+        assert_eq!(params["id"], "42");
+        assert!(matches("/orders/{id}", "/orders/").is_none());
+        assert!(matches("/orders/{id}", "/orders/1/cancel").is_none());
+        assert!(matches("/stores", "/stores/").is_none());
+        assert!(matches("/sagas/stats", "/sagas/stats").unwrap().is_empty());
+    }
+
+    #[test]
+    fn every_operation_is_listed_once() {
+        let mut seen = BTreeSet::new();
+        for (method, path, _) in OPERATIONS {
+            assert!(seen.insert((method, path)), "{method} {path} is listed twice");
+        }
+    }
+}

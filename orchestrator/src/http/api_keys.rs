@@ -1,0 +1,160 @@
+//! `/api-keys`: making, listing and revoking the keys that open the API.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use uuid::Uuid;
+
+use super::{
+    Tag,
+    input::{Handle, Text},
+    page::{self, Limit, page_of},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
+};
+use crate::{
+    Context,
+    access::{
+        Role,
+        audit::Audit,
+        keys::{self, KeyRecord, RELOAD_EVERY},
+    },
+};
+
+/// A key, without its secret.
+#[derive(Clone, Debug, Object)]
+pub struct ApiKey {
+    pub id: Uuid,
+    /// Who holds it; the timeline and the audit name it.
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the secret, to tell keys apart.
+    pub secret_prefix: String,
+    pub created_at: DateTime<Utc>,
+    /// The admin key that made it; null for keys made at start-up.
+    #[oai(nullable)]
+    pub created_by: Option<Uuid>,
+    /// When it stopped working; null while it works.
+    #[oai(nullable)]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRecord> for ApiKey {
+    fn from(k: KeyRecord) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            role: k.role,
+            secret_prefix: k.secret_prefix,
+            created_at: k.created_at,
+            created_by: k.created_by,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// A key just made: the only answer that carries its secret.
+#[derive(Clone, Debug, Object)]
+pub struct CreatedKey {
+    #[oai(flatten)]
+    pub key: ApiKey,
+    /// The secret, to send as `Authorization: Bearer <key>`. It is not stored and is never
+    /// shown again.
+    #[oai(rename = "key")]
+    pub secret: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct NewKey {
+    /// Who will hold it, e.g. `ann` or `picker-app-soho`; unique among keys in use.
+    pub name: Text<Handle, 64>,
+    pub role: Role,
+}
+
+page_of!(ApiKeyPage, ApiKey);
+
+#[derive(ApiResponse)]
+enum Created {
+    /// Made; the secret is in `key`, shown this once.
+    #[oai(status = 201)]
+    Key(Json<CreatedKey>),
+}
+
+#[derive(ApiResponse)]
+enum Revoked {
+    /// Revoked (or it was already).
+    #[oai(status = 204)]
+    Gone,
+}
+
+pub struct ApiKeysApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Keys")]
+impl ApiKeysApi {
+    /// Make an API key
+    ///
+    /// Answers with the key's secret, which is shown this once: only its hash is stored. The key
+    /// works on every instance within a second. 409 when a key in use has that name.
+    #[oai(path = "/api-keys", method = "post")]
+    async fn create(
+        &self,
+        body: Json<NewKey>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Created, { CONFLICT | UNAVAILABLE }> {
+        let mut tx = self.ctx.pool.begin().await?;
+        let made = keys::create(&mut tx, &body.name, body.role, Some(audit.caller.key_id)).await?;
+        audit.name("api_key_id", made.record.id);
+        audit.record(&mut tx, 201).await?;
+        tx.commit().await?;
+        // This instance knows the key at once; the others at their next reload.
+        if let Err(error) = self.ctx.keys.reload(&self.ctx.pool).await {
+            tracing::warn!(%error, "keys not reloaded after making one; the next reload will");
+        }
+        Ok(Created::Key(Json(CreatedKey { key: made.record.into(), secret: made.secret })))
+    }
+
+    /// List API keys
+    ///
+    /// Every key, revoked ones included, without secrets.
+    #[oai(path = "/api-keys", method = "get")]
+    async fn list(
+        &self,
+        limit: Query<Option<Limit>>,
+        /// A page's next_cursor.
+        cursor: Query<Option<Uuid>>,
+    ) -> ApiResult<Json<ApiKeyPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let mut conn = self.ctx.pool.acquire().await?;
+        let rows = keys::list(&mut conn, cursor.0.unwrap_or(Uuid::nil()), fetch).await?;
+        let (items, next_cursor) = page::split(rows, fetch, |k| k.id.to_string());
+        Ok(Json(ApiKeyPage { items: items.into_iter().map(ApiKey::from).collect(), next_cursor }))
+    }
+
+    /// Revoke an API key
+    ///
+    /// It stops working on this instance at once and on every other within a second (at most
+    /// five, when an instance cannot reach the database). Revoking a revoked key changes
+    /// nothing. 409 for the key making the request, and for the last admin key in use: make
+    /// another admin key first.
+    #[oai(path = "/api-keys/:id", method = "delete")]
+    async fn revoke(
+        &self,
+        id: Path<Uuid>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Revoked, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
+        if id.0 == audit.caller.key_id {
+            return Err(Problem::conflict("a key cannot revoke itself; use another admin key").into());
+        }
+        let mut tx = self.ctx.pool.begin().await?;
+        keys::revoke(&mut tx, id.0, audit.caller.key_id).await?;
+        audit.record(&mut tx, 204).await?;
+        tx.commit().await?;
+        self.ctx.keys.forget(id.0);
+        tracing::info!(api_key_id = %id.0, by = audit.caller.name, "API key revoked; other instances follow within {} s", RELOAD_EVERY.as_secs());
+        Ok(Revoked::Gone)
+    }
+}

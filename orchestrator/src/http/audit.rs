@@ -1,0 +1,101 @@
+//! `/audit`: who changed what through the API, newest first.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{
+    Tag,
+    input::Line,
+    page::{self, IdCursor, Limit, page_of},
+    problem::{ApiResult, UNAVAILABLE},
+};
+use crate::{
+    Context,
+    access::{
+        Role,
+        audit::{self, AuditRecord, Filter},
+    },
+};
+
+/// One change requested through the API, or a key's attempt beyond its role.
+#[derive(Clone, Debug, Object)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub key_id: Uuid,
+    pub key_name: String,
+    pub role: Role,
+    pub method: String,
+    /// The operation's path pattern, e.g. `/orders/{id}/cancel`.
+    pub route: String,
+    /// What the request named: its path parameters and what it created.
+    pub ids: Value,
+    pub request_id: String,
+    pub trace_id: String,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            id: r.id,
+            at: r.at,
+            key_id: r.key_id,
+            key_name: r.key_name,
+            role: r.role,
+            method: r.method,
+            route: r.route,
+            ids: r.ids,
+            request_id: r.request_id,
+            trace_id: r.trace_id,
+            status: r.status,
+        }
+    }
+}
+
+page_of!(AuditPage, AuditEntry);
+
+pub struct AuditApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Audit")]
+impl AuditApi {
+    /// Read the audit trail
+    ///
+    /// Newest first. Every change requested through the API by any key, whatever its outcome
+    /// (refusals included), and every request a key's role did not allow. Filters combine; a
+    /// time range that ends before it starts holds nothing.
+    #[oai(path = "/audit", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        key_id: Query<Option<Uuid>>,
+        /// A path pattern as the spec writes it, e.g. `/orders/{id}/cancel`.
+        route: Query<Option<Line<200>>>,
+        #[oai(validator(minimum(value = "100"), maximum(value = "599")))] status: Query<Option<u16>>,
+        /// At or after this instant.
+        from: Query<Option<DateTime<Utc>>>,
+        /// Before this instant.
+        to: Query<Option<DateTime<Utc>>>,
+        limit: Query<Option<Limit>>,
+        cursor: Query<Option<IdCursor>>,
+    ) -> ApiResult<Json<AuditPage>, UNAVAILABLE> {
+        let fetch = page::fetch_limit(limit.0);
+        let filter = Filter {
+            before: cursor.0.map(|c| c.0),
+            key_id: key_id.0,
+            route: route.0.map(|r| r.into_inner()),
+            status: status.0,
+            from: from.0,
+            to: to.0,
+        };
+        let mut conn = self.ctx.pool.acquire().await?;
+        let rows = audit::list(&mut conn, &filter, fetch).await?;
+        let (items, next_cursor) = page::split(rows, fetch, |r| r.id.to_string());
+        Ok(Json(AuditPage { items: items.into_iter().map(AuditEntry::from).collect(), next_cursor }))
+    }
+}

@@ -1,0 +1,321 @@
+//! Strict types for what clients send. poem-openapi's `String` takes a JSON number or boolean
+//! for a string (`{"sku": 123}` becomes `"123"`) and lets any character through, NUL included,
+//! which Postgres then refuses; its `Header` drops a value that is not visible ASCII, as if it
+//! were not sent. The types here refuse all of that with a 400, and their schemas say exactly
+//! what they accept, so the spec and the server agree.
+
+use std::{borrow::Cow, fmt, ops::Deref};
+
+use poem::Request;
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ExtractParamOptions,
+    error::ParseParamError,
+    registry::{MetaParamIn, MetaSchema, MetaSchemaRef, Registry},
+    types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
+};
+use serde_json::Value;
+
+use crate::stock::MAX_QUANTITY;
+
+/// What a kind of text admits: its pattern (ECMA-262 and Rust `regex` alike) and the same rule
+/// as code.
+pub trait Rule: Send + Sync + 'static {
+    const PATTERN: &'static str;
+    /// How the rule reads in an error message.
+    const SAYS: &'static str;
+    fn admits(text: &str) -> bool;
+}
+
+/// A control character: C0, DEL and C1 (what `char::is_control` means).
+fn control(c: char) -> bool {
+    c.is_control()
+}
+
+/// One line: no control character, and no space at either end.
+#[derive(Clone, Copy, Debug)]
+pub struct OneLine;
+
+impl Rule for OneLine {
+    const PATTERN: &'static str = r"^[^\x00-\x1F\x7F-\x9F ]([^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F ])?$";
+    const SAYS: &'static str = "one line, without control characters or spaces at either end";
+
+    fn admits(text: &str) -> bool {
+        !text.starts_with(' ') && !text.ends_with(' ') && !text.chars().any(control)
+    }
+}
+
+/// Free text: tabs and line breaks allowed, no other control character.
+#[derive(Clone, Copy, Debug)]
+pub struct Prose;
+
+impl Rule for Prose {
+    const PATTERN: &'static str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$";
+    const SAYS: &'static str = "text without control characters other than tabs and line breaks";
+
+    fn admits(text: &str) -> bool {
+        !text.chars().any(|c| control(c) && !matches!(c, '\t' | '\n' | '\r'))
+    }
+}
+
+/// A key's name: what the timeline shows as the actor, so plain and short.
+#[derive(Clone, Copy, Debug)]
+pub struct Handle;
+
+impl Rule for Handle {
+    const PATTERN: &'static str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$";
+    const SAYS: &'static str = "a letter or digit, then letters, digits and . _ @ + -";
+
+    fn admits(text: &str) -> bool {
+        let mut chars = text.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+    }
+}
+
+/// A token a client chooses, carried in a header: visible ASCII only.
+#[derive(Clone, Copy, Debug)]
+pub struct Token;
+
+impl Rule for Token {
+    const PATTERN: &'static str = r"^[\x21-\x7E]+$";
+    const SAYS: &'static str = "visible ASCII characters, without spaces";
+
+    fn admits(text: &str) -> bool {
+        text.bytes().all(|b| b.is_ascii_graphic())
+    }
+}
+
+/// A string of 1 to `MAX` characters that `R` admits, and only a JSON string.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Text<R, const MAX: usize> {
+    value: String,
+    rule: std::marker::PhantomData<R>,
+}
+
+pub type Line<const MAX: usize> = Text<OneLine, MAX>;
+pub type Free<const MAX: usize> = Text<Prose, MAX>;
+
+impl<R: Rule, const MAX: usize> Text<R, MAX> {
+    pub fn parse(value: String) -> Result<Self, String> {
+        let length = value.chars().count();
+        if !(1..=MAX).contains(&length) {
+            return Err(format!("must be 1 to {MAX} characters, not {length}"));
+        }
+        if !R::admits(&value) {
+            return Err(format!("must be {}", R::SAYS));
+        }
+        Ok(Self { value, rule: std::marker::PhantomData })
+    }
+
+    pub fn into_inner(self) -> String {
+        self.value
+    }
+}
+
+impl<R, const MAX: usize> Deref for Text<R, MAX> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.value
+    }
+}
+
+impl<R, const MAX: usize> AsRef<str> for Text<R, MAX> {
+    fn as_ref(&self) -> &str {
+        &self.value
+    }
+}
+
+impl<R, const MAX: usize> fmt::Debug for Text<R, MAX> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.value, f)
+    }
+}
+
+impl<R: Rule, const MAX: usize> Type for Text<R, MAX> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            min_length: Some(1),
+            max_length: Some(MAX),
+            pattern: Some(R::PATTERN.to_owned()),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+impl<R: Rule, const MAX: usize> ParseFromJSON for Text<R, MAX> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(text) => Self::parse(text).map_err(ParseError::custom),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl<R: Rule, const MAX: usize> ParseFromParameter for Text<R, MAX> {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value.to_owned()).map_err(ParseError::custom)
+    }
+}
+
+impl<R: Rule, const MAX: usize> ToJSON for Text<R, MAX> {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.value.clone()))
+    }
+}
+
+/// A change of stock: a whole number of units, not zero, at most [`MAX_QUANTITY`] either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delta(pub i64);
+
+impl Type for Delta {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = i64;
+    type RawElementValueType = i64;
+
+    fn name() -> Cow<'static, str> {
+        "integer".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let side = |minimum: i64, maximum: i64| {
+            MetaSchemaRef::Inline(Box::new(MetaSchema {
+                minimum: Some(minimum as f64),
+                maximum: Some(maximum as f64),
+                ..MetaSchema::new_with_format("integer", "int64")
+            }))
+        };
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            one_of: vec![side(1, MAX_QUANTITY), side(-MAX_QUANTITY, -1)],
+            ..MetaSchema::new_with_format("integer", "int64")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&i64> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a i64> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl ParseFromJSON for Delta {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::Number(n) => match n.as_i64() {
+                Some(d) if d != 0 && d.abs() <= MAX_QUANTITY => Ok(Self(d)),
+                _ => Err(ParseError::custom(format!(
+                    "must be a whole number from 1 to {MAX_QUANTITY}, or the same negative"
+                ))),
+            },
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for Delta {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.into())
+    }
+}
+
+/// A header sent at most once, whose value must be readable: a value that is not visible ASCII,
+/// or a second copy, is a 400 rather than silently dropped.
+pub struct OneHeader<T>(pub T);
+
+impl<'a, T: ParseFromParameter> ApiExtractor<'a> for OneHeader<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::Parameter];
+    const PARAM_IS_REQUIRED: bool = T::IS_REQUIRED;
+    type ParamType = T;
+    type ParamRawType = T::RawValueType;
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn param_in() -> Option<MetaParamIn> {
+        Some(MetaParamIn::Header)
+    }
+
+    fn param_schema_ref() -> Option<MetaSchemaRef> {
+        Some(T::schema_ref())
+    }
+
+    fn param_raw_type(&self) -> Option<&Self::ParamRawType> {
+        self.0.as_raw_value()
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        _body: &mut poem::RequestBody,
+        param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        let name = param_opts.name;
+        let invalid = |reason: String| poem::Error::from(ParseParamError { name, reason });
+        let raw: Vec<_> = request.headers().get_all(name).iter().collect();
+        if raw.len() > 1 {
+            return Err(invalid("send it once".into()));
+        }
+        let values = raw
+            .into_iter()
+            .map(|value| value.to_str().map_err(|_| invalid("must be visible ASCII characters".into())))
+            .collect::<poem::Result<Vec<&str>>>()?;
+        let parsed = T::parse_from_parameters(values).map_err(|error| invalid(error.into_message()))?;
+        Ok(Self(parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pattern in the spec and the code that enforces it agree on every character up to
+    /// U+3000 (the controls, the spaces, Latin, the marks) and a spread of those above, alone
+    /// and at either end of a line.
+    fn agree<R: Rule>() {
+        let pattern = regex::Regex::new(R::PATTERN).unwrap();
+        let chars = (0..0x3000).chain((0x3000..=0x10FFFF).step_by(97)).filter_map(char::from_u32);
+        for c in chars {
+            for text in [c.to_string(), format!("a{c}"), format!("{c}a"), format!("a{c}a")] {
+                assert_eq!(pattern.is_match(&text), R::admits(&text), "{} on {text:?}", std::any::type_name::<R>());
+            }
+        }
+    }
+
+    #[test]
+    fn patterns_and_code_agree() {
+        agree::<OneLine>();
+        agree::<Prose>();
+        agree::<Handle>();
+        agree::<Token>();
+    }
+
+    #[test]
+    fn only_json_strings_are_text() {
+        assert!(Line::<10>::parse_from_json(Some(serde_json::json!(123))).is_err());
+        assert!(Line::<10>::parse_from_json(Some(serde_json::json!(false))).is_err());
+        assert!(Line::<10>::parse_from_json(Some(serde_json::json!("a\u{0}b"))).is_err());
+        assert!(Line::<3>::parse_from_json(Some(serde_json::json!("abcd"))).is_err());
+        assert!(Line::<10>::parse_from_json(Some(serde_json::json!(""))).is_err());
+        assert!(Line::<10>::parse_from_json(Some(serde_json::json!(" a"))).is_err());
+        assert_eq!(&*Line::<10>::parse_from_json(Some(serde_json::json!("Łódź"))).unwrap(), "Łódź");
+        assert!(Free::<10>::parse_from_json(Some(serde_json::json!("a\nb"))).is_ok());
+    }
+}

@@ -1,0 +1,159 @@
+//! The published contract. poem-openapi derives the document from the handlers: their
+//! parameters, bodies and the statuses their types list. What the layers before a handler do is
+//! added here, from the same tables those layers run on, so the document says exactly what the
+//! server does: the bearer scheme and each operation's role ([`access::OPERATIONS`]), and the
+//! answers of the door (400, 401, 403, 408, 413, 415, 429, and 503 when keys cannot be
+//! verified) with their headers. Request bodies refuse unknown fields, so their schemas say
+//! `additionalProperties: false`.
+
+use serde_json::{Map, Value, json};
+
+use super::access::{self, Access, MAX_BODY};
+
+const SCHEME: &str = "bearer";
+
+/// The finished document, from the one poem-openapi generated.
+pub fn finish(generated: &str) -> Value {
+    let mut spec: Value = serde_json::from_str(generated).expect("poem-openapi writes JSON");
+    spec["components"]["securitySchemes"] = json!({
+        SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key, sent as `Authorization: Bearer <key>`. Each operation's description names \
+                            the role it needs; `POST /api-keys` makes keys.",
+        }
+    });
+    let mut request_schemas = Vec::new();
+    let paths = spec["paths"].as_object_mut().expect("the document has paths");
+    for (path, operations) in paths.iter_mut() {
+        for (method, operation) in operations.as_object_mut().expect("a path item is an object") {
+            let method = method.to_uppercase();
+            let access = access::access(&method, path)
+                .unwrap_or_else(|| panic!("{method} {path} has no role in http::access::OPERATIONS"));
+            if let Some(schema) = operation.pointer("/requestBody/content/application~1json/schema/$ref") {
+                request_schemas.push(schema.as_str().unwrap_or_default().to_owned());
+            }
+            finish_operation(operation.as_object_mut().expect("an operation is an object"), access);
+        }
+    }
+    let schemas = spec["components"]["schemas"].as_object_mut().expect("the document has schemas");
+    while let Some(reference) = request_schemas.pop() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let Some(schema) = schemas.get_mut(name) else { continue };
+        if schema.get("additionalProperties").is_some() {
+            continue;
+        }
+        schema["additionalProperties"] = Value::Bool(false);
+        collect_references(schema, &mut request_schemas);
+    }
+    spec
+}
+
+/// The finished document as served at `/openapi.json` and committed in `openapi/`.
+pub fn render(spec: &Value) -> String {
+    serde_json::to_string_pretty(spec).expect("a JSON value serializes")
+}
+
+/// Swagger UI's page, showing `finished` instead of the generated document it embeds.
+pub fn swagger_page(html_with_generated: &str, generated: &str, finished: &str) -> String {
+    assert!(html_with_generated.contains(generated), "Swagger UI's page embeds the generated document");
+    html_with_generated.replacen(generated, finished, 1)
+}
+
+fn collect_references(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(reference)) = map.get("$ref") {
+                into.push(reference.clone());
+            }
+            map.values().for_each(|v| collect_references(v, into));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, into)),
+        _ => {}
+    }
+}
+
+fn problem(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/ProblemDetails" } } },
+    })
+}
+
+fn integer_header(description: &str, required: bool) -> Value {
+    json!({ "description": description, "required": required, "schema": { "type": "integer", "format": "int64", "minimum": 0 } })
+}
+
+fn rate_limit_headers(required: bool) -> Map<String, Value> {
+    let mut headers = Map::new();
+    headers.insert("RateLimit-Limit".into(), integer_header("Requests the caller's bucket holds.", required));
+    headers.insert("RateLimit-Remaining".into(), integer_header("Requests left in it now.", required));
+    headers.insert("RateLimit-Reset".into(), integer_header("Seconds until it is full again.", required));
+    headers
+}
+
+fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
+    let taking_body = operation.contains_key("requestBody");
+    let who = match access {
+        Access::Public => "**Access:** public, no key needed.".to_owned(),
+        Access::Needs(role) => format!("**Access:** a key with the role `{}` or higher.", role.as_ref()),
+    };
+    let description = match operation.get("description").and_then(Value::as_str) {
+        Some(text) => format!("{text}\n\n{who}"),
+        None => who,
+    };
+    operation.insert("description".into(), Value::String(description));
+
+    let responses = operation.entry("responses").or_insert_with(|| json!({})).as_object_mut().expect("responses");
+    let mut add = |status: &str, response: Value| {
+        responses.entry(status.to_owned()).or_insert(response);
+    };
+    add(
+        "400",
+        problem(
+            "The request could not be read: a parameter or body that breaks the schema, an unknown query \
+             parameter, or a body where the operation takes none.",
+        ),
+    );
+    if let Access::Needs(role) = access {
+        let mut unauthorized = problem("No valid API key: it is missing, unknown or revoked.");
+        unauthorized["headers"] = json!({
+            "WWW-Authenticate": {
+                "description": "`Bearer realm=\"darkstores\"`, with `error=\"invalid_token\"` when a key was sent.",
+                "required": true,
+                "schema": { "type": "string" },
+            }
+        });
+        add("401", unauthorized);
+        if role > crate::access::Role::Client {
+            add("403", problem("The key's role is below the one this operation needs."));
+        }
+        add("503", problem("API keys cannot be verified now (the database is unreachable): retry shortly."));
+    }
+    if taking_body {
+        add("408", problem("The request body did not arrive in time."));
+        add("413", problem(&format!("The request body is larger than {MAX_BODY} bytes.")));
+        add("415", problem("The request body is not `application/json`."));
+    }
+    let mut limited = problem("Over the caller's request budget: retry after `Retry-After` seconds.");
+    let mut headers = rate_limit_headers(true);
+    headers.insert("Retry-After".into(), integer_header("Seconds until a request can succeed.", true));
+    limited["headers"] = Value::Object(headers);
+    add("429", limited);
+
+    for (status, response) in responses.iter_mut() {
+        if status != "429" {
+            let headers = response
+                .as_object_mut()
+                .expect("a response is an object")
+                .entry("headers")
+                .or_insert_with(|| json!({}));
+            for (name, header) in rate_limit_headers(false) {
+                headers.as_object_mut().expect("headers").entry(name).or_insert(header);
+            }
+        }
+    }
+    if let Access::Needs(_) = access {
+        operation.insert("security".into(), json!([{ SCHEME: [] }]));
+    }
+}
