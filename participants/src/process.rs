@@ -14,7 +14,7 @@ use crate::{
     heartbeat::Heartbeat,
     inventory::InventoryWorker,
     messaging::{
-        Queue, Topology, connect,
+        Queue, Topology,
         consumer::{Consumer, Handler},
         outbox::OutboxSignal,
         relay::{Relay, RelayFaults},
@@ -101,14 +101,9 @@ impl Services {
 async fn declare_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + BROKER_WAIT;
     loop {
-        let attempt = async {
-            let connection = connect(amqp_url, "topology").await?;
-            let channel = connection.create_channel().await?;
-            topology.declare(&channel).await?;
-            crate::messaging::close(&connection, "declared").await;
-            Ok::<(), lapin::Error>(())
-        };
-        match attempt.await {
+        match crate::messaging::with_channel(amqp_url, "topology", async |channel| topology.declare(channel).await)
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(error) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%error, "RabbitMQ not ready; retrying");

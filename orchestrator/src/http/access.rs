@@ -331,7 +331,8 @@ impl Door {
         };
         let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
         if !route.body {
-            return if declared.unwrap_or(0) > 0 || chunked {
+            // Framing says whether a body follows; a body built in process (tests) says it itself.
+            return if declared.unwrap_or(0) > 0 || chunked || (declared.is_none() && !request.take_body().is_empty()) {
                 Err(Problem::bad_request("this operation takes no request body"))
             } else {
                 Ok(())

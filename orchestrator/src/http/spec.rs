@@ -30,8 +30,8 @@ pub fn finish(generated: &str) -> Value {
             let method = method.to_uppercase();
             let access = access::access(&method, path)
                 .unwrap_or_else(|| panic!("{method} {path} has no role in http::access::OPERATIONS"));
-            if let Some(schema) = operation.pointer("/requestBody/content/application~1json/schema/$ref") {
-                request_schemas.push(schema.as_str().unwrap_or_default().to_owned());
+            if let Some(content) = operation.pointer("/requestBody/content").and_then(Value::as_object) {
+                content.values().for_each(|media| collect_references(media, &mut request_schemas));
             }
             finish_operation(operation.as_object_mut().expect("an operation is an object"), access);
         }

@@ -8,7 +8,7 @@ use std::{future::Future, time::Duration};
 use orchestrator::app::{Application, Roles};
 use participants::{
     config::{Budget, Config, RateLimits, Secret},
-    messaging::{Topology, connect, relay::RelayFaults},
+    messaging::{Topology, relay::RelayFaults, with_channel},
 };
 use poem::{EndpointExt, endpoint::BoxEndpoint, test::TestClient};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -93,14 +93,8 @@ impl TestEnv {
 /// Deletes a namespace's exchanges and queues; gives up after a while rather than hang a test
 /// run on a broker that stopped answering (whatever is left is only names).
 pub async fn delete_broker_names(amqp_url: &str, namespace: &str) {
-    let delete = async {
-        if let Ok(connection) = connect(amqp_url, "teardown").await {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = Topology::new(namespace.to_owned()).delete(&channel).await;
-            }
-            participants::messaging::close(&connection, "done").await;
-        }
-    };
+    let topology = Topology::new(namespace.to_owned());
+    let delete = with_channel(amqp_url, "teardown", async |channel| topology.delete(channel).await);
     if tokio::time::timeout(Duration::from_secs(20), delete).await.is_err() {
         eprintln!("deleting the broker names of {namespace} timed out; they are left behind");
     }

@@ -40,6 +40,28 @@ pub async fn close(connection: &Connection, reason: &str) {
     }
 }
 
+/// Runs `work` on a channel of a connection of its own, then closes the channel and the
+/// connection, in that order, whatever `work` returned. Closing the connection first, or
+/// dropping the channel on the way, races lapin's own closing of the channel, which it then
+/// reports as a connection error.
+pub async fn with_channel<T>(
+    amqp_url: &str,
+    name: &str,
+    work: impl AsyncFnOnce(&lapin::Channel) -> lapin::Result<T>,
+) -> lapin::Result<T> {
+    let connection = connect(amqp_url, name).await?;
+    let outcome = match connection.create_channel().await {
+        Ok(channel) => {
+            let outcome = work(&channel).await;
+            close_both(&connection, &channel).await;
+            return outcome;
+        }
+        Err(error) => Err(error),
+    };
+    close(&connection, "done").await;
+    outcome
+}
+
 /// Backoff between reconnection attempts: 100 ms doubling to 5 s.
 fn reconnect_delay(failures: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(5))

@@ -1,0 +1,526 @@
+//! The API as a hostile client meets it: every text field and filter given a NUL, a number or a
+//! boolean; undecodable headers; invented methods by the thousand; malformed, half-sent and
+//! endless requests; a database that refuses, drops or restarts under it. Every answer is a clear
+//! 4xx (or the promised 503), the process stays bounded, and nothing is silently ignored.
+
+mod support;
+
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use orchestrator::app::Roles;
+use participants::messaging::relay::RelayFaults;
+use poem::{
+    http::{HeaderValue, StatusCode},
+    test::TestResponse,
+};
+use serde_json::{Map, Value, json};
+use support::{ADMIN_KEY, Client, TestEnv, client};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Mutex,
+};
+use uuid::Uuid;
+
+const API_ONLY: Roles = Roles { api: true, engine: false, warehouse: false, inventory: false };
+
+async fn problem(response: TestResponse, status: StatusCode, doing: &str) -> Value {
+    let actual = response.0.status();
+    let content_type = response.0.headers().get("content-type").cloned();
+    let body: Value = response.0.into_body().into_json().await.unwrap_or(Value::Null);
+    assert_eq!(actual, status, "{doing}: {body}");
+    assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("application/problem+json"), "{doing}");
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{doing}: a problem says what went wrong: {body}");
+    body
+}
+
+/// A value the schema accepts, for each field the schema names.
+fn example(spec: &Value, schema: &Value) -> Value {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return example(spec, &spec["components"]["schemas"][name]);
+    }
+    if let Some(first) =
+        schema["oneOf"].as_array().and_then(|s| s.first()).or(schema["allOf"].as_array().and_then(|s| s.first()))
+    {
+        return example(spec, first);
+    }
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    match schema["type"].as_str() {
+        Some("string") => match schema["format"].as_str() {
+            Some("uuid") => json!(Uuid::new_v4()),
+            Some("date-time") => json!("2026-01-01T00:00:00Z"),
+            _ => json!("x"),
+        },
+        Some("integer") => json!(schema["minimum"].as_f64().map_or(1, |m| m.max(1.0) as i64)),
+        Some("boolean") => json!(true),
+        Some("array") => json!([example(spec, &schema["items"])]),
+        _ => Value::Object(
+            schema["properties"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, property)| (name.clone(), example(spec, property)))
+                .collect::<Map<_, _>>(),
+        ),
+    }
+}
+
+/// JSON pointers to every plain text field of `value` as built by [`example`] from `schema`.
+fn text_fields(spec: &Value, schema: &Value, at: &str, into: &mut Vec<String>) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return text_fields(spec, &spec["components"]["schemas"][name], at, into);
+    }
+    match schema["type"].as_str() {
+        Some("string") if schema["format"].is_null() && schema["enum"].is_null() => into.push(at.to_owned()),
+        Some("array") => text_fields(spec, &schema["items"], &format!("{at}/0"), into),
+        _ => {
+            for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+                text_fields(spec, property, &format!("{at}/{name}"), into);
+            }
+        }
+    }
+}
+
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|s| {
+            if s.starts_with('{') {
+                if path.starts_with("/dead-letters") { "1".into() } else { Uuid::new_v4().to_string() }
+            } else {
+                s.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test]
+async fn text_is_text_everywhere_a_nul_a_number_or_a_boolean_is_a_400() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let spec: Value = serde_json::from_str(&orchestrator::http::spec(app.context())).unwrap();
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            // Every text field of every request body.
+            if let Some(schema) = operation
+                .pointer("/requestBody/content")
+                .and_then(|c| c.as_object())
+                .and_then(|c| c.values().next())
+                .map(|m| &m["schema"])
+            {
+                let mut fields = Vec::new();
+                text_fields(&spec, schema, "", &mut fields);
+                for field in fields {
+                    for hostile in
+                        [json!("nul \u{0} inside"), json!(123), json!(12300000000000000000000.0), json!(false)]
+                    {
+                        let mut body = example(&spec, schema);
+                        *body.pointer_mut(&field).unwrap() = hostile.clone();
+                        let request = match method.as_str() {
+                            "post" => api.post(concrete(path)),
+                            "put" => api.put(concrete(path)),
+                            other => panic!("a body on {other}"),
+                        };
+                        let doing = format!("{method} {path} with {field} = {hostile}");
+                        problem(request.body_json(&body).send().await, StatusCode::BAD_REQUEST, &doing).await;
+                        checked += 1;
+                    }
+                }
+            }
+            // Every text filter.
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "query"
+                    && parameter["schema"]["type"] == "string"
+                    && parameter["schema"]["format"].is_null()
+                {
+                    let name = parameter["name"].as_str().unwrap();
+                    let doing = format!("{method} {path} with ?{name}=a%00b");
+                    problem(
+                        api.get(format!("{}?{name}=a%00b", concrete(path))).send().await,
+                        StatusCode::BAD_REQUEST,
+                        &doing,
+                    )
+                    .await;
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 40, "only {checked} inputs were tried");
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_that_cannot_be_read_is_refused_not_ignored() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let store = api
+        .post("/stores")
+        .body_json(&json!({"name": "Soho", "service_area": "W1"}))
+        .send()
+        .await
+        .0
+        .into_body()
+        .into_json::<Value>()
+        .await
+        .unwrap();
+    let product = api
+        .post("/products")
+        .body_json(&json!({"sku": "OAT", "name": "Oat milk"}))
+        .send()
+        .await
+        .0
+        .into_body()
+        .into_json::<Value>()
+        .await
+        .unwrap();
+    let (store_id, product_id) = (store["id"].as_str().unwrap(), product["id"].as_str().unwrap());
+    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
+        .body_json(&json!({"on_hand": 50, "reorder_threshold": 1, "target_level": 60}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    let order = json!({"store_id": store_id, "items": [{"product_id": product_id, "quantity": 1}]});
+    let keys: [&[u8]; 4] = ["ключ-1".as_bytes(), b"caf\xe9", b"with space", &[b'k'; 256]];
+    for key in keys {
+        for _ in 0..2 {
+            let sent = api
+                .post("/orders")
+                .header("Idempotency-Key", HeaderValue::from_bytes(key).unwrap())
+                .body_json(&order)
+                .send()
+                .await;
+            problem(sent, StatusCode::BAD_REQUEST, &format!("Idempotency-Key {:?}", String::from_utf8_lossy(key)))
+                .await;
+        }
+    }
+    let twice = api
+        .post("/orders")
+        .header("Idempotency-Key", "k-1")
+        .header("Idempotency-Key", "k-2")
+        .body_json(&order)
+        .send()
+        .await;
+    problem(twice, StatusCode::BAD_REQUEST, "two Idempotency-Keys").await;
+    let placed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM customer_order").fetch_one(&env.pool().await).await.unwrap();
+    assert_eq!(placed, 0, "no order was placed without its key");
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn numbers_carry_the_bounds_the_server_enforces() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let (store, product) = (Uuid::new_v4(), Uuid::new_v4());
+    let inventory = format!("/stores/{store}/inventory/{product}");
+    for body in [
+        json!({"on_hand": 1_000_000_001_i64, "reorder_threshold": 1, "target_level": 10}),
+        json!({"on_hand": -1, "reorder_threshold": 1, "target_level": 10}),
+        json!({"on_hand": 1.5, "reorder_threshold": 1, "target_level": 10}),
+        json!({"on_hand": "5", "reorder_threshold": 1, "target_level": 10}),
+        json!({"on_hand": 99999999999999999999999_f64, "reorder_threshold": 1, "target_level": 10}),
+    ] {
+        problem(api.put(&inventory).body_json(&body).send().await, StatusCode::BAD_REQUEST, &body.to_string()).await;
+    }
+    for delta in [json!(0), json!(1_000_000_001_i64), json!(-1_000_000_001_i64), json!(true)] {
+        let body = json!({"delta": delta, "reason": "count"});
+        problem(
+            api.post(format!("{inventory}/adjustments")).body_json(&body).send().await,
+            StatusCode::BAD_REQUEST,
+            &body.to_string(),
+        )
+        .await;
+    }
+    for limit in ["0", "501", "-1", "1e3", "99999999999"] {
+        problem(api.get(format!("/stores?limit={limit}")).send().await, StatusCode::BAD_REQUEST, limit).await;
+    }
+    for query in ["?foo=1", "?limit=1&limit=2", "?store_id=x"] {
+        problem(api.get(format!("/stock-movements{query}")).send().await, StatusCode::BAD_REQUEST, query).await;
+    }
+    // A body where the operation takes none is refused, not ignored.
+    problem(
+        api.post(format!("/orders/{}/cancel", Uuid::new_v4())).body_json(&json!({"reason": "x"})).send().await,
+        StatusCode::BAD_REQUEST,
+        "a body on cancel",
+    )
+    .await;
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn invented_methods_are_a_405_with_allow_and_grow_no_metric_series() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let before = api.get("/metrics").send().await.0.into_body().into_string().await.unwrap().len();
+    for i in 0..2000 {
+        let method = poem::http::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+        let response = api.request(method, "/stores").send().await;
+        if i == 0 {
+            response.assert_header("allow", "GET, POST");
+            problem(response, StatusCode::METHOD_NOT_ALLOWED, "an invented method").await;
+        }
+    }
+    for method in ["TRACE", "PATCH", "OPTIONS", "HEAD"] {
+        let response = api.request(poem::http::Method::from_bytes(method.as_bytes()).unwrap(), "/orders").send().await;
+        response.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+        response.assert_header("allow", "POST");
+    }
+    let after = api.get("/metrics").send().await.0.into_body().into_string().await.unwrap();
+    assert!(
+        after.len() < before + 20_000,
+        "2,000 invented methods grew /metrics from {before} to {} bytes",
+        after.len()
+    );
+    assert!(!after.contains("method=\"M1"), "an invented method became a label");
+    app.stop().await;
+    env.teardown().await;
+}
+
+/// Sends raw bytes to a real listening server and returns what it answered before closing, or
+/// before `wait`.
+async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> (String, Duration) {
+    let started = tokio::time::Instant::now();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+#[tokio::test]
+async fn malformed_half_sent_and_endless_requests_are_bounded() {
+    let mut env = TestEnv::new().await;
+    env.config.api.read_timeout = Duration::from_millis(600);
+    env.config.api.max_connections = 4;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let addr = app.addr().unwrap();
+    let auth = format!("Authorization: Bearer {ADMIN_KEY}\r\n");
+
+    let chunked = format!(
+        "POST /stores HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n"
+    );
+    let (answer, _) = raw(addr, chunked.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "a malformed chunk size: {answer}");
+
+    let (answer, took) = raw(addr, b"GET /stores HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(5)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(3), "half-sent headers held the connection for {took:?}");
+
+    let half_body = format!(
+        "POST /stores HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"na"
+    );
+    let (answer, took) = raw(addr, half_body.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "a half-sent body: {answer}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // Four idle connections fill the server; a fifth is served only once one of them is closed
+    // for idling, and none is held longer than the read timeout.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let request = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (answer, took) = raw(addr, request.as_bytes(), Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "the fifth connection waited {took:?}"
+    );
+    for mut stream in idle {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "an idle connection was kept open");
+    }
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn cors_stays_closed_unless_configured_and_answers_carry_security_headers() {
+    let mut env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    async fn preflight(api: &Client, origin: &'static str) -> TestResponse {
+        api.request(poem::http::Method::OPTIONS, "/orders/00000000-0000-0000-0000-000000000000/cancel")
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+            .await
+    }
+    let closed = preflight(&api, "https://evil.example").await;
+    assert!(closed.0.headers().get("access-control-allow-origin").is_none(), "CORS is closed by default");
+    for response in [
+        api.get("/stores").send().await,
+        api.get("/nowhere").send().await,
+        client(&app, "").get("/stores").send().await,
+    ] {
+        response.assert_header("x-content-type-options", "nosniff");
+        response.assert_header("x-frame-options", "DENY");
+        response.assert_header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
+    }
+    app.stop().await;
+
+    env.config.api.cors_origins = vec!["https://ops.example.com".into()];
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let allowed = preflight(&api, "https://ops.example.com").await;
+    allowed.assert_header("access-control-allow-origin", "https://ops.example.com");
+    let refused = preflight(&api, "https://evil.example").await;
+    assert!(refused.0.headers().get("access-control-allow-origin").is_none());
+    app.stop().await;
+    env.teardown().await;
+}
+
+/// A TCP proxy in front of Postgres that a test can cut, or make answer every new connection as
+/// a starting or full server would.
+#[derive(Clone)]
+struct Proxy {
+    addr: SocketAddr,
+    mode: Arc<Mutex<Mode>>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Forward,
+    /// Accepts and closes at once: a server that is gone.
+    Drop,
+    /// Answers the start-up with this SQLSTATE.
+    Refuse(&'static str),
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            mode: Arc::new(Mutex::new(Mode::Forward)),
+            cut: tokio::sync::watch::channel(0).0,
+        };
+        let this = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mode = *this.mode.lock().await;
+                let mut cut = this.cut.subscribe();
+                tokio::spawn(async move {
+                    match mode {
+                        Mode::Forward => {
+                            let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = cut.changed() => {}
+                            }
+                        }
+                        Mode::Drop => {}
+                        Mode::Refuse(code) => {
+                            let mut startup = [0u8; 4];
+                            let _ = inbound.read_exact(&mut startup).await;
+                            let length = u32::from_be_bytes(startup) as usize;
+                            let mut rest = vec![0u8; length.saturating_sub(4).min(10_000)];
+                            let _ = inbound.read_exact(&mut rest).await;
+                            let mut fields = Vec::new();
+                            for (tag, value) in
+                                [(b'S', "FATAL"), (b'V', "FATAL"), (b'C', code), (b'M', "the server says no")]
+                            {
+                                fields.push(tag);
+                                fields.extend_from_slice(value.as_bytes());
+                                fields.push(0);
+                            }
+                            fields.push(0);
+                            let mut message = vec![b'E'];
+                            message.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
+                            message.extend_from_slice(&fields);
+                            let _ = inbound.write_all(&message).await;
+                        }
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every open connection, and treats new ones as `mode` says.
+    async fn set(&self, mode: Mode) {
+        *self.mode.lock().await = mode;
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_database_that_refuses_drops_or_restarts_is_a_503_to_retry_and_readiness_stays_discreet() {
+    let mut env = TestEnv::new().await;
+    let url = env.config.database_url.clone();
+    let (host_port, database) =
+        url.split_once("://").unwrap().1.split_once('@').map_or(("", ""), |(_, rest)| rest.split_once('/').unwrap());
+    let target: SocketAddr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
+    let proxy = Proxy::start(target).await;
+    env.config.database_url = url.replace(host_port, &proxy.addr.to_string());
+    let database = database.split('?').next().unwrap().to_owned();
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    api.post("/stores")
+        .body_json(&json!({"name": "Soho", "service_area": "W1"}))
+        .send()
+        .await
+        .assert_status(StatusCode::CREATED);
+
+    let mut seen = BTreeMap::new();
+    for (mode, what) in [
+        (Mode::Drop, "stopped: connections dropped"),
+        (Mode::Refuse("57P03"), "starting up"),
+        (Mode::Refuse("57P01"), "shutting down"),
+        (Mode::Refuse("53300"), "out of connections"),
+        (Mode::Refuse("08006"), "connection failure"),
+    ] {
+        proxy.set(mode).await;
+        for (method, path) in [("GET", "/stores"), ("POST", "/stores")] {
+            let request = if method == "GET" {
+                api.get(path)
+            } else {
+                api.post(path).body_json(&json!({"name": "Mayfair", "service_area": "W1"}))
+            };
+            let body = problem(
+                request.send().await,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("{method} {path}, database {what}"),
+            )
+            .await;
+            assert!(body["detail"].as_str().unwrap().contains("retry"), "{body}");
+            seen.insert(what, body);
+        }
+        let ready = api.get("/health/ready").send().await;
+        ready.assert_status(StatusCode::SERVICE_UNAVAILABLE);
+        let ready = ready.0.into_body().into_string().await.unwrap();
+        assert!(
+            ready.contains(r#""postgres":{"reason":"#) || ready.contains(r#""postgres":{"status":"down""#),
+            "{ready}"
+        );
+        for secret in [database.as_str(), "server says no", "57P", "proxy", &proxy.addr.port().to_string()] {
+            assert!(!ready.contains(secret), "readiness tells {secret:?}: {ready}");
+        }
+        // Readiness keeps its answer for a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    proxy.set(Mode::Forward).await;
+    support::eventually(Duration::from_secs(10), "the database back", || async {
+        (api.get("/stores").send().await.0.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    app.stop().await;
+    env.teardown().await;
+}
