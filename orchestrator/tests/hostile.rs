@@ -333,8 +333,8 @@ async fn malformed_half_sent_and_endless_requests_are_bounded() {
         idle.push(TcpStream::connect(addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let request = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let (answer, took) = raw(addr, request.as_bytes(), Duration::from_secs(5)).await;
+    let request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (answer, took) = raw(addr, request, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(3),

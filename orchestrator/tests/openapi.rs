@@ -28,3 +28,31 @@ async fn every_operation_is_tagged_and_summarised() {
         }
     }
 }
+
+/// Request bodies refuse fields they do not name (a test in `hostile.rs` holds the server to it),
+/// so every object a request body holds says `additionalProperties: false`.
+#[tokio::test]
+async fn every_request_body_refuses_unknown_fields() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&http::spec(&Context::offline(&Config::default()).unwrap())).unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let mut pending: Vec<String> = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|operations| operations.as_object().unwrap().values())
+        .filter_map(|operation| operation.pointer("/requestBody/content"))
+        .flat_map(|content| content.as_object().unwrap().values())
+        .filter_map(|media| media["schema"]["$ref"].as_str().map(str::to_owned))
+        .collect();
+    assert!(pending.len() >= 10, "request bodies: {pending:?}");
+    while let Some(reference) = pending.pop() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let schema = &schemas[name];
+        assert_eq!(schema["additionalProperties"], false, "{name} takes fields it does not name");
+        let text = schema.to_string();
+        for nested in text.split("\"$ref\":\"").skip(1) {
+            pending.push(nested.split('"').next().unwrap().to_owned());
+        }
+    }
+}

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use poem_openapi::Object;
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -94,19 +95,22 @@ impl Audit {
     }
 }
 
-/// An audit row as read back.
-#[derive(Clone, Debug)]
-pub struct AuditRecord {
+/// One change requested through the API, or a key's attempt beyond its role, as read back.
+#[derive(Clone, Debug, Object)]
+pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub key_id: Uuid,
     pub key_name: String,
     pub role: Role,
     pub method: String,
+    /// The operation's path pattern, e.g. `/orders/{id}/cancel`.
     pub route: String,
+    /// What the request named: its path parameters and what it created.
     pub ids: Value,
     pub request_id: String,
     pub trace_id: String,
+    /// The HTTP status it was answered with.
     pub status: u16,
 }
 
@@ -125,7 +129,7 @@ pub struct Filter {
 }
 
 /// Rows matching `filter`, newest first.
-pub async fn list(conn: &mut PgConnection, filter: &Filter, limit: i64) -> sqlx::Result<Vec<AuditRecord>> {
+pub async fn list(conn: &mut PgConnection, filter: &Filter, limit: i64) -> sqlx::Result<Vec<AuditEntry>> {
     let rows = sqlx::query!(
         "SELECT id, at, key_id, key_name, role, method, route, ids, request_id, trace_id, status FROM audit
          WHERE ($1::int8 IS NULL OR id < $1) AND ($2::uuid IS NULL OR key_id = $2)
@@ -144,7 +148,7 @@ pub async fn list(conn: &mut PgConnection, filter: &Filter, limit: i64) -> sqlx:
     .await?;
     rows.into_iter()
         .map(|r| {
-            Ok(AuditRecord {
+            Ok(AuditEntry {
                 role: r.role.parse().map_err(|_| sqlx::Error::Decode(format!("unknown role {:?}", r.role).into()))?,
                 id: r.id,
                 at: r.at,

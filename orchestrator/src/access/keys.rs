@@ -16,6 +16,7 @@ use std::{
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use participants::{config::Secret, shutdown::Shutdown};
+use poem_openapi::Object;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
@@ -47,23 +48,28 @@ pub fn generate_secret() -> String {
     format!("{SECRET_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
-/// A key as listed: everything but the secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRecord {
+/// A key, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq, Object)]
+pub struct ApiKey {
     pub id: Uuid,
+    /// Who holds it; the timeline and the audit name it.
     pub name: String,
     pub role: Role,
-    /// The first characters of the secret.
+    /// The first characters of the secret, to tell keys apart.
     pub secret_prefix: String,
     pub created_at: DateTime<Utc>,
+    /// The admin key that made it; null for keys made at start-up.
+    #[oai(nullable)]
     pub created_by: Option<Uuid>,
+    /// When it stopped working; null while it works.
+    #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// A key just made, with its secret: the only time the secret is seen.
 #[derive(Debug)]
 pub struct NewKey {
-    pub record: KeyRecord,
+    pub record: ApiKey,
     pub secret: String,
 }
 
@@ -77,7 +83,7 @@ struct Row {
     revoked_at: Option<DateTime<Utc>>,
 }
 
-impl TryFrom<Row> for KeyRecord {
+impl TryFrom<Row> for ApiKey {
     type Error = sqlx::Error;
 
     fn try_from(row: Row) -> sqlx::Result<Self> {
@@ -117,7 +123,7 @@ async fn insert(
     role: Role,
     secret: &str,
     created_by: Option<Uuid>,
-) -> Result<KeyRecord> {
+) -> Result<ApiKey> {
     let row = sqlx::query_as!(
         Row,
         "INSERT INTO api_key (id, name, role, secret_sha256, secret_prefix, created_by)
@@ -137,7 +143,7 @@ async fn insert(
 }
 
 /// Keys by id, from `after` on; revoked ones too.
-pub async fn list(conn: &mut PgConnection, after: Uuid, limit: i64) -> sqlx::Result<Vec<KeyRecord>> {
+pub async fn list(conn: &mut PgConnection, after: Uuid, limit: i64) -> sqlx::Result<Vec<ApiKey>> {
     sqlx::query_as!(
         Row,
         "SELECT id, name, role, secret_prefix, created_at, created_by, revoked_at
@@ -148,13 +154,13 @@ pub async fn list(conn: &mut PgConnection, after: Uuid, limit: i64) -> sqlx::Res
     .fetch_all(conn)
     .await?
     .into_iter()
-    .map(KeyRecord::try_from)
+    .map(ApiKey::try_from)
     .collect()
 }
 
 /// Revokes a key; revoking it again changes nothing. The last admin key in use cannot be revoked:
 /// nobody could make keys any more.
-pub async fn revoke(tx: &mut PgConnection, id: Uuid, by: Uuid) -> Result<KeyRecord> {
+pub async fn revoke(tx: &mut PgConnection, id: Uuid, by: Uuid) -> Result<ApiKey> {
     // Serializes revocations, so that two admins cannot each revoke the other's last key.
     sqlx::query!("LOCK TABLE api_key IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
     let key = sqlx::query_as!(
@@ -165,7 +171,7 @@ pub async fn revoke(tx: &mut PgConnection, id: Uuid, by: Uuid) -> Result<KeyReco
     .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| Error::NotFound(format!("no API key {id}")))?;
-    let key = KeyRecord::try_from(key)?;
+    let key = ApiKey::try_from(key)?;
     if key.revoked_at.is_some() {
         return Ok(key);
     }

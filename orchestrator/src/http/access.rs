@@ -98,6 +98,11 @@ pub fn access(method: &str, path: &str) -> Option<Access> {
 /// Largest request body accepted: orders of 100 items are far smaller.
 pub const MAX_BODY: usize = 256 * 1024;
 
+/// The operation a request was matched to, as metrics label it: a pattern of the spec, so that
+/// answers the door gave itself (401, 403, 429) are labelled like those the handler gave.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLabel(pub &'static str);
+
 /// An operation as the door knows it: its access, and what the spec says it takes.
 #[derive(Clone, Debug)]
 pub struct Route {
@@ -177,7 +182,7 @@ impl Door {
     }
 
     /// Admits, refuses or limits one request; see the module's documentation.
-    pub async fn guard<E: Endpoint>(&self, next: &E, mut request: Request) -> poem::Result<Response> {
+    pub async fn guard<E: Endpoint>(&self, next: &E, request: Request) -> poem::Result<Response> {
         let path = request.uri().path().to_owned();
         if DOCUMENTS.contains(&path.as_str()) {
             return self.admit_public(next, request).await;
@@ -191,14 +196,26 @@ impl Door {
         let Some((route, params)) = candidates.iter().find(|(r, _)| r.method == request.method()).cloned() else {
             return Ok(method_not_allowed(&candidates));
         };
+        let mut response = self.admit(next, request, route, params).await;
+        response.set_data(RouteLabel(route.path));
+        Ok(response)
+    }
 
+    /// The door for a request matched to `route`.
+    async fn admit<E: Endpoint>(
+        &self,
+        next: &E,
+        mut request: Request,
+        route: &Route,
+        params: Map<String, Value>,
+    ) -> Response {
         let presented = match self.presented(request.headers()) {
             Ok(presented) => presented,
             Err(problem) if route.access == Public => {
                 tracing::debug!(detail = problem.details.detail, "keys unverifiable; a public route goes on");
                 Presented::Nothing
             }
-            Err(problem) => return Ok(problem.into_response()),
+            Err(problem) => return problem.into_response(),
         };
         let caller = match &presented {
             Presented::Valid(caller) => Some(caller.clone()),
@@ -207,20 +224,13 @@ impl Door {
         let bucket = caller.as_ref().map_or_else(|| Bucket::address(client_ip(&request)), |c| Bucket::Key(c.key_id));
         let decision = self.limiter.take(&bucket, caller.as_ref().map(|c| c.role)).await;
         if !decision.allowed {
-            return Ok(with_rate_limit(too_many_requests(&decision), &decision));
+            return with_rate_limit(too_many_requests(&decision), &decision);
         }
 
         let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
         let audit = caller.as_ref().map(|caller| {
             let (request_id, trace_id) = super::request_ids(&request);
-            Arc::new(Audit::new(
-                caller.clone(),
-                route.method.to_string(),
-                route.path,
-                params.clone(),
-                request_id,
-                trace_id,
-            ))
+            Arc::new(Audit::new(caller.clone(), route.method.to_string(), route.path, params, request_id, trace_id))
         });
         let refused = match (route.access, &caller) {
             (Public, _) => None,
@@ -255,7 +265,7 @@ impl Door {
                 audit.finish(&self.pool, response.status().as_u16()).await;
             }
         }
-        Ok(with_rate_limit(response, &decision))
+        with_rate_limit(response, &decision)
     }
 
     /// A request to a route that needs no key: only the anonymous budget applies.

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
@@ -18,41 +17,9 @@ use crate::{
     access::{
         Role,
         audit::Audit,
-        keys::{self, KeyRecord, RELOAD_EVERY},
+        keys::{self, ApiKey, RELOAD_EVERY},
     },
 };
-
-/// A key, without its secret.
-#[derive(Clone, Debug, Object)]
-pub struct ApiKey {
-    pub id: Uuid,
-    /// Who holds it; the timeline and the audit name it.
-    pub name: String,
-    pub role: Role,
-    /// The first characters of the secret, to tell keys apart.
-    pub secret_prefix: String,
-    pub created_at: DateTime<Utc>,
-    /// The admin key that made it; null for keys made at start-up.
-    #[oai(nullable)]
-    pub created_by: Option<Uuid>,
-    /// When it stopped working; null while it works.
-    #[oai(nullable)]
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl From<KeyRecord> for ApiKey {
-    fn from(k: KeyRecord) -> Self {
-        Self {
-            id: k.id,
-            name: k.name,
-            role: k.role,
-            secret_prefix: k.secret_prefix,
-            created_at: k.created_at,
-            created_by: k.created_by,
-            revoked_at: k.revoked_at,
-        }
-    }
-}
 
 /// A key just made: the only answer that carries its secret.
 #[derive(Clone, Debug, Object)]
@@ -114,7 +81,7 @@ impl ApiKeysApi {
         if let Err(error) = self.ctx.keys.reload(&self.ctx.pool).await {
             tracing::warn!(%error, "keys not reloaded after making one; the next reload will");
         }
-        Ok(Created::Key(Json(CreatedKey { key: made.record.into(), secret: made.secret })))
+        Ok(Created::Key(Json(CreatedKey { key: made.record, secret: made.secret })))
     }
 
     /// List API keys
@@ -131,7 +98,7 @@ impl ApiKeysApi {
         let mut conn = self.ctx.pool.acquire().await?;
         let rows = keys::list(&mut conn, cursor.0.unwrap_or(Uuid::nil()), fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |k| k.id.to_string());
-        Ok(Json(ApiKeyPage { items: items.into_iter().map(ApiKey::from).collect(), next_cursor }))
+        Ok(Json(ApiKeyPage { items, next_cursor }))
     }
 
     /// Revoke an API key

@@ -1,8 +1,7 @@
 //! `/audit`: who changed what through the API, newest first.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
-use serde_json::Value;
+use poem_openapi::{OpenApi, param::Query, payload::Json};
 use uuid::Uuid;
 
 use super::{
@@ -13,48 +12,8 @@ use super::{
 };
 use crate::{
     Context,
-    access::{
-        Role,
-        audit::{self, AuditRecord, Filter},
-    },
+    access::audit::{self, AuditEntry, Filter},
 };
-
-/// One change requested through the API, or a key's attempt beyond its role.
-#[derive(Clone, Debug, Object)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub key_id: Uuid,
-    pub key_name: String,
-    pub role: Role,
-    pub method: String,
-    /// The operation's path pattern, e.g. `/orders/{id}/cancel`.
-    pub route: String,
-    /// What the request named: its path parameters and what it created.
-    pub ids: Value,
-    pub request_id: String,
-    pub trace_id: String,
-    /// The HTTP status it was answered with.
-    pub status: u16,
-}
-
-impl From<AuditRecord> for AuditEntry {
-    fn from(r: AuditRecord) -> Self {
-        Self {
-            id: r.id,
-            at: r.at,
-            key_id: r.key_id,
-            key_name: r.key_name,
-            role: r.role,
-            method: r.method,
-            route: r.route,
-            ids: r.ids,
-            request_id: r.request_id,
-            trace_id: r.trace_id,
-            status: r.status,
-        }
-    }
-}
 
 page_of!(AuditPage, AuditEntry);
 
@@ -96,6 +55,6 @@ impl AuditApi {
         let mut conn = self.ctx.pool.acquire().await?;
         let rows = audit::list(&mut conn, &filter, fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |r| r.id.to_string());
-        Ok(Json(AuditPage { items: items.into_iter().map(AuditEntry::from).collect(), next_cursor }))
+        Ok(Json(AuditPage { items, next_cursor }))
     }
 }

@@ -163,7 +163,7 @@ const MAX_REQUEST_ID: usize = 128;
 /// `X-Request-Id`, or a new one) on every log line it causes
 /// and in the response; its W3C trace context (the client's `traceparent`, or a new trace) for
 /// every message it causes; one log line and the HTTP metrics, labelled by route pattern.
-async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem::Response> {
+async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<poem::Response> {
     let request_id = request
         .header(REQUEST_ID)
         .filter(|id| !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic()))
@@ -176,14 +176,18 @@ async fn observe<E: Endpoint>(next: Arc<E>, request: Request) -> PoemResult<poem
     let docs = request.uri().path().starts_with("/docs");
     let span = tracing::info_span!("request", request_id, trace_id = %trace.trace_id_hex(), method,
         path = %request.uri().path());
-    let mut request = request;
     request.set_data(RequestId(request_id.clone()));
     let started = Instant::now();
     let (mut response, route) = async {
         match trace::scope(trace, next.call(request)).await {
             Ok(response) => {
                 let response = response.into_response();
-                let route = response.data::<PathPattern>().map(|p| p.0.clone());
+                // The operation the door matched, in the spec's form; else the router's pattern
+                // (Swagger UI, the spec).
+                let route = response
+                    .data::<access::RouteLabel>()
+                    .map(|r| r.0.into())
+                    .or_else(|| response.data::<PathPattern>().map(|p| p.0.clone()));
                 (response, route)
             }
             Err(error) => {
