@@ -363,3 +363,34 @@ async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limit
         .collect();
     assert_eq!(decisions.iter().filter(|allowed| **allowed).count(), 4, "{decisions:?}");
 }
+
+#[tokio::test]
+async fn a_flood_is_refused_in_process_until_a_token_can_have_appeared() {
+    let config = participants::config::Config::from_env().unwrap();
+    let namespace = format!("test-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let slow = Budget { per_second: 2, burst: 1 };
+    let limiter = Limiter::new(
+        Redis::new(&config.redis_url).unwrap(),
+        &namespace,
+        RateLimits { anonymous: slow, client: slow, operator: slow, admin: slow },
+    );
+    let bucket = Bucket::Key(Uuid::new_v4());
+    assert!(limiter.take(&bucket, None).await.allowed);
+    let refused = limiter.take(&bucket, None).await;
+    assert!(!refused.allowed && refused.retry_after_secs == 1, "{refused:?}");
+    // Redis forgets the bucket (as if it had refilled): this process still knows that no token
+    // can be there for another half second, and refuses without asking.
+    let key = format!(
+        "{namespace}:ratelimit:key:{}",
+        match &bucket {
+            Bucket::Key(id) => id.to_string(),
+            _ => unreachable!(),
+        }
+    );
+    let client = deadpool_redis::redis::Client::open(config.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = deadpool_redis::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    assert!(!limiter.take(&bucket, None).await.allowed, "refused in process");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(limiter.take(&bucket, None).await.allowed, "asked Redis again once a token could be there");
+}

@@ -141,6 +141,9 @@ pub struct Limiter {
     budgets: RateLimits,
     script: Arc<redis::Script>,
     local: Arc<Mutex<HashMap<Bucket, (State, Budget)>>>,
+    /// Buckets Redis found empty, and until when (ms): no token can appear in them before then,
+    /// whatever any instance does, so a flood is refused here without asking Redis each time.
+    empty_until: Arc<Mutex<HashMap<Bucket, u64>>>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -157,6 +160,7 @@ impl Limiter {
             budgets,
             script: Arc::new(redis::Script::new(TAKE)),
             local: Arc::default(),
+            empty_until: Arc::default(),
         }
     }
 
@@ -173,24 +177,59 @@ impl Limiter {
     /// Takes a token from `bucket`, sized for `role`.
     pub async fn take(&self, bucket: &Bucket, role: Option<Role>) -> Decision {
         let budget = self.budget(role);
-        let key = bucket.redis_key(&self.namespace);
-        let script = self.script.clone();
-        let shared: Result<(i64, String), _> = self
-            .redis
-            .call(async |conn| script.key(&key).arg(budget.per_second).arg(budget.burst).invoke_async(conn).await)
-            .await;
-        let decision = match shared {
-            Ok((taken, tokens)) => Decision::new(budget, tokens.parse().unwrap_or(0.0), taken == 1),
-            Err(_) => {
-                metrics::counter!("rate_limit_local_decisions_total").increment(1);
-                self.take_locally(bucket, budget)
-            }
+        let decision = match self.still_empty(bucket, budget) {
+            Some(refused) => refused,
+            None => self.ask_redis(bucket, budget).await,
         };
         if !decision.allowed {
             let role = role.map_or("anonymous", Into::into);
             metrics::counter!("rate_limited_total", "role" => role).increment(1);
         }
         decision
+    }
+
+    async fn ask_redis(&self, bucket: &Bucket, budget: Budget) -> Decision {
+        let key = bucket.redis_key(&self.namespace);
+        let script = self.script.clone();
+        let shared: Result<(i64, String), _> = self
+            .redis
+            .call(async |conn| script.key(&key).arg(budget.per_second).arg(budget.burst).invoke_async(conn).await)
+            .await;
+        match shared {
+            Ok((taken, tokens)) => {
+                let tokens: f64 = tokens.parse().unwrap_or(0.0);
+                if taken != 1 {
+                    self.remember_empty(bucket, budget, tokens);
+                }
+                Decision::new(budget, tokens, taken == 1)
+            }
+            Err(_) => {
+                metrics::counter!("rate_limit_local_decisions_total").increment(1);
+                self.take_locally(bucket, budget)
+            }
+        }
+    }
+
+    /// The refusal for a bucket Redis found empty, while no token can have appeared in it.
+    fn still_empty(&self, bucket: &Bucket, budget: Budget) -> Option<Decision> {
+        let until = *self.empty_until.lock().unwrap_or_else(|p| p.into_inner()).get(bucket)?;
+        let now = participants::redis::now_millis();
+        (now < until).then(|| {
+            let tokens = 1.0 - (until - now) as f64 * f64::from(budget.per_second) / 1000.0;
+            Decision::new(budget, tokens, false)
+        })
+    }
+
+    fn remember_empty(&self, bucket: &Bucket, budget: Budget, tokens: f64) {
+        let now = participants::redis::now_millis();
+        let wait = ((1.0 - tokens).max(0.0) * 1000.0 / f64::from(budget.per_second)).floor() as u64;
+        let mut empty = self.empty_until.lock().unwrap_or_else(|p| p.into_inner());
+        if empty.len() >= LOCAL_BUCKETS {
+            empty.retain(|_, until| *until > now);
+        }
+        if empty.len() < LOCAL_BUCKETS {
+            empty.insert(bucket.clone(), now + wait);
+        }
     }
 
     fn take_locally(&self, bucket: &Bucket, budget: Budget) -> Decision {

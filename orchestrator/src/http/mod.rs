@@ -150,7 +150,9 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
         .nest("/", api)
         .around(move |next, request| {
             let door = door.clone();
-            async move { door.guard(next.as_ref(), request).await }
+            // Boxed: the door's future nested in every layer's makes a type too deep for the
+            // compiler to lay out in release builds.
+            Box::pin(async move { door.guard(next.as_ref(), request).await })
         })
         .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(observe)
