@@ -524,3 +524,55 @@ async fn a_database_that_refuses_drops_or_restarts_is_a_503_to_retry_and_readine
     app.stop().await;
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn an_action_the_saga_refuses_is_a_409_whatever_its_words_and_however_many_race() {
+    let env = TestEnv::new().await;
+    // No engine: the saga waits in `requested` while operators act on it.
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let json_of = |response: TestResponse| async move { response.0.into_body().into_json::<Value>().await.unwrap() };
+    let store =
+        json_of(api.post("/stores").body_json(&json!({"name": "Soho", "service_area": "W1"})).send().await).await;
+    let product = json_of(api.post("/products").body_json(&json!({"sku": "OAT", "name": "Oat"})).send().await).await;
+    let (store_id, product_id) = (store["id"].as_str().unwrap(), product["id"].as_str().unwrap());
+    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
+        .body_json(&json!({"on_hand": 50, "reorder_threshold": 1, "target_level": 60}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    let started = api
+        .post("/replenishments")
+        .body_json(&json!({"store_id": store_id, "product_id": product_id, "quantity": 5}))
+        .send()
+        .await;
+    started.assert_status(StatusCode::CREATED);
+    let id = json_of(started).await["id"].as_str().unwrap().to_owned();
+    // Resolving a saga that has not failed is refused; words that cannot be stored are a 400,
+    // before anything is recorded.
+    let nul = api.post(format!("/sagas/{id}/resolve")).body_json(&json!({"note": "fixed \u{0} by hand"})).send().await;
+    problem(nul, StatusCode::BAD_REQUEST, "a refused action with a NUL in its note").await;
+    let refused = api.post(format!("/sagas/{id}/resolve")).body_json(&json!({"note": "fixed by hand"})).send().await;
+    problem(refused, StatusCode::CONFLICT, "a refused action").await;
+    // Twenty actions at once on one saga: each is applied or refused, none fails.
+    let actions = (0..20).map(|i| {
+        let (api, id) = (&api, &id);
+        async move {
+            let action = ["retry", "compensate", "resolve"][i % 3];
+            let field = if action == "resolve" { "note" } else { "reason" };
+            api.post(format!("/sagas/{id}/{action}"))
+                .body_json(&json!({field: format!("race {i}")}))
+                .send()
+                .await
+                .0
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(actions).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "concurrent actions answered {statuses:?}"
+    );
+    app.stop().await;
+    env.teardown().await;
+}
