@@ -227,43 +227,38 @@ impl Door {
             return with_rate_limit(too_many_requests(&decision), &decision);
         }
 
-        let mutating = !matches!(*request.method(), Method::GET | Method::HEAD);
-        let audit = caller.as_ref().map(|caller| {
-            let (request_id, trace_id) = super::request_ids(&request);
-            Arc::new(Audit::new(caller.clone(), route.method.to_string(), route.path, params, request_id, trace_id))
-        });
+        let (request_id, trace_id) = super::request_ids(&request);
+        let audit = |caller: &Arc<Caller>| {
+            let ids = (request_id.clone(), trace_id.clone());
+            Arc::new(Audit::new(caller.clone(), route.method.to_string(), route.path, params.clone(), ids.0, ids.1))
+        };
         let refused = match (route.access, &caller) {
-            (Public, _) => None,
             (Needs(role), None) => {
                 let invalid = matches!(presented, Presented::Invalid);
                 metrics::counter!("api_key_rejections_total", "reason" => if invalid { "invalid" } else { "missing" })
                     .increment(1);
-                Some(unauthorized(role, invalid))
+                return with_rate_limit(unauthorized(role, invalid), &decision);
             }
-            (Needs(role), Some(caller)) if caller.role < role => Some(forbidden(role, caller).into_response()),
-            _ => None,
+            (Needs(role), Some(caller)) if caller.role < role => {
+                // An attempt beyond the key's role is on record, reads included.
+                audit(caller).finish(&self.pool, StatusCode::FORBIDDEN.as_u16()).await;
+                return with_rate_limit(forbidden(role, caller).into_response(), &decision);
+            }
+            _ => self.check_input(route, &mut request).await.err(),
         };
-        let refused = match refused {
-            Some(response) => Some(response),
-            None => self.check_input(route, &mut request).await.err().map(IntoResponse::into_response),
-        };
+        // Every change a known key asks for is on record, whatever its outcome.
+        let audit = caller.as_ref().filter(|_| !matches!(*request.method(), Method::GET | Method::HEAD)).map(audit);
         let response = match refused {
-            Some(response) => response,
+            Some(problem) => problem.into_response(),
             None => {
-                if let Some(audit) = audit.as_ref().filter(|_| mutating) {
+                if let Some(audit) = &audit {
                     request.set_data(audit.clone());
                 }
-                match next.call(request).await {
-                    Ok(response) => response.into_response(),
-                    Err(error) => super::problem::from_poem(error).await,
-                }
+                call(next, request).await
             }
         };
         if let Some(audit) = &audit {
-            // Every change asked for by a known key, and any key's attempt beyond its role.
-            if mutating || response.status() == StatusCode::FORBIDDEN {
-                audit.finish(&self.pool, response.status().as_u16()).await;
-            }
+            audit.finish(&self.pool, response.status().as_u16()).await;
         }
         with_rate_limit(response, &decision)
     }
@@ -274,11 +269,7 @@ impl Door {
         if !decision.allowed {
             return Ok(with_rate_limit(too_many_requests(&decision), &decision));
         }
-        let response = match next.call(request).await {
-            Ok(response) => response.into_response(),
-            Err(error) => super::problem::from_poem(error).await,
-        };
-        Ok(with_rate_limit(response, &decision))
+        Ok(with_rate_limit(call(next, request).await, &decision))
     }
 
     fn presented(&self, headers: &HeaderMap) -> Result<Presented, Problem> {
@@ -364,6 +355,14 @@ impl Door {
                 Ok(())
             }
         }
+    }
+}
+
+/// The answer of the routes behind the door, the framework's errors shaped as problems.
+async fn call<E: Endpoint>(next: &E, request: Request) -> Response {
+    match next.call(request).await {
+        Ok(response) => response.into_response(),
+        Err(error) => super::problem::from_poem(error).await,
     }
 }
 
