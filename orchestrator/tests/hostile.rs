@@ -162,32 +162,7 @@ async fn an_idempotency_key_that_cannot_be_read_is_refused_not_ignored() {
     let env = TestEnv::new().await;
     let app = env.start(API_ONLY, RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
-    let store = api
-        .post("/stores")
-        .body_json(&json!({"name": "Soho", "service_area": "W1"}))
-        .send()
-        .await
-        .0
-        .into_body()
-        .into_json::<Value>()
-        .await
-        .unwrap();
-    let product = api
-        .post("/products")
-        .body_json(&json!({"sku": "OAT", "name": "Oat milk"}))
-        .send()
-        .await
-        .0
-        .into_body()
-        .into_json::<Value>()
-        .await
-        .unwrap();
-    let (store_id, product_id) = (store["id"].as_str().unwrap(), product["id"].as_str().unwrap());
-    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
-        .body_json(&json!({"on_hand": 50, "reorder_threshold": 1, "target_level": 60}))
-        .send()
-        .await
-        .assert_status_is_ok();
+    let (store_id, product_id) = support::stocked_store(&api).await;
     let order = json!({"store_id": store_id, "items": [{"product_id": product_id, "quantity": 1}]});
     let keys: [&[u8]; 4] = ["ключ-1".as_bytes(), b"caf\xe9", b"with space", &[b'k'; 256]];
     for key in keys {
@@ -532,15 +507,7 @@ async fn an_action_the_saga_refuses_is_a_409_whatever_its_words_and_however_many
     let app = env.start(API_ONLY, RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
     let json_of = |response: TestResponse| async move { response.0.into_body().into_json::<Value>().await.unwrap() };
-    let store =
-        json_of(api.post("/stores").body_json(&json!({"name": "Soho", "service_area": "W1"})).send().await).await;
-    let product = json_of(api.post("/products").body_json(&json!({"sku": "OAT", "name": "Oat"})).send().await).await;
-    let (store_id, product_id) = (store["id"].as_str().unwrap(), product["id"].as_str().unwrap());
-    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
-        .body_json(&json!({"on_hand": 50, "reorder_threshold": 1, "target_level": 60}))
-        .send()
-        .await
-        .assert_status_is_ok();
+    let (store_id, product_id) = support::stocked_store(&api).await;
     let started = api
         .post("/replenishments")
         .body_json(&json!({"store_id": store_id, "product_id": product_id, "quantity": 5}))

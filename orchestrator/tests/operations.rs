@@ -10,37 +10,11 @@ use orchestrator::app::Roles;
 use participants::messaging::relay::RelayFaults;
 use poem::{http::StatusCode, test::TestResponse};
 use serde_json::{Value, json};
-use support::{ADMIN_KEY, Client as Api, TestEnv, client, eventually, make_key};
+use support::{ADMIN_KEY, Client as Api, TestEnv, client, eventually, make_key, stocked_store};
 
 async fn body(response: TestResponse, status: StatusCode) -> Value {
     response.assert_status(status);
     response.0.into_body().into_json().await.unwrap()
-}
-
-/// A store stocking 10 of a product, refilled at 3 up to 20, and a warehouse holding 100.
-async fn stocked_store(api: &Api) -> (String, String) {
-    let store = body(
-        api.post("/stores").body_json(&json!({"name": "Soho", "service_area": "W1"})).send().await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let product = body(
-        api.post("/products").body_json(&json!({"sku": "OAT", "name": "Oat milk"})).send().await,
-        StatusCode::CREATED,
-    )
-    .await;
-    let (store_id, product_id) = (store["id"].as_str().unwrap().to_owned(), product["id"].as_str().unwrap().to_owned());
-    api.put(format!("/warehouse/stock/{product_id}"))
-        .body_json(&json!({"on_hand": 100}))
-        .send()
-        .await
-        .assert_status_is_ok();
-    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
-        .body_json(&json!({"on_hand": 10, "reorder_threshold": 3, "target_level": 20}))
-        .send()
-        .await
-        .assert_status_is_ok();
-    (store_id, product_id)
 }
 
 async fn saga(api: &Api, id: &str) -> Value {

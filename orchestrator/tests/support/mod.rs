@@ -36,6 +36,35 @@ pub async fn make_key(admin: &Client, name: &str, role: &str) -> String {
     body["key"].as_str().expect("a new key carries its secret").to_owned()
 }
 
+/// A store stocking 10 of a product, refilled at 3 up to 20, and a warehouse holding 100 of it;
+/// returns their ids.
+pub async fn stocked_store(api: &Client) -> (String, String) {
+    use poem::http::StatusCode;
+    use serde_json::{Value, json};
+    let mut ids = Vec::new();
+    for (path, body) in [
+        ("/stores", json!({"name": "Soho", "service_area": "W1"})),
+        ("/products", json!({"sku": "OAT", "name": "Oat milk"})),
+    ] {
+        let response = api.post(path).body_json(&body).send().await;
+        response.assert_status(StatusCode::CREATED);
+        let created: Value = response.0.into_body().into_json().await.unwrap();
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (store_id, product_id) = (ids[0].clone(), ids[1].clone());
+    api.put(format!("/warehouse/stock/{product_id}"))
+        .body_json(&json!({"on_hand": 100}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    api.put(format!("/stores/{store_id}/inventory/{product_id}"))
+        .body_json(&json!({"on_hand": 10, "reorder_threshold": 3, "target_level": 20}))
+        .send()
+        .await
+        .assert_status_is_ok();
+    (store_id, product_id)
+}
+
 /// One test's own deployment. Created databases start with `test_` so that `scripts/test` can
 /// sweep up what a crashed run left behind.
 pub struct TestEnv {
