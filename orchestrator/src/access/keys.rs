@@ -304,10 +304,15 @@ impl KeyRing {
         snapshot.keys.retain(|_, caller| caller.key_id != key_id);
     }
 
-    /// Reloads every [`RELOAD_EVERY`] until shutdown.
+    /// Reloads every [`RELOAD_EVERY`] until shutdown, the first time one period after the load
+    /// made at start-up.
     pub async fn run(self, pool: PgPool, mut shutdown: Shutdown) {
         let mut failing = false;
-        while !shutdown.is_triggered() {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            }
             match self.reload(&pool).await {
                 Ok(()) if failing => {
                     tracing::info!("API keys reloaded again");
@@ -320,10 +325,6 @@ impl KeyRing {
                     }
                     failing = true;
                 }
-            }
-            tokio::select! {
-                _ = shutdown.wait() => return,
-                _ = tokio::time::sleep(RELOAD_EVERY) => {}
             }
         }
     }

@@ -180,41 +180,53 @@ impl<R: Rule, const MAX: usize> ToJSON for Text<R, MAX> {
     }
 }
 
+/// `Type` for a newtype over one scalar value, with the schema given: what every such input type
+/// of the API has in common.
+macro_rules! scalar_type {
+    ($name:ty, $raw:ty, $schema:expr) => {
+        impl poem_openapi::types::Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = $raw;
+            type RawElementValueType = $raw;
+
+            fn name() -> std::borrow::Cow<'static, str> {
+                let schema: poem_openapi::registry::MetaSchema = $schema;
+                schema.ty.into()
+            }
+
+            fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+                poem_openapi::registry::MetaSchemaRef::Inline(Box::new($schema))
+            }
+
+            fn as_raw_value(&self) -> Option<&$raw> {
+                Some(&self.0)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a $raw> + 'a> {
+                Box::new(std::iter::once(&self.0))
+            }
+        }
+    };
+}
+pub(crate) use scalar_type;
+
 /// A change of stock: a whole number of units, not zero, at most [`MAX_QUANTITY`] either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delta(pub i64);
 
-impl Type for Delta {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = i64;
-    type RawElementValueType = i64;
-
-    fn name() -> Cow<'static, str> {
-        "integer".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let side = |minimum: i64, maximum: i64| {
-            MetaSchemaRef::Inline(Box::new(MetaSchema {
-                minimum: Some(minimum as f64),
-                maximum: Some(maximum as f64),
-                ..MetaSchema::new_with_format("integer", "int64")
-            }))
-        };
+scalar_type!(Delta, i64, {
+    let side = |minimum: i64, maximum: i64| {
         MetaSchemaRef::Inline(Box::new(MetaSchema {
-            one_of: vec![side(1, MAX_QUANTITY), side(-MAX_QUANTITY, -1)],
+            minimum: Some(minimum as f64),
+            maximum: Some(maximum as f64),
             ..MetaSchema::new_with_format("integer", "int64")
         }))
+    };
+    MetaSchema {
+        one_of: vec![side(1, MAX_QUANTITY), side(-MAX_QUANTITY, -1)],
+        ..MetaSchema::new_with_format("integer", "int64")
     }
-
-    fn as_raw_value(&self) -> Option<&i64> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a i64> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
+});
 
 impl ParseFromJSON for Delta {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

@@ -1,12 +1,12 @@
 //! Keyset pagination shared by every list: `limit` (default 50, 1 to 500) and an opaque `cursor`
 //! taken from the previous page's `next_cursor`.
 
-use std::borrow::Cow;
-
 use poem_openapi::{
-    registry::{MetaSchema, MetaSchemaRef},
-    types::{ParseError, ParseFromParameter, ParseResult, Type},
+    registry::MetaSchema,
+    types::{ParseError, ParseFromParameter, ParseResult},
 };
+
+use super::input::scalar_type;
 
 /// Rows per page unless the client asks otherwise.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -16,33 +16,17 @@ pub const MAX_LIMIT: u32 = 500;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit(pub u32);
 
-impl Type for Limit {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = u32;
-    type RawElementValueType = u32;
-
-    fn name() -> Cow<'static, str> {
-        "integer".into()
+scalar_type!(
+    Limit,
+    u32,
+    MetaSchema {
+        description: Some("Rows per page."),
+        minimum: Some(1.0),
+        maximum: Some(f64::from(MAX_LIMIT)),
+        default: Some(DEFAULT_LIMIT.into()),
+        ..MetaSchema::new_with_format("integer", "int32")
     }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            description: Some("Rows per page."),
-            minimum: Some(1.0),
-            maximum: Some(f64::from(MAX_LIMIT)),
-            default: Some(DEFAULT_LIMIT.into()),
-            ..MetaSchema::new_with_format("integer", "int32")
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&u32> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a u32> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
+);
 
 impl ParseFromParameter for Limit {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
@@ -57,31 +41,15 @@ impl ParseFromParameter for Limit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IdCursor(pub i64);
 
-impl Type for IdCursor {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = i64;
-    type RawElementValueType = i64;
-
-    fn name() -> Cow<'static, str> {
-        "string".into()
+scalar_type!(
+    IdCursor,
+    i64,
+    MetaSchema {
+        description: Some("A page's next_cursor."),
+        pattern: Some("^[0-9]{1,18}$".to_owned()),
+        ..MetaSchema::new("string")
     }
-
-    fn schema_ref() -> MetaSchemaRef {
-        MetaSchemaRef::Inline(Box::new(MetaSchema {
-            description: Some("A page's next_cursor."),
-            pattern: Some("^[0-9]{1,18}$".to_owned()),
-            ..MetaSchema::new("string")
-        }))
-    }
-
-    fn as_raw_value(&self) -> Option<&i64> {
-        Some(&self.0)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a i64> + 'a> {
-        Box::new(std::iter::once(&self.0))
-    }
-}
+);
 
 impl ParseFromParameter for IdCursor {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

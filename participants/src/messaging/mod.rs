@@ -50,16 +50,17 @@ pub async fn with_channel<T>(
     work: impl AsyncFnOnce(&lapin::Channel) -> lapin::Result<T>,
 ) -> lapin::Result<T> {
     let connection = connect(amqp_url, name).await?;
-    let outcome = match connection.create_channel().await {
+    match connection.create_channel().await {
         Ok(channel) => {
             let outcome = work(&channel).await;
             close_both(&connection, &channel).await;
-            return outcome;
+            outcome
         }
-        Err(error) => Err(error),
-    };
-    close(&connection, "done").await;
-    outcome
+        Err(error) => {
+            close(&connection, "done").await;
+            Err(error)
+        }
+    }
 }
 
 /// Backoff between reconnection attempts: 100 ms doubling to 5 s.
