@@ -39,7 +39,7 @@ use lapin::{
     types::FieldTable,
 };
 use orchestrator::app::{Application, Roles};
-use participants::messaging::{Exchange, Topology, connect, relay::RelayFaults};
+use platform::messaging::{Exchange, Topology, connect, relay::RelayFaults};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{TestEnv, eventually};
@@ -105,9 +105,9 @@ struct Deployment {
 
 async fn deploy() -> Deployment {
     let mut env = TestEnv::new().await;
-    env.config.saga = participants::config::Config::default().saga;
+    env.config.saga = platform::config::Config::default().saga;
     env.config.db_max_connections = 32;
-    let app = env.start(Roles::ALL, RelayFaults::default()).await;
+    let app = env.start(Roles::all(), RelayFaults::default()).await;
     let addr = app.addr().unwrap();
     let pool = env.pool().await;
     Deployment { env, app, addr, pool }
@@ -175,7 +175,8 @@ impl Deployment {
         let channel = connection.create_channel().await.unwrap();
         let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
         let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap();
-        let exchange = Topology::new(self.env.config.namespace.clone()).exchange(Exchange::InventoryEvents);
+        let exchange = Topology::new(self.env.config.namespace.clone(), sagas::registry().participants())
+            .exchange(Exchange::InventoryEvents);
         let (queue_name, key) = (queue.name().clone(), "stock.replenished");
         channel
             .queue_bind(
@@ -228,7 +229,7 @@ impl Deployment {
         }
         arrivals.await.unwrap();
         let took = start.elapsed();
-        participants::messaging::close(&connection, "done").await;
+        platform::messaging::close(&connection, "done").await;
         took
     }
 

@@ -1,14 +1,15 @@
 //! Builds a running orchestrator from a [`Config`]: the API, the saga engine and, in the
-//! all-in-one mode, both workers. Tests start it on port 0 with their own database and namespace.
+//! all-in-one mode, every participant's worker. Tests start it on port 0 with their own database
+//! and namespace.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use participants::{
+use platform::{
     config::Config,
-    messaging::{Queue, dead_letter::DeadLetterConsumer, relay::RelayFaults},
+    messaging::{Participant, Queue, relay::RelayFaults},
     process::{self, Services},
-    protocol::Participant,
+    saga::runner::{self, ReplyHandler, Sweeper},
     shutdown::{self, ShutdownTrigger},
 };
 use tokio::task::JoinSet;
@@ -16,44 +17,38 @@ use tokio::task::JoinSet;
 use crate::{
     Context,
     access::keys::{self, Bootstrap},
+    dead_letters::DeadLetterConsumer,
     http::{self, server::Server},
-    saga::engine::{ReplyHandler, Sweeper},
 };
 
 /// Which parts run in this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Roles {
     pub api: bool,
-    /// Reply consumer, deadline sweeper, outbox relay.
+    /// Reply consumer, deadline sweeper, dead-letter keeper.
     pub engine: bool,
-    pub warehouse: bool,
-    pub inventory: bool,
+    /// The participants whose workers run here.
+    pub workers: Vec<Participant>,
 }
 
 impl Roles {
     /// `orchestrator serve`: API and engine.
-    pub const SERVE: Self = Self { api: true, engine: true, warehouse: false, inventory: false };
-    /// `orchestrator all`: everything in one process.
-    pub const ALL: Self = Self { api: true, engine: true, warehouse: true, inventory: true };
+    pub fn serve() -> Self {
+        Self { api: true, engine: true, workers: Vec::new() }
+    }
+
+    /// `orchestrator all`: everything in one process, the workers of every participant the saga
+    /// kinds declare.
+    pub fn all() -> Self {
+        Self { api: true, engine: true, workers: sagas::registry().participants().to_vec() }
+    }
 
     /// The roles this process reports heartbeats for (the API alone is seen through its health routes).
-    fn reported(self) -> Vec<&'static str> {
-        let mut roles = Vec::new();
-        if self.engine {
-            roles.push(ORCHESTRATOR_ROLE);
-        }
-        if self.warehouse {
-            roles.push(Participant::Warehouse.into());
-        }
-        if self.inventory {
-            roles.push(Participant::Inventory.into());
-        }
-        roles
+    fn reported(&self) -> Vec<&'static str> {
+        let engine = self.engine.then_some(runner::ROLE);
+        engine.into_iter().chain(self.workers.iter().map(|p| p.name)).collect()
     }
 }
-
-/// The heartbeat role of the saga engine (reply consumer, sweeper, dead-letter keeper).
-pub const ORCHESTRATOR_ROLE: &str = "orchestrator";
 
 /// In-flight requests get this long to finish on shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -68,8 +63,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config, roles: Roles, faults: RelayFaults) -> anyhow::Result<Self> {
         let http_addr = config.http_addr;
-        let services = Services::connect(config).await?;
-        let ctx = Context::new(&services);
+        let registry = Arc::new(sagas::registry());
+        let services = Services::connect(config, registry.participants()).await?;
+        let ctx = Context::new(&services, registry);
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         // Every role writes to the outbox, so every process publishes what it wrote.
@@ -77,7 +73,7 @@ impl Application {
         if roles.engine {
             let registry = ctx.registry.clone();
             let replies = ReplyHandler { registry: registry.clone(), timing: ctx.timing };
-            tasks.spawn(services.consumer(Queue::OrchestratorReplies, replies).run(shutdown.clone()));
+            tasks.spawn(services.consumer(Queue::Replies, replies).run(shutdown.clone()));
             let sweeper = Sweeper { pool: ctx.pool.clone(), registry, timing: ctx.timing, outbox: ctx.outbox.clone() };
             tasks.spawn(sweeper.run(shutdown.clone()));
             let dead_letters = DeadLetterConsumer {
@@ -87,11 +83,10 @@ impl Application {
             };
             tasks.spawn(dead_letters.run(shutdown.clone()));
         }
-        if roles.warehouse {
-            services.spawn_participant(&mut tasks, Participant::Warehouse, &shutdown);
-        }
-        if roles.inventory {
-            services.spawn_participant(&mut tasks, Participant::Inventory, &shutdown);
+        for participant in &roles.workers {
+            if !participants::spawn(&services, *participant, &mut tasks, &shutdown) {
+                anyhow::bail!("this build has no worker for participant {:?}", participant.name);
+            }
         }
         let reported = roles.reported();
         if !reported.is_empty() {

@@ -1,32 +1,36 @@
-//! The orchestrator of dark-store replenishment.
+//! The orchestrator: the HTTP API, who may use it, and the process that runs the saga engine.
 //!
-//! Customers' orders reserve stock in a store ([`orders`]); any change that leaves a product low
-//! starts a replenishment saga in the same transaction ([`stock`]); the saga engine ([`saga`])
-//! persists each saga as a state machine in Postgres and drives it with commands to the
-//! participant workers over RabbitMQ. The REST API ([`http`]) serves clients and operators.
-//! [`app::Application`] assembles all of it, so `main` and the tests start exactly the same thing.
+//! Customers' orders reserve stock in a store ([`orders`]); people count and adjust stock
+//! ([`inventory`]); every change that leaves a product low starts a replenishment saga in the
+//! same transaction ([`sagas::replenishment`]). The saga engine ([`platform::saga`]) drives the
+//! sagas with commands to the participant workers ([`participants`]); operators steer them
+//! ([`operator`]) and keep what no consumer could handle ([`dead_letters`]). The REST API
+//! ([`http`]) serves clients and operators, behind [`access`] control. [`app::Application`]
+//! assembles all of it, so `main` and the tests start exactly the same thing.
 
 pub mod access;
 pub mod app;
+pub mod dead_letters;
 pub mod error;
 pub mod http;
+pub mod inventory;
 pub mod observe;
+pub mod operator;
 pub mod orders;
-pub mod saga;
-pub mod stock;
 
 use std::{sync::Arc, time::Duration};
 
 use access::{keys::KeyRing, limit::Limiter};
 pub use observe::metrics_handle;
-use participants::{
-    cache::Cache,
+use platform::{
     config::{ApiConfig, Config, SagaTiming},
     messaging::{BrokerProbe, Topology, outbox::OutboxSignal},
     process::Services,
+    redis::Redis,
+    saga::registry::Registry,
 };
-use saga::registry::Registry;
 use sqlx::{PgPool, postgres::PgPoolOptions};
+use stock::Cache;
 
 /// What request handlers and domain functions share.
 #[derive(Clone, Debug)]
@@ -52,23 +56,29 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(services: &Services) -> Self {
-        Self::build(&services.config, services.pool.clone(), services.cache.clone(), services.outbox_signal.clone())
+    pub fn new(services: &Services, registry: Arc<Registry>) -> Self {
+        Self::build(
+            &services.config,
+            services.pool.clone(),
+            services.redis.clone(),
+            services.outbox_signal.clone(),
+            registry,
+        )
     }
 
     /// A context on the given connections; nothing is connected here.
-    pub fn build(config: &Config, pool: PgPool, cache: Cache, outbox: OutboxSignal) -> Self {
-        let topology = Topology::new(config.namespace.clone());
+    pub fn build(config: &Config, pool: PgPool, redis: Redis, outbox: OutboxSignal, registry: Arc<Registry>) -> Self {
+        let topology = Topology::new(config.namespace.clone(), registry.participants());
         let amqp_url: Arc<str> = config.amqp_url.as_str().into();
         Self {
             pool,
-            limiter: Limiter::new(cache.redis().clone(), &config.namespace, config.api.rate_limits),
-            cache,
+            limiter: Limiter::new(redis.clone(), &config.namespace, config.api.rate_limits),
+            cache: Cache::new(redis, &config.namespace),
             timing: config.saga,
             broker: BrokerProbe::new(amqp_url.clone(), topology.clone()),
             amqp_url,
             outbox,
-            registry: Arc::new(Registry::standard()),
+            registry,
             topology,
             keys: KeyRing::default(),
             api: config.api.clone(),
@@ -79,7 +89,7 @@ impl Context {
     /// Its keys are never loaded, so it admits no keyed request.
     pub fn offline(config: &Config) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(2)).connect_lazy(&config.database_url)?;
-        let cache = Cache::new(&config.redis_url, &config.namespace)?;
-        Ok(Self::build(config, pool, cache, OutboxSignal::default()))
+        let redis = Redis::new(&config.redis_url)?;
+        Ok(Self::build(config, pool, redis, OutboxSignal::default(), Arc::new(sagas::registry())))
     }
 }

@@ -5,7 +5,7 @@ use orchestrator::{
     app::{Application, Roles},
     http,
 };
-use participants::{
+use platform::{
     config::Config,
     process::{init_logging, relay_faults},
 };
@@ -13,7 +13,7 @@ use participants::{
 const USAGE: &str = "usage: orchestrator <serve | all | openapi>
 
   serve    the API and the saga engine
-  all      the API, the saga engine and both participant workers in one process
+  all      the API, the saga engine and every participant's worker in one process
   openapi  print the OpenAPI document and exit
 
 Configuration comes from the environment: DATABASE_URL, REDIS_URL, AMQP_URL, HTTP_ADDR
@@ -24,8 +24,8 @@ LOG_JSON; see the README for the rest.";
 async fn main() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let roles = match mode.as_str() {
-        "serve" => Roles::SERVE,
-        "all" => Roles::ALL,
+        "serve" => Roles::serve(),
+        "all" => Roles::all(),
         "openapi" => {
             let config = Config::from_env()?;
             println!("{}", http::spec(&Context::offline(&config)?));

@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use participants::messaging::{dead_letter, outbox};
+use platform::{messaging::outbox, saga::store};
 
-use crate::{Context, saga::store};
+use crate::{Context, dead_letters};
 
 /// Buckets of every `*_seconds` histogram: from a millisecond (an HTTP read) to minutes (a saga
 /// step waiting out its resends).
@@ -38,6 +38,6 @@ pub async fn record_database_gauges(ctx: &Context) -> sqlx::Result<()> {
     let (waiting, oldest) = outbox::backlog(&mut conn).await?;
     metrics::gauge!("outbox_backlog").set(waiting as f64);
     metrics::gauge!("outbox_oldest_age_seconds").set(oldest);
-    metrics::gauge!("dead_letters_waiting").set(dead_letter::waiting(&mut conn).await? as f64);
+    metrics::gauge!("dead_letters_waiting").set(dead_letters::waiting(&mut conn).await? as f64);
     Ok(())
 }

@@ -6,22 +6,20 @@
 //! event, and the low-stock rule for every touched product. Any short item rolls back everything.
 
 use chrono::{DateTime, Utc};
-use participants::{
-    inventory::{Movement, MovementReason, StockLevel, record_movements},
-    messaging::{
-        Exchange,
-        outbox::{self, Outgoing},
-    },
+use platform::messaging::{
+    Exchange,
+    outbox::{self, Outgoing},
 };
 use serde_json::json;
 use sqlx::PgConnection;
+use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
 use uuid::Uuid;
 
 use crate::{
     Context,
     access::audit::Audit,
     error::{Error, Result, Shortage, on_constraint},
-    stock::{MAX_QUANTITY, commit_stock_change},
+    inventory::commit_stock_change,
 };
 
 /// Items in one order, at most: a bigger basket is a client bug.
@@ -125,7 +123,7 @@ pub async fn place(
     let mut levels = Vec::with_capacity(items.len());
     let mut short = Vec::new();
     for item in &items {
-        match reserve(&mut tx, store_id, item).await? {
+        match level::reserve(&mut tx, store_id, item.product_id, item.quantity).await? {
             Some(level) => levels.push(level),
             None => short.push(item),
         }
@@ -157,7 +155,7 @@ pub async fn place(
             note: None,
         })
         .collect();
-    record_movements(&mut tx, &movements).await?;
+    ledger::record(&mut tx, &movements).await?;
     let event = json!({
         "order_id": order_id, "store_id": store_id,
         "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
@@ -179,33 +177,10 @@ pub async fn place(
     Ok(Placed::Created(order))
 }
 
-/// Reserves one item if the stock is there; `None` when it is not (or not stocked at all).
-async fn reserve(tx: &mut PgConnection, store_id: Uuid, item: &OrderLine) -> sqlx::Result<Option<StockLevel>> {
-    sqlx::query_as!(
-        StockLevel,
-        "UPDATE inventory SET reserved = reserved + $3, version = version + 1, updated_at = now()
-         WHERE store_id = $1 AND product_id = $2 AND on_hand - reserved >= $3
-         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
-        store_id,
-        item.product_id,
-        item.quantity
-    )
-    .fetch_optional(tx)
-    .await
-}
-
 /// What the short items lack, for the 409. Unknown products are a different mistake: a 404.
 async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) -> Result<Vec<Shortage>> {
     let ids: Vec<Uuid> = short.iter().map(|i| i.product_id).collect();
-    let known = sqlx::query!(
-        r#"SELECT p.id, COALESCE(i.on_hand - i.reserved, 0)::int8 AS "available!"
-           FROM product p LEFT JOIN inventory i ON i.product_id = p.id AND i.store_id = $1
-           WHERE p.id = ANY($2)"#,
-        store_id,
-        &ids
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let known = level::available(tx, store_id, &ids).await?;
     let store_exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id)
         .fetch_one(&mut *tx)
         .await?;
@@ -215,11 +190,11 @@ async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) 
     short
         .iter()
         .map(|item| {
-            let row = known
+            let (_, available) = known
                 .iter()
-                .find(|k| k.id == item.product_id)
+                .find(|(id, _)| *id == item.product_id)
                 .ok_or_else(|| Error::NotFound(format!("no such product: {}", item.product_id)))?;
-            Ok(Shortage { product_id: item.product_id, requested: item.quantity, available: row.available })
+            Ok(Shortage { product_id: item.product_id, requested: item.quantity, available: *available })
         })
         .collect()
 }
@@ -234,7 +209,7 @@ async fn replay(ctx: &Context, key: &str, fingerprint: &str) -> Result<Placed> {
             "this Idempotency-Key was already used for a different order; use a new key".into(),
         ));
     }
-    let order = load(&mut conn, first.id).await?.expect("orders are never deleted");
+    let order = load(&mut conn, first.id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
     Ok(Placed::Replayed(order))
 }
 
@@ -285,29 +260,18 @@ pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) 
         .await?
         .ok_or_else(|| Error::NotFound("no such order".into()))?;
     if status == target {
-        return Ok(load(&mut tx, order_id).await?.expect("the order was just locked"));
+        return load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()));
     }
     if status != "reserved" {
         return Err(Error::Conflict(format!("the order is already {status} and cannot be {target}")));
     }
-    let order = load(&mut tx, order_id).await?.expect("the order was just locked");
+    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
     let on_hand_factor = i64::from(action == Close::Fulfil);
     let mut levels = Vec::with_capacity(order.items.len());
     let mut movements = Vec::with_capacity(order.items.len());
     for item in &order.items {
-        let level = sqlx::query_as!(
-            StockLevel,
-            "UPDATE inventory SET on_hand = on_hand - $3::int8 * $4::int8, reserved = reserved - $3,
-                    version = version + 1, updated_at = now()
-             WHERE store_id = $1 AND product_id = $2
-             RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
-            order.store_id,
-            item.product_id,
-            item.quantity,
-            on_hand_factor
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let level =
+            level::unreserve(&mut tx, order.store_id, item.product_id, item.quantity, action == Close::Fulfil).await?;
         levels.push(level);
         movements.push(Movement {
             store_id: Some(order.store_id),
@@ -319,7 +283,7 @@ pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) 
             note: None,
         });
     }
-    record_movements(&mut tx, &movements).await?;
+    ledger::record(&mut tx, &movements).await?;
     sqlx::query!("UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1", order_id, target)
         .execute(&mut *tx)
         .await?;
@@ -328,7 +292,7 @@ pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) 
         outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.cancelled", Some(order_id), event)])
             .await?;
     }
-    let order = load(&mut tx, order_id).await?.expect("the order was just locked");
+    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
     audit.record(&mut tx, 200).await?;
     commit_stock_change(ctx, tx, &levels).await?;
     Ok(order)

@@ -15,7 +15,7 @@ use orchestrator::{
     app::Roles,
     http::access::{Access, OPERATIONS},
 };
-use participants::{
+use platform::{
     config::{Budget, RateLimits, Secret},
     messaging::relay::RelayFaults,
     redis::Redis,
@@ -59,8 +59,7 @@ async fn call(api: &Client, method: &str, path: &str) -> StatusCode {
 #[tokio::test]
 async fn every_operation_answers_each_role_as_the_table_says() {
     let env = TestEnv::new().await;
-    let app =
-        env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let admin = client(&app, ADMIN_KEY);
     let principals = [
         ("no key", None, client(&app, "")),
@@ -141,8 +140,11 @@ fn the_readme_table_says_what_the_code_says() {
 #[tokio::test]
 async fn a_key_is_shown_once_stored_as_a_hash_and_revoked_on_every_instance_within_seconds() {
     let env = TestEnv::new().await;
-    let roles = Roles { api: true, engine: false, warehouse: false, inventory: false };
-    let (one, two) = (env.start(roles, RelayFaults::default()).await, env.start(roles, RelayFaults::default()).await);
+    let roles = Roles { api: true, engine: false, workers: Vec::new() };
+    let (one, two) = (
+        env.start(roles.clone(), RelayFaults::default()).await,
+        env.start(roles.clone(), RelayFaults::default()).await,
+    );
     let admin = client(&one, ADMIN_KEY);
     let made = admin.post("/api-keys").body_json(&json!({"name": "picker-1", "role": "client"})).send().await;
     made.assert_status(StatusCode::CREATED);
@@ -211,9 +213,9 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_revoked_on_every_instance_with
 async fn a_fresh_deployment_makes_one_admin_key_and_a_configured_one_is_honoured() {
     let mut env = TestEnv::new().await;
     env.config.api.bootstrap_admin_key = None;
-    let roles = Roles { api: true, engine: false, warehouse: false, inventory: false };
-    let first = env.start(roles, RelayFaults::default()).await;
-    let second = env.start(roles, RelayFaults::default()).await;
+    let roles = Roles { api: true, engine: false, workers: Vec::new() };
+    let first = env.start(roles.clone(), RelayFaults::default()).await;
+    let second = env.start(roles.clone(), RelayFaults::default()).await;
     let pool = env.pool().await;
     let admins: Vec<String> = sqlx::query_scalar("SELECT name FROM api_key").fetch_all(&pool).await.unwrap();
     assert_eq!(admins, ["admin"], "one key made, however many instances start");
@@ -222,11 +224,11 @@ async fn a_fresh_deployment_makes_one_admin_key_and_a_configured_one_is_honoured
 
     // A configured secret becomes an admin key; revoked, it stays revoked across restarts.
     env.config.api.bootstrap_admin_key = Some(Secret("a-configured-secret-0123456789abcdefghij".into()));
-    let app = env.start(roles, RelayFaults::default()).await;
+    let app = env.start(roles.clone(), RelayFaults::default()).await;
     client(&app, "a-configured-secret-0123456789abcdefghij").get("/api-keys").send().await.assert_status_is_ok();
     sqlx::query("UPDATE api_key SET revoked_at = now() WHERE name LIKE 'bootstrap-%'").execute(&pool).await.unwrap();
     app.stop().await;
-    let app = env.start(roles, RelayFaults::default()).await;
+    let app = env.start(roles.clone(), RelayFaults::default()).await;
     client(&app, "a-configured-secret-0123456789abcdefghij")
         .get("/stores")
         .send()
@@ -239,8 +241,7 @@ async fn a_fresh_deployment_makes_one_admin_key_and_a_configured_one_is_honoured
 #[tokio::test]
 async fn the_audit_keeps_changes_and_refusals_and_cannot_be_rewritten() {
     let env = TestEnv::new().await;
-    let app =
-        env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let admin = client(&app, ADMIN_KEY);
     let picker = client(&app, &make_key(&admin, "picker-9", "client").await);
     let store =
@@ -307,8 +308,7 @@ async fn a_key_over_its_budget_is_told_when_to_come_back_while_others_are_served
     let mut env = TestEnv::new().await;
     env.config.api.rate_limits =
         RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: support::UNLIMITED };
-    let app =
-        env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let admin = client(&app, ADMIN_KEY);
     let (a, b) =
         (client(&app, &make_key(&admin, "a", "client").await), client(&app, &make_key(&admin, "b", "client").await));
@@ -334,7 +334,7 @@ async fn a_key_over_its_budget_is_told_when_to_come_back_while_others_are_served
 
 #[tokio::test]
 async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limits() {
-    let config = participants::config::Config::from_env().unwrap();
+    let config = platform::config::Config::from_env().unwrap();
     let namespace = format!("test-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let bucket = Bucket::Key(Uuid::new_v4());
     // The same requests, at the same pace, through Redis's script (on Redis's clock) and the
@@ -366,7 +366,7 @@ async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limit
 
 #[tokio::test]
 async fn a_flood_is_refused_in_process_until_a_token_can_have_appeared() {
-    let config = participants::config::Config::from_env().unwrap();
+    let config = platform::config::Config::from_env().unwrap();
     let namespace = format!("test-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let slow = Budget { per_second: 2, burst: 1 };
     let limiter = Limiter::new(

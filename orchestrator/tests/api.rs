@@ -4,7 +4,7 @@
 mod support;
 
 use orchestrator::app::Roles;
-use participants::messaging::relay::RelayFaults;
+use platform::messaging::relay::RelayFaults;
 use poem::{http::StatusCode, test::TestResponse};
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, TestEnv, client};
@@ -26,8 +26,7 @@ async fn created(response: TestResponse) -> Value {
 #[tokio::test]
 async fn bad_input_is_a_client_error_with_a_problem_body() {
     let env = TestEnv::new().await;
-    let app =
-        env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
 
     let store =
@@ -132,7 +131,7 @@ async fn bad_input_is_a_client_error_with_a_problem_body() {
 #[tokio::test]
 async fn health_and_docs_answer_without_a_key() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::SERVE, RelayFaults::default()).await;
+    let app = env.start(Roles::serve(), RelayFaults::default()).await;
     let api = client(&app, "no-such-key-but-long-enough-to-be-one-0123456789");
     api.get("/health/live").send().await.assert_status_is_ok();
     let ready = api.get("/health/ready").send().await;

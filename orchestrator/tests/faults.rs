@@ -38,7 +38,7 @@ use checks::Checks;
 use cluster::{Cluster, Role, Shape};
 use figures::Figures;
 use load::{Load, Plan, Random, Shop};
-use participants::config::{Config, SagaTiming};
+use platform::config::{Config, SagaTiming};
 use services::{Outage, Service};
 use sqlx::PgPool;
 use support::TestEnv;
@@ -78,7 +78,7 @@ impl Run {
         if env.config.duplicate_delivery {
             // The consumers log each duplicate they absorb at debug level: the evidence that the
             // duplicates reached them.
-            extra_env.push(("RUST_LOG".to_owned(), "info,participants::messaging::consumer=debug".to_owned()));
+            extra_env.push(("RUST_LOG".to_owned(), "info,platform::messaging::consumer=debug".to_owned()));
         }
         let log_dir = cluster::target_dir().join("fault-suite").join(name);
         let cluster = Cluster::start(&env.config, shape, extra_env, log_dir).await;
@@ -214,7 +214,7 @@ async fn every_message_delivered_twice() {
         let mut absorbed = [0; 3];
         for (role, log) in run.cluster.logs() {
             let text = std::fs::read_to_string(log).expect("can read a process log");
-            switched_on += usize::from(text.contains(participants::process::DUPLICATE_DELIVERY_WARNING));
+            switched_on += usize::from(text.contains(platform::process::DUPLICATE_DELIVERY_WARNING));
             let role = Role::ALL.iter().position(|r| *r == role).expect("a known role");
             absorbed[role] += text.matches(DUPLICATE_ABSORBED).count();
         }

@@ -8,7 +8,7 @@ mod support;
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use orchestrator::app::Roles;
-use participants::messaging::relay::RelayFaults;
+use platform::messaging::relay::RelayFaults;
 use poem::{
     http::{HeaderValue, StatusCode},
     test::TestResponse,
@@ -22,7 +22,7 @@ use tokio::{
 };
 use uuid::Uuid;
 
-const API_ONLY: Roles = Roles { api: true, engine: false, warehouse: false, inventory: false };
+const API_ONLY: Roles = Roles { api: true, engine: false, workers: Vec::new() };
 
 async fn problem(response: TestResponse, status: StatusCode, doing: &str) -> Value {
     let actual = response.0.status();

@@ -9,7 +9,7 @@ use std::{
 };
 
 use orchestrator::app::Roles;
-use participants::messaging::relay::RelayFaults;
+use platform::messaging::relay::RelayFaults;
 use support::{ADMIN_KEY, TestEnv, client};
 
 #[derive(Clone, Default)]
@@ -32,7 +32,7 @@ async fn asking_about_participants_and_readiness_logs_no_error() {
     let writer = captured.clone();
     tracing_subscriber::fmt().with_ansi(false).with_env_filter("warn").with_writer(move || writer.clone()).init();
     let env = TestEnv::new().await;
-    let app = env.start(Roles::SERVE, RelayFaults::default()).await;
+    let app = env.start(Roles::serve(), RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
     for _ in 0..5 {
         api.get("/participants").send().await.assert_status_is_ok();

@@ -11,7 +11,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use orchestrator::app::Roles;
-use participants::messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults};
+use platform::messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults};
 use poem::http::StatusCode;
 use serde_json::Value;
 use support::{ADMIN_KEY, TestEnv, client, eventually};
@@ -19,9 +19,9 @@ use support::{ADMIN_KEY, TestEnv, client, eventually};
 #[tokio::test]
 async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::ALL, RelayFaults::default()).await;
+    let app = env.start(Roles::all(), RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
-    let topology = Topology::new(env.config.namespace.clone());
+    let topology = Topology::new(env.config.namespace.clone(), sagas::registry().participants());
     let connection = connect(&env.config.amqp_url, "test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -34,9 +34,9 @@ async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once()
     .unwrap();
     // (route, body, the queue it dies in, what the reason must say)
     let poison: [(&str, Vec<u8>, Queue, &str); 3] = [
-        ("warehouse", b"{not json".to_vec(), Queue::WarehouseCommands, "malformed"),
-        ("inventory", future_version, Queue::InventoryCommands, "version 99"),
-        ("orchestrator", unknown_type, Queue::OrchestratorReplies, "correlation id"),
+        ("warehouse", b"{not json".to_vec(), Queue::Commands(sagas::WAREHOUSE), "malformed"),
+        ("inventory", future_version, Queue::Commands(sagas::INVENTORY), "version 99"),
+        ("orchestrator", unknown_type, Queue::Replies, "correlation id"),
     ];
     for (route, body, _, _) in &poison {
         let exchange = if *route == "orchestrator" { Exchange::Replies } else { Exchange::Commands };
@@ -71,7 +71,7 @@ async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once()
     }
 
     // Replayed once: the message goes back to its queue, dies again there, and is a new dead letter.
-    let rocket = stored.iter().find(|l| l["queue"] == topology.queue(Queue::OrchestratorReplies)).unwrap();
+    let rocket = stored.iter().find(|l| l["queue"] == topology.queue(Queue::Replies)).unwrap();
     let replay = format!("/dead-letters/{}/replay", rocket["id"]);
     let replayed: Value = {
         let response = api.post(&replay).send().await;
@@ -93,7 +93,7 @@ async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once()
     api.delete(&path).send().await.assert_status(StatusCode::NOT_FOUND);
     api.post("/dead-letters/999999/replay").send().await.assert_status(StatusCode::NOT_FOUND);
 
-    participants::messaging::close(&connection, "done").await;
+    platform::messaging::close(&connection, "done").await;
     app.stop().await;
     env.teardown().await;
 }

@@ -3,7 +3,7 @@
 //! `cargo run -p orchestrator -- openapi > openapi/openapi.json`.
 
 use orchestrator::{Context, http};
-use participants::config::Config;
+use platform::config::Config;
 
 #[tokio::test]
 async fn the_committed_spec_matches_the_code() {

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use orchestrator::app::Roles;
-use participants::messaging::relay::RelayFaults;
+use platform::messaging::relay::RelayFaults;
 use poem::{http::StatusCode, test::TestResponse};
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, Client as Api, TestEnv, client, eventually, make_key, stocked_store};
@@ -24,7 +24,7 @@ async fn saga(api: &Api, id: &str) -> Value {
 #[tokio::test]
 async fn one_trace_runs_from_the_request_through_every_message_and_operators_see_it_all() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::ALL, RelayFaults::default()).await;
+    let app = env.start(Roles::all(), RelayFaults::default()).await;
     let api: Api = client(&app, ADMIN_KEY);
     let (store_id, product_id) = stocked_store(&api).await;
 
@@ -124,8 +124,7 @@ async fn one_trace_runs_from_the_request_through_every_message_and_operators_see
 async fn operator_actions_the_state_does_not_allow_are_refused_with_the_reason() {
     let env = TestEnv::new().await;
     // No engine: sagas wait where they are, and their deadlines pass.
-    let app =
-        env.start(Roles { api: true, engine: false, warehouse: false, inventory: false }, RelayFaults::default()).await;
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let admin: Api = client(&app, ADMIN_KEY);
     let (store_id, product_id) = stocked_store(&admin).await;
     // Each operator acts with a key of their own, which the timeline names.

@@ -12,24 +12,23 @@ mod support;
 use orchestrator::{
     Context,
     access::{audit::Audit, keys},
+    inventory,
     orders::{self, OrderLine, Placed},
-    saga::engine::{ReplyHandler, Sweeper},
-    stock::{self, Levels},
 };
-use participants::{
-    cache::Cache,
+use participants::{inventory::InventoryWorker, warehouse::WarehouseWorker};
+use platform::{
     config::Simulation,
     db,
-    inventory::InventoryWorker,
     messaging::{
         Exchange,
         consumer::{Handler, handle_once},
         outbox,
     },
     protocol::Envelope,
-    warehouse::WarehouseWorker,
+    saga::runner::{ReplyHandler, Sweeper},
 };
 use sqlx::PgPool;
+use stock::level::Levels;
 use support::{TestEnv, assert_invariants};
 use uuid::Uuid;
 
@@ -54,7 +53,7 @@ struct Harness {
 
 /// What the harness's own changes are recorded as: the deployment's bootstrap admin key.
 async fn audit(pool: &PgPool) -> Audit {
-    let secret = participants::config::Secret(support::ADMIN_KEY.to_owned());
+    let secret = platform::config::Secret(support::ADMIN_KEY.to_owned());
     keys::bootstrap(pool, Some(&secret)).await.unwrap();
     let ring = keys::KeyRing::default();
     ring.reload(pool).await.unwrap();
@@ -69,15 +68,22 @@ impl Harness {
     async fn new(simulation: Simulation) -> Self {
         let env = TestEnv::new().await;
         let pool = db::connect(&env.config).await.expect("test database migrates");
-        let cache = Cache::new(&env.config.redis_url, &env.config.namespace).unwrap();
+        let redis = platform::redis::Redis::new(&env.config.redis_url).unwrap();
         let timing = env.config.saga;
-        let ctx = Context::build(&env.config, pool.clone(), cache.clone(), Default::default());
+        let ctx = Context::build(
+            &env.config,
+            pool.clone(),
+            redis,
+            Default::default(),
+            std::sync::Arc::new(sagas::registry()),
+        );
+        let cache = ctx.cache.clone();
         let registry = ctx.registry.clone();
         let (store_id, product_id) = seed(&pool).await;
         let audit = audit(&pool).await;
-        stock::set_warehouse(&ctx, &audit, product_id, WAREHOUSE).await.unwrap();
+        inventory::set_warehouse(&ctx, &audit, product_id, WAREHOUSE).await.unwrap();
         let levels = Levels { on_hand: 10, reorder_threshold: 3, target_level: 20 };
-        stock::set_levels(&ctx, &audit, store_id, product_id, levels).await.unwrap();
+        inventory::set_levels(&ctx, &audit, store_id, product_id, levels).await.unwrap();
         Self {
             replies: ReplyHandler { registry: registry.clone(), timing },
             warehouse: WarehouseWorker,
@@ -230,7 +236,7 @@ async fn a_replenishment_completes_and_moves_the_stock_once() {
 #[tokio::test]
 async fn a_rejected_dispatch_ends_compensated_with_nothing_moved() {
     let h = Harness::new(Simulation::default()).await;
-    stock::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
+    inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
     let saga = h.start_saga().await;
     h.pump(|_| Fate::Deliver).await;
     let (state, error) = h.saga(saga).await;
@@ -255,8 +261,8 @@ async fn an_unanswered_dispatch_unwinds_and_a_late_dispatch_ships_nothing() {
     // A dispatch that was only delayed, not lost, arrives after the cancel: it must ship nothing.
     let (store_id, product_id) = (h.store_id, h.product_id);
     let late =
-        participants::protocol::Command::DispatchShipment { saga_id: saga, store_id, product_id, quantity: REQUESTED };
-    let late = participants::messaging::outbox::Outgoing::command(&late);
+        sagas::replenishment::Command::DispatchShipment { saga_id: saga, store_id, product_id, quantity: REQUESTED };
+    let late = platform::messaging::outbox::Outgoing::command(&late);
     let mut tx = h.pool().begin().await.unwrap();
     outbox::enqueue(&mut tx, &[late]).await.unwrap();
     tx.commit().await.unwrap();
@@ -397,9 +403,9 @@ async fn a_reply_for_a_state_already_left_is_recorded_not_applied() {
     h.pump(|_| Fate::Deliver).await;
     // A stale dispatch answer (a resend's reply arriving late) after the saga finished.
     let stale =
-        participants::protocol::Reply::ShipmentDispatched { saga_id: saga, shipment_id: Uuid::new_v4(), quantity: 1 };
+        sagas::replenishment::Reply::ShipmentDispatched { saga_id: saga, shipment_id: Uuid::new_v4(), quantity: 1 };
     let mut tx = h.pool().begin().await.unwrap();
-    outbox::enqueue(&mut tx, &[participants::messaging::outbox::Outgoing::reply(&stale)]).await.unwrap();
+    outbox::enqueue(&mut tx, &[platform::messaging::outbox::Outgoing::reply(&stale)]).await.unwrap();
     tx.commit().await.unwrap();
     h.pump(|_| Fate::Deliver).await;
     assert_eq!(h.saga(saga).await.0, "received");

@@ -25,7 +25,7 @@ use std::{
 use cucumber::{World as _, event::ScenarioFinished};
 use futures_util::FutureExt as _;
 use orchestrator::app::{Application, Roles};
-use participants::messaging::relay::RelayFaults;
+use platform::messaging::relay::RelayFaults;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -92,7 +92,7 @@ impl World {
     async fn new() -> Self {
         Self {
             env: Some(TestEnv::new().await),
-            roles: Roles::ALL,
+            roles: Roles::all(),
             faults: RelayFaults::default(),
             app: None,
             api: None,
@@ -125,7 +125,7 @@ impl World {
 
     pub fn set_roles(&mut self, what: &str, roles: Roles) {
         self.assert_not_started(what);
-        self.roles = roles;
+        self.roles = roles.clone();
     }
 
     pub fn faults(&mut self, what: &str) -> &mut RelayFaults {
@@ -147,7 +147,7 @@ impl World {
             return;
         }
         assert!(!self.started, "the application was stopped during the scenario and not started again");
-        let app = self.env().start(self.roles, self.faults.clone()).await;
+        let app = self.env().start(self.roles.clone(), self.faults.clone()).await;
         self.api = Some(Api::new(&app));
         self.pool = Some(self.env().pool().await);
         self.app = Some(app);
@@ -172,7 +172,7 @@ impl World {
         let app = self.app.take().expect("the application is running");
         self.api = None;
         app.crash();
-        self.roles = roles;
+        self.roles = roles.clone();
         self.faults = RelayFaults::default();
         let app = self.env().start(roles, self.faults.clone()).await;
         self.api = Some(Api::new(&app));
@@ -187,7 +187,7 @@ impl World {
         if tokio::time::timeout(STOP_WITHIN, app.stop()).await.is_err() {
             eprintln!("the application did not stop within {STOP_WITHIN:?}; its tasks were aborted");
         }
-        self.roles = roles;
+        self.roles = roles.clone();
         let app = self.env().start(roles, self.faults.clone()).await;
         self.api = Some(Api::new(&app));
         self.app = Some(app);
@@ -251,7 +251,7 @@ impl World {
 #[tokio::main]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
-        participants::process::init_logging(false);
+        platform::process::init_logging(false);
     }
     World::cucumber()
         .max_concurrent_scenarios(CONCURRENT_SCENARIOS)

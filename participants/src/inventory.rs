@@ -1,181 +1,23 @@
-//! Store inventory: the stock level type and ledger shared with the orchestrator's API, and the
-//! inventory worker that takes shipments into stock.
+//! The store inventory worker: takes shipments into stock.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
-
-use crate::{
-    cache::Cache,
+use platform::{
     config::Simulation,
     messaging::{
         Exchange,
         consumer::{HandleError, Handler},
         outbox::{self, Outgoing},
     },
-    protocol::{Command, Envelope, Reply},
+    protocol::Envelope,
 };
-
-/// One (store, product) row of stock, as cached and as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct StockLevel {
-    pub store_id: Uuid,
-    pub product_id: Uuid,
-    pub on_hand: i64,
-    pub reserved: i64,
-    pub reorder_threshold: i64,
-    pub target_level: i64,
-    pub version: i64,
-}
-
-impl StockLevel {
-    pub fn available(&self) -> i64 {
-        self.on_hand - self.reserved
-    }
-
-    /// At or below the threshold: a replenishment is due unless one is already open.
-    pub fn is_low(&self) -> bool {
-        self.available() <= self.reorder_threshold
-    }
-}
-
-/// Why stock moved; stored as text in the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
-#[strum(serialize_all = "snake_case")]
-pub enum MovementReason {
-    /// An inventory row created or overwritten by `PUT` (the opening count).
-    StockSet,
-    Adjustment,
-    OrderReserved,
-    OrderFulfilled,
-    OrderCancelled,
-    ReplenishmentReceived,
-    /// Warehouse rows (store_id NULL) from here on.
-    WarehouseSet,
-    ShipmentDispatched,
-    ShipmentCancelled,
-}
-
-/// One ledger entry; `store_id` `None` is the central warehouse.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Movement {
-    pub store_id: Option<Uuid>,
-    pub product_id: Uuid,
-    pub on_hand_delta: i64,
-    pub reserved_delta: i64,
-    pub reason: MovementReason,
-    pub reference: Option<Uuid>,
-    pub note: Option<String>,
-}
-
-impl Movement {
-    /// A change of on-hand stock in a store (`Some`) or the warehouse (`None`), caused by
-    /// `reference` (the saga, or a fresh id for a count or an adjustment).
-    pub fn on_hand(
-        store_id: Option<Uuid>,
-        product_id: Uuid,
-        delta: i64,
-        reason: MovementReason,
-        reference: Uuid,
-    ) -> Self {
-        Self {
-            store_id,
-            product_id,
-            on_hand_delta: delta,
-            reserved_delta: 0,
-            reason,
-            reference: Some(reference),
-            note: None,
-        }
-    }
-}
-
-/// Adds `delta` to a store's on-hand stock; `None` when the store does not stock the product.
-/// Counts, adjustments and receipts all change stock through here.
-pub async fn add_on_hand(
-    tx: &mut PgConnection,
-    store_id: Uuid,
-    product_id: Uuid,
-    delta: i64,
-) -> sqlx::Result<Option<StockLevel>> {
-    sqlx::query_as!(
-        StockLevel,
-        "UPDATE inventory SET on_hand = on_hand + $3, version = version + 1, updated_at = now()
-         WHERE store_id = $1 AND product_id = $2
-         RETURNING store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version",
-        store_id,
-        product_id,
-        delta
-    )
-    .fetch_optional(tx)
-    .await
-}
-
-/// Appends ledger entries in one statement. A repeat of the same (reason, reference, place,
-/// product) violates `stock_movement_once`: the caller's transaction then rolls back whole.
-pub async fn record_movements(conn: &mut PgConnection, movements: &[Movement]) -> sqlx::Result<()> {
-    let movements: Vec<&Movement> =
-        movements.iter().filter(|m| m.on_hand_delta != 0 || m.reserved_delta != 0).collect();
-    if movements.is_empty() {
-        return Ok(());
-    }
-    let stores: Vec<Option<Uuid>> = movements.iter().map(|m| m.store_id).collect();
-    let products: Vec<Uuid> = movements.iter().map(|m| m.product_id).collect();
-    let on_hand: Vec<i64> = movements.iter().map(|m| m.on_hand_delta).collect();
-    let reserved: Vec<i64> = movements.iter().map(|m| m.reserved_delta).collect();
-    let reasons: Vec<String> = movements.iter().map(|m| m.reason.to_string()).collect();
-    let references: Vec<Option<Uuid>> = movements.iter().map(|m| m.reference).collect();
-    let notes: Vec<Option<String>> = movements.iter().map(|m| m.note.clone()).collect();
-    sqlx::query!(
-        "INSERT INTO stock_movement (store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note)
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int8[], $4::int8[], $5::text[], $6::uuid[], $7::text[])",
-        &stores as &[Option<Uuid>],
-        &products,
-        &on_hand,
-        &reserved,
-        &reasons,
-        &references as &[Option<Uuid>],
-        &notes as &[Option<String>],
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn fetch_level(
-    conn: &mut PgConnection,
-    store_id: Uuid,
-    product_id: Uuid,
-) -> sqlx::Result<Option<StockLevel>> {
-    sqlx::query_as!(
-        StockLevel,
-        "SELECT store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version
-         FROM inventory WHERE store_id = $1 AND product_id = $2",
-        store_id,
-        product_id
-    )
-    .fetch_optional(conn)
-    .await
-}
-
-/// Cache first; on a miss, Postgres, then fill the cache (never over a newer entry).
-pub async fn read_level(
-    pool: &PgPool,
-    cache: &Cache,
-    store_id: Uuid,
-    product_id: Uuid,
-) -> sqlx::Result<Option<StockLevel>> {
-    if let Some(level) = cache.get(store_id, product_id).await {
-        return Ok(Some(level));
-    }
-    let level = fetch_level(&mut *pool.acquire().await?, store_id, product_id).await?;
-    if let Some(level) = &level {
-        cache.put(level).await;
-    }
-    Ok(level)
-}
+use sagas::replenishment::{Command, Reply};
+use sqlx::PgConnection;
+use stock::{
+    Cache, Movement, MovementReason, StockLevel, ledger, level,
+    shipment::{self, ShipmentStatus},
+};
+use uuid::Uuid;
 
 /// The inventory worker: handles `ReceiveShipment`.
 pub struct InventoryWorker {
@@ -254,22 +96,15 @@ async fn receive(
     failure_rate: f64,
 ) -> Result<(Reply, Option<StockLevel>), HandleError> {
     let Receipt { saga_id, shipment_id, store_id, product_id, quantity } = *receipt;
-    let shipment = sqlx::query!(
-        "SELECT status, quantity FROM shipment WHERE id = $1 AND replenishment_id = $2 FOR UPDATE",
-        shipment_id,
-        saga_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    let shipped = match shipment {
+    let shipped = match shipment::lock(tx, shipment_id, saga_id).await? {
         None => {
             let reason = format!("no shipment {shipment_id} for replenishment {saga_id}");
             return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
         }
-        Some(s) if s.status == "received" => {
+        Some(s) if s.status == ShipmentStatus::Received => {
             return Ok((Reply::StockReceived { saga_id, shipment_id, quantity: s.quantity }, None));
         }
-        Some(s) if s.status == "cancelled" => {
+        Some(s) if s.status == ShipmentStatus::Cancelled => {
             let reason = format!("shipment {shipment_id} was cancelled");
             return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
         }
@@ -282,15 +117,13 @@ async fn receive(
     if shipped != quantity {
         tracing::warn!(shipped, quantity, "receipt quantity differs from the shipment; taking the shipment's");
     }
-    sqlx::query!("UPDATE shipment SET status = 'received', updated_at = now() WHERE id = $1", shipment_id)
-        .execute(&mut *tx)
-        .await?;
-    let level = add_on_hand(tx, store_id, product_id, shipped)
+    shipment::set_status(tx, shipment_id, ShipmentStatus::Received).await?;
+    let level = level::add_on_hand(tx, store_id, product_id, shipped)
         .await?
         .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
     let movement =
         Movement::on_hand(Some(store_id), product_id, shipped, MovementReason::ReplenishmentReceived, saga_id);
-    record_movements(tx, &[movement]).await?;
+    ledger::record(tx, &[movement]).await?;
     Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
 }
 

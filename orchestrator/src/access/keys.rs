@@ -15,7 +15,7 @@ use std::{
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use participants::{config::Secret, shutdown::Shutdown};
+use platform::{config::Secret, shutdown::Shutdown};
 use poem_openapi::Object;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
@@ -339,7 +339,7 @@ mod tests {
         let (a, b) = (generate_secret(), generate_secret());
         assert_ne!(a, b);
         assert!(a.starts_with("dsk_") && a.len() == 4 + 43, "{a}");
-        assert!(participants::config::valid_secret(&a), "a generated secret passes the rule for configured ones");
+        assert!(platform::config::valid_secret(&a), "a generated secret passes the rule for configured ones");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 };
 
 use deadpool_redis::redis;
-use participants::{
+use platform::{
     config::{Budget, RateLimits},
     redis::Redis,
 };
@@ -213,7 +213,7 @@ impl Limiter {
     /// The refusal for a bucket Redis found empty, while no token can have appeared in it.
     fn still_empty(&self, bucket: &Bucket, budget: Budget) -> Option<Decision> {
         let until = *self.empty_until.lock().unwrap_or_else(|p| p.into_inner()).get(bucket)?;
-        let now = participants::redis::now_millis();
+        let now = platform::redis::now_millis();
         (now < until).then(|| {
             let tokens = 1.0 - (until - now) as f64 * f64::from(budget.per_second) / 1000.0;
             Decision::new(budget, tokens, false)
@@ -221,7 +221,7 @@ impl Limiter {
     }
 
     fn remember_empty(&self, bucket: &Bucket, budget: Budget, tokens: f64) {
-        let now = participants::redis::now_millis();
+        let now = platform::redis::now_millis();
         let wait = ((1.0 - tokens).max(0.0) * 1000.0 / f64::from(budget.per_second)).floor() as u64;
         let mut empty = self.empty_until.lock().unwrap_or_else(|p| p.into_inner());
         if empty.len() >= LOCAL_BUCKETS {
@@ -233,7 +233,7 @@ impl Limiter {
     }
 
     fn take_locally(&self, bucket: &Bucket, budget: Budget) -> Decision {
-        let now = participants::redis::now_millis();
+        let now = platform::redis::now_millis();
         let mut buckets = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= LOCAL_BUCKETS && !buckets.contains_key(bucket) {
             // A bucket that is full again is the same as no bucket.

@@ -287,7 +287,7 @@ impl Door {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, secret)| secret.trim())
-            .filter(|s| participants::config::valid_secret(s))
+            .filter(|s| platform::config::valid_secret(s))
         else {
             return Ok(Presented::Invalid);
         };

@@ -1,12 +1,11 @@
 //! `/dead-letters`: messages no consumer could handle, with the reason, for operators to inspect,
 //! send back once to the queue they died in, or delete.
 
-use std::{str::FromStr, sync::Arc};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use participants::messaging::{
+use platform::messaging::{
     Queue,
-    dead_letter::{self, Filter, Stored},
     outbox::{self, RawOutgoing},
 };
 use poem::web::Data;
@@ -20,7 +19,11 @@ use super::{
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::{Context, access::audit::Audit};
+use crate::{
+    Context,
+    access::audit::Audit,
+    dead_letters::{self as dead_letter, Filter, Stored},
+};
 
 #[derive(Clone, Debug, Object)]
 pub struct DeadLetter {
@@ -145,7 +148,7 @@ impl DeadLettersApi {
             .ctx
             .topology
             .logical_queue(&replay.queue)
-            .filter(|logical| Queue::from_str(logical).is_ok_and(|q| q != Queue::DeadLetters))
+            .filter(|logical| self.ctx.topology.parse_queue(logical).is_some_and(|q| q != Queue::DeadLetters))
             .ok_or_else(|| {
                 Problem::conflict(format!("it died in {:?}, not a work queue of this deployment", replay.queue))
             })?;

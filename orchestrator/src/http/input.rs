@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use crate::stock::MAX_QUANTITY;
+use stock::MAX_QUANTITY;
 
 /// What a kind of text admits: its pattern (ECMA-262 and Rust `regex` alike) and the same rule
 /// as code.

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use participants::inventory::{StockLevel, read_level};
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
+use stock::{StockLevel, level};
 use uuid::Uuid;
 
 use super::{
@@ -13,7 +13,7 @@ use super::{
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
-use crate::{Context, access::audit::Audit, stock};
+use crate::{Context, access::audit::Audit, inventory};
 
 /// One product's stock in one store.
 #[derive(Clone, Debug, Object)]
@@ -90,12 +90,12 @@ impl InventoryApi {
         body: Json<SetInventory>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
-        let levels = stock::Levels {
+        let levels = level::Levels {
             on_hand: body.on_hand,
             reorder_threshold: body.reorder_threshold,
             target_level: body.target_level,
         };
-        let level = stock::set_levels(&self.ctx, &audit, store_id.0, product_id.0, levels).await?;
+        let level = inventory::set_levels(&self.ctx, &audit, store_id.0, product_id.0, levels).await?;
         Ok(Json(level.into()))
     }
 
@@ -109,7 +109,7 @@ impl InventoryApi {
         store_id: Path<Uuid>,
         product_id: Path<Uuid>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | UNAVAILABLE }> {
-        let level = read_level(&self.ctx.pool, &self.ctx.cache, store_id.0, product_id.0).await?.ok_or_else(|| {
+        let level = self.ctx.cache.read(&self.ctx.pool, store_id.0, product_id.0).await?.ok_or_else(|| {
             Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0))
         })?;
         Ok(Json(level.into()))
@@ -133,16 +133,7 @@ impl InventoryApi {
         if !exists {
             return Err(Problem::not_found(format!("no store {}", store_id.0)).into());
         }
-        let rows = sqlx::query_as!(
-            StockLevel,
-            "SELECT store_id, product_id, on_hand, reserved, reorder_threshold, target_level, version
-             FROM inventory WHERE store_id = $1 AND product_id > $2 ORDER BY product_id LIMIT $3",
-            store_id.0,
-            after,
-            fetch
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = level::list(&mut conn, store_id.0, after, fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |l| l.product_id.to_string());
         Ok(Json(InventoryPage { items: items.into_iter().map(Inventory::from).collect(), next_cursor }))
     }
@@ -158,7 +149,7 @@ impl InventoryApi {
         body: Json<Adjustment>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        let level = stock::adjust(&self.ctx, &audit, store_id.0, product_id.0, body.delta.0, &body.reason).await?;
+        let level = inventory::adjust(&self.ctx, &audit, store_id.0, product_id.0, body.delta.0, &body.reason).await?;
         Ok(Json(level.into()))
     }
 }

@@ -24,7 +24,7 @@ pub mod warehouse;
 
 use std::sync::Arc;
 
-use ::participants::trace::{self, TraceContext};
+use platform::trace::{self, TraceContext};
 use poem::{
     Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Response, Result as PoemResult, Route,
     endpoint::make_sync,

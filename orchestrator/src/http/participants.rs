@@ -1,7 +1,7 @@
 //! `/participants`: which worker processes are alive, and how their queues are doing.
 
 use chrono::{DateTime, Utc};
-use participants::{heartbeat, messaging, protocol::Participant};
+use platform::{heartbeat, messaging::Queue, saga::runner};
 use poem_openapi::{Object, OpenApi, payload::Json};
 use uuid::Uuid;
 
@@ -9,7 +9,7 @@ use super::{
     Tag,
     problem::{ApiResult, UNAVAILABLE},
 };
-use crate::{Context, app::ORCHESTRATOR_ROLE};
+use crate::Context;
 
 /// How long the broker may take to report its queues.
 const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -29,7 +29,8 @@ pub struct Instance {
     pub alive: bool,
 }
 
-/// A role (orchestrator engine, warehouse, inventory), its queue and its processes.
+/// A role (the orchestrator's engine, or a participant of the saga kinds), its queue and its
+/// processes.
 #[derive(Clone, Debug, Object)]
 pub struct ParticipantStatus {
     pub role: String,
@@ -74,14 +75,12 @@ impl ParticipantsApi {
             .await
             .map_err(|_| "the broker did not answer in time".to_owned())
             .and_then(|stats| stats.map_err(|error| error.to_string()));
-        let of = |queue: messaging::Queue| stats.as_ref().ok().and_then(|s| s.iter().find(|q| q.queue == queue));
-        let roles = [
-            (ORCHESTRATOR_ROLE, messaging::Queue::OrchestratorReplies),
-            (Participant::Warehouse.into(), messaging::Queue::for_participant(Participant::Warehouse)),
-            (Participant::Inventory.into(), messaging::Queue::for_participant(Participant::Inventory)),
-        ];
-        let participants = roles
+        let of = |queue: Queue| stats.as_ref().ok().and_then(|s| s.iter().find(|q| q.queue == queue));
+        // The engine, then every participant the saga kinds declare.
+        let workers = self.ctx.topology.participants().iter().map(|p| (p.name, Queue::Commands(*p)));
+        let participants = [(runner::ROLE, Queue::Replies)]
             .into_iter()
+            .chain(workers)
             .map(|(role, queue)| {
                 let instances: Vec<Instance> = instances
                     .iter()
@@ -108,7 +107,7 @@ impl ParticipantsApi {
             .collect();
         Ok(Json(Participants {
             participants,
-            dead_letter_queue_depth: of(messaging::Queue::DeadLetters).map(|q| q.messages),
+            dead_letter_queue_depth: of(Queue::DeadLetters).map(|q| q.messages),
             broker_error: stats.err(),
         }))
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use participants::protocol::MessageFamily;
+use platform::saga::{Action, store};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use serde_json::Value;
@@ -17,12 +17,7 @@ use super::{
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::{
-    Context,
-    access::audit::Audit,
-    saga::{Action, operator, store},
-    stock,
-};
+use crate::{Context, access::audit::Audit, inventory, operator};
 
 #[derive(Clone, Debug, Object)]
 pub struct Saga {
@@ -176,10 +171,18 @@ pub struct StepLatency {
     pub p99_ms: f64,
 }
 
+/// How many sagas of a kind are in a state.
+#[derive(Clone, Debug, Object)]
+pub struct StateCount {
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+}
+
 #[derive(Clone, Debug, Object)]
 pub struct SagaStats {
     /// Every saga ever started, by kind and state.
-    pub counts: Vec<store::StateCount>,
+    pub counts: Vec<StateCount>,
     pub open: i64,
     /// Sagas stuck now (see `stuck` on a saga).
     pub stuck: i64,
@@ -290,10 +293,7 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
         .and_then(|driver| driver.outstanding(saga.id, &saga.state, &saga.data))
         .ok()
         .flatten()
-        .map(|command| {
-            let (kind, payload) = command.to_parts();
-            OutstandingCommand { kind: kind.to_owned(), payload }
-        });
+        .map(|command| OutstandingCommand { kind: command.message_type, payload: command.payload });
     let transitions = sqlx::query_as!(
         Transition,
         r#"SELECT from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
@@ -414,7 +414,7 @@ impl SagasApi {
         .fetch_all(&mut *conn)
         .await?;
         Ok(Json(SagaStats {
-            counts,
+            counts: counts.into_iter().map(|c| StateCount { kind: c.kind, state: c.state, count: c.count }).collect(),
             open: totals.open,
             stuck: totals.stuck,
             oldest_open,
@@ -483,7 +483,8 @@ impl SagasApi {
     ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         let NewReplenishment { store_id, product_id, quantity, reason } = body.0;
         let saga_id =
-            stock::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.as_deref()).await?;
+            inventory::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.as_deref())
+                .await?;
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }

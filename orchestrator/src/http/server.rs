@@ -14,7 +14,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use participants::shutdown::Shutdown;
+use platform::shutdown::Shutdown;
 use poem::{
     Endpoint, EndpointExt,
     http::uri::Scheme,

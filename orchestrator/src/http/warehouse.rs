@@ -10,7 +10,7 @@ use super::{
     Tag,
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
-use crate::{Context, access::audit::Audit, stock};
+use crate::{Context, access::audit::Audit, inventory};
 
 #[derive(Clone, Debug, Object)]
 pub struct WarehouseStock {
@@ -21,8 +21,8 @@ pub struct WarehouseStock {
     pub in_transit: i64,
 }
 
-impl From<stock::WarehouseLevel> for WarehouseStock {
-    fn from(l: stock::WarehouseLevel) -> Self {
+impl From<stock::warehouse::WarehouseLevel> for WarehouseStock {
+    fn from(l: stock::warehouse::WarehouseLevel) -> Self {
         Self { product_id: l.product_id, on_hand: l.on_hand, reserved: l.reserved, in_transit: l.in_transit }
     }
 }
@@ -49,14 +49,14 @@ impl WarehouseApi {
         body: Json<SetWarehouseStock>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(stock::set_warehouse(&self.ctx, &audit, product_id.0, body.on_hand).await?.into()))
+        Ok(Json(inventory::set_warehouse(&self.ctx, &audit, product_id.0, body.on_hand).await?.into()))
     }
 
     /// Get the warehouse's stock of a product
     #[oai(path = "/warehouse/stock/:product_id", method = "get")]
     async fn get(&self, product_id: Path<Uuid>) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
-        let level = stock::warehouse_level(&mut conn, product_id.0).await?.ok_or_else(|| {
+        let level = stock::warehouse::level(&mut conn, product_id.0).await?.ok_or_else(|| {
             Problem::not_found(format!("the warehouse holds no stock record for product {}", product_id.0))
         })?;
         Ok(Json(level.into()))

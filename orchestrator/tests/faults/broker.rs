@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
-use participants::messaging::{Queue, Topology, close, connect};
+use platform::messaging::{Queue, Topology, close, connect};
 
 /// Every queue of a deployment.
 pub const QUEUES: [Queue; 4] =
-    [Queue::WarehouseCommands, Queue::InventoryCommands, Queue::OrchestratorReplies, Queue::DeadLetters];
+    [Queue::Commands(sagas::WAREHOUSE), Queue::Commands(sagas::INVENTORY), Queue::Replies, Queue::DeadLetters];
 
 /// A probe of a broker that is restarting must fail, not hang.
 const PROBE_WITHIN: Duration = Duration::from_secs(5);
@@ -29,7 +29,7 @@ pub async fn queue_states(amqp_url: &str, namespace: &str, queues: &[Queue]) -> 
     let probe = async {
         let connection = connect(amqp_url, "fault-suite-probe").await?;
         let channel = connection.create_channel().await?;
-        let topology = Topology::new(namespace.to_owned());
+        let topology = Topology::new(namespace.to_owned(), sagas::registry().participants());
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let mut states = Vec::with_capacity(queues.len());
         for &queue in queues {

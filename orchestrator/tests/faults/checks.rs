@@ -4,16 +4,16 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use orchestrator::saga::{engine::ReplyHandler, registry::Registry};
-use participants::{
-    cache::Cache,
+use participants::{inventory::InventoryWorker, warehouse::WarehouseWorker};
+use platform::{
     config::Config,
-    inventory::InventoryWorker,
     messaging::{Exchange, consumer::Handler, topology::REPLY_ROUTE},
-    protocol::Participant,
-    warehouse::WarehouseWorker,
+    redis::Redis,
+    saga::runner::ReplyHandler,
 };
+use sagas::{INVENTORY, WAREHOUSE};
 use sqlx::PgPool;
+use stock::Cache;
 use uuid::Uuid;
 
 use serde_json::Value;
@@ -35,14 +35,14 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(180);
 /// look at the wrong rows.
 fn routes(config: &Config) -> Vec<(String, String, String)> {
     let inventory = InventoryWorker {
-        cache: Cache::new(&config.redis_url, &config.namespace).expect("a valid Redis URL"),
+        cache: Cache::new(Redis::new(&config.redis_url).expect("a valid Redis URL"), &config.namespace),
         simulation: config.simulation,
     };
-    let replies = ReplyHandler { registry: Registry::standard().into(), timing: config.saga };
+    let replies = ReplyHandler { registry: sagas::registry().into(), timing: config.saga };
     let commands = Exchange::Commands.as_ref().to_owned();
     vec![
-        (commands.clone(), Participant::Warehouse.to_string(), WarehouseWorker.name().to_owned()),
-        (commands, Participant::Inventory.to_string(), inventory.name().to_owned()),
+        (commands.clone(), WAREHOUSE.name.to_owned(), WarehouseWorker.name().to_owned()),
+        (commands, INVENTORY.name.to_owned(), inventory.name().to_owned()),
         (Exchange::Replies.as_ref().to_owned(), REPLY_ROUTE.to_owned(), replies.name().to_owned()),
     ]
 }

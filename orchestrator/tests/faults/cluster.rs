@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use participants::{config::Config, messaging::Queue};
+use platform::{config::Config, messaging::Queue};
 use serde_json::Value;
 
 use super::{broker, http::Client};
@@ -44,9 +44,9 @@ impl Role {
     /// The queue each process of this role consumes.
     pub fn queue(self) -> Queue {
         match self {
-            Self::Orchestrator => Queue::OrchestratorReplies,
-            Self::Warehouse => Queue::WarehouseCommands,
-            Self::Inventory => Queue::InventoryCommands,
+            Self::Orchestrator => Queue::Replies,
+            Self::Warehouse => Queue::Commands(sagas::WAREHOUSE),
+            Self::Inventory => Queue::Commands(sagas::INVENTORY),
         }
     }
 }
@@ -82,11 +82,13 @@ fn binary(role: Role) -> PathBuf {
         panic!("{} is missing: build the workers first with `cargo build --workspace --bins`", path.display())
     });
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
-    let sources = [workspace.join("participants/src"), workspace.join("migrations")];
+    let crates = ["participants/src", "orchestrator/platform/src", "orchestrator/stock/src", "orchestrator/sagas/src"];
+    let sources: Vec<PathBuf> =
+        crates.iter().map(|dir| workspace.join(dir)).chain([workspace.join("migrations")]).collect();
     let newest = sources.iter().map(|dir| newest_file(dir)).max().flatten();
     assert!(
         newest.is_none_or(|source| source <= built),
-        "{} is older than the participants' sources: rebuild it with `cargo build --workspace --bins`",
+        "{} is older than the sources it is built from: rebuild it with `cargo build --workspace --bins`",
         path.display()
     );
     path

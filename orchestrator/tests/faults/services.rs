@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use participants::{cache::Cache, config::Config, messaging};
+use platform::{config::Config, messaging, redis::Redis};
 use sqlx::{Connection, PgConnection};
 
 use crate::support::eventually;
@@ -81,8 +81,8 @@ impl Service {
                     }
                     Err(_) => false,
                 },
-                Self::Redis => match Cache::new(&config.redis_url, "fault-suite-probe") {
-                    Ok(cache) => cache.ping().await,
+                Self::Redis => match Redis::new(&config.redis_url) {
+                    Ok(redis) => redis.ping().await,
                     Err(_) => false,
                 },
             }

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use cucumber::{given, then, when};
-use participants::config::Budget;
+use platform::config::Budget;
 use poem::http::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;

@@ -12,12 +12,12 @@ use crate::World;
 #[given("the delivery workers are stopped")]
 async fn workers_stopped(world: &mut World) {
     // The API and the saga engine run; the warehouse and the stores do not answer.
-    let roles = Roles { api: true, engine: true, warehouse: false, inventory: false };
+    let roles = Roles::serve();
     world.set_roles("the delivery workers are stopped", roles);
     // With nobody answering, the tests' short deadlines would make the saga give up within two
     // seconds: on a loaded machine, before the scenario has looked at it. These scenarios are
     // about an open saga, not its deadlines, so they get the production timing.
-    world.configure("the delivery workers are stopped").config.saga = participants::config::Config::default().saga;
+    world.configure("the delivery workers are stopped").config.saga = platform::config::Config::default().saga;
 }
 
 #[given("every message is delivered twice")]
@@ -45,5 +45,5 @@ async fn cache_down(world: &mut World) {
 #[when("the orchestrator is killed and started again with its workers")]
 async fn killed_and_restarted(world: &mut World) {
     world.ensure_started().await;
-    world.crash_and_restart(Roles::ALL).await;
+    world.crash_and_restart(Roles::all()).await;
 }

@@ -8,7 +8,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use orchestrator::app::Roles;
-use participants::messaging::{Exchange, Queue, Topology, connect};
+use platform::messaging::{Exchange, Topology, connect};
 use poem::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -19,16 +19,13 @@ use crate::World;
 async fn warehouse_silent(world: &mut World) {
     // Unlike "the delivery workers are stopped", the tests' short deadlines stay: the saga is
     // meant to give up, unwind, and fail within seconds.
-    world.set_roles(
-        "the warehouse does not answer",
-        Roles { api: true, engine: true, warehouse: false, inventory: false },
-    );
+    world.set_roles("the warehouse does not answer", Roles::serve());
 }
 
 #[when("the delivery workers come back")]
 async fn workers_back(world: &mut World) {
     world.ensure_started().await;
-    world.restart(Roles::ALL).await;
+    world.restart(Roles::all()).await;
 }
 
 async fn stuck_ids(world: &mut World) -> Vec<String> {
@@ -115,7 +112,7 @@ async fn timeline_shows_action(world: &mut World, event: String, operator: Strin
 async fn malformed_command(world: &mut World) {
     world.ensure_started().await;
     let config = &world.env().config;
-    let topology = Topology::new(config.namespace.clone());
+    let topology = Topology::new(config.namespace.clone(), sagas::registry().participants());
     let connection = connect(&config.amqp_url, "scenario").await.expect("the broker is reachable");
     let channel = connection.create_channel().await.unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -133,7 +130,7 @@ async fn malformed_command(world: &mut World) {
         .unwrap()
         .await
         .unwrap();
-    participants::messaging::close(&connection, "done").await;
+    platform::messaging::close(&connection, "done").await;
 }
 
 async fn dead_letters(world: &mut World) -> Vec<Value> {
@@ -142,8 +139,9 @@ async fn dead_letters(world: &mut World) -> Vec<Value> {
 }
 
 fn queue_name(world: &World, queue: &str) -> String {
-    let queue: Queue = queue.parse().unwrap_or_else(|_| panic!("{queue:?} is not a queue"));
-    Topology::new(world.env().config.namespace.clone()).queue(queue)
+    let topology = Topology::new(world.env().config.namespace.clone(), sagas::registry().participants());
+    let queue = topology.parse_queue(queue).unwrap_or_else(|| panic!("{queue:?} is not a queue"));
+    topology.queue(queue)
 }
 
 #[then(expr = "it is kept as a dead letter of {string} saying it is {string}")]

@@ -6,7 +6,7 @@
 use std::{future::Future, time::Duration};
 
 use orchestrator::app::{Application, Roles};
-use participants::{
+use platform::{
     config::{Budget, Config, RateLimits, Secret},
     messaging::{Topology, relay::RelayFaults, with_channel},
 };
@@ -122,7 +122,7 @@ impl TestEnv {
 /// Deletes a namespace's exchanges and queues; gives up after a while rather than hang a test
 /// run on a broker that stopped answering (whatever is left is only names).
 pub async fn delete_broker_names(amqp_url: &str, namespace: &str) {
-    let topology = Topology::new(namespace.to_owned());
+    let topology = Topology::new(namespace.to_owned(), sagas::registry().participants());
     let delete = with_channel(amqp_url, "teardown", async |channel| topology.delete(channel).await);
     if tokio::time::timeout(Duration::from_secs(20), delete).await.is_err() {
         eprintln!("deleting the broker names of {namespace} timed out; they are left behind");

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    participants::process::run_worker(participants::protocol::Participant::Warehouse).await
+    participants::run_worker(sagas::WAREHOUSE).await
 }

@@ -1,0 +1,235 @@
+//! The transactional outbox: messages are rows written with the state change that causes them,
+//! and reach the broker only after that change commits (the [`relay`](super::relay) publishes).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{Exchange, topology::REPLY_ROUTE};
+use crate::{
+    protocol::{CommandFamily, Envelope, PROTOCOL_VERSION, ReplyFamily},
+    trace::{self, TraceContext},
+};
+
+/// Wakes this process's relay after a commit that wrote outbox rows.
+///
+/// Every process that writes to the outbox runs a relay, so an in-process signal reaches the
+/// relay that should publish; rows left by a process that died are found by the relay's
+/// fallback poll. (Postgres `NOTIFY` would do the same across processes, but it takes a
+/// database-wide lock at commit and serialized every writer.)
+#[derive(Clone, Debug, Default)]
+pub struct OutboxSignal(Arc<tokio::sync::Notify>);
+
+impl OutboxSignal {
+    /// Call after commit. A signal sent while the relay is busy is kept for its next wait.
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// A message waiting to be written to the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub message_id: Uuid,
+    pub exchange: Exchange,
+    pub routing_key: String,
+    pub message_type: String,
+    pub correlation_id: Option<Uuid>,
+    pub payload: Value,
+    /// The trace the message belongs to; without one, the trace of the work in hand
+    /// ([`trace::current`]) when it is written.
+    pub trace: Option<TraceContext>,
+}
+
+impl Outgoing {
+    /// Puts the message in `trace` (a saga's own trace, say) rather than the current one.
+    #[must_use]
+    pub fn in_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// A saga command, routed to the participant that executes it. Each send gets a fresh message
+    /// id: a resend after a deadline is a new message, so the participant answers it again even
+    /// though its inbox holds the first one.
+    pub fn command(command: &impl CommandFamily) -> Self {
+        let (name, payload) = command.to_parts();
+        Self {
+            message_id: Uuid::new_v4(),
+            exchange: Exchange::Commands,
+            routing_key: command.participant().name.to_owned(),
+            message_type: name.into(),
+            correlation_id: Some(command.saga_id()),
+            payload,
+            trace: None,
+        }
+    }
+
+    pub fn reply(reply: &impl ReplyFamily) -> Self {
+        let (name, payload) = reply.to_parts();
+        Self {
+            message_id: Uuid::new_v4(),
+            exchange: Exchange::Replies,
+            routing_key: REPLY_ROUTE.into(),
+            message_type: name.into(),
+            correlation_id: Some(reply.saga_id()),
+            payload,
+            trace: None,
+        }
+    }
+
+    /// A domain event; its name is also its routing key (`stock.low`, `order.created`, …).
+    pub fn event(exchange: Exchange, name: &str, correlation_id: Option<Uuid>, payload: Value) -> Self {
+        Self {
+            message_id: Uuid::new_v4(),
+            exchange,
+            routing_key: name.into(),
+            message_type: name.into(),
+            correlation_id,
+            payload,
+            trace: None,
+        }
+    }
+}
+
+/// The headers stored with an outgoing message: its `traceparent`, a new span of its trace.
+fn headers_of(trace: Option<TraceContext>) -> Value {
+    match trace.or_else(trace::current) {
+        Some(trace) => serde_json::json!({ "traceparent": trace.child().header() }),
+        None => Value::Object(serde_json::Map::new()),
+    }
+}
+
+/// Writes messages to the outbox in the caller's transaction, in one statement.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut exchanges = Vec::with_capacity(messages.len());
+    let mut routes = Vec::with_capacity(messages.len());
+    let mut types = Vec::with_capacity(messages.len());
+    let mut correlations = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    let mut headers = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(m.message_id);
+        exchanges.push(m.exchange.as_ref().to_owned());
+        routes.push(m.routing_key.clone());
+        types.push(m.message_type.clone());
+        correlations.push(m.correlation_id);
+        bodies.push(m.payload.clone());
+        headers.push(headers_of(m.trace));
+    }
+    sqlx::query!(
+        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers)
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[])",
+        &ids,
+        &exchanges,
+        &routes,
+        &types,
+        &correlations as &[Option<Uuid>],
+        &bodies,
+        &headers,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A message to publish byte for byte as it was once received: a dead letter sent back.
+#[derive(Clone, Debug)]
+pub struct RawOutgoing<'a> {
+    pub message_id: Uuid,
+    /// Logical name of the queue to deliver to, through the broker's default exchange.
+    pub queue: &'a str,
+    pub message_type: Option<&'a str>,
+    pub correlation_id: Option<Uuid>,
+    pub body: &'a [u8],
+    pub traceparent: Option<&'a str>,
+}
+
+/// Writes a raw message to the outbox in the caller's transaction.
+pub async fn enqueue_raw(conn: &mut PgConnection, message: &RawOutgoing<'_>) -> sqlx::Result<()> {
+    let headers = match message.traceparent {
+        Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
+        None => headers_of(None),
+    };
+    sqlx::query!(
+        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers, raw)
+         VALUES ($1, $2, $3, $4, $5, 'null', $6, $7)",
+        message.message_id,
+        Exchange::ToQueue.as_ref(),
+        message.queue,
+        message.message_type.unwrap_or(""),
+        message.correlation_id,
+        headers,
+        message.body,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An outbox row claimed for publishing, with its envelope rebuilt.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub id: i64,
+    /// `None` for a row naming an exchange this build does not know (never written by it).
+    pub exchange: Option<Exchange>,
+    pub routing_key: String,
+    pub envelope: Envelope,
+    /// The exact bytes to publish, for a raw message; otherwise the envelope is encoded.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
+pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claimed>> {
+    let rows = sqlx::query!(
+        "SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at, headers, raw
+         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
+    )
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Claimed {
+            id: row.id,
+            exchange: row.exchange.parse().ok(),
+            routing_key: row.routing_key,
+            envelope: Envelope {
+                version: PROTOCOL_VERSION,
+                message_id: row.message_id,
+                correlation_id: row.correlation_id,
+                sent_at: row.created_at,
+                message_type: row.message_type,
+                payload: row.body,
+                trace: row.headers.get("traceparent").and_then(Value::as_str).and_then(TraceContext::parse),
+            },
+            raw: row.raw,
+        })
+        .collect())
+}
+
+pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(tx).await?;
+    Ok(())
+}
+
+/// Messages waiting to be published, and the age in seconds of the oldest.
+pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<(i64, f64)> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "waiting!", COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS "oldest!"
+           FROM outbox WHERE published_at IS NULL"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.waiting, row.oldest))
+}

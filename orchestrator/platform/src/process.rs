@@ -1,0 +1,178 @@
+//! What every process does at start-up and shutdown: logging, connections, topology, and the
+//! long-running tasks (relay, consumers) it hosts.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+
+use crate::{
+    config::Config,
+    db,
+    heartbeat::Heartbeat,
+    messaging::{
+        Participant, Queue, Topology,
+        consumer::{Consumer, Handler},
+        outbox::OutboxSignal,
+        relay::{Relay, RelayFaults},
+    },
+    redis::Redis,
+    shutdown::{Shutdown, ShutdownTrigger},
+};
+
+/// How long start-up waits for the broker before giving up with a clear error.
+const BROKER_WAIT: Duration = Duration::from_secs(30);
+
+/// Connections shared by every task of a process.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub config: Config,
+    pub pool: PgPool,
+    pub redis: Redis,
+    pub topology: Topology,
+    pub amqp_url: Arc<str>,
+    /// Wakes this process's relay; see [`OutboxSignal`].
+    pub outbox_signal: OutboxSignal,
+}
+
+impl Services {
+    /// Connects to Postgres (and migrates), prepares Redis, and declares the broker topology for
+    /// a deployment whose saga kinds command `participants`.
+    pub async fn connect(config: Config, participants: &[Participant]) -> anyhow::Result<Self> {
+        let pool = db::connect(&config)
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", redacted(&config.database_url)))?;
+        let redis = Redis::new(&config.redis_url)?;
+        let topology = Topology::new(config.namespace.clone(), participants);
+        declare_topology(&config.amqp_url, &topology).await?;
+        Ok(Self {
+            amqp_url: config.amqp_url.as_str().into(),
+            config,
+            pool,
+            redis,
+            topology,
+            outbox_signal: OutboxSignal::default(),
+        })
+    }
+
+    pub fn relay(&self, faults: RelayFaults) -> Relay {
+        Relay {
+            pool: self.pool.clone(),
+            topology: self.topology.clone(),
+            amqp_url: self.amqp_url.clone(),
+            faults,
+            signal: self.outbox_signal.clone(),
+        }
+    }
+
+    pub fn consumer<H: Handler>(&self, queue: Queue, handler: H) -> Consumer<H> {
+        Consumer {
+            handler: Arc::new(handler),
+            queue,
+            pool: self.pool.clone(),
+            topology: self.topology.clone(),
+            amqp_url: self.amqp_url.clone(),
+            prefetch: self.config.prefetch,
+            signal: self.outbox_signal.clone(),
+        }
+    }
+
+    /// Starts this process's heartbeat, reporting `roles`.
+    pub fn spawn_heartbeat(&self, tasks: &mut JoinSet<()>, roles: Vec<&'static str>, shutdown: &Shutdown) {
+        tasks.spawn(Heartbeat::new(self.pool.clone(), roles).run(shutdown.clone()));
+    }
+}
+
+async fn declare_topology(amqp_url: &str, topology: &Topology) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + BROKER_WAIT;
+    loop {
+        match crate::messaging::with_channel(amqp_url, "topology", async |channel| topology.declare(channel).await)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "RabbitMQ not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("declaring the topology on {}", redacted(amqp_url)));
+            }
+        }
+    }
+}
+
+/// Logged at start-up by a process that publishes everything twice; the fault suite looks for it
+/// to know the switch reached every process.
+pub const DUPLICATE_DELIVERY_WARNING: &str = "fault injection: every message this process publishes is published twice";
+
+/// The relay faults a process's configuration asks for: none, unless the fault suite switched
+/// on duplicate delivery for a process it runs (see [`Config::duplicate_delivery`]).
+pub fn relay_faults(config: &Config) -> RelayFaults {
+    if config.duplicate_delivery {
+        tracing::warn!("{DUPLICATE_DELIVERY_WARNING}");
+    }
+    RelayFaults { publish_twice: config.duplicate_delivery, ..RelayFaults::default() }
+}
+
+/// A URL with its password hidden, for logs and errors.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Logs to stderr as text, or as JSON objects with `LOG_JSON=true`; `RUST_LOG` filters.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Runs `tasks` until SIGINT/SIGTERM, then triggers shutdown and waits for them to finish.
+pub async fn run_until_signal(trigger: ShutdownTrigger, mut tasks: JoinSet<()>) {
+    crate::shutdown::signal().await;
+    tracing::info!("signal received; shutting down");
+    trigger.trigger();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("stopped");
+}
+
+/// The whole life of a standalone worker process: `spawn` starts its consumers (and anything else
+/// it runs) for `roles`, among the `participants` of the deployment's saga kinds.
+pub async fn run_worker(
+    participants: &[Participant],
+    roles: Vec<&'static str>,
+    spawn: impl FnOnce(&Services, &mut JoinSet<()>, &Shutdown),
+) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    init_logging(config.log_json);
+    let services = Services::connect(config, participants).await?;
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let mut tasks = JoinSet::new();
+    spawn(&services, &mut tasks, &shutdown);
+    tracing::info!(?roles, namespace = services.topology.namespace(), "worker started");
+    services.spawn_heartbeat(&mut tasks, roles, &shutdown);
+    tasks.spawn(services.relay(relay_faults(&services.config)).run(shutdown.clone()));
+    run_until_signal(trigger, tasks).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+    }
+}

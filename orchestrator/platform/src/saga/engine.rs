@@ -1,0 +1,276 @@
+//! Applies inputs to sagas, each in the caller's transaction; the loops that feed it are in
+//! [`runner`](super::runner).
+//!
+//! Every change follows the same order: the saga row is locked, the transition function decides,
+//! then the new state (fenced by version), the transition row, the outgoing messages and the
+//! kind's projection are written together. A crash at any point loses nothing: either all of it
+//! committed, and the relay and sweeper carry on from there, or none of it did, and the
+//! redelivered reply or the still-passed deadline brings the engine back to the same decision.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    Action, Input, SagaKind, SagaState,
+    store::{self, SagaRow, SagaUpdate, TransitionRecord},
+};
+use crate::{
+    config::SagaTiming,
+    messaging::{
+        consumer::HandleError,
+        outbox::{self, Outgoing},
+    },
+    protocol::{DecodeError, MessageFamily},
+    trace::{self, TraceContext},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("saga {0} does not exist")]
+    UnknownSaga(Uuid),
+    #[error("no saga kind {0:?} is registered")]
+    UnknownKind(String),
+    #[error("saga {id} is unreadable: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+    /// Someone else moved the saga: trying again reads the new state.
+    #[error("saga {0} changed under its lock")]
+    Fenced(Uuid),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl From<EngineError> for HandleError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Database(error) => Self::Database(error),
+            EngineError::Fenced(_) => Self::Transient(error.to_string()),
+            other => Self::Poison(other.to_string()),
+        }
+    }
+}
+
+/// What an input did to a saga.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Moved {
+        from: String,
+        to: String,
+    },
+    /// The transition function refused the pair; it is in the timeline as not applied.
+    Refused {
+        state: String,
+        reason: String,
+    },
+}
+
+/// When a command sent for the `attempt`-th time is due: the timeout doubles with each resend.
+pub fn deadline(timing: &SagaTiming, attempt: i32) -> DateTime<Utc> {
+    let doubled = timing.command_timeout.saturating_mul(1 << (attempt - 1).clamp(0, 16));
+    let wait = doubled.min(timing.max_timeout);
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Starts a saga in the caller's transaction: its row, its first transition, its first command.
+/// The kind's own rows are the caller's to write.
+pub async fn start<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    saga_id: Uuid,
+    initial: K::State,
+    data: &K::Data,
+    actor: &str,
+    detail: &Value,
+) -> sqlx::Result<()> {
+    let command = K::outstanding(saga_id, initial, data);
+    // The saga continues the trace of whatever started it (an HTTP request, a message).
+    let trace = trace::current().unwrap_or_else(TraceContext::root);
+    let data_json = serde_json::to_value(data).expect("saga data serializes");
+    let update = SagaUpdate {
+        state: initial.as_ref(),
+        data: &data_json,
+        attempt: i32::from(command.is_some()),
+        deadline_at: command.as_ref().map(|_| deadline(timing, 1)),
+        last_error: None,
+        closed: initial.is_terminal(),
+    };
+    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update).await?;
+    let record = TransitionRecord {
+        saga_id,
+        from: None,
+        to: initial.as_ref(),
+        event: "Started",
+        applied: true,
+        detail,
+        actor,
+        took_ms: None,
+    };
+    store::record_transition(tx, &record).await?;
+    let messages: Vec<Outgoing> = command.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
+    outbox::enqueue(tx, &messages).await?;
+    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => "", "to" => Into::<&'static str>::into(initial))
+        .increment(1);
+    tracing::info!(%saga_id, kind = K::KIND, state = initial.as_ref(), "saga started");
+    Ok(())
+}
+
+fn parse<K: SagaKind>(row: &SagaRow) -> Result<(K::State, K::Data), EngineError> {
+    parse_parts::<K>(row.id, &row.state, &row.data)
+}
+
+/// A saga's stored state and data, typed for its kind.
+pub(crate) fn parse_parts<K: SagaKind>(
+    id: Uuid,
+    state: &str,
+    data: &Value,
+) -> Result<(K::State, K::Data), EngineError> {
+    let corrupt = |reason: String| EngineError::Corrupt { id, reason };
+    let typed = state.parse().map_err(|_| corrupt(format!("unknown state {state:?}")))?;
+    let data = serde_json::from_value(data.clone()).map_err(|e| corrupt(e.to_string()))?;
+    Ok((typed, data))
+}
+
+fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
+    match input {
+        Input::Reply(reply) => reply.to_parts().1,
+        Input::GaveUp { attempts } => json!({ "attempts": attempts }),
+        Input::Operator(Action::Compensate { reason } | Action::Retry { reason }) => json!({ "reason": reason }),
+        Input::Operator(Action::Resolve { note }) => json!({ "note": note }),
+    }
+}
+
+/// The trace every message of the saga belongs to.
+fn trace_of(row: &SagaRow) -> TraceContext {
+    row.trace_id.as_deref().and_then(TraceContext::from_trace_id).unwrap_or_else(|| TraceContext::derived(row.id))
+}
+
+/// Applies one input to a saga whose row the caller has locked.
+pub async fn apply<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+    input: &Input<K::Reply>,
+    actor: &str,
+) -> Result<Applied, EngineError> {
+    let (state, data) = parse::<K>(row)?;
+    let event = input.name();
+    let mut detail = detail(input);
+    let step = match K::transition(row.id, state, &data, input) {
+        Ok(step) => step,
+        Err(refused) => {
+            tracing::warn!(saga_id = %row.id, state = state.as_ref(), event, "transition refused");
+            metrics::counter!("saga_transitions_refused_total", "kind" => K::KIND).increment(1);
+            detail = json!({ "refused": refused.to_string(), "input": detail });
+            let record = TransitionRecord {
+                saga_id: row.id,
+                from: Some(state.as_ref()),
+                to: state.as_ref(),
+                event: &event,
+                applied: false,
+                detail: &detail,
+                actor,
+                took_ms: None,
+            };
+            store::record_transition(tx, &record).await?;
+            return Ok(Applied::Refused { state: state.as_ref().to_owned(), reason: refused.to_string() });
+        }
+    };
+    let data_json = serde_json::to_value(&step.data).expect("saga data serializes");
+    let awaiting = !step.commands.is_empty();
+    let update = SagaUpdate {
+        state: step.next.as_ref(),
+        data: &data_json,
+        attempt: i32::from(awaiting),
+        deadline_at: awaiting.then(|| deadline(timing, 1)),
+        last_error: step.error.as_deref(),
+        closed: step.next.is_terminal(),
+    };
+    if !store::update(tx, row, &update).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
+    // A step's latency runs from entering a state to leaving it; staying (a retry) is no step.
+    let took_ms = (step.next != state).then(|| (Utc::now() - row.state_entered_at).as_seconds_f64() * 1000.0);
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(state.as_ref()),
+        to: step.next.as_ref(),
+        event: &event,
+        applied: true,
+        detail: &detail,
+        actor,
+        took_ms,
+    };
+    store::record_transition(tx, &record).await?;
+    let trace = trace_of(row);
+    let mut messages: Vec<Outgoing> = step.commands.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
+    messages.extend(step.events.iter().cloned().map(|e| e.in_trace(trace)));
+    outbox::enqueue(tx, &messages).await?;
+    K::after_transition(tx, timing, row.id, step.next, &step.data).await?;
+    let (from, to): (&'static str, &'static str) = (state.into(), step.next.into());
+    metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => from, "to" => to).increment(1);
+    if let Some(took_ms) = took_ms {
+        metrics::histogram!("saga_step_seconds", "kind" => K::KIND, "from" => from, "to" => to)
+            .record(took_ms / 1000.0);
+    }
+    tracing::info!(saga_id = %row.id, from = state.as_ref(), to = step.next.as_ref(), event, "saga transition");
+    Ok(Applied::Moved { from: state.as_ref().to_owned(), to: step.next.as_ref().to_owned() })
+}
+
+/// A locked saga's deadline passed: send its command again, or give up on the step.
+pub async fn on_deadline<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+) -> Result<(), EngineError> {
+    let (state, data) = parse::<K>(row)?;
+    let Some(command) = K::outstanding(row.id, state, &data) else {
+        // Nothing is awaited: a deadline left behind by hand. Clear it.
+        let update = SagaUpdate {
+            state: state.as_ref(),
+            data: &row.data,
+            attempt: 0,
+            deadline_at: None,
+            last_error: None,
+            closed: state.is_terminal(),
+        };
+        store::update(tx, row, &update).await?;
+        return Ok(());
+    };
+    if row.attempt >= timing.max_attempts {
+        apply::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, "engine").await?;
+        return Ok(());
+    }
+    let attempt = row.attempt + 1;
+    let message = Outgoing::command(&command).in_trace(trace_of(row));
+    let update = SagaUpdate {
+        state: state.as_ref(),
+        data: &row.data,
+        attempt,
+        deadline_at: Some(deadline(timing, attempt)),
+        // A resend is routine, not an error: the timeline and the attempt count show it.
+        last_error: None,
+        closed: false,
+    };
+    if !store::update(tx, row, &update).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
+    let detail = json!({ "attempt": attempt, "command": message.message_type, "message_id": message.message_id });
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(state.as_ref()),
+        to: state.as_ref(),
+        event: "CommandResent",
+        applied: true,
+        detail: &detail,
+        actor: "engine",
+        took_ms: None,
+    };
+    store::record_transition(tx, &record).await?;
+    outbox::enqueue(tx, &[message]).await?;
+    metrics::counter!("saga_commands_resent_total", "kind" => K::KIND).increment(1);
+    tracing::warn!(saga_id = %row.id, state = state.as_ref(), attempt, "deadline passed; command resent");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The saga engine, generic over saga kinds (DESIGN.md §3.2).
+//!
+//! A kind ([`SagaKind`]) supplies its states, the replies it understands, its data, and one pure
+//! transition function. The [`engine`] does everything else, the same way for every kind: it
+//! applies a transition in one transaction (lock the saga row, check the inbox, write the new
+//! state fenced by version, the transition row and the outgoing commands), resends an outstanding
+//! command when its deadline passes, and feeds [`Input::GaveUp`] to the kind when the attempts
+//! run out. A kind also declares its commands, its replies and the participants that carry its
+//! commands out: the broker topology and the processes' roles follow from the kinds registered in
+//! a [`registry::Registry`]. A new kind is new code beside the others; the engine does not change.
+
+pub mod engine;
+pub mod registry;
+pub mod runner;
+pub mod store;
+
+use std::{fmt::Debug, future::Future, str::FromStr};
+
+use crate::{
+    config::SagaTiming,
+    messaging::{Participant, outbox::Outgoing},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// What can happen to a saga.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input<R> {
+    /// A participant answered.
+    Reply(R),
+    /// The outstanding command went unanswered through every resend. Its outcome is unknown.
+    GaveUp { attempts: i32 },
+    /// An operator asked for something.
+    Operator(Action),
+}
+
+/// What an operator can ask of any saga, whatever its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Run the current step again now, with its attempts reset (or, for a kind that allows it,
+    /// take up a failed step again).
+    Retry { reason: String },
+    /// Unwind now.
+    Compensate { reason: String },
+    /// Close a failed saga whose leftovers were fixed by hand.
+    Resolve { note: String },
+}
+
+impl<R: MessageFamily> Input<R> {
+    /// The event's name in the timeline.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Reply(reply) => reply.to_parts().0.to_owned(),
+            Self::GaveUp { .. } => "DeadlineExceeded".into(),
+            Self::Operator(Action::Compensate { .. }) => "CompensateRequested".into(),
+            Self::Operator(Action::Retry { .. }) => "RetryRequested".into(),
+            Self::Operator(Action::Resolve { .. }) => "Resolved".into(),
+        }
+    }
+}
+
+/// The result of a legal transition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step<S, D, C> {
+    pub next: S,
+    pub data: D,
+    /// Commands to send; an empty list means nothing is awaited (no deadline).
+    pub commands: Vec<C>,
+    /// Domain events for downstream teams.
+    pub events: Vec<Outgoing>,
+    /// Why the saga is unwinding or failed, shown to operators.
+    pub error: Option<String>,
+}
+
+/// The step type of kind `K`.
+pub type StepOf<K> = Step<<K as SagaKind>::State, <K as SagaKind>::Data, <K as SagaKind>::Command>;
+
+/// A pair (state, input) the kind does not list: recorded in the timeline, never applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no transition from {state} on {event}")]
+pub struct Refused {
+    pub state: String,
+    pub event: String,
+}
+
+/// The states of a kind: a strum enum stored as text.
+///
+/// By convention every kind names the state that waits for a human `failed`: operators' stuck
+/// lists find it by that name.
+pub trait SagaState: Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static {
+    /// No command is outstanding, and none will be unless an operator steps in.
+    fn is_terminal(self) -> bool;
+}
+
+/// One kind of saga.
+pub trait SagaKind: Send + Sync + 'static {
+    /// Stored in `saga.kind`.
+    const KIND: &'static str;
+    type State: SagaState;
+    type Command: CommandFamily + Clone + Debug + PartialEq + Send + Sync;
+    type Reply: ReplyFamily + Debug + Send + Sync;
+    type Data: Serialize + DeserializeOwned + Clone + Debug + Send + Sync;
+    /// Every participant the kind's commands go to: each gets a queue.
+    const PARTICIPANTS: &'static [Participant];
+
+    /// The one transition function: `(state, input) → (next state, commands)`. Pure.
+    fn transition(
+        saga_id: Uuid,
+        state: Self::State,
+        data: &Self::Data,
+        input: &Input<Self::Reply>,
+    ) -> Result<StepOf<Self>, Refused>;
+
+    /// The command a state waits on, which the engine sends again when its deadline passes.
+    fn outstanding(saga_id: Uuid, state: Self::State, data: &Self::Data) -> Option<Self::Command>;
+
+    /// After each applied transition, in its transaction: keeps the kind's own rows in step (the
+    /// `replenishment` row, say) and applies the kind's rules that follow from the new state.
+    /// Not called at [`engine::start`]: whoever starts a saga writes the kind's rows itself.
+    fn after_transition(
+        tx: &mut PgConnection,
+        timing: &SagaTiming,
+        saga_id: Uuid,
+        state: Self::State,
+        data: &Self::Data,
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+}

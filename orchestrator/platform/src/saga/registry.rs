@@ -1,0 +1,140 @@
+//! The saga kinds the engine knows, looked up by the `kind` stored with each saga.
+//!
+//! The engine's functions are generic over [`SagaKind`]; this registry erases the type so that a
+//! reply or a deadline, which arrives knowing only a saga id, reaches the right kind's code.
+
+use std::{collections::HashMap, future::Future, marker::PhantomData, pin::Pin};
+
+use crate::{
+    config::SagaTiming,
+    messaging::{Participant, outbox::Outgoing},
+    protocol::Envelope,
+};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    Action, Input, SagaKind,
+    engine::{self, Applied, EngineError},
+    store::SagaRow,
+};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One kind's engine entry points, without its types.
+pub trait Driver: Send + Sync {
+    fn on_reply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        message: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>>;
+
+    fn on_deadline<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// Applies an operator's action to a locked saga, as `actor`.
+    fn act<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        action: Action,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>>;
+
+    /// The command a saga in `state` with `data` waits on, if any, as it would be sent.
+    fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Outgoing>, EngineError>;
+}
+
+struct Kind<K>(PhantomData<fn() -> K>);
+
+impl<K: SagaKind> Driver for Kind<K> {
+    fn on_reply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        message: &'a Envelope,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>> {
+        Box::pin(async move {
+            let reply: K::Reply = message.body()?;
+            engine::apply::<K>(tx, timing, row, &Input::Reply(reply), "participant").await
+        })
+    }
+
+    fn on_deadline<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+    ) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(engine::on_deadline::<K>(tx, timing, row))
+    }
+
+    fn act<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        action: Action,
+        actor: &'a str,
+    ) -> BoxFuture<'a, Result<Applied, EngineError>> {
+        Box::pin(async move { engine::apply::<K>(tx, timing, row, &Input::Operator(action), actor).await })
+    }
+
+    fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Outgoing>, EngineError> {
+        let (state, data) = engine::parse_parts::<K>(id, state, data)?;
+        Ok(K::outstanding(id, state, &data).map(|command| Outgoing::command(&command)))
+    }
+}
+
+/// The kinds a build drives, and the participants they command.
+pub struct Registry {
+    kinds: HashMap<&'static str, Box<dyn Driver>>,
+    participants: Vec<Participant>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl Registry {
+    pub fn empty() -> Self {
+        Self { kinds: HashMap::new(), participants: Vec::new() }
+    }
+
+    pub fn with<K: SagaKind>(mut self) -> Self {
+        self.kinds.insert(K::KIND, Box::new(Kind::<K>(PhantomData)));
+        for participant in K::PARTICIPANTS {
+            if !self.participants.contains(participant) {
+                self.participants.push(*participant);
+            }
+        }
+        self
+    }
+
+    /// The kinds' names, sorted.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let mut kinds: Vec<&'static str> = self.kinds.keys().copied().collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// Every participant of the registered kinds, in the order the kinds declare them.
+    pub fn participants(&self) -> &[Participant] {
+        &self.participants
+    }
+
+    pub fn driver(&self, kind: &str) -> Result<&dyn Driver, EngineError> {
+        self.kinds.get(kind).map(|d| &**d).ok_or_else(|| EngineError::UnknownKind(kind.to_owned()))
+    }
+}

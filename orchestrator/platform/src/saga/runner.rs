@@ -1,0 +1,128 @@
+//! The two loops that feed the [`engine`](super::engine): the reply consumer ([`ReplyHandler`])
+//! and the deadline sweeper ([`Sweeper`]). Each finds the saga's kind in the [`Registry`] and
+//! hands the input to the engine in its transaction.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
+
+use super::{
+    engine::EngineError,
+    registry::Registry,
+    store::{self},
+};
+use crate::{
+    config::SagaTiming,
+    messaging::{
+        consumer::{HandleError, Handler},
+        outbox::OutboxSignal,
+    },
+    protocol::Envelope,
+    shutdown::Shutdown,
+};
+
+/// The heartbeat role of a process that runs the engine (reply consumer, sweeper).
+pub const ROLE: &str = "orchestrator";
+
+/// Consumes the orchestrator's reply queue: each reply is one transition.
+pub struct ReplyHandler {
+    pub registry: Arc<Registry>,
+    pub timing: SagaTiming,
+}
+
+impl Handler for ReplyHandler {
+    type Committed = ();
+
+    fn name(&self) -> &'static str {
+        "orchestrator"
+    }
+
+    fn pause(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// A reply locks its saga's row first.
+    fn lock_order(&self, message: &Envelope) -> String {
+        message.correlation_id.map(|id| id.to_string()).unwrap_or_default()
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+        let saga_id =
+            message.correlation_id.ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
+        let row = store::lock(tx, saga_id).await?.ok_or(EngineError::UnknownSaga(saga_id))?;
+        self.registry.driver(&row.kind)?.on_reply(tx, &self.timing, &row, message).await?;
+        Ok(())
+    }
+
+    async fn after_commit(&self, (): ()) {}
+}
+
+/// Resends commands whose deadline passed, in batches; several engines share the work through
+/// `SKIP LOCKED`.
+pub struct Sweeper {
+    pub pool: PgPool,
+    pub registry: Arc<Registry>,
+    pub timing: SagaTiming,
+    pub outbox: OutboxSignal,
+}
+
+const SWEEP_BATCH: i64 = 200;
+/// Longest nap between sweeps; a deadline set by another process is noticed within it.
+const SWEEP_IDLE: Duration = Duration::from_millis(250);
+
+impl Sweeper {
+    pub async fn run(self, mut shutdown: Shutdown) {
+        while !shutdown.is_triggered() {
+            let nap = match self.sweep().await {
+                Ok(handled) if handled as i64 == SWEEP_BATCH => Duration::ZERO,
+                Ok(_) => self.until_next_deadline().await,
+                Err(error) => {
+                    tracing::warn!(%error, "deadline sweep failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// Handles every saga whose deadline has passed (up to a batch); returns how many.
+    pub async fn sweep(&self) -> Result<usize, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
+        for row in &due {
+            let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = row.trace_id.as_deref());
+            let outcome = match self.registry.driver(&row.kind) {
+                Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row).instrument(span.clone()).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => {}
+                // Found unreadable before anything was written for it: one such saga must not
+                // stall every other deadline, so it is set aside, visibly, for an operator.
+                Err(error @ (EngineError::UnknownKind(_) | EngineError::Corrupt { .. })) => {
+                    span.in_scope(|| tracing::error!(%error, "saga cannot be driven; set aside for an operator"));
+                    store::set_aside(&mut tx, row, &error.to_string()).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tx.commit().await?;
+        if !due.is_empty() {
+            self.outbox.notify();
+        }
+        Ok(due.len())
+    }
+
+    async fn until_next_deadline(&self) -> Duration {
+        let next = match self.pool.acquire().await {
+            Ok(mut conn) => store::next_deadline(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        next.and_then(|at| (at - Utc::now()).to_std().ok()).map_or(SWEEP_IDLE, |wait| wait.min(SWEEP_IDLE))
+    }
+}

@@ -1,0 +1,183 @@
+//! SQL on the `saga` and `saga_transition` tables. Plain functions that take the caller's
+//! transaction; the engine decides what to write, these only write it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A saga as the engine reads it, under its row lock.
+#[derive(Clone, Debug)]
+pub struct SagaRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub state: String,
+    pub data: Value,
+    pub version: i64,
+    pub attempt: i32,
+    pub state_entered_at: DateTime<Utc>,
+    /// W3C trace id shared by every message of the saga.
+    pub trace_id: Option<String>,
+}
+
+/// The columns a transition changes.
+#[derive(Clone, Debug)]
+pub struct SagaUpdate<'a> {
+    pub state: &'a str,
+    pub data: &'a Value,
+    pub attempt: i32,
+    pub deadline_at: Option<DateTime<Utc>>,
+    pub last_error: Option<&'a str>,
+    pub closed: bool,
+}
+
+/// One line of the timeline.
+#[derive(Clone, Debug)]
+pub struct TransitionRecord<'a> {
+    pub saga_id: Uuid,
+    pub from: Option<&'a str>,
+    pub to: &'a str,
+    pub event: &'a str,
+    pub applied: bool,
+    pub detail: &'a Value,
+    pub actor: &'a str,
+    /// For a transition that leaves its state: how long the saga was in it.
+    pub took_ms: Option<f64>,
+}
+
+pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
+    sqlx::query_as!(
+        SagaRow,
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+/// Open sagas whose deadline has passed, locked; rows another engine holds are skipped.
+pub async fn lock_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<SagaRow>> {
+    sqlx::query_as!(
+        SagaRow,
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga
+         WHERE closed_at IS NULL AND deadline_at <= now()
+         ORDER BY deadline_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit
+    )
+    .fetch_all(tx)
+    .await
+}
+
+/// The earliest deadline among open sagas.
+pub async fn next_deadline(conn: &mut PgConnection) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar!("SELECT min(deadline_at) FROM saga WHERE closed_at IS NULL").fetch_one(conn).await
+}
+
+pub async fn insert(
+    tx: &mut PgConnection,
+    id: Uuid,
+    kind: &str,
+    trace_id: &str,
+    update: &SagaUpdate<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9)",
+        id,
+        kind,
+        update.state,
+        update.data,
+        update.attempt,
+        update.deadline_at,
+        update.last_error,
+        update.closed,
+        trace_id,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a transition, fenced by the version read under the lock. `false` means another writer
+/// got there first, which the row lock should make impossible: the caller treats it as an error.
+pub async fn update(tx: &mut PgConnection, row: &SagaRow, update: &SagaUpdate<'_>) -> sqlx::Result<bool> {
+    let updated = sqlx::query!(
+        "UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
+                last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
+                closed_at = CASE WHEN $8 THEN now() END,
+                state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
+         WHERE id = $1 AND version = $2",
+        row.id,
+        row.version,
+        update.state,
+        update.data,
+        update.attempt,
+        update.deadline_at,
+        update.last_error,
+        update.closed,
+    )
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(updated == 1)
+}
+
+/// Takes a saga the engine cannot read off the deadline sweep, saying why in `last_error` and in
+/// its timeline.
+pub async fn set_aside(tx: &mut PgConnection, row: &SagaRow, reason: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE saga SET deadline_at = NULL, last_error = $2, version = version + 1, updated_at = now() WHERE id = $1",
+        row.id,
+        reason
+    )
+    .execute(&mut *tx)
+    .await?;
+    let detail = serde_json::json!({ "reason": reason });
+    let record = TransitionRecord {
+        saga_id: row.id,
+        from: Some(&row.state),
+        to: &row.state,
+        event: "SetAside",
+        applied: false,
+        detail: &detail,
+        actor: "engine",
+        took_ms: None,
+    };
+    record_transition(tx, &record).await
+}
+
+pub async fn record_transition(tx: &mut PgConnection, record: &TransitionRecord<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        record.saga_id,
+        record.from,
+        record.to,
+        record.event,
+        record.applied,
+        record.detail,
+        record.actor,
+        record.took_ms,
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// How many sagas of a kind are in a state.
+#[derive(Clone, Debug)]
+pub struct StateCount {
+    pub kind: String,
+    pub state: String,
+    pub count: i64,
+}
+
+/// Sagas by kind and state: for the stats route and the `sagas` gauge.
+pub async fn count_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCount>> {
+    sqlx::query_as!(
+        StateCount,
+        r#"SELECT kind, state, count(*) AS "count!" FROM saga GROUP BY kind, state ORDER BY kind, state"#
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,541 @@
+//! The replenishment saga: refill one product in one store from the central warehouse.
+//!
+//! ```text
+//! requested ──DispatchShipment──▶ warehouse
+//!    │  ShipmentDispatched(qty, shipment)            ShipmentRejected (nothing to send)
+//!    ▼                                                      │
+//! dispatched ──ReceiveShipment──▶ store                     ▼
+//!    │  StockReceived                 ReceiptFailed ──▶ compensating ──CancelShipment──▶ warehouse
+//!    ▼                                                      │  ShipmentCancelled
+//! received (done)                                           ▼
+//!                                                      compensated (done)
+//! ```
+//!
+//! A step whose command goes unanswered through every resend has an unknown outcome, so the saga
+//! unwinds with `CancelShipment`, which is safe whether or not the dispatch ran. When the undo
+//! itself is refused or never confirmed, the saga is `failed` and waits for an operator, who can
+//! retry the undo (back to `compensating`) or, having put things right by hand, resolve it
+//! (`resolved`).
+//!
+//! Operators may also retry the step in hand (the same state, its command sent again at once with
+//! the attempts reset) and force an unwind of a saga that has not yet received.
+
+use platform::{
+    config::SagaTiming,
+    messaging::{
+        Exchange, Participant,
+        outbox::{self, Outgoing},
+    },
+    protocol::{CommandFamily, MessageFamily, ReplyFamily},
+    saga::{Action, Input, Refused, SagaKind, SagaState, Step, engine},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+use stock::{StockLevel, level, shipment};
+use uuid::Uuid;
+
+use crate::{INVENTORY, WAREHOUSE};
+
+/// Commands of the replenishment saga. Every command is idempotent by its saga id, so the engine
+/// may send it again after a deadline without knowing whether the first one ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum Command {
+    /// Warehouse: ship up to `quantity` of the product to the store.
+    DispatchShipment { saga_id: Uuid, store_id: Uuid, product_id: Uuid, quantity: i64 },
+    /// Warehouse: cancel the saga's shipment (if any) and put its stock back. Safe whether or not
+    /// the dispatch ever ran: a cancel that comes first leaves a cancelled shipment behind, so a
+    /// late dispatch ships nothing.
+    CancelShipment { saga_id: Uuid, store_id: Uuid, product_id: Uuid },
+    /// Store inventory: take the shipment into stock.
+    ReceiveShipment { saga_id: Uuid, shipment_id: Uuid, store_id: Uuid, product_id: Uuid, quantity: i64 },
+}
+
+impl MessageFamily for Command {
+    const TYPES: &'static [&'static str] = &["DispatchShipment", "CancelShipment", "ReceiveShipment"];
+}
+
+impl CommandFamily for Command {
+    fn participant(&self) -> Participant {
+        match self {
+            Self::DispatchShipment { .. } | Self::CancelShipment { .. } => WAREHOUSE,
+            Self::ReceiveShipment { .. } => INVENTORY,
+        }
+    }
+
+    fn saga_id(&self) -> Uuid {
+        match self {
+            Self::DispatchShipment { saga_id, .. }
+            | Self::CancelShipment { saga_id, .. }
+            | Self::ReceiveShipment { saga_id, .. } => *saga_id,
+        }
+    }
+}
+
+/// Participants' answers to [`Command`]s.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum Reply {
+    /// `quantity` may be less than requested: the warehouse ships what it has.
+    ShipmentDispatched {
+        saga_id: Uuid,
+        shipment_id: Uuid,
+        quantity: i64,
+    },
+    /// Nothing to ship (empty warehouse, or the shipment was already cancelled).
+    ShipmentRejected {
+        saga_id: Uuid,
+        reason: String,
+    },
+    StockReceived {
+        saga_id: Uuid,
+        shipment_id: Uuid,
+        quantity: i64,
+    },
+    ReceiptFailed {
+        saga_id: Uuid,
+        reason: String,
+    },
+    /// The shipment is cancelled and `quantity_returned` went back to the warehouse (0 when nothing
+    /// had been dispatched).
+    ShipmentCancelled {
+        saga_id: Uuid,
+        quantity_returned: i64,
+    },
+    /// The undo cannot be done (the goods were already received): an operator must decide.
+    CancelRefused {
+        saga_id: Uuid,
+        reason: String,
+    },
+}
+
+impl MessageFamily for Reply {
+    const TYPES: &'static [&'static str] = &[
+        "ShipmentDispatched",
+        "ShipmentRejected",
+        "StockReceived",
+        "ReceiptFailed",
+        "ShipmentCancelled",
+        "CancelRefused",
+    ];
+}
+
+impl ReplyFamily for Reply {
+    fn saga_id(&self) -> Uuid {
+        match self {
+            Self::ShipmentDispatched { saga_id, .. }
+            | Self::ShipmentRejected { saga_id, .. }
+            | Self::StockReceived { saga_id, .. }
+            | Self::ReceiptFailed { saga_id, .. }
+            | Self::ShipmentCancelled { saga_id, .. }
+            | Self::CancelRefused { saga_id, .. } => *saga_id,
+        }
+    }
+}
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum State {
+    Requested,
+    Dispatched,
+    Received,
+    Compensating,
+    Compensated,
+    Failed,
+    /// A failed saga an operator closed by hand.
+    Resolved,
+}
+
+impl SagaState for State {
+    fn is_terminal(self) -> bool {
+        matches!(self, Self::Received | Self::Compensated | Self::Failed | Self::Resolved)
+    }
+}
+
+/// What the saga knows, stored as JSON in `saga.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity_requested: i64,
+    #[serde(default)]
+    pub shipment_id: Option<Uuid>,
+    #[serde(default)]
+    pub quantity_shipped: Option<i64>,
+}
+
+impl Data {
+    pub fn new(store_id: Uuid, product_id: Uuid, quantity_requested: i64) -> Self {
+        Self { store_id, product_id, quantity_requested, shipment_id: None, quantity_shipped: None }
+    }
+}
+
+pub struct Replenishment;
+
+impl SagaKind for Replenishment {
+    const KIND: &'static str = "replenishment";
+    const PARTICIPANTS: &'static [Participant] = &[WAREHOUSE, INVENTORY];
+    type State = State;
+    type Command = Command;
+    type Reply = Reply;
+    type Data = Data;
+
+    fn transition(
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+        input: &Input<Reply>,
+    ) -> Result<Step<State, Data, Command>, Refused> {
+        use Action::{Compensate, Resolve, Retry};
+        use Input::{GaveUp, Operator};
+        use Reply as R;
+        use State::*;
+        let mut data = data.clone();
+        let (next, error) = match (state, input) {
+            (Requested, Input::Reply(R::ShipmentDispatched { shipment_id, quantity, .. })) => {
+                data.shipment_id = Some(*shipment_id);
+                data.quantity_shipped = Some(*quantity);
+                (Dispatched, None)
+            }
+            // Nothing left the warehouse, so there is nothing to undo.
+            (Requested, Input::Reply(R::ShipmentRejected { reason, .. })) => (Compensated, Some(reason.clone())),
+            (Dispatched, Input::Reply(R::StockReceived { quantity, .. })) => {
+                data.quantity_shipped = Some(*quantity);
+                (Received, None)
+            }
+            (Dispatched, Input::Reply(R::ReceiptFailed { reason, .. })) => (Compensating, Some(reason.clone())),
+            (Requested | Dispatched, GaveUp { attempts }) => {
+                (Compensating, Some(format!("no answer after {attempts} attempts; unwinding")))
+            }
+            (Requested | Dispatched, Operator(Compensate { reason })) => (Compensating, Some(reason.clone())),
+            (Compensating, Input::Reply(R::ShipmentCancelled { .. })) => (Compensated, None),
+            (Compensating, Input::Reply(R::CancelRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (Compensating, GaveUp { attempts }) => {
+                (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
+            }
+            // The step in hand, again: the engine sends its command anew with the attempts reset.
+            (Requested | Dispatched | Compensating, Operator(Retry { .. })) => (state, None),
+            // The undo that failed, again: the cancel is safe to repeat.
+            (Failed, Operator(Retry { .. })) => (Compensating, None),
+            (Failed, Operator(Resolve { .. })) => (Resolved, None),
+            _ => return Err(Refused { state: state.to_string(), event: input.name() }),
+        };
+        let commands = Self::outstanding(saga_id, next, &data).into_iter().collect();
+        let events = events(saga_id, next, &data, error.as_deref());
+        Ok(Step { next, data, commands, events, error })
+    }
+
+    fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
+        let Data { store_id, product_id, .. } = *data;
+        match state {
+            State::Requested => {
+                Some(Command::DispatchShipment { saga_id, store_id, product_id, quantity: data.quantity_requested })
+            }
+            State::Dispatched => Some(Command::ReceiveShipment {
+                saga_id,
+                store_id,
+                product_id,
+                shipment_id: data.shipment_id?,
+                quantity: data.quantity_shipped?,
+            }),
+            State::Compensating => Some(Command::CancelShipment { saga_id, store_id, product_id }),
+            State::Received | State::Compensated | State::Failed | State::Resolved => None,
+        }
+    }
+
+    async fn after_transition(
+        tx: &mut PgConnection,
+        timing: &SagaTiming,
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+    ) -> sqlx::Result<()> {
+        sqlx::query!(
+            "UPDATE replenishment
+             SET status = $2, quantity_shipped = $3, shipment_id = $4,
+                 closed_at = CASE WHEN $5 THEN now() END
+             WHERE saga_id = $1",
+            saga_id,
+            state.as_ref(),
+            data.quantity_shipped,
+            data.shipment_id,
+            state.is_terminal(),
+        )
+        .execute(&mut *tx)
+        .await?;
+        if state == State::Received {
+            // Orders kept coming while the goods were on the road: the store may be low again.
+            if let Some(level) = level::fetch(tx, data.store_id, data.product_id).await? {
+                replenish_if_low(tx, timing, &level).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The low-stock rule, which every change to a store's stock goes through: when `level` is at or
+/// below its reorder threshold and no replenishment is open for it, one starts, for enough to
+/// reach the target level counting what is already on the road. Returns the new saga's id.
+pub async fn replenish_if_low(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    level: &StockLevel,
+) -> sqlx::Result<Option<Uuid>> {
+    if !level.is_low() {
+        return Ok(None);
+    }
+    let in_transit = shipment::in_transit_to(tx, level.store_id, level.product_id).await?;
+    let quantity = level.target_level - level.available() - in_transit;
+    if quantity <= 0 {
+        return Ok(None);
+    }
+    let detail = json!({
+        "available": level.available(), "reorder_threshold": level.reorder_threshold,
+        "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
+    });
+    let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, "low-stock", &detail).await?
+    else {
+        return Ok(None);
+    };
+    let low = json!({
+        "store_id": level.store_id, "product_id": level.product_id, "available": level.available(),
+        "reorder_threshold": level.reorder_threshold, "saga_id": saga_id,
+    });
+    outbox::enqueue(tx, &[Outgoing::event(Exchange::InventoryEvents, "stock.low", Some(saga_id), low)]).await?;
+    Ok(Some(saga_id))
+}
+
+/// Opens a replenishment of `quantity` unless one is open for the (store, product): its claim
+/// row, its saga, and the `replenishment.created` event. `None` when one is open already.
+/// `actor` is who asked (`low-stock`, or `<role>:<key name>`).
+pub async fn open(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+    actor: &str,
+    detail: &serde_json::Value,
+) -> sqlx::Result<Option<Uuid>> {
+    let saga_id = Uuid::new_v4();
+    // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
+    let claimed = sqlx::query_scalar!(
+        "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (store_id, product_id) WHERE closed_at IS NULL DO NOTHING
+         RETURNING saga_id",
+        saga_id,
+        store_id,
+        product_id,
+        quantity,
+        State::Requested.as_ref()
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        return Ok(None);
+    }
+    let data = Data::new(store_id, product_id, quantity);
+    engine::start::<Replenishment>(tx, timing, saga_id, State::Requested, &data, actor, detail).await?;
+    let created = json!({
+        "saga_id": saga_id, "store_id": store_id, "product_id": product_id, "quantity_requested": quantity,
+    });
+    outbox::enqueue(tx, &[Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)])
+        .await?;
+    // Labelled by who started it (`low-stock`, `operator`), not by which operator.
+    let started_by = actor.split_once(':').map_or(actor, |(role, _)| role).to_owned();
+    metrics::counter!("replenishments_started_total", "actor" => started_by).increment(1);
+    Ok(Some(saga_id))
+}
+
+/// The open replenishment of a (store, product), if any.
+pub async fn open_for(tx: &mut PgConnection, store_id: Uuid, product_id: Uuid) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2 AND closed_at IS NULL",
+        store_id,
+        product_id
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+/// Domain events downstream teams expect from the saga's own decisions (the participants emit
+/// the ones about goods moving).
+fn events(saga_id: Uuid, next: State, data: &Data, error: Option<&str>) -> Vec<Outgoing> {
+    let closed = match next {
+        State::Compensated | State::Failed => "replenishment.aborted",
+        _ => return Vec::new(),
+    };
+    let payload = serde_json::json!({
+        "saga_id": saga_id, "store_id": data.store_id, "product_id": data.product_id,
+        "state": next.as_ref(), "reason": error,
+    });
+    vec![Outgoing::event(Exchange::WarehouseEvents, closed, Some(saga_id), payload)]
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    fn saga() -> (Uuid, Data) {
+        (Uuid::new_v4(), Data::new(Uuid::new_v4(), Uuid::new_v4(), 12))
+    }
+
+    fn dispatched_data(data: &Data, shipment_id: Uuid) -> Data {
+        Data { shipment_id: Some(shipment_id), quantity_shipped: Some(8), ..data.clone() }
+    }
+
+    /// One input of each kind, built for `saga_id`.
+    fn every_input(saga_id: Uuid) -> Vec<Input<Reply>> {
+        let shipment_id = Uuid::new_v4();
+        vec![
+            Input::Reply(Reply::ShipmentDispatched { saga_id, shipment_id, quantity: 8 }),
+            Input::Reply(Reply::ShipmentRejected { saga_id, reason: "empty".into() }),
+            Input::Reply(Reply::StockReceived { saga_id, shipment_id, quantity: 8 }),
+            Input::Reply(Reply::ReceiptFailed { saga_id, reason: "damaged".into() }),
+            Input::Reply(Reply::ShipmentCancelled { saga_id, quantity_returned: 8 }),
+            Input::Reply(Reply::CancelRefused { saga_id, reason: "received".into() }),
+            Input::GaveUp { attempts: 5 },
+            Input::Operator(Action::Compensate { reason: "operator".into() }),
+            Input::Operator(Action::Retry { reason: "operator".into() }),
+            Input::Operator(Action::Resolve { note: "fixed by hand".into() }),
+        ]
+    }
+
+    /// The whole table: for every state and input, the expected next state or a refusal.
+    fn expected(state: State, input: &Input<Reply>) -> Option<State> {
+        use State::*;
+        let event = input.name();
+        match (state, event.as_str()) {
+            (Requested, "ShipmentDispatched") => Some(Dispatched),
+            (Requested, "ShipmentRejected") => Some(Compensated),
+            (Dispatched, "StockReceived") => Some(Received),
+            (Dispatched, "ReceiptFailed") => Some(Compensating),
+            (Requested | Dispatched, "DeadlineExceeded" | "CompensateRequested") => Some(Compensating),
+            (Compensating, "ShipmentCancelled") => Some(Compensated),
+            (Compensating, "CancelRefused" | "DeadlineExceeded") => Some(Failed),
+            (Requested | Dispatched | Compensating, "RetryRequested") => Some(state),
+            (Failed, "RetryRequested") => Some(Compensating),
+            (Failed, "Resolved") => Some(Resolved),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_and_input_pair_is_either_listed_or_refused() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let mut legal = 0;
+        for state in State::iter() {
+            for input in every_input(saga_id) {
+                match (Replenishment::transition(saga_id, state, &data, &input), expected(state, &input)) {
+                    (Ok(step), Some(next)) => {
+                        assert_eq!(step.next, next, "{state} on {}", input.name());
+                        legal += 1;
+                    }
+                    (Err(refused), None) => {
+                        assert_eq!(refused.state, state.as_ref());
+                        assert_eq!(refused.event, input.name());
+                    }
+                    (got, want) => panic!("{state} on {}: got {got:?}, want {want:?}", input.name()),
+                }
+            }
+        }
+        assert_eq!(legal, 16, "the diagram, its deadlines and the operators' actions make sixteen legal pairs");
+    }
+
+    #[test]
+    fn closed_states_accept_nothing_but_an_operator_taking_up_a_failure() {
+        let (saga_id, data) = saga();
+        for state in State::iter().filter(|s| s.is_terminal()) {
+            for input in every_input(saga_id) {
+                let operator = matches!(input, Input::Operator(Action::Retry { .. } | Action::Resolve { .. }));
+                let accepted = Replenishment::transition(saga_id, state, &data, &input).is_ok();
+                assert_eq!(accepted, state == State::Failed && operator, "{state} on {}", input.name());
+            }
+            assert_eq!(Replenishment::outstanding(saga_id, state, &data), None);
+        }
+    }
+
+    #[test]
+    fn a_retried_step_sends_its_command_again() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let retry = Input::Operator(Action::Retry { reason: "worker back".into() });
+        let step = Replenishment::transition(saga_id, State::Dispatched, &data, &retry).unwrap();
+        assert_eq!(step.next, State::Dispatched);
+        assert!(matches!(step.commands.as_slice(), [Command::ReceiveShipment { .. }]));
+        let step = Replenishment::transition(saga_id, State::Failed, &data, &retry).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::CancelShipment { .. }]));
+    }
+
+    #[test]
+    fn dispatch_records_the_shipment_and_asks_the_store_to_receive_it() {
+        let (saga_id, data) = saga();
+        let shipment_id = Uuid::new_v4();
+        let reply = Input::Reply(Reply::ShipmentDispatched { saga_id, shipment_id, quantity: 8 });
+        let step = Replenishment::transition(saga_id, State::Requested, &data, &reply).unwrap();
+        assert_eq!(step.data.shipment_id, Some(shipment_id));
+        assert_eq!(step.data.quantity_shipped, Some(8), "a partial shipment is recorded as such");
+        assert_eq!(
+            step.commands,
+            vec![Command::ReceiveShipment {
+                saga_id,
+                shipment_id,
+                store_id: data.store_id,
+                product_id: data.product_id,
+                quantity: 8
+            }]
+        );
+    }
+
+    #[test]
+    fn every_non_terminal_state_awaits_exactly_the_command_it_sent() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        for state in State::iter() {
+            for input in every_input(saga_id) {
+                if let Ok(step) = Replenishment::transition(saga_id, state, &data, &input) {
+                    let awaited = Replenishment::outstanding(saga_id, step.next, &step.data);
+                    assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>());
+                    assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unwinding_always_cancels_the_shipment_and_says_why() {
+        let (saga_id, data) = saga();
+        let data = dispatched_data(&data, Uuid::new_v4());
+        let failure = Input::Reply(Reply::ReceiptFailed { saga_id, reason: "damaged".into() });
+        let step = Replenishment::transition(saga_id, State::Dispatched, &data, &failure).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::CancelShipment { .. }]));
+        assert_eq!(step.error.as_deref(), Some("damaged"));
+        let refused = Input::Reply(Reply::CancelRefused { saga_id, reason: "already received".into() });
+        let step = Replenishment::transition(saga_id, State::Compensating, &data, &refused).unwrap();
+        assert_eq!(step.next, State::Failed);
+        assert_eq!(step.events[0].message_type, "replenishment.aborted");
+    }
+
+    #[test]
+    fn states_are_stored_in_snake_case() {
+        assert_eq!(State::Compensating.as_ref(), "compensating");
+        assert_eq!("received".parse::<State>().unwrap(), State::Received);
+    }
+}

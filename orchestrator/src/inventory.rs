@@ -1,0 +1,192 @@
+//! Stock changed by people through the API — counts, adjustments, the warehouse's stock, a
+//! replenishment started by hand — and the one way every change to store stock ends
+//! ([`commit_stock_change`]): through the replenishment saga's low-stock rule.
+
+use sagas::replenishment;
+use serde_json::json;
+use sqlx::{Postgres, Transaction};
+use stock::{
+    MAX_QUANTITY, Movement, MovementReason, StockLevel, ledger,
+    level::{self, Levels},
+    warehouse::{self, WarehouseLevel},
+};
+use uuid::Uuid;
+
+use crate::{
+    Context,
+    access::audit::Audit,
+    error::{Error, Result, on_constraint},
+};
+
+fn check_quantity(name: &str, value: i64, min: i64) -> Result<()> {
+    if (min..=MAX_QUANTITY).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("{name} must be between {min} and {MAX_QUANTITY}, not {value}")))
+    }
+}
+
+fn missing_store_or_product(constraint: &str) -> Option<Error> {
+    match constraint {
+        "inventory_store_id_fkey" => Some(Error::NotFound("no such store".into())),
+        "inventory_product_id_fkey" | "warehouse_stock_product_id_fkey" => {
+            Some(Error::NotFound("no such product".into()))
+        }
+        _ => None,
+    }
+}
+
+/// Creates or overwrites the levels of a (store, product).
+pub async fn set_levels(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    product_id: Uuid,
+    levels: Levels,
+) -> Result<StockLevel> {
+    check_quantity("on_hand", levels.on_hand, 0)?;
+    check_quantity("reorder_threshold", levels.reorder_threshold, 0)?;
+    check_quantity("target_level", levels.target_level, 0)?;
+    if levels.target_level <= levels.reorder_threshold {
+        return Err(Error::Invalid(format!(
+            "target_level ({}) must be above reorder_threshold ({}), or every refill would leave the store low",
+            levels.target_level, levels.reorder_threshold
+        )));
+    }
+    let mut tx = ctx.pool.begin().await?;
+    let (level, previous) = level::set(&mut tx, store_id, product_id, levels).await.map_err(|e| {
+        on_constraint(e, |c| {
+            missing_store_or_product(c).or_else(|| {
+                (c == "inventory_stock_check").then(|| {
+                    Error::Conflict(format!(
+                        "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
+                        levels.on_hand
+                    ))
+                })
+            })
+        })
+    })?;
+    let movement = Movement::on_hand(
+        Some(store_id),
+        product_id,
+        level.on_hand - previous,
+        MovementReason::StockSet,
+        Uuid::new_v4(),
+    );
+    ledger::record(&mut tx, &[movement]).await?;
+    audit.record(&mut tx, 200).await?;
+    commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
+    Ok(level)
+}
+
+/// Adds `delta` (negative to remove; not zero, and at most [`MAX_QUANTITY`] either way, as the
+/// API's types ensure) to a store's on-hand stock, with a reason for the ledger.
+pub async fn adjust(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    product_id: Uuid,
+    delta: i64,
+    reason: &str,
+) -> Result<StockLevel> {
+    let mut tx = ctx.pool.begin().await?;
+    let level = level::add_on_hand(&mut tx, store_id, product_id, delta)
+        .await
+        .map_err(|e| {
+            on_constraint(e, |c| {
+                (c == "inventory_stock_check").then(|| {
+                    Error::Conflict(format!(
+                        "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
+                    ))
+                })
+            })
+        })?
+        .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
+    if level.on_hand > MAX_QUANTITY {
+        return Err(Error::Conflict(format!(
+            "an adjustment of {delta} would leave {} on hand, above the limit of {MAX_QUANTITY}",
+            level.on_hand
+        )));
+    }
+    let movement = Movement {
+        note: Some(reason.to_owned()),
+        ..Movement::on_hand(Some(store_id), product_id, delta, MovementReason::Adjustment, Uuid::new_v4())
+    };
+    ledger::record(&mut tx, &[movement]).await?;
+    audit.record(&mut tx, 200).await?;
+    commit_stock_change(ctx, tx, std::slice::from_ref(&level)).await?;
+    Ok(level)
+}
+
+pub async fn set_warehouse(ctx: &Context, audit: &Audit, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
+    check_quantity("on_hand", on_hand, 0)?;
+    let mut tx = ctx.pool.begin().await?;
+    let previous = warehouse::set_on_hand(&mut tx, product_id, on_hand).await.map_err(|e| {
+        on_constraint(e, |c| {
+            missing_store_or_product(c).or_else(|| {
+                (c == "warehouse_stock_check")
+                    .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
+            })
+        })
+    })?;
+    let movement =
+        Movement::on_hand(None, product_id, on_hand - previous, MovementReason::WarehouseSet, Uuid::new_v4());
+    ledger::record(&mut tx, &[movement]).await?;
+    let level = warehouse::level(&mut tx, product_id).await?;
+    audit.record(&mut tx, 200).await?;
+    tx.commit().await?;
+    level.ok_or_else(|| Error::NotFound("no such product".into()))
+}
+
+/// Ends a transaction that changed store stock: the low-stock rule for every level it left, the
+/// commit, then the relay and the cache learn of it. Every change to store stock ends here, so
+/// none can leave a store low without a replenishment.
+pub async fn commit_stock_change(
+    ctx: &Context,
+    mut tx: Transaction<'_, Postgres>,
+    levels: &[StockLevel],
+) -> Result<()> {
+    for level in levels {
+        replenishment::replenish_if_low(&mut tx, &ctx.timing, level).await?;
+    }
+    ctx.cache.forget(levels.iter().map(|l| (l.store_id, l.product_id))).await;
+    tx.commit().await?;
+    ctx.outbox.notify();
+    for level in levels {
+        ctx.cache.put(level).await;
+    }
+    Ok(())
+}
+
+/// Starts a replenishment by hand, whatever the stock level, on behalf of the key in `audit`.
+pub async fn start_replenishment(
+    ctx: &Context,
+    audit: &Audit,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+    reason: Option<&str>,
+) -> Result<Uuid> {
+    check_quantity("quantity", quantity, 1)?;
+    let mut tx = ctx.pool.begin().await?;
+    let stocked = level::fetch(&mut tx, store_id, product_id).await?;
+    if stocked.is_none() {
+        return Err(Error::NotFound(format!(
+            "store {store_id} does not stock product {product_id}: set its levels first"
+        )));
+    }
+    let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
+    let actor = audit.actor();
+    let Some(saga_id) =
+        replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, &actor, &detail).await?
+    else {
+        let open = replenishment::open_for(&mut tx, store_id, product_id).await?;
+        let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
+        return Err(Error::Conflict(format!("a replenishment of this product for this store is already open{open}")));
+    };
+    audit.name("saga_id", saga_id);
+    audit.record(&mut tx, 201).await?;
+    tx.commit().await?;
+    ctx.outbox.notify();
+    Ok(saga_id)
+}
