@@ -201,6 +201,7 @@ impl Limiter {
                 if taken != 1 {
                     self.remember_empty(bucket, budget, tokens);
                 }
+                self.mirror(bucket, budget, tokens);
                 Decision::new(budget, tokens, taken == 1)
             }
             Err(_) => {
@@ -229,6 +230,16 @@ impl Limiter {
         }
         if empty.len() < LOCAL_BUCKETS {
             empty.insert(bucket.clone(), now + wait);
+        }
+    }
+
+    /// Keeps the in-process bucket at what Redis last counted, so that a fallback after a
+    /// Redis failure carries on from there instead of granting a fresh burst.
+    fn mirror(&self, bucket: &Bucket, budget: Budget, tokens: f64) {
+        let now = platform::redis::now_millis();
+        let mut buckets = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() < LOCAL_BUCKETS || buckets.contains_key(bucket) {
+            buckets.insert(bucket.clone(), ((tokens, now), budget));
         }
     }
 
@@ -303,5 +314,20 @@ mod tests {
             limiter.take_locally(&Bucket::Address(i.to_string()), BUDGET);
         }
         assert!(limiter.local.lock().unwrap().len() <= LOCAL_BUCKETS + 1);
+    }
+
+    #[test]
+    fn a_fallback_carries_on_from_what_redis_last_counted() {
+        let limiter = Limiter::new(
+            Redis::new("redis://127.0.0.1:1").unwrap(),
+            "t",
+            RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
+        );
+        let bucket = Bucket::Address("10.0.0.7".into());
+        // Redis said the bucket is empty: a Redis failure now must not open a fresh burst.
+        limiter.mirror(&bucket, BUDGET, 0.0);
+        assert!(!limiter.take_locally(&bucket, BUDGET).allowed);
+        let other = Bucket::Address("10.0.0.8".into());
+        assert!(limiter.take_locally(&other, BUDGET).allowed, "a bucket Redis never counted starts full");
     }
 }
