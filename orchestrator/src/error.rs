@@ -29,13 +29,21 @@ pub struct Shortage {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Turns a violated constraint into the domain error it stands for; other errors pass through.
-/// Constraint names are the contract between schema and code.
-pub fn on_constraint(error: sqlx::Error, map: impl FnOnce(&str) -> Option<Error>) -> Error {
-    if let sqlx::Error::Database(db) = &error
-        && let Some(mapped) = db.constraint().and_then(map)
-    {
-        return mapped;
+/// Turns a violated constraint into the domain error it stands for; other database errors pass
+/// through as [`Error::Database`]. Constraint names are the contract between schema and code.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, map: impl FnOnce(&str) -> Option<Error>) -> Result<T>;
+}
+
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, map: impl FnOnce(&str) -> Option<Error>) -> Result<T> {
+        self.map_err(|error| {
+            if let sqlx::Error::Database(db) = &error
+                && let Some(mapped) = db.constraint().and_then(map)
+            {
+                return mapped;
+            }
+            Error::Database(error)
+        })
     }
-    Error::Database(error)
 }

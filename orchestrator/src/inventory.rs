@@ -2,6 +2,7 @@
 //! replenishment started by hand — and the one way every change to store stock ends
 //! ([`commit_stock_change`]): through the replenishment saga's low-stock rule.
 
+use platform::saga::Actor;
 use sagas::replenishment;
 use serde_json::json;
 use sqlx::{Postgres, Transaction};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use crate::{
     Context,
     access::audit::Audit,
-    error::{Error, Result, on_constraint},
+    error::{Error, OnConstraint, Result},
 };
 
 fn check_quantity(name: &str, value: i64, min: i64) -> Result<()> {
@@ -54,15 +55,13 @@ pub async fn set_levels(
         )));
     }
     let mut tx = ctx.pool.begin().await?;
-    let (level, previous) = level::set(&mut tx, store_id, product_id, levels).await.map_err(|e| {
-        on_constraint(e, |c| {
-            missing_store_or_product(c).or_else(|| {
-                (c == "inventory_stock_check").then(|| {
-                    Error::Conflict(format!(
-                        "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
-                        levels.on_hand
-                    ))
-                })
+    let (level, previous) = level::set(&mut tx, store_id, product_id, levels).await.on_constraint(|c| {
+        missing_store_or_product(c).or_else(|| {
+            (c == "inventory_stock_check").then(|| {
+                Error::Conflict(format!(
+                    "on_hand {} is below the quantity reserved by open orders; fulfil or cancel them first",
+                    levels.on_hand
+                ))
             })
         })
     })?;
@@ -92,13 +91,11 @@ pub async fn adjust(
     let mut tx = ctx.pool.begin().await?;
     let level = level::add_on_hand(&mut tx, store_id, product_id, delta)
         .await
-        .map_err(|e| {
-            on_constraint(e, |c| {
-                (c == "inventory_stock_check").then(|| {
-                    Error::Conflict(format!(
-                        "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
-                    ))
-                })
+        .on_constraint(|c| {
+            (c == "inventory_stock_check").then(|| {
+                Error::Conflict(format!(
+                    "an adjustment of {delta} would leave less stock than is on hand or reserved by open orders"
+                ))
             })
         })?
         .ok_or_else(|| Error::NotFound("this store has no inventory of this product; PUT its levels first".into()))?;
@@ -121,12 +118,10 @@ pub async fn adjust(
 pub async fn set_warehouse(ctx: &Context, audit: &Audit, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
     check_quantity("on_hand", on_hand, 0)?;
     let mut tx = ctx.pool.begin().await?;
-    let previous = warehouse::set_on_hand(&mut tx, product_id, on_hand).await.map_err(|e| {
-        on_constraint(e, |c| {
-            missing_store_or_product(c).or_else(|| {
-                (c == "warehouse_stock_check")
-                    .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
-            })
+    let previous = warehouse::set_on_hand(&mut tx, product_id, on_hand).await.on_constraint(|c| {
+        missing_store_or_product(c).or_else(|| {
+            (c == "warehouse_stock_check")
+                .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
         })
     })?;
     let movement =
@@ -178,7 +173,8 @@ pub async fn start_replenishment(
     let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
     let actor = audit.actor();
     let Some(saga_id) =
-        replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, &actor, &detail).await?
+        replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, Actor::Caller(&actor), &detail)
+            .await?
     else {
         let open = replenishment::open_for(&mut tx, store_id, product_id).await?;
         let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));

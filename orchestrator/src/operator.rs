@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use platform::saga::{
-    Action,
+    Action, Actor,
     engine::{Applied, EngineError},
     store,
 };
@@ -13,7 +13,7 @@ use platform::saga::{
 use crate::{
     Context,
     access::audit::Audit,
-    error::{Error, Result, on_constraint},
+    error::{Error, OnConstraint, Result},
 };
 
 /// Applies `action` to saga `id` on behalf of the key in `audit`, which the timeline names; a
@@ -22,8 +22,8 @@ pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Resu
     let mut tx = ctx.pool.begin().await?;
     let row = store::lock(&mut tx, id).await?.ok_or_else(|| Error::NotFound(format!("no saga {id}")))?;
     let actor = audit.actor();
-    let driver = ctx.registry.driver(&row.kind).map_err(engine_error)?;
-    let applied = driver.act(&mut tx, &ctx.timing, &row, action, &actor).await.map_err(engine_error)?;
+    let driver = engine_outcome(ctx.registry.driver(&row.kind))?;
+    let applied = engine_outcome(driver.act(&mut tx, &ctx.timing, &row, action, Actor::Caller(&actor)).await)?;
     // A refusal is recorded in the timeline, so its audit row goes with it.
     audit.record(&mut tx, if matches!(applied, Applied::Moved { .. }) { 200 } else { 409 }).await?;
     tx.commit().await?;
@@ -40,9 +40,11 @@ pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Resu
     }
 }
 
-fn engine_error(error: EngineError) -> Error {
-    match error {
-        EngineError::Database(error) => on_constraint(error, |constraint| {
+/// What an engine failure means to the operator who asked.
+fn engine_outcome<T>(outcome: Result<T, EngineError>) -> Result<T> {
+    outcome.or_else(|error| match error {
+        // Taking up a failed saga again can meet the kind's one-open guard.
+        EngineError::Database(error) => Err(error).on_constraint(|constraint| {
             (constraint == "replenishment_one_open").then(|| {
                 Error::Conflict(
                     "another replenishment of this product for this store has opened since; \
@@ -51,7 +53,7 @@ fn engine_error(error: EngineError) -> Error {
                 )
             })
         }),
-        EngineError::Fenced(id) => Error::Conflict(format!("saga {id} changed meanwhile; try again")),
-        other => Error::Conflict(format!("the engine cannot drive this saga: {other}")),
-    }
+        EngineError::Fenced(id) => Err(Error::Conflict(format!("saga {id} changed meanwhile; try again"))),
+        other => Err(Error::Conflict(format!("the engine cannot drive this saga: {other}"))),
+    })
 }

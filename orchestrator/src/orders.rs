@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::{
     Context,
     access::audit::Audit,
-    error::{Error, Result, Shortage, on_constraint},
+    error::{Error, OnConstraint, Result, Shortage},
     inventory::commit_stock_change,
 };
 
@@ -31,11 +31,29 @@ pub struct OrderLine {
     pub quantity: i64,
 }
 
+// Stored as text, checked by the schema.
+/// Where an order is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString, poem_openapi::Enum)]
+#[strum(serialize_all = "snake_case")]
+#[oai(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Its items are held for it.
+    Reserved,
+    /// Handed to the customer.
+    Fulfilled,
+    /// Its items went back to available stock.
+    Cancelled,
+}
+
+fn order_status(text: &str) -> sqlx::Result<OrderStatus> {
+    text.parse().map_err(|_| sqlx::Error::Decode(format!("order status {text:?}").into()))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
     pub id: Uuid,
     pub store_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub items: Vec<OrderLine>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -99,18 +117,17 @@ pub async fn place(
     // A concurrent request with the same key waits here for the first to commit, then conflicts.
     let inserted = sqlx::query!(
         "INSERT INTO customer_order (id, store_id, status, idempotency_key, request_fingerprint)
-         VALUES ($1, $2, 'reserved', $3, $4)
+         VALUES ($1, $2, $5, $3, $4)
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING created_at, updated_at",
         order_id,
         store_id,
         key,
-        fingerprint
+        fingerprint,
+        OrderStatus::Reserved.as_ref()
     )
     .fetch_optional(&mut *tx)
     .await
-    .map_err(|e| {
-        on_constraint(e, |c| (c == "customer_order_store_id_fkey").then(|| Error::NotFound("no such store".into())))
-    })?;
+    .on_constraint(|c| (c == "customer_order_store_id_fkey").then(|| Error::NotFound("no such store".into())))?;
     let Some(inserted) = inserted else {
         drop(tx);
         let placed = replay(ctx, key.unwrap_or_default(), &fingerprint).await?;
@@ -165,7 +182,7 @@ pub async fn place(
     let order = Order {
         id: order_id,
         store_id,
-        status: "reserved".into(),
+        status: OrderStatus::Reserved,
         items,
         created_at: inserted.created_at,
         updated_at: inserted.updated_at,
@@ -231,7 +248,7 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Optio
     Ok(Some(Order {
         id: head.id,
         store_id: head.store_id,
-        status: head.status,
+        status: order_status(&head.status)?,
         items,
         created_at: head.created_at,
         updated_at: head.updated_at,
@@ -251,18 +268,19 @@ pub enum Close {
 /// the order unchanged.
 pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) -> Result<Order> {
     let (target, reason) = match action {
-        Close::Fulfil => ("fulfilled", MovementReason::OrderFulfilled),
-        Close::Cancel => ("cancelled", MovementReason::OrderCancelled),
+        Close::Fulfil => (OrderStatus::Fulfilled, MovementReason::OrderFulfilled),
+        Close::Cancel => (OrderStatus::Cancelled, MovementReason::OrderCancelled),
     };
     let mut tx = ctx.pool.begin().await?;
     let status = sqlx::query_scalar!("SELECT status FROM customer_order WHERE id = $1 FOR UPDATE", order_id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::NotFound("no such order".into()))?;
+    let status = order_status(&status)?;
     if status == target {
         return load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()));
     }
-    if status != "reserved" {
+    if status != OrderStatus::Reserved {
         return Err(Error::Conflict(format!("the order is already {status} and cannot be {target}")));
     }
     let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
@@ -284,7 +302,7 @@ pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) 
         });
     }
     ledger::record(&mut tx, &movements).await?;
-    sqlx::query!("UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1", order_id, target)
+    sqlx::query!("UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1", order_id, target.as_ref())
         .execute(&mut *tx)
         .await?;
     if action == Close::Cancel {

@@ -27,7 +27,7 @@ use platform::{
         outbox::{self, Outgoing},
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
-    saga::{Action, Input, Refused, SagaKind, SagaState, Step, engine},
+    saga::{Action, Actor, Input, Refused, SagaKind, SagaState, Step, engine},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -286,6 +286,9 @@ impl SagaKind for Replenishment {
     }
 }
 
+/// The low-stock rule, as the timeline names it.
+pub const LOW_STOCK: Actor<'static> = Actor::Rule("low-stock");
+
 /// The low-stock rule, which every change to a store's stock goes through: when `level` is at or
 /// below its reorder threshold and no replenishment is open for it, one starts, for enough to
 /// reach the target level counting what is already on the road. Returns the new saga's id.
@@ -306,8 +309,7 @@ pub async fn replenish_if_low(
         "available": level.available(), "reorder_threshold": level.reorder_threshold,
         "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
     });
-    let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, "low-stock", &detail).await?
-    else {
+    let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, LOW_STOCK, &detail).await? else {
         return Ok(None);
     };
     let low = json!({
@@ -320,14 +322,14 @@ pub async fn replenish_if_low(
 
 /// Opens a replenishment of `quantity` unless one is open for the (store, product): its claim
 /// row, its saga, and the `replenishment.created` event. `None` when one is open already.
-/// `actor` is who asked (`low-stock`, or `<role>:<key name>`).
+/// `actor` is who asked: the low-stock rule, or a caller of the API.
 pub async fn open(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     store_id: Uuid,
     product_id: Uuid,
     quantity: i64,
-    actor: &str,
+    actor: Actor<'_>,
     detail: &serde_json::Value,
 ) -> sqlx::Result<Option<Uuid>> {
     let saga_id = Uuid::new_v4();
@@ -355,9 +357,7 @@ pub async fn open(
     });
     outbox::enqueue(tx, &[Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)])
         .await?;
-    // Labelled by who started it (`low-stock`, `operator`), not by which operator.
-    let started_by = actor.split_once(':').map_or(actor, |(role, _)| role).to_owned();
-    metrics::counter!("replenishments_started_total", "actor" => started_by).increment(1);
+    metrics::counter!("replenishments_started_total", "actor" => actor.label().to_owned()).increment(1);
     Ok(Some(saga_id))
 }
 

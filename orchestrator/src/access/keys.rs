@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Caller, Role};
-use crate::error::{Error, Result, on_constraint};
+use crate::error::{Error, OnConstraint, Result};
 
 /// How often each process reloads the keys in use.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -138,7 +138,7 @@ async fn insert(
     )
     .fetch_one(tx)
     .await
-    .map_err(|e| on_constraint(e, name_in_use(name)))?;
+    .on_constraint(name_in_use(name))?;
     Ok(row.try_into()?)
 }
 

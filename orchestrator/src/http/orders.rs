@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
 use super::{
@@ -15,16 +15,8 @@ use super::{
 use crate::{
     Context,
     access::audit::Audit,
-    orders::{self, Close, OrderLine, Placed},
+    orders::{self, Close, OrderLine, OrderStatus, Placed},
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum OrderStatus {
-    Reserved,
-    Fulfilled,
-    Cancelled,
-}
 
 #[derive(Clone, Debug, Object)]
 #[oai(deny_unknown_fields)]
@@ -54,15 +46,10 @@ pub struct NewOrder {
 
 impl From<orders::Order> for Order {
     fn from(o: orders::Order) -> Self {
-        let status = match o.status.as_str() {
-            "fulfilled" => OrderStatus::Fulfilled,
-            "cancelled" => OrderStatus::Cancelled,
-            _ => OrderStatus::Reserved,
-        };
         Self {
             id: o.id,
             store_id: o.store_id,
-            status,
+            status: o.status,
             items: o.items.into_iter().map(|i| OrderItem { product_id: i.product_id, quantity: i.quantity }).collect(),
             created_at: o.created_at,
             updated_at: o.updated_at,

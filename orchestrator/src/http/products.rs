@@ -16,7 +16,7 @@ use super::{
 use crate::{
     Context,
     access::audit::Audit,
-    error::{Error, on_constraint},
+    error::{Error, OnConstraint},
 };
 
 #[derive(Clone, Debug, Object)]
@@ -69,10 +69,8 @@ impl ProductsApi {
         )
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| {
-            on_constraint(e, |c| {
-                (c == "product_sku_key").then(|| Error::Conflict(format!("a product with sku {sku:?} already exists")))
-            })
+        .on_constraint(|c| {
+            (c == "product_sku_key").then(|| Error::Conflict(format!("a product with sku {sku:?} already exists")))
         })?;
         audit.name("product_id", product.id);
         audit.record(&mut tx, 201).await?;

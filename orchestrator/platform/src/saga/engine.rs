@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Action, Input, SagaKind, SagaState,
+    Action, Actor, Input, SagaKind, SagaState,
     store::{self, SagaRow, SagaUpdate, TransitionRecord},
 };
 use crate::{
@@ -82,7 +82,7 @@ pub async fn start<K: SagaKind>(
     saga_id: Uuid,
     initial: K::State,
     data: &K::Data,
-    actor: &str,
+    actor: Actor<'_>,
     detail: &Value,
 ) -> sqlx::Result<()> {
     let command = K::outstanding(saga_id, initial, data);
@@ -105,7 +105,7 @@ pub async fn start<K: SagaKind>(
         event: "Started",
         applied: true,
         detail,
-        actor,
+        actor: actor.as_str(),
         took_ms: None,
     };
     store::record_transition(tx, &record).await?;
@@ -153,7 +153,7 @@ pub async fn apply<K: SagaKind>(
     timing: &SagaTiming,
     row: &SagaRow,
     input: &Input<K::Reply>,
-    actor: &str,
+    actor: Actor<'_>,
 ) -> Result<Applied, EngineError> {
     let (state, data) = parse::<K>(row)?;
     let event = input.name();
@@ -171,7 +171,7 @@ pub async fn apply<K: SagaKind>(
                 event: &event,
                 applied: false,
                 detail: &detail,
-                actor,
+                actor: actor.as_str(),
                 took_ms: None,
             };
             store::record_transition(tx, &record).await?;
@@ -200,7 +200,7 @@ pub async fn apply<K: SagaKind>(
         event: &event,
         applied: true,
         detail: &detail,
-        actor,
+        actor: actor.as_str(),
         took_ms,
     };
     store::record_transition(tx, &record).await?;
@@ -240,7 +240,7 @@ pub async fn on_deadline<K: SagaKind>(
         return Ok(());
     };
     if row.attempt >= timing.max_attempts {
-        apply::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, "engine").await?;
+        apply::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, Actor::Engine).await?;
         return Ok(());
     }
     let attempt = row.attempt + 1;
@@ -265,7 +265,7 @@ pub async fn on_deadline<K: SagaKind>(
         event: "CommandResent",
         applied: true,
         detail: &detail,
-        actor: "engine",
+        actor: Actor::Engine.as_str(),
         took_ms: None,
     };
     store::record_transition(tx, &record).await?;

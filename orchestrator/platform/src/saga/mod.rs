@@ -61,6 +61,39 @@ impl<R: MessageFamily> Input<R> {
     }
 }
 
+/// Who moved a saga, as its timeline names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Actor<'a> {
+    /// The engine itself: a resend, a step given up, a saga set aside.
+    Engine,
+    /// A participant's reply.
+    Participant,
+    /// One of a kind's rules, by name (`low-stock`).
+    Rule(&'static str),
+    /// A caller of the API, as `<role>:<key name>`.
+    Caller(&'a str),
+}
+
+impl Actor<'_> {
+    /// As stored in the timeline.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Engine => "engine",
+            Self::Participant => "participant",
+            Self::Rule(name) => name,
+            Self::Caller(caller) => caller,
+        }
+    }
+
+    /// For a metric's label: a caller by role only, so keys do not multiply the series.
+    pub fn label(&self) -> &str {
+        match self {
+            Self::Caller(caller) => caller.split_once(':').map_or(*caller, |(role, _)| role),
+            other => other.as_str(),
+        }
+    }
+}
+
 /// The result of a legal transition.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step<S, D, C> {

@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Action, Input, SagaKind,
+    Action, Actor, Input, SagaKind,
     engine::{self, Applied, EngineError},
     store::SagaRow,
 };
@@ -46,7 +46,7 @@ pub trait Driver: Send + Sync {
         timing: &'a SagaTiming,
         row: &'a SagaRow,
         action: Action,
-        actor: &'a str,
+        actor: Actor<'a>,
     ) -> BoxFuture<'a, Result<Applied, EngineError>>;
 
     /// The command a saga in `state` with `data` waits on, if any, as it would be sent.
@@ -65,7 +65,7 @@ impl<K: SagaKind> Driver for Kind<K> {
     ) -> BoxFuture<'a, Result<Applied, EngineError>> {
         Box::pin(async move {
             let reply: K::Reply = message.body()?;
-            engine::apply::<K>(tx, timing, row, &Input::Reply(reply), "participant").await
+            engine::apply::<K>(tx, timing, row, &Input::Reply(reply), Actor::Participant).await
         })
     }
 
@@ -84,7 +84,7 @@ impl<K: SagaKind> Driver for Kind<K> {
         timing: &'a SagaTiming,
         row: &'a SagaRow,
         action: Action,
-        actor: &'a str,
+        actor: Actor<'a>,
     ) -> BoxFuture<'a, Result<Applied, EngineError>> {
         Box::pin(async move { engine::apply::<K>(tx, timing, row, &Input::Operator(action), actor).await })
     }

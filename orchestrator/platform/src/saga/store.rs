@@ -140,7 +140,7 @@ pub async fn set_aside(tx: &mut PgConnection, row: &SagaRow, reason: &str) -> sq
         event: "SetAside",
         applied: false,
         detail: &detail,
-        actor: "engine",
+        actor: super::Actor::Engine.as_str(),
         took_ms: None,
     };
     record_transition(tx, &record).await
