@@ -70,6 +70,9 @@ impl Run {
             command_timeout: Duration::from_millis(1_000),
             max_timeout: Duration::from_millis(4_000),
             max_attempts: 4,
+            // Orders the load leaves unpicked are given up at the end of the run, so that every
+            // saga ends within the test.
+            person_timeout: Duration::from_millis(3_000),
         };
         env.config.simulation.receipt_failure_rate = 0.05;
         env.config.db_max_connections = 6;

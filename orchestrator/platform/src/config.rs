@@ -122,6 +122,9 @@ pub struct SagaTiming {
     pub max_timeout: Duration,
     /// Sends of one command (the first included) before the saga gives up on the step.
     pub max_attempts: i32,
+    /// Deadline of each send of a command that waits on a person (a picker handing an order
+    /// over), not on a worker: people take minutes, and their time does not double.
+    pub person_timeout: Duration,
 }
 
 /// The simulated physical world of the participants.
@@ -131,6 +134,10 @@ pub struct Simulation {
     pub transit_delay: Duration,
     /// Fraction (0.0–1.0) of receipts that fail at the store (damaged goods, refused delivery).
     pub receipt_failure_rate: f64,
+    /// Fraction (0.0–1.0) of payments the payment provider declines.
+    pub payment_decline_rate: f64,
+    /// Fraction (0.0–1.0) of orders the store cannot pick (goods not found on the shelf).
+    pub picking_failure_rate: f64,
 }
 
 /// A variable was set to something unusable.
@@ -156,6 +163,7 @@ impl Default for Config {
                 command_timeout: Duration::from_secs(5),
                 max_timeout: Duration::from_secs(60),
                 max_attempts: 5,
+                person_timeout: Duration::from_secs(15 * 60),
             },
             simulation: Simulation::default(),
             log_json: false,
@@ -200,6 +208,9 @@ impl Config {
         millis(&get, "COMMAND_TIMEOUT_MS", &mut config.saga.command_timeout)?;
         millis(&get, "COMMAND_MAX_TIMEOUT_MS", &mut config.saga.max_timeout)?;
         millis(&get, "TRANSIT_DELAY_MS", &mut config.simulation.transit_delay)?;
+        millis(&get, "PERSON_STEP_TIMEOUT_MS", &mut config.saga.person_timeout)?;
+        parse(&get, "PAYMENT_DECLINE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.payment_decline_rate)?;
+        parse(&get, "PICKING_FAILURE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.picking_failure_rate)?;
         if let Some(secret) = get("BOOTSTRAP_ADMIN_KEY").filter(|v| !v.is_empty()) {
             if !valid_secret(&secret) {
                 return Err(ConfigError {
@@ -235,13 +246,13 @@ impl Config {
                 expected: "each at least 1",
             });
         }
-        let rate = config.simulation.receipt_failure_rate;
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(ConfigError {
-                name: "RECEIPT_FAILURE_RATE",
-                value: rate.to_string(),
-                expected: "a number from 0.0 to 1.0",
-            });
+        let rates = [
+            ("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate),
+            ("PAYMENT_DECLINE_RATE", config.simulation.payment_decline_rate),
+            ("PICKING_FAILURE_RATE", config.simulation.picking_failure_rate),
+        ];
+        if let Some((name, rate)) = rates.into_iter().find(|(_, rate)| !(0.0..=1.0).contains(rate)) {
+            return Err(ConfigError { name, value: rate.to_string(), expected: "a number from 0.0 to 1.0" });
         }
         if config.saga.max_attempts < 1 || config.db_max_connections < 1 || config.prefetch < 1 {
             return Err(ConfigError {
@@ -312,9 +323,13 @@ mod tests {
             ("COMMAND_TIMEOUT_MS", "250"),
             ("HTTP_ADDR", "0.0.0.0:9"),
             ("FAULT_DUPLICATE_DELIVERY", "true"),
+            ("PERSON_STEP_TIMEOUT_MS", "60000"),
+            ("PAYMENT_DECLINE_RATE", "0.25"),
         ])
         .unwrap();
         assert_eq!(c.namespace, "t1");
+        assert_eq!(c.saga.person_timeout, Duration::from_secs(60));
+        assert!((c.simulation.payment_decline_rate - 0.25).abs() < f64::EPSILON);
         assert!(c.duplicate_delivery);
         assert_eq!(c.saga.command_timeout, Duration::from_millis(250));
         assert_eq!(c.http_addr.port(), 9);
@@ -326,6 +341,8 @@ mod tests {
         assert!(err.contains("HTTP_ADDR"), "{err}");
         assert!(config(&[("NAMESPACE", "Has Spaces")]).is_err());
         assert!(config(&[("RECEIPT_FAILURE_RATE", "1.5")]).is_err());
+        let err = config(&[("PICKING_FAILURE_RATE", "-0.1")]).unwrap_err().to_string();
+        assert!(err.contains("PICKING_FAILURE_RATE"), "{err}");
         assert!(config(&[("COMMAND_MAX_ATTEMPTS", "0")]).is_err());
         assert!(config(&[("FAULT_DUPLICATE_DELIVERY", "yes")]).is_err());
     }

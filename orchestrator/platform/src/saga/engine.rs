@@ -67,10 +67,14 @@ pub enum Applied {
     },
 }
 
-/// When a command sent for the `attempt`-th time is due: the timeout doubles with each resend.
-pub fn deadline(timing: &SagaTiming, attempt: i32) -> DateTime<Utc> {
-    let doubled = timing.command_timeout.saturating_mul(1 << (attempt - 1).clamp(0, 16));
-    let wait = doubled.min(timing.max_timeout);
+/// When the command of `state`, sent for the `attempt`-th time, is due: a worker's timeout
+/// doubles with each resend; a person's stays the same.
+pub fn deadline<K: SagaKind>(timing: &SagaTiming, state: K::State, attempt: i32) -> DateTime<Utc> {
+    let wait = if K::waits_on_a_person(state) {
+        timing.person_timeout
+    } else {
+        timing.command_timeout.saturating_mul(1 << (attempt - 1).clamp(0, 16)).min(timing.max_timeout)
+    };
     Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
 }
 
@@ -93,7 +97,7 @@ pub async fn start<K: SagaKind>(
         state: initial.as_ref(),
         data: &data_json,
         attempt: i32::from(command.is_some()),
-        deadline_at: command.as_ref().map(|_| deadline(timing, 1)),
+        deadline_at: command.as_ref().map(|_| deadline::<K>(timing, initial, 1)),
         last_error: None,
         closed: initial.is_terminal(),
     };
@@ -184,7 +188,7 @@ pub async fn apply<K: SagaKind>(
         state: step.next.as_ref(),
         data: &data_json,
         attempt: i32::from(awaiting),
-        deadline_at: awaiting.then(|| deadline(timing, 1)),
+        deadline_at: awaiting.then(|| deadline::<K>(timing, step.next, 1)),
         last_error: step.error.as_deref(),
         closed: step.next.is_terminal(),
     };
@@ -249,7 +253,7 @@ pub async fn on_deadline<K: SagaKind>(
         state: state.as_ref(),
         data: &row.data,
         attempt,
-        deadline_at: Some(deadline(timing, attempt)),
+        deadline_at: Some(deadline::<K>(timing, state, attempt)),
         // A resend is routine, not an error: the timeline and the attempt count show it.
         last_error: None,
         closed: false,

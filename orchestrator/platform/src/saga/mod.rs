@@ -149,6 +149,12 @@ pub trait SagaKind: Send + Sync + 'static {
     /// The command a state waits on, which the engine sends again when its deadline passes.
     fn outstanding(saga_id: Uuid, state: Self::State, data: &Self::Data) -> Option<Self::Command>;
 
+    /// Whether the command of `state` waits on a person (a picker) rather than on a worker: its
+    /// every send then gets [`SagaTiming::person_timeout`] instead of the doubling worker timeout.
+    fn waits_on_a_person(_state: Self::State) -> bool {
+        false
+    }
+
     /// After each applied transition, in its transaction: keeps the kind's own rows in step (the
     /// `replenishment` row, say) and applies the kind's rules that follow from the new state.
     /// Not called at [`engine::start`]: whoever starts a saga writes the kind's rows itself.
