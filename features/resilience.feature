@@ -18,7 +18,7 @@ Feature: Replenishment survives an unreliable world
     And no stock was created, lost or oversold
 
   Scenario: A lost reply is asked for again once its deadline passes
-    Given the next reply from a worker is lost on the way
+    Given the next reply from a delivery worker is lost on the way
     And the warehouse holds 100 "oat milk"
     And "Riverside" stocks 10 "oat milk" with a reorder level of 5 and a target level of 20
     When a customer orders 6 "oat milk" from "Riverside"

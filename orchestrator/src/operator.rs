@@ -41,7 +41,7 @@ pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Resu
 }
 
 /// What an engine failure means to the operator who asked.
-fn engine_outcome<T>(outcome: Result<T, EngineError>) -> Result<T> {
+pub(crate) fn engine_outcome<T>(outcome: Result<T, EngineError>) -> Result<T> {
     outcome.or_else(|error| match error {
         // Taking up a failed saga again can meet the kind's one-open guard.
         EngineError::Database(error) => Err(error).on_constraint(|constraint| {

@@ -6,10 +6,19 @@
 //! event, and the low-stock rule for every touched product. Any short item rolls back everything.
 
 use chrono::{DateTime, Utc};
-use platform::messaging::{
-    Exchange,
-    outbox::{self, Outgoing},
+use participants::inventory::pick::{self, HandOverError};
+use platform::{
+    messaging::{
+        Exchange,
+        outbox::{self, Outgoing},
+    },
+    saga::{
+        Action, Actor, Input,
+        engine::{self, Applied},
+        store,
+    },
 };
+use sagas::fulfilment::{self, Fulfilment};
 use serde_json::json;
 use sqlx::PgConnection;
 use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
@@ -20,6 +29,7 @@ use crate::{
     access::audit::Audit,
     error::{Error, OnConstraint, Result, Shortage},
     inventory::commit_stock_change,
+    operator::engine_outcome,
 };
 
 /// Items in one order, at most: a bigger basket is a client bug.
@@ -37,12 +47,18 @@ pub struct OrderLine {
 #[strum(serialize_all = "snake_case")]
 #[oai(rename_all = "snake_case")]
 pub enum OrderStatus {
-    /// Its items are held for it.
+    /// Its items are held for it; its payment is being taken.
     Reserved,
+    /// Paid: on the store's pick list until the picker hands it over.
+    Paid,
+    /// Being unwound: its payment refunded, its items released.
+    Cancelling,
     /// Handed to the customer.
     Fulfilled,
-    /// Its items went back to available stock.
+    /// Refunded, and its items back in available stock.
     Cancelled,
+    /// Its cancellation could not be completed: an operator steps in (see its saga).
+    Failed,
 }
 
 fn order_status(text: &str) -> sqlx::Result<OrderStatus> {
@@ -151,15 +167,21 @@ pub async fn place(
     }
     let products: Vec<Uuid> = items.iter().map(|i| i.product_id).collect();
     let quantities: Vec<i64> = items.iter().map(|i| i.quantity).collect();
-    sqlx::query!(
-        "INSERT INTO order_item (order_id, product_id, quantity)
-         SELECT $1, * FROM UNNEST($2::uuid[], $3::int8[])",
+    // Each line keeps the price it was placed at; the order's amount is what the customer pays.
+    let amounts = sqlx::query_scalar!(
+        r#"INSERT INTO order_item (order_id, product_id, quantity, unit_price_cents)
+           SELECT $1, u.product_id, u.quantity, p.price_cents
+           FROM UNNEST($2::uuid[], $3::int8[]) AS u (product_id, quantity) JOIN product p ON p.id = u.product_id
+           RETURNING quantity * unit_price_cents AS "amount!""#,
         order_id,
         &products,
         &quantities
     )
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let lines = items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
+    let data = fulfilment::Data { store_id, items: lines, amount_cents: amounts.iter().sum() };
+    fulfilment::start(&mut tx, &ctx.timing, order_id, &data, Actor::Caller(&audit.actor())).await?;
     let movements: Vec<Movement> = items
         .iter()
         .map(|i| Movement {
@@ -255,63 +277,66 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Optio
     }))
 }
 
-/// How an order leaves `reserved`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Close {
-    /// Handed to the customer: on_hand and reserved both drop.
-    Fulfil,
-    /// Released back to available stock.
-    Cancel,
-}
-
-/// Fulfils or cancels a reserved order for the key in `audit`. Repeating the same action returns
-/// the order unchanged.
-pub async fn close(ctx: &Context, audit: &Audit, order_id: Uuid, action: Close) -> Result<Order> {
-    let (target, reason) = match action {
-        Close::Fulfil => (OrderStatus::Fulfilled, MovementReason::OrderFulfilled),
-        Close::Cancel => (OrderStatus::Cancelled, MovementReason::OrderCancelled),
-    };
+/// The picker hands the order over (the store's answer to the fulfilment saga's `HandOver`): its
+/// goods leave the shelf and it is fulfilled. Only a paid order can be; handing it over again
+/// returns it unchanged.
+pub async fn fulfil(ctx: &Context, audit: &Audit, order_id: Uuid) -> Result<Order> {
     let mut tx = ctx.pool.begin().await?;
-    let status = sqlx::query_scalar!("SELECT status FROM customer_order WHERE id = $1 FOR UPDATE", order_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound("no such order".into()))?;
-    let status = order_status(&status)?;
-    if status == target {
-        return load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()));
-    }
-    if status != OrderStatus::Reserved {
-        return Err(Error::Conflict(format!("the order is already {status} and cannot be {target}")));
-    }
     let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
-    let on_hand_factor = i64::from(action == Close::Fulfil);
-    let mut levels = Vec::with_capacity(order.items.len());
-    let mut movements = Vec::with_capacity(order.items.len());
-    for item in &order.items {
-        let level =
-            level::unreserve(&mut tx, order.store_id, item.product_id, item.quantity, action == Close::Fulfil).await?;
-        levels.push(level);
-        movements.push(Movement {
-            store_id: Some(order.store_id),
-            product_id: item.product_id,
-            on_hand_delta: -item.quantity * on_hand_factor,
-            reserved_delta: -item.quantity,
-            reason,
-            reference: Some(order_id),
-            note: None,
-        });
+    if order.status == OrderStatus::Fulfilled {
+        return Ok(order);
     }
-    ledger::record(&mut tx, &movements).await?;
-    sqlx::query!("UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1", order_id, target.as_ref())
-        .execute(&mut *tx)
-        .await?;
-    if action == Close::Cancel {
-        let event = json!({ "order_id": order_id, "store_id": order.store_id });
-        outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.cancelled", Some(order_id), event)])
-            .await?;
+    let lines: Vec<fulfilment::Line> =
+        order.items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
+    let levels = match pick::hand_over(&mut tx, order_id, order.store_id, &lines).await {
+        Ok(levels) => levels.unwrap_or_default(),
+        Err(HandOverError::Database(error)) => return Err(error.into()),
+        Err(refused) => return Err(Error::Conflict(format!("the order is {}: {refused}", order.status))),
+    };
+    // The store's answer goes straight to the saga, in the same transaction as the hand-over.
+    let reply = Input::Reply(fulfilment::Reply::HandedOver { order_id });
+    let actor = audit.actor();
+    if let Applied::Refused { state, .. } = apply(&mut tx, ctx, order_id, &reply, &actor).await? {
+        // Being cancelled meanwhile: the hand-over rolls back with this transaction.
+        return Err(Error::Conflict(format!("the order can no longer be handed over: its fulfilment is {state}")));
     }
     let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
     audit.record(&mut tx, 200).await?;
     commit_stock_change(ctx, tx, &levels).await?;
     Ok(order)
+}
+
+/// The customer cancels the order: its fulfilment saga refunds what was taken and releases the
+/// goods, so the answer shows it `cancelling`. Cancelling again returns it unchanged; an order
+/// handed over (or failed) cannot be cancelled.
+pub async fn cancel(ctx: &Context, audit: &Audit, order_id: Uuid) -> Result<Order> {
+    let mut tx = ctx.pool.begin().await?;
+    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
+    if matches!(order.status, OrderStatus::Cancelling | OrderStatus::Cancelled) {
+        return Ok(order);
+    }
+    let cancel = Input::Operator(Action::Compensate { reason: "cancelled by the customer".into() });
+    let actor = audit.actor();
+    if let Applied::Refused { state, .. } = apply(&mut tx, ctx, order_id, &cancel, &actor).await? {
+        return Err(Error::Conflict(format!("the order is {state} and can no longer be cancelled")));
+    }
+    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
+    audit.record(&mut tx, 200).await?;
+    tx.commit().await?;
+    ctx.outbox.notify();
+    Ok(order)
+}
+
+/// Applies `input` to the order's fulfilment saga, which it locks, on behalf of `actor`.
+async fn apply(
+    tx: &mut PgConnection,
+    ctx: &Context,
+    order_id: Uuid,
+    input: &Input<fulfilment::Reply>,
+    actor: &str,
+) -> Result<Applied> {
+    let row = store::lock(tx, order_id)
+        .await?
+        .ok_or_else(|| Error::Conflict("the order has no fulfilment to act on".into()))?;
+    engine_outcome(engine::apply::<Fulfilment>(tx, &ctx.timing, &row, input, Actor::Caller(actor)).await)
 }

@@ -72,6 +72,17 @@ async fn one_trace_runs_from_the_request_through_every_message_and_operators_see
     let left: Vec<&Value> = detail["transitions"].as_array().unwrap().iter().filter(|t| t["from"] != t["to"]).collect();
     assert!(left.iter().skip(1).all(|t| t["took_ms"].as_f64().is_some_and(|ms| ms >= 0.0)), "{detail}");
 
+    // The order's own saga waits on the picker: hand the order over, and nothing is open.
+    let order_id = body(order, StatusCode::CREATED).await["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "the order paid and handed over", || async {
+        let answer = api.post(format!("/orders/{order_id}/fulfil")).send().await;
+        (answer.0.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let fulfilment = saga(&api, &order_id).await;
+    assert_eq!(fulfilment["trace_id"], trace_id, "the order's saga continues the request's trace");
+    assert_eq!(fulfilment["state"], "fulfilled", "{fulfilment}");
+
     let stats = body(api.get("/sagas/stats").send().await, StatusCode::OK).await;
     assert!(stats["counts"].as_array().unwrap().iter().any(|c| c["state"] == "received" && c["count"] == 1), "{stats}");
     assert!(
@@ -88,7 +99,8 @@ async fn one_trace_runs_from_the_request_through_every_message_and_operators_see
         all_up.then_some(view)
     })
     .await;
-    assert_eq!(participants["participants"].as_array().unwrap().len(), 3, "{participants}");
+    // The engine, then the participants of both kinds: warehouse, inventory, payment.
+    assert_eq!(participants["participants"].as_array().unwrap().len(), 4, "{participants}");
 
     // A stock read goes through the cache.
     api.get(format!("/stores/{store_id}/inventory/{product_id}")).send().await.assert_status_is_ok();

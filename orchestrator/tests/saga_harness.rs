@@ -15,7 +15,7 @@ use orchestrator::{
     inventory,
     orders::{self, OrderLine, Placed},
 };
-use participants::{inventory::InventoryWorker, warehouse::WarehouseWorker};
+use participants::{inventory::InventoryWorker, payment::PaymentWorker, warehouse::WarehouseWorker};
 use platform::{
     config::Simulation,
     db,
@@ -46,6 +46,7 @@ struct Harness {
     replies: ReplyHandler,
     warehouse: WarehouseWorker,
     inventory: InventoryWorker,
+    payment: PaymentWorker,
     sweeper: Sweeper,
     store_id: Uuid,
     product_id: Uuid,
@@ -87,6 +88,7 @@ impl Harness {
         Self {
             replies: ReplyHandler { registry: registry.clone(), timing },
             warehouse: WarehouseWorker,
+            payment: PaymentWorker { decline_rate: simulation.payment_decline_rate },
             inventory: InventoryWorker { cache, simulation },
             sweeper: Sweeper { pool, registry, timing, outbox: Default::default() },
             env,
@@ -144,6 +146,7 @@ impl Harness {
         match route {
             "warehouse" => handle(&self.warehouse, self.pool(), message).await,
             "inventory" => handle(&self.inventory, self.pool(), message).await,
+            "payment" => handle(&self.payment, self.pool(), message).await,
             "orchestrator" => handle(&self.replies, self.pool(), message).await,
             other => panic!("no participant routes {other}"),
         }

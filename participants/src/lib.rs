@@ -3,12 +3,14 @@
 //! after that commits (the consumer loop is [`platform::messaging::consumer`]).
 //!
 //! - [`warehouse`]: dispatches and cancels shipments;
-//! - [`inventory`]: takes shipments into a store's stock.
+//! - [`inventory`]: takes shipments into a store's stock, keeps its pick list, releases orders;
+//! - [`payment`]: charges and refunds orders (a simulated payment provider).
 //!
 //! [`spawn`] starts the worker of a participant the saga kinds declare; the binaries and
 //! `orchestrator all` start them through it.
 
 pub mod inventory;
+pub mod payment;
 pub mod warehouse;
 
 use platform::{
@@ -16,12 +18,12 @@ use platform::{
     process::Services,
     shutdown::Shutdown,
 };
-use sagas::{INVENTORY, WAREHOUSE};
+use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
 use stock::Cache;
 use tokio::task::JoinSet;
 
 /// Every participant this build has a worker for.
-pub const ALL: [Participant; 2] = [WAREHOUSE, INVENTORY];
+pub const ALL: [Participant; 3] = [WAREHOUSE, INVENTORY, PAYMENT];
 
 /// Starts the consumer of `participant`'s queue; `false` when this build has no worker for it.
 pub fn spawn(services: &Services, participant: Participant, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> bool {
@@ -31,6 +33,9 @@ pub fn spawn(services: &Services, participant: Participant, tasks: &mut JoinSet<
     } else if participant == INVENTORY {
         let cache = Cache::new(services.redis.clone(), &services.config.namespace);
         let worker = inventory::InventoryWorker { cache, simulation: services.config.simulation };
+        tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
+    } else if participant == PAYMENT {
+        let worker = payment::PaymentWorker { decline_rate: services.config.simulation.payment_decline_rate };
         tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
     } else {
         return false;
@@ -45,4 +50,29 @@ pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
         spawn(services, participant, tasks, shutdown);
     })
     .await
+}
+
+/// Whether the simulated world fails the thing named by `id`, with probability `rate`. Decided by
+/// the (random, v4) id rather than drawn at each send: a failure is not always recorded, so a
+/// fresh draw would let a command sent again succeed after an earlier send had failed and the
+/// saga had started to unwind on that failure.
+fn decided(id: uuid::Uuid, rate: f64) -> bool {
+    rate >= 1.0 || (rate > 0.0 && ((id.as_u128() >> 64) as f64 / 2f64.powi(64)) < rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::decided;
+
+    #[test]
+    fn a_thing_fails_at_every_send_or_at_none() {
+        let ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
+        let failed: Vec<bool> = ids.iter().map(|&id| decided(id, 0.25)).collect();
+        assert!(ids.iter().zip(&failed).all(|(&id, &first)| decided(id, 0.25) == first));
+        let share = failed.iter().filter(|&&f| f).count() as f64 / ids.len() as f64;
+        assert!((0.2..0.3).contains(&share), "failed {share} of the ids at a rate of 0.25");
+        assert!(ids.iter().all(|&id| decided(id, 1.0) && !decided(id, 0.0)));
+    }
 }

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     Context,
     access::audit::Audit,
-    orders::{self, Close, OrderLine, OrderStatus, Placed},
+    orders::{self, OrderLine, OrderStatus, Placed},
 };
 
 #[derive(Clone, Debug, Object)]
@@ -104,29 +104,32 @@ impl OrdersApi {
         Ok(Json(order.into()))
     }
 
-    /// Fulfil an order
+    /// Hand an order over
     ///
-    /// The goods leave the store: on_hand and reserved both drop. Fulfilling again is harmless; a
-    /// cancelled order cannot be fulfilled (409).
+    /// The picker's confirmation that the customer has the goods: they leave the store (on_hand
+    /// and reserved both drop) and the order is fulfilled. Only a paid order can be handed over:
+    /// 409 while its payment is pending, or once it is being cancelled. Handing over again is
+    /// harmless.
     #[oai(path = "/orders/:id/fulfil", method = "post")]
     async fn fulfil(
         &self,
         id: Path<Uuid>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(orders::close(&self.ctx, &audit, id.0, Close::Fulfil).await?.into()))
+        Ok(Json(orders::fulfil(&self.ctx, &audit, id.0).await?.into()))
     }
 
     /// Cancel an order
     ///
-    /// Releases its reservation. Cancelling again is harmless; a fulfilled order cannot be
-    /// cancelled (409).
+    /// The order's fulfilment unwinds: its payment is refunded (if it was taken) and its goods go
+    /// back to available stock. The answer shows it `cancelling`; it becomes `cancelled` when
+    /// both are done. Cancelling again is harmless; an order handed over cannot be cancelled (409).
     #[oai(path = "/orders/:id/cancel", method = "post")]
     async fn cancel(
         &self,
         id: Path<Uuid>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(orders::close(&self.ctx, &audit, id.0, Close::Cancel).await?.into()))
+        Ok(Json(orders::cancel(&self.ctx, &audit, id.0).await?.into()))
     }
 }

@@ -25,14 +25,22 @@ pub struct Product {
     /// Stock-keeping unit, unique across the catalogue.
     pub sku: String,
     pub name: String,
+    /// What one unit costs, in cents.
+    pub price_cents: i64,
     pub created_at: DateTime<Utc>,
 }
+
+/// A unit's price when a new product names none: 1.00.
+const DEFAULT_PRICE_CENTS: i64 = 100;
 
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct NewProduct {
     pub sku: Line<64>,
     pub name: Line<200>,
+    /// What one unit costs, in cents (default 100). Orders keep the price they were placed at.
+    #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
+    pub price_cents: Option<i64>,
 }
 
 page_of!(ProductPage, Product);
@@ -63,9 +71,11 @@ impl ProductsApi {
         let mut tx = self.ctx.pool.begin().await?;
         let product = sqlx::query_as!(
             Product,
-            "INSERT INTO product (sku, name) VALUES ($1, $2) RETURNING id, sku, name, created_at",
+            "INSERT INTO product (sku, name, price_cents) VALUES ($1, $2, $3)
+             RETURNING id, sku, name, price_cents, created_at",
             sku,
-            name
+            name,
+            body.price_cents.unwrap_or(DEFAULT_PRICE_CENTS)
         )
         .fetch_one(&mut *tx)
         .await
@@ -90,7 +100,7 @@ impl ProductsApi {
         let after = cursor.0.unwrap_or(Uuid::nil());
         let rows = sqlx::query_as!(
             Product,
-            "SELECT id, sku, name, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, sku, name, price_cents, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
             after,
             fetch
         )
@@ -103,10 +113,11 @@ impl ProductsApi {
     /// Get a product
     #[oai(path = "/products/:id", method = "get")]
     async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
-        let product = sqlx::query_as!(Product, "SELECT id, sku, name, created_at FROM product WHERE id = $1", id.0)
-            .fetch_optional(&self.ctx.pool)
-            .await?
-            .ok_or_else(|| Problem::not_found(format!("no product {}", id.0)))?;
+        let product =
+            sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", id.0)
+                .fetch_optional(&self.ctx.pool)
+                .await?
+                .ok_or_else(|| Problem::not_found(format!("no product {}", id.0)))?;
         Ok(Json(product))
     }
 }

@@ -25,9 +25,12 @@ async fn delivered_twice(world: &mut World) {
     world.faults("every message is delivered twice").publish_twice = true;
 }
 
-#[given("the next reply from a worker is lost on the way")]
+#[given("the next reply from a delivery worker is lost on the way")]
 async fn next_reply_lost(world: &mut World) {
-    world.faults("the next reply from a worker is lost on the way").lose_replies.store(1, Ordering::SeqCst);
+    let faults = world.faults("the next reply from a delivery worker is lost on the way");
+    // A replenishment's reply: the order's own saga (payment, pick list) is not the one watched.
+    faults.lose_only = Some(<sagas::replenishment::Reply as platform::protocol::MessageFamily>::TYPES);
+    faults.lose_replies.store(1, Ordering::SeqCst);
 }
 
 #[given("deliveries fail at the store")]

@@ -1,11 +1,14 @@
 //! Customers' orders.
 
+use std::time::Duration;
+
 use cucumber::{gherkin::Step, then, when};
 use poem::http::StatusCode;
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Answer, OrderRequest, id, int};
-use crate::World;
+use crate::{World, support::eventually};
 
 async fn place(world: &mut World, request: OrderRequest) {
     let api = world.api().await;
@@ -171,6 +174,17 @@ async fn second_is_replay(world: &mut World) {
 #[when("the customer collects the order")]
 async fn order_collected(world: &mut World) {
     let order_id = id(&last_answer(world).body, "id");
+    hand_over(world, order_id).await;
+}
+
+/// The picker hands the order over, once its payment is approved (until then it is not on the
+/// pick list, and the answer is 409).
+pub async fn hand_over(world: &mut World, order_id: Uuid) -> Value {
     let api = world.api().await;
-    api.post_empty(&format!("/orders/{order_id}/fulfil")).await.expect(StatusCode::OK, "fulfilling the order");
+    let path = format!("/orders/{order_id}/fulfil");
+    eventually(Duration::from_secs(10), "the order to be paid and handed over", || async {
+        let answer = api.post_empty(&path).await;
+        (answer.status == StatusCode::OK).then_some(answer.body)
+    })
+    .await
 }

@@ -207,7 +207,8 @@ pub async fn assert_invariants(pool: &PgPool) {
     // A saga is closed exactly when it reached a terminal state.
     let inconsistent: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM saga
-         WHERE (closed_at IS NULL) = (state IN ('received', 'compensated', 'failed', 'resolved'))",
+         WHERE (closed_at IS NULL)
+             = (state IN ('received', 'compensated', 'fulfilled', 'cancelled', 'failed', 'resolved'))",
     )
     .fetch_one(pool)
     .await

@@ -60,11 +60,14 @@ pub struct RelayFaults {
     /// Replies still to be lost: marked published without being sent, like a reply lost in
     /// transit after the participant committed.
     pub lose_replies: Arc<AtomicU32>,
+    /// Only replies of these types are lost, when set (one saga kind's, say).
+    pub lose_only: Option<&'static [&'static str]>,
 }
 
 impl RelayFaults {
-    fn lose(&self, exchange: Exchange) -> bool {
+    fn lose(&self, exchange: Exchange, message_type: &str) -> bool {
         exchange == Exchange::Replies
+            && self.lose_only.is_none_or(|types| types.contains(&message_type))
             && self.lose_replies.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 }
@@ -116,7 +119,7 @@ impl Relay {
         for row in &rows {
             let envelope = &row.envelope;
             let exchange = row.exchange.ok_or(RelayError::UnknownExchange(row.id))?;
-            if self.faults.lose(exchange) {
+            if self.faults.lose(exchange, &envelope.message_type) {
                 tracing::warn!(message_id = %envelope.message_id, "fault injection: reply lost");
                 continue;
             }

@@ -1,0 +1,458 @@
+//! The order fulfilment saga: take the customer's money, then hand the order over in the store;
+//! or give the money back and put the goods back on the shelf. Its id is the order's id, and it
+//! starts with the order, in the transaction that reserves the stock.
+//!
+//! ```text
+//! reserved ──ChargePayment──▶ payment
+//!    │ PaymentApproved                 PaymentDeclined ──▶ releasing ──ReleaseReservation──▶ store
+//!    ▼                                                        │ ReservationReleased
+//! charged ──HandOver──▶ store (the picker confirms)           ▼
+//!    │ HandedOver (stock leaves the shelf)                 cancelled (done)
+//!    ▼              HandOverFailed ──▶ refunding ──RefundPayment──▶ payment ──▶ releasing
+//! fulfilled (done)
+//! ```
+//!
+//! A customer's cancel, or an operator's, while the order is `reserved` or `charged` unwinds it:
+//! `refunding`, then `releasing`. Refunding is safe whether or not the charge ever ran: a refund
+//! that comes first voids the payment, so a late charge is declined. A charge never answered
+//! unwinds the same way. The hand-over waits on a person, the picker, so its deadline is the
+//! person timeout; a pickup window that runs out unwinds the order too, and the release closes
+//! the pick so that a late confirmation is refused. An undo that cannot be done (the store
+//! refuses the release because the order was handed over meanwhile, or the refund or release is
+//! never confirmed) leaves the saga `failed` for an operator, who can retry the undo from the
+//! refund (both steps are idempotent) or, having put things right by hand, resolve it.
+
+use platform::{
+    config::SagaTiming,
+    messaging::{Exchange, Participant, outbox::Outgoing},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily},
+    saga::{Action, Actor, Input, Refused, SagaKind, SagaState, Step, engine},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+use stock::level;
+use uuid::Uuid;
+
+use crate::{INVENTORY, PAYMENT, replenishment};
+
+/// One line of the order, as the store needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+/// Commands of the fulfilment saga; each is idempotent by order id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum Command {
+    /// Payment: take `amount_cents` for the order.
+    ChargePayment { order_id: Uuid, amount_cents: i64 },
+    /// Payment: give back what was taken for the order, if anything; void it otherwise.
+    RefundPayment { order_id: Uuid },
+    /// Store: put the order on the pick list; the answer comes when the picker hands it over.
+    HandOver { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
+    /// Store: put the order's goods back to available stock, and take it off the pick list.
+    ReleaseReservation { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
+}
+
+impl MessageFamily for Command {
+    const TYPES: &'static [&'static str] = &["ChargePayment", "RefundPayment", "HandOver", "ReleaseReservation"];
+}
+
+impl CommandFamily for Command {
+    fn participant(&self) -> Participant {
+        match self {
+            Self::ChargePayment { .. } | Self::RefundPayment { .. } => PAYMENT,
+            Self::HandOver { .. } | Self::ReleaseReservation { .. } => INVENTORY,
+        }
+    }
+
+    fn saga_id(&self) -> Uuid {
+        match self {
+            Self::ChargePayment { order_id, .. }
+            | Self::RefundPayment { order_id }
+            | Self::HandOver { order_id, .. }
+            | Self::ReleaseReservation { order_id, .. } => *order_id,
+        }
+    }
+}
+
+/// The payment worker's and the store's answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum Reply {
+    PaymentApproved {
+        order_id: Uuid,
+        amount_cents: i64,
+    },
+    PaymentDeclined {
+        order_id: Uuid,
+        reason: String,
+    },
+    /// `amount_cents` went back to the customer (0 when nothing had been charged).
+    PaymentRefunded {
+        order_id: Uuid,
+        amount_cents: i64,
+    },
+    /// The picker handed the order over: its goods left the shelf.
+    HandedOver {
+        order_id: Uuid,
+    },
+    /// The store cannot hand the order over (the goods are not on the shelf, or it was released).
+    HandOverFailed {
+        order_id: Uuid,
+        reason: String,
+    },
+    ReservationReleased {
+        order_id: Uuid,
+    },
+    /// The release cannot be done: the order was handed over.
+    ReleaseRefused {
+        order_id: Uuid,
+        reason: String,
+    },
+}
+
+impl MessageFamily for Reply {
+    const TYPES: &'static [&'static str] = &[
+        "PaymentApproved",
+        "PaymentDeclined",
+        "PaymentRefunded",
+        "HandedOver",
+        "HandOverFailed",
+        "ReservationReleased",
+        "ReleaseRefused",
+    ];
+}
+
+impl ReplyFamily for Reply {
+    fn saga_id(&self) -> Uuid {
+        match self {
+            Self::PaymentApproved { order_id, .. }
+            | Self::PaymentDeclined { order_id, .. }
+            | Self::PaymentRefunded { order_id, .. }
+            | Self::HandedOver { order_id }
+            | Self::HandOverFailed { order_id, .. }
+            | Self::ReservationReleased { order_id }
+            | Self::ReleaseRefused { order_id, .. } => *order_id,
+        }
+    }
+}
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::AsRefStr,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum State {
+    Reserved,
+    Charged,
+    Refunding,
+    Releasing,
+    Fulfilled,
+    Cancelled,
+    Failed,
+    /// A failed saga an operator closed by hand.
+    Resolved,
+}
+
+impl SagaState for State {
+    fn is_terminal(self) -> bool {
+        matches!(self, Self::Fulfilled | Self::Cancelled | Self::Failed | Self::Resolved)
+    }
+}
+
+/// What the saga knows, stored as JSON in `saga.data`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Data {
+    pub store_id: Uuid,
+    pub items: Vec<Line>,
+    /// What the order costs, at the prices it was placed at.
+    pub amount_cents: i64,
+}
+
+/// The order's status for each state of its saga.
+pub fn order_status(state: State) -> &'static str {
+    match state {
+        State::Reserved => "reserved",
+        State::Charged => "paid",
+        State::Refunding | State::Releasing => "cancelling",
+        State::Fulfilled => "fulfilled",
+        State::Cancelled => "cancelled",
+        State::Failed | State::Resolved => "failed",
+    }
+}
+
+pub struct Fulfilment;
+
+impl SagaKind for Fulfilment {
+    const KIND: &'static str = "order_fulfilment";
+    const PARTICIPANTS: &'static [Participant] = &[PAYMENT, INVENTORY];
+    type State = State;
+    type Command = Command;
+    type Reply = Reply;
+    type Data = Data;
+
+    fn transition(
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+        input: &Input<Reply>,
+    ) -> Result<Step<State, Data, Command>, Refused> {
+        use Action::{Compensate, Resolve, Retry};
+        use Input::{GaveUp, Operator};
+        use Reply as R;
+        use State::*;
+        let (next, error) = match (state, input) {
+            (Reserved, Input::Reply(R::PaymentApproved { .. })) => (Charged, None),
+            // Nothing was taken, so only the goods go back.
+            (Reserved, Input::Reply(R::PaymentDeclined { reason, .. })) => (Releasing, Some(reason.clone())),
+            (Reserved, GaveUp { attempts }) => {
+                (Refunding, Some(format!("the payment did not answer after {attempts} attempts; unwinding")))
+            }
+            (Charged, Input::Reply(R::HandedOver { .. })) => (Fulfilled, None),
+            (Charged, Input::Reply(R::HandOverFailed { reason, .. })) => (Refunding, Some(reason.clone())),
+            (Charged, GaveUp { attempts }) => {
+                (Refunding, Some(format!("not handed over within {attempts} pickup windows; unwinding")))
+            }
+            (Reserved | Charged, Operator(Compensate { reason })) => (Refunding, Some(reason.clone())),
+            (Refunding, Input::Reply(R::PaymentRefunded { .. })) => (Releasing, None),
+            (Releasing, Input::Reply(R::ReservationReleased { .. })) => (Cancelled, None),
+            (Releasing, Input::Reply(R::ReleaseRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (Refunding | Releasing, GaveUp { attempts }) => {
+                (Failed, Some(format!("the {state} step was not confirmed after {attempts} attempts")))
+            }
+            // The step in hand, again: its command is sent anew with the attempts reset.
+            (Reserved | Charged | Refunding | Releasing, Operator(Retry { .. })) => (state, None),
+            // The undo, again from the refund: both of its steps are safe to repeat.
+            (Failed, Operator(Retry { .. })) => (Refunding, None),
+            (Failed, Operator(Resolve { .. })) => (Resolved, None),
+            _ => return Err(Refused { state: state.to_string(), event: input.name() }),
+        };
+        let commands = Self::outstanding(saga_id, next, data).into_iter().collect();
+        let events = events(saga_id, state, next, data, input, error.as_deref());
+        Ok(Step { next, data: data.clone(), commands, events, error })
+    }
+
+    fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
+        let (order_id, store_id, items) = (saga_id, data.store_id, data.items.clone());
+        match state {
+            State::Reserved => Some(Command::ChargePayment { order_id, amount_cents: data.amount_cents }),
+            State::Charged => Some(Command::HandOver { order_id, store_id, items }),
+            State::Refunding => Some(Command::RefundPayment { order_id }),
+            State::Releasing => Some(Command::ReleaseReservation { order_id, store_id, items }),
+            State::Fulfilled | State::Cancelled | State::Failed | State::Resolved => None,
+        }
+    }
+
+    fn waits_on_a_person(state: State) -> bool {
+        state == State::Charged
+    }
+
+    async fn after_transition(
+        tx: &mut PgConnection,
+        timing: &SagaTiming,
+        saga_id: Uuid,
+        state: State,
+        data: &Data,
+    ) -> sqlx::Result<()> {
+        sqlx::query!(
+            "UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1",
+            saga_id,
+            order_status(state)
+        )
+        .execute(&mut *tx)
+        .await?;
+        if matches!(state, State::Fulfilled | State::Cancelled) {
+            // The store's stock changed: the low-stock rule, as after every change.
+            for line in &data.items {
+                if let Some(level) = level::fetch(tx, data.store_id, line.product_id).await? {
+                    replenishment::replenish_if_low(tx, timing, &level).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the fulfilment of order `order_id` in the transaction that placed it (which wrote the
+/// order as `reserved`).
+pub async fn start(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    order_id: Uuid,
+    data: &Data,
+    actor: Actor<'_>,
+) -> sqlx::Result<()> {
+    let detail = json!({ "amount_cents": data.amount_cents, "items": data.items.len() });
+    engine::start::<Fulfilment>(tx, timing, order_id, State::Reserved, data, actor, &detail).await
+}
+
+/// Domain events of the saga's own decisions.
+fn events(
+    order_id: Uuid,
+    from: State,
+    next: State,
+    data: &Data,
+    input: &Input<Reply>,
+    error: Option<&str>,
+) -> Vec<Outgoing> {
+    let event =
+        |name: &str, payload: serde_json::Value| Outgoing::event(Exchange::OrderEvents, name, Some(order_id), payload);
+    let mut events = Vec::new();
+    match (from, next, input) {
+        (State::Reserved, State::Charged, _) => events.push(event(
+            "payment.approved",
+            json!({ "order_id": order_id, "store_id": data.store_id, "amount_cents": data.amount_cents }),
+        )),
+        (State::Reserved, State::Releasing, Input::Reply(Reply::PaymentDeclined { reason, .. })) => events.push(event(
+            "payment.declined",
+            json!({ "order_id": order_id, "store_id": data.store_id, "reason": reason }),
+        )),
+        _ => {}
+    }
+    match next {
+        State::Fulfilled if from != next => events.push(event(
+            "order.fulfilled",
+            json!({ "order_id": order_id, "store_id": data.store_id, "amount_cents": data.amount_cents }),
+        )),
+        State::Cancelled if from != next => events.push(event(
+            "order.cancelled",
+            json!({ "order_id": order_id, "store_id": data.store_id, "reason": error }),
+        )),
+        _ => {}
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use strum::IntoEnumIterator;
+
+    use super::*;
+
+    fn saga() -> (Uuid, Data) {
+        let items = vec![Line { product_id: Uuid::new_v4(), quantity: 2 }];
+        (Uuid::new_v4(), Data { store_id: Uuid::new_v4(), items, amount_cents: 500 })
+    }
+
+    /// One input of each kind, built for `order_id`.
+    fn every_input(order_id: Uuid) -> Vec<Input<Reply>> {
+        vec![
+            Input::Reply(Reply::PaymentApproved { order_id, amount_cents: 500 }),
+            Input::Reply(Reply::PaymentDeclined { order_id, reason: "card expired".into() }),
+            Input::Reply(Reply::PaymentRefunded { order_id, amount_cents: 500 }),
+            Input::Reply(Reply::HandedOver { order_id }),
+            Input::Reply(Reply::HandOverFailed { order_id, reason: "not on the shelf".into() }),
+            Input::Reply(Reply::ReservationReleased { order_id }),
+            Input::Reply(Reply::ReleaseRefused { order_id, reason: "handed over".into() }),
+            Input::GaveUp { attempts: 5 },
+            Input::Operator(Action::Compensate { reason: "the customer cancelled".into() }),
+            Input::Operator(Action::Retry { reason: "operator".into() }),
+            Input::Operator(Action::Resolve { note: "fixed by hand".into() }),
+        ]
+    }
+
+    /// The whole table: for every state and input, the expected next state or a refusal.
+    fn expected(state: State, input: &Input<Reply>) -> Option<State> {
+        use State::*;
+        let event = input.name();
+        match (state, event.as_str()) {
+            (Reserved, "PaymentApproved") => Some(Charged),
+            (Reserved, "PaymentDeclined") => Some(Releasing),
+            (Reserved | Charged, "DeadlineExceeded" | "CompensateRequested") => Some(Refunding),
+            (Charged, "HandedOver") => Some(Fulfilled),
+            (Charged, "HandOverFailed") => Some(Refunding),
+            (Refunding, "PaymentRefunded") => Some(Releasing),
+            (Releasing, "ReservationReleased") => Some(Cancelled),
+            (Releasing, "ReleaseRefused") => Some(Failed),
+            (Refunding | Releasing, "DeadlineExceeded") => Some(Failed),
+            (Reserved | Charged | Refunding | Releasing, "RetryRequested") => Some(state),
+            (Failed, "RetryRequested") => Some(Refunding),
+            (Failed, "Resolved") => Some(Resolved),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_state_and_input_pair_is_either_listed_or_refused() {
+        let (order_id, data) = saga();
+        let mut legal = 0;
+        for state in State::iter() {
+            for input in every_input(order_id) {
+                match (Fulfilment::transition(order_id, state, &data, &input), expected(state, &input)) {
+                    (Ok(step), Some(next)) => {
+                        assert_eq!(step.next, next, "{state} on {}", input.name());
+                        legal += 1;
+                    }
+                    (Err(refused), None) => assert_eq!(refused.state, state.as_ref()),
+                    (got, want) => panic!("{state} on {}: got {got:?}, want {want:?}", input.name()),
+                }
+            }
+        }
+        assert_eq!(legal, 19, "the diagram, its deadlines and the operators' actions make nineteen legal pairs");
+    }
+
+    #[test]
+    fn every_non_terminal_state_awaits_exactly_the_command_it_sent() {
+        let (order_id, data) = saga();
+        for state in State::iter() {
+            for input in every_input(order_id) {
+                if let Ok(step) = Fulfilment::transition(order_id, state, &data, &input) {
+                    let awaited = Fulfilment::outstanding(order_id, step.next, &step.data);
+                    assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>());
+                    assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_paid_order_waits_on_the_picker_and_a_declined_one_only_releases() {
+        let (order_id, data) = saga();
+        let approved = Input::Reply(Reply::PaymentApproved { order_id, amount_cents: 500 });
+        let step = Fulfilment::transition(order_id, State::Reserved, &data, &approved).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::HandOver { .. }]));
+        assert!(Fulfilment::waits_on_a_person(step.next));
+        assert_eq!(step.events[0].message_type, "payment.approved");
+        let declined = Input::Reply(Reply::PaymentDeclined { order_id, reason: "card expired".into() });
+        let step = Fulfilment::transition(order_id, State::Reserved, &data, &declined).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::ReleaseReservation { .. }]));
+        assert_eq!(step.events[0].message_type, "payment.declined");
+    }
+
+    #[test]
+    fn a_cancel_refunds_before_it_releases_and_ends_cancelled() {
+        let (order_id, data) = saga();
+        let cancel = Input::Operator(Action::Compensate { reason: "the customer cancelled".into() });
+        let step = Fulfilment::transition(order_id, State::Charged, &data, &cancel).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::RefundPayment { .. }]));
+        let refunded = Input::Reply(Reply::PaymentRefunded { order_id, amount_cents: 500 });
+        let step = Fulfilment::transition(order_id, State::Refunding, &data, &refunded).unwrap();
+        assert!(matches!(step.commands.as_slice(), [Command::ReleaseReservation { .. }]));
+        let released = Input::Reply(Reply::ReservationReleased { order_id });
+        let step = Fulfilment::transition(order_id, State::Releasing, &data, &released).unwrap();
+        assert_eq!(step.next, State::Cancelled);
+        assert_eq!(step.events[0].message_type, "order.cancelled");
+        assert_eq!(order_status(State::Refunding), "cancelling");
+    }
+
+    #[test]
+    fn commands_go_to_the_participant_that_carries_them_out() {
+        let (order_id, data) = saga();
+        assert_eq!(Fulfilment::outstanding(order_id, State::Reserved, &data).unwrap().participant(), PAYMENT);
+        assert_eq!(Fulfilment::outstanding(order_id, State::Charged, &data).unwrap().participant(), INVENTORY);
+        assert_eq!(Fulfilment::outstanding(order_id, State::Releasing, &data).unwrap().saga_id(), order_id);
+    }
+}

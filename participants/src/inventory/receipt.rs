@@ -1,0 +1,89 @@
+//! Receipts: a store takes a replenishment's shipment into stock.
+
+use platform::{
+    messaging::{Exchange, consumer::HandleError, outbox::Outgoing},
+    protocol::Envelope,
+};
+use sagas::replenishment::{Command, Reply};
+use sqlx::PgConnection;
+use stock::{
+    Movement, MovementReason, StockLevel, ledger, level,
+    shipment::{self, ShipmentStatus},
+};
+use uuid::Uuid;
+
+use crate::decided;
+
+/// Takes a shipment into stock: the reply, the events, and the level it changed (if any).
+pub(super) async fn handle(
+    tx: &mut PgConnection,
+    message: &Envelope,
+    failure_rate: f64,
+) -> Result<(Vec<Outgoing>, Option<StockLevel>), HandleError> {
+    let Command::ReceiveShipment { saga_id, shipment_id, store_id, product_id, quantity } = message.body()? else {
+        return Err(HandleError::Poison(format!("{} is not a store inventory command", message.message_type)));
+    };
+    let receipt = Receipt { saga_id, shipment_id, store_id, product_id, quantity };
+    let (reply, level) = receive(tx, &receipt, failure_rate).await?;
+    let mut messages = vec![Outgoing::reply(&reply)];
+    if let Reply::StockReceived { quantity, .. } = reply
+        && level.is_some()
+    {
+        let event = serde_json::json!({
+            "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
+            "product_id": product_id, "quantity": quantity,
+        });
+        messages.push(Outgoing::event(Exchange::InventoryEvents, "stock.replenished", Some(saga_id), event.clone()));
+        messages.push(Outgoing::event(Exchange::WarehouseEvents, "shipment.received", Some(saga_id), event));
+    }
+    Ok((messages, level))
+}
+
+struct Receipt {
+    saga_id: Uuid,
+    shipment_id: Uuid,
+    store_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+}
+
+/// Takes a dispatched shipment into stock. A repeat finds it received and answers the same; a
+/// shipment cancelled meanwhile is refused. The shipment row lock orders this against a cancel.
+/// The simulated refusal applies only to goods not yet taken in: a resend after a lost answer
+/// must not deny a receipt that happened.
+async fn receive(
+    tx: &mut PgConnection,
+    receipt: &Receipt,
+    failure_rate: f64,
+) -> Result<(Reply, Option<StockLevel>), HandleError> {
+    let Receipt { saga_id, shipment_id, store_id, product_id, quantity } = *receipt;
+    let shipped = match shipment::lock(tx, shipment_id, saga_id).await? {
+        None => {
+            let reason = format!("no shipment {shipment_id} for replenishment {saga_id}");
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(s) if s.status == ShipmentStatus::Received => {
+            return Ok((Reply::StockReceived { saga_id, shipment_id, quantity: s.quantity }, None));
+        }
+        Some(s) if s.status == ShipmentStatus::Cancelled => {
+            let reason = format!("shipment {shipment_id} was cancelled");
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(_) if decided(shipment_id, failure_rate) => {
+            let reason = "the store refused the delivery (simulated failure)".to_owned();
+            return Ok((Reply::ReceiptFailed { saga_id, reason }, None));
+        }
+        Some(s) => s.quantity,
+    };
+    if shipped != quantity {
+        tracing::warn!(shipped, quantity, "receipt quantity differs from the shipment; taking the shipment's");
+    }
+    shipment::set_status(tx, shipment_id, ShipmentStatus::Received).await?;
+    let level = level::add_on_hand(tx, store_id, product_id, shipped)
+        .await?
+        .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
+    let movement =
+        Movement::on_hand(Some(store_id), product_id, shipped, MovementReason::ReplenishmentReceived, saga_id);
+    ledger::record(tx, &[movement]).await?;
+    Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
+}

@@ -1,0 +1,135 @@
+//! The payment worker: a simulated payment provider. It charges and refunds orders, each at most
+//! once, whatever the number of sends: the `payment` table holds one row per order, and every
+//! command of an order first takes that order's lock. Whether a charge is declined is decided by
+//! the order id, so a resend gets the answer the first send got.
+
+use std::time::Duration;
+
+use platform::{
+    messaging::{
+        consumer::{HandleError, Handler},
+        outbox::{self, Outgoing},
+    },
+    protocol::Envelope,
+};
+use sagas::fulfilment::{Command, Reply};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::decided;
+
+/// Where an order's money is; stored as text, checked by the schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+pub enum PaymentStatus {
+    Charged,
+    Declined,
+    Refunded,
+    /// Refunded before any charge: a late charge is declined.
+    Voided,
+}
+
+pub struct PaymentWorker {
+    /// Fraction of charges declined.
+    pub decline_rate: f64,
+}
+
+impl Handler for PaymentWorker {
+    type Committed = ();
+
+    fn name(&self) -> &'static str {
+        "payment"
+    }
+
+    fn pause(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn lock_order(&self, message: &Envelope) -> String {
+        message.payload["order_id"].to_string()
+    }
+
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+        let reply = match message.body::<Command>()? {
+            Command::ChargePayment { order_id, amount_cents } => {
+                charge(tx, order_id, amount_cents, self.decline_rate).await?
+            }
+            Command::RefundPayment { order_id } => refund(tx, order_id).await?,
+            Command::HandOver { .. } | Command::ReleaseReservation { .. } => {
+                return Err(HandleError::Poison(format!("{} is a store command", message.message_type)));
+            }
+        };
+        outbox::enqueue(tx, &[Outgoing::reply(&reply)]).await?;
+        Ok(())
+    }
+
+    async fn after_commit(&self, (): ()) {}
+}
+
+/// The order's payment, under the order's lock.
+async fn lock(tx: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<(PaymentStatus, i64)>> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))", order_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query!("SELECT status, amount_cents FROM payment WHERE order_id = $1", order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(|r| {
+        let status =
+            r.status.parse().map_err(|_| sqlx::Error::Decode(format!("payment status {:?}", r.status).into()))?;
+        Ok((status, r.amount_cents))
+    })
+    .transpose()
+}
+
+async fn set(tx: &mut PgConnection, order_id: Uuid, status: PaymentStatus, amount_cents: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO payment (order_id, status, amount_cents) VALUES ($1, $2, $3)
+         ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status, updated_at = now()",
+        order_id,
+        status.as_ref(),
+        amount_cents
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn charge(tx: &mut PgConnection, order_id: Uuid, amount_cents: i64, decline_rate: f64) -> sqlx::Result<Reply> {
+    Ok(match lock(tx, order_id).await? {
+        None if decided(order_id, decline_rate) => {
+            set(tx, order_id, PaymentStatus::Declined, 0).await?;
+            Reply::PaymentDeclined { order_id, reason: "the card was declined (simulated)".into() }
+        }
+        None => {
+            set(tx, order_id, PaymentStatus::Charged, amount_cents).await?;
+            Reply::PaymentApproved { order_id, amount_cents }
+        }
+        Some((PaymentStatus::Charged | PaymentStatus::Refunded, charged)) => {
+            Reply::PaymentApproved { order_id, amount_cents: charged }
+        }
+        Some((PaymentStatus::Declined, _)) => {
+            Reply::PaymentDeclined { order_id, reason: "the card was declined (simulated)".into() }
+        }
+        Some((PaymentStatus::Voided, _)) => {
+            Reply::PaymentDeclined { order_id, reason: "the payment was voided before the charge arrived".into() }
+        }
+    })
+}
+
+async fn refund(tx: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Reply> {
+    Ok(match lock(tx, order_id).await? {
+        None => {
+            set(tx, order_id, PaymentStatus::Voided, 0).await?;
+            Reply::PaymentRefunded { order_id, amount_cents: 0 }
+        }
+        Some((PaymentStatus::Charged, amount_cents)) => {
+            set(tx, order_id, PaymentStatus::Refunded, amount_cents).await?;
+            Reply::PaymentRefunded { order_id, amount_cents }
+        }
+        Some((PaymentStatus::Refunded, amount_cents)) => Reply::PaymentRefunded { order_id, amount_cents },
+        Some((PaymentStatus::Declined | PaymentStatus::Voided, _)) => {
+            Reply::PaymentRefunded { order_id, amount_cents: 0 }
+        }
+    })
+}
