@@ -3,7 +3,7 @@
 #   docker build -t darkstores-orchestrator .
 #   docker run --rm -p 8080:8080 -e DATABASE_URL=... -e REDIS_URL=... -e AMQP_URL=... darkstores-orchestrator
 # The entrypoint is the orchestrator (`all`, `serve`, `openapi`); the workers run with
-# --entrypoint warehouse-worker / inventory-worker.
+# --entrypoint warehouse-worker / inventory-worker / payment-worker.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p orchestrator -p participants \
     && mkdir -p /out \
-    && cp target/release/orchestrator target/release/warehouse-worker target/release/inventory-worker /out/
+    && cp target/release/orchestrator target/release/warehouse-worker target/release/inventory-worker \
+       target/release/payment-worker /out/
 
 FROM debian:bookworm-slim
 # ca-certificates follows the base image's release: pinning its version only breaks builds.

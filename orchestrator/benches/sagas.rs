@@ -1,4 +1,4 @@
-//! End-to-end benchmark: the whole system (API, engine, both workers) on real Postgres, RabbitMQ
+//! End-to-end benchmark: the whole system (API, engine, every worker) on real Postgres, RabbitMQ
 //! and Redis, driven over HTTP at a fixed concurrency, every step durable. Prints one JSON object.
 //!
 //! `cargo bench -p orchestrator --bench sagas`; knobs: BENCH_CONCURRENCY (32), BENCH_ORDERS
@@ -11,7 +11,9 @@
 //! less waiting.
 //!
 //! Phases, each on a fresh deployment:
-//! - orders: orders that start no saga, `BENCH_CONCURRENCY` clients at once → orders/s;
+//! - orders: orders that start no replenishment, `BENCH_CONCURRENCY` clients at once → orders/s.
+//!   Each starts its own fulfilment saga, which takes the payment and puts the order on the pick
+//!   list while the orders keep coming: that work is part of what an order costs;
 //! - sagas: each order leaves its (store, product) low and so starts one replenishment. Each of
 //!   `BENCH_CONCURRENCY` clients places an order and waits for its goods to arrive (the
 //!   `stock.replenished` event) before the next, so that many sagas are in flight at once →
@@ -293,7 +295,7 @@ async fn main() {
     let (mut orders_per_sec, mut sagas_per_sec, mut resent) = (vec![], vec![], vec![]);
     let (mut p50, mut p95, mut p99, mut light_p50) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs {
-        // Orders that start no saga: 100 pairs with plenty of stock and a threshold of 0.
+        // Orders that start no replenishment: 100 pairs with plenty of stock and a threshold of 0.
         let d = deploy().await;
         let pairs = d.stock(100, 1, 1_000_000, 0, 2_000_000).await;
         let targets: Vec<_> = (0..orders).map(|i| pairs[i % pairs.len()]).collect();

@@ -317,10 +317,14 @@ pub async fn cancel(ctx: &Context, audit: &Audit, order_id: Uuid) -> Result<Orde
     }
     let cancel = Input::Operator(Action::Compensate { reason: "cancelled by the customer".into() });
     let actor = audit.actor();
-    if let Applied::Refused { state, .. } = apply(&mut tx, ctx, order_id, &cancel, &actor).await? {
+    let applied = apply(&mut tx, ctx, order_id, &cancel, &actor).await?;
+    // Read under the saga's lock: the saga may have started to unwind since the first read.
+    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
+    if let Applied::Refused { state, .. } = applied
+        && !matches!(order.status, OrderStatus::Cancelling | OrderStatus::Cancelled)
+    {
         return Err(Error::Conflict(format!("the order is {state} and can no longer be cancelled")));
     }
-    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
     audit.record(&mut tx, 200).await?;
     tx.commit().await?;
     ctx.outbox.notify();

@@ -1,5 +1,5 @@
 //! The fault suite: the real binaries as separate processes, driven over HTTP by a few thousand
-//! orders and hundreds of sagas, while processes are killed with SIGKILL, the broker, the cache
+//! orders (each a fulfilment saga: paid, handed over or cancelled) and hundreds of replenishments, while processes are killed with SIGKILL, the broker, the cache
 //! and the database are restarted under them, or every message is delivered twice. After each
 //! fault the system must come to rest with every saga ended, stock conserved, no movement twice,
 //! every order as its client was told, and no message lost (see `faults/checks.rs`).
@@ -64,17 +64,20 @@ impl Run {
     async fn start(name: &'static str, shape: Shape, configure: impl FnOnce(&mut Config)) -> Self {
         let mut env = TestEnv::new().await;
         let admin_url = Config::from_env().expect("test environment is valid").database_url;
-        // Deadlines long enough that an ordinary restart is ridden out by resending, short
+        // Deadlines long enough that an ordinary restart is ridden out by resending (a step is
+        // given up after 1 + 2 + 4 × 4 = 19 s; a broker restart here takes about 10 s), short
         // enough that a saga whose step is lost gives up, unwinds and ends within the test.
         env.config.saga = SagaTiming {
             command_timeout: Duration::from_millis(1_000),
             max_timeout: Duration::from_millis(4_000),
-            max_attempts: 4,
+            max_attempts: 6,
             // Orders the load leaves unpicked are given up at the end of the run, so that every
             // saga ends within the test.
             person_timeout: Duration::from_millis(3_000),
         };
         env.config.simulation.receipt_failure_rate = 0.05;
+        env.config.simulation.payment_decline_rate = 0.05;
+        env.config.simulation.picking_failure_rate = 0.05;
         env.config.db_max_connections = 6;
         configure(&mut env.config);
         let mut extra_env = Vec::new();
@@ -167,6 +170,16 @@ async fn inventory_worker_killed_twice_mid_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_worker_killed_twice_mid_run() {
+    let mut run = Run::start("payment worker killed", Shape::SINGLE, |_| {}).await;
+    let mut load = run.load();
+    let (first, second) = (run.moment(0.15, 0.35), run.moment(0.5, 0.7));
+    run.kill_and_restart(&mut load, Role::Payment, first).await;
+    run.kill_and_restart(&mut load, Role::Payment, second).await;
+    run.finish(load).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_run() {
     let mut run = Run::start("RabbitMQ restarted", Shape::SINGLE, |_| {}).await;
     let mut load = run.load();
@@ -214,7 +227,7 @@ async fn every_message_delivered_twice() {
     let load = run.load();
     run.finish_with(load, |run, checks| {
         let mut switched_on = 0;
-        let mut absorbed = [0; 3];
+        let mut absorbed = [0; Role::ALL.len()];
         for (role, log) in run.cluster.logs() {
             let text = std::fs::read_to_string(log).expect("can read a process log");
             switched_on += usize::from(text.contains(platform::process::DUPLICATE_DELIVERY_WARNING));
@@ -224,7 +237,7 @@ async fn every_message_delivered_twice() {
         assert_eq!(switched_on, run.cluster.logs().count(), "every process publishes twice");
         assert!(
             absorbed.iter().all(|&n| n > 0),
-            "every consumer met duplicates: {absorbed:?} (orchestrator, warehouse, inventory)"
+            "every consumer met duplicates: {absorbed:?} (orchestrator, warehouse, inventory, payment)"
         );
         checks.pass("every consumer received each message twice and applied it once");
         run.faults = absorbed.iter().sum();

@@ -102,11 +102,18 @@ impl Harness {
         &self.ctx.pool
     }
 
+    /// Places an order of 8, which starts its fulfilment and leaves the store low; returns the
+    /// order's id (its fulfilment saga's id).
+    async fn place_order(&self) -> Uuid {
+        let line = OrderLine { product_id: self.product_id, quantity: ORDERED };
+        let placed = orders::place(&self.ctx, &audit(self.pool()).await, self.store_id, &[line], None).await.unwrap();
+        let Placed::Created(order) = placed else { panic!("a new order, not a replay") };
+        order.id
+    }
+
     /// Places an order that leaves the store low, which starts a replenishment; returns its id.
     async fn start_saga(&self) -> Uuid {
-        let line = OrderLine { product_id: self.product_id, quantity: 8 };
-        let placed = orders::place(&self.ctx, &audit(self.pool()).await, self.store_id, &[line], None).await.unwrap();
-        assert!(matches!(placed, Placed::Created(_)));
+        self.place_order().await;
         sqlx::query_scalar("SELECT saga_id FROM replenishment WHERE store_id = $1 AND product_id = $2")
             .bind(self.store_id)
             .bind(self.product_id)
@@ -159,6 +166,15 @@ impl Harness {
             .await
             .unwrap();
         self.sweeper.sweep().await.unwrap();
+    }
+
+    /// Whether the saga is closed, and its state.
+    async fn ended(&self, id: Uuid) -> (bool, String) {
+        sqlx::query_as("SELECT closed_at IS NOT NULL, state FROM saga WHERE id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
     }
 
     async fn saga(&self, id: Uuid) -> (String, Option<String>) {
@@ -222,6 +238,8 @@ fn is(message_type: &'static str) -> impl Fn(&Envelope) -> Fate {
     move |m| if m.message_type == message_type { Fate::Lose } else { Fate::Deliver }
 }
 
+/// What the harness's order asks for.
+const ORDERED: i64 = 8;
 /// The order leaves 2 available; the saga asks for 18 to reach the target of 20.
 const REQUESTED: i64 = 18;
 
@@ -419,4 +437,217 @@ async fn a_reply_for_a_state_already_left_is_recorded_not_applied() {
         .unwrap();
     assert_eq!(refused, 1);
     h.finish().await;
+}
+
+// The harness generic over saga kinds: every step of a kind is refused, left unanswered, and
+// answered with the answer lost, in turn, and the whole saga runs with every message delivered
+// twice; each run must end where the kind says and leave its effects exactly once.
+
+/// One forward step of a kind, and where the saga ends when it goes wrong.
+struct StepUnderTest {
+    command: &'static str,
+    /// The participant's answer that completes it; `None` when a person answers through the API.
+    answer: Option<&'static str>,
+    refused: &'static str,
+    unanswered: &'static str,
+    /// Where the saga ends when every answer to the step is lost (if it has one).
+    answer_lost: &'static str,
+}
+
+trait KindUnderTest {
+    const NAME: &'static str;
+    const DONE: &'static str;
+    const STEPS: &'static [StepUnderTest];
+    /// Starts one saga; returns its id.
+    async fn start(h: &Harness) -> Uuid;
+    /// Makes the participant of `command` refuse it; before the saga starts.
+    async fn refuse(h: &mut Harness, command: &str);
+    /// What people do for the saga when it waits on them (a picker handing an order over).
+    async fn act(_h: &Harness, _saga: Uuid) {}
+    /// The saga's effects agree with where it ended, and happened once.
+    async fn check_effects(h: &Harness, saga: Uuid, end: &str);
+}
+
+struct ReplenishmentUnderTest;
+
+impl KindUnderTest for ReplenishmentUnderTest {
+    const NAME: &'static str = "replenishment";
+    const DONE: &'static str = "received";
+    const STEPS: &'static [StepUnderTest] = &[
+        StepUnderTest {
+            command: "DispatchShipment",
+            answer: Some("ShipmentDispatched"),
+            refused: "compensated",
+            unanswered: "compensated",
+            answer_lost: "compensated",
+        },
+        // The goods are in the store when the receipt's answer is lost: the cancel is refused.
+        StepUnderTest {
+            command: "ReceiveShipment",
+            answer: Some("StockReceived"),
+            refused: "compensated",
+            unanswered: "compensated",
+            answer_lost: "failed",
+        },
+    ];
+
+    async fn start(h: &Harness) -> Uuid {
+        h.start_saga().await
+    }
+
+    async fn refuse(h: &mut Harness, command: &str) {
+        match command {
+            "DispatchShipment" => {
+                inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
+            }
+            "ReceiveShipment" => h.inventory.simulation.receipt_failure_rate = 1.0,
+            other => panic!("no refusal for {other}"),
+        }
+    }
+
+    async fn check_effects(h: &Harness, _saga: Uuid, end: &str) {
+        let (store, warehouse) = h.stock().await;
+        let warehouse_had = if warehouse == 0 { 0 } else { WAREHOUSE };
+        let moved = if matches!(end, "received" | "failed") { REQUESTED } else { 0 };
+        assert_eq!((store, warehouse), (10 + moved, warehouse_had - moved), "ended {end}: (store, warehouse)");
+    }
+}
+
+struct FulfilmentUnderTest;
+
+impl KindUnderTest for FulfilmentUnderTest {
+    const NAME: &'static str = "order_fulfilment";
+    const DONE: &'static str = "fulfilled";
+    const STEPS: &'static [StepUnderTest] = &[
+        // Unanswered or answer lost, the charge's outcome is unknown: the refund is safe either way.
+        StepUnderTest {
+            command: "ChargePayment",
+            answer: Some("PaymentApproved"),
+            refused: "cancelled",
+            unanswered: "cancelled",
+            answer_lost: "cancelled",
+        },
+        // The picker answers through the API; a pick list never reached is never picked.
+        StepUnderTest {
+            command: "HandOver",
+            answer: None,
+            refused: "cancelled",
+            unanswered: "cancelled",
+            answer_lost: "cancelled",
+        },
+    ];
+
+    async fn start(h: &Harness) -> Uuid {
+        h.place_order().await
+    }
+
+    async fn refuse(h: &mut Harness, command: &str) {
+        match command {
+            "ChargePayment" => h.payment.decline_rate = 1.0,
+            "HandOver" => h.inventory.simulation.picking_failure_rate = 1.0,
+            other => panic!("no refusal for {other}"),
+        }
+    }
+
+    async fn act(h: &Harness, saga: Uuid) {
+        // The picker taps "handed over" on whatever is paid; before that, the API refuses.
+        let status: String = sqlx::query_scalar("SELECT status FROM customer_order WHERE id = $1")
+            .bind(saga)
+            .fetch_one(h.pool())
+            .await
+            .unwrap();
+        if status == "paid" {
+            let _ = orders::fulfil(&h.ctx, &audit(h.pool()).await, saga).await;
+        }
+    }
+
+    async fn check_effects(h: &Harness, saga: Uuid, end: &str) {
+        let (reserved, sold, released): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE reason = 'order_reserved'), count(*) FILTER (WHERE reason = 'order_fulfilled'),
+                    count(*) FILTER (WHERE reason = 'order_cancelled')
+             FROM stock_movement WHERE reference = $1",
+        )
+        .bind(saga)
+        .fetch_one(h.pool())
+        .await
+        .unwrap();
+        let payment: Option<(String, i64)> =
+            sqlx::query_as("SELECT status, amount_cents FROM payment WHERE order_id = $1")
+                .bind(saga)
+                .fetch_optional(h.pool())
+                .await
+                .unwrap();
+        let kept = payment.as_ref().filter(|(status, _)| status == "charged").map_or(0, |(_, amount)| *amount);
+        let value = ORDERED * 100; // the products' default price
+        match end {
+            "fulfilled" => assert_eq!((reserved, sold, released, kept), (1, 1, 0, value), "{payment:?}"),
+            "cancelled" => assert_eq!((reserved, sold, released, kept), (1, 0, 1, 0), "{payment:?}"),
+            other => panic!("no effects defined for an order that ended {other}"),
+        }
+        let held: i64 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE store_id = $1 AND product_id = $2")
+            .bind(h.store_id)
+            .bind(h.product_id)
+            .fetch_one(h.pool())
+            .await
+            .unwrap();
+        assert_eq!(held, 0, "an ended order holds no stock");
+    }
+}
+
+/// Drives a saga until it ends: messages as `fate` decides, people acting, deadlines passing.
+async fn run_to_the_end<K: KindUnderTest>(h: &Harness, saga: Uuid, fate: impl Fn(&Envelope) -> Fate) -> String {
+    for _ in 0..12 {
+        h.pump(&fate).await;
+        K::act(h, saga).await;
+        h.pump(&fate).await;
+        let (closed, state) = h.ended(saga).await;
+        if closed {
+            return state;
+        }
+        h.expire_deadlines().await;
+    }
+    panic!("{} {saga} did not end: {:?}", K::NAME, h.saga(saga).await)
+}
+
+/// One run: a fresh harness, `refusing` made to refuse its command, the saga started and driven
+/// with `fate`; it must end `expected` with its effects once.
+async fn one_run<K: KindUnderTest>(
+    refusing: Option<&str>,
+    fate: impl Fn(&Envelope) -> Fate,
+    expected: &str,
+    what: &str,
+) {
+    let mut h = Harness::new(Simulation::default()).await;
+    if let Some(command) = refusing {
+        K::refuse(&mut h, command).await;
+    }
+    let saga = K::start(&h).await;
+    let end = run_to_the_end::<K>(&h, saga, fate).await;
+    assert_eq!(end, expected, "{} {what}: {:?}; timeline {:?}", K::NAME, h.saga(saga).await, h.timeline(saga).await);
+    K::check_effects(&h, saga, &end).await;
+    h.finish().await;
+}
+
+async fn every_step_fails_in_turn<K: KindUnderTest>() {
+    one_run::<K>(None, |_| Fate::Deliver, K::DONE, "with nothing lost").await;
+    one_run::<K>(None, |_| Fate::Twice, K::DONE, "with every message delivered twice").await;
+    for step in K::STEPS {
+        one_run::<K>(Some(step.command), |_| Fate::Deliver, step.refused, &format!("{} refused", step.command)).await;
+        let unanswered = format!("{} never delivered", step.command);
+        one_run::<K>(None, is(step.command), step.unanswered, &unanswered).await;
+        if let Some(answer) = step.answer {
+            let lost = format!("{} answered and every {answer} lost", step.command);
+            one_run::<K>(None, is(answer), step.answer_lost, &lost).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_replenishment_step_fails_in_turn_and_unwinds_cleanly() {
+    every_step_fails_in_turn::<ReplenishmentUnderTest>().await;
+}
+
+#[tokio::test]
+async fn every_fulfilment_step_fails_in_turn_and_unwinds_cleanly() {
+    every_step_fails_in_turn::<FulfilmentUnderTest>().await;
 }

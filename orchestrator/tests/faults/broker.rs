@@ -7,8 +7,13 @@ use lapin::{options::QueueDeclareOptions, types::FieldTable};
 use platform::messaging::{Queue, Topology, close, connect};
 
 /// Every queue of a deployment.
-pub const QUEUES: [Queue; 4] =
-    [Queue::Commands(sagas::WAREHOUSE), Queue::Commands(sagas::INVENTORY), Queue::Replies, Queue::DeadLetters];
+pub const QUEUES: [Queue; 5] = [
+    Queue::Commands(sagas::WAREHOUSE),
+    Queue::Commands(sagas::INVENTORY),
+    Queue::Commands(sagas::PAYMENT),
+    Queue::Replies,
+    Queue::DeadLetters,
+];
 
 /// A probe of a broker that is restarting must fail, not hang.
 const PROBE_WITHIN: Duration = Duration::from_secs(5);

@@ -4,14 +4,14 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use participants::{inventory::InventoryWorker, warehouse::WarehouseWorker};
+use participants::{inventory::InventoryWorker, payment::PaymentWorker, warehouse::WarehouseWorker};
 use platform::{
     config::Config,
     messaging::{Exchange, consumer::Handler, topology::REPLY_ROUTE},
     redis::Redis,
     saga::runner::ReplyHandler,
 };
-use sagas::{INVENTORY, WAREHOUSE};
+use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
 use sqlx::PgPool;
 use stock::Cache;
 use uuid::Uuid;
@@ -42,7 +42,8 @@ fn routes(config: &Config) -> Vec<(String, String, String)> {
     let commands = Exchange::Commands.as_ref().to_owned();
     vec![
         (commands.clone(), WAREHOUSE.name.to_owned(), WarehouseWorker.name().to_owned()),
-        (commands, INVENTORY.name.to_owned(), inventory.name().to_owned()),
+        (commands.clone(), INVENTORY.name.to_owned(), inventory.name().to_owned()),
+        (commands, PAYMENT.name.to_owned(), PaymentWorker { decline_rate: 0.0 }.name().to_owned()),
         (Exchange::Replies.as_ref().to_owned(), REPLY_ROUTE.to_owned(), replies.name().to_owned()),
     ]
 }
@@ -128,6 +129,9 @@ pub struct Sagas {
     pub total: i64,
     pub received: i64,
     pub compensated: i64,
+    /// Orders' sagas: handed over, or unwound.
+    pub fulfilled: i64,
+    pub cancelled: i64,
     pub failed: i64,
     /// Commands sent again after a deadline passed.
     pub resent: i64,
@@ -157,7 +161,7 @@ pub async fn verify(
 ) -> (Sagas, Checks) {
     let mut checks = Checks::default();
     let sagas = sagas_ended(pool).await;
-    checks.pass("every saga ended received, compensated or failed");
+    checks.pass("every saga ended: received, compensated, fulfilled, cancelled or failed");
 
     let disagreeing: Vec<(Uuid, String, String)> = sqlx::query_as(
         "SELECT s.id, s.state, r.status FROM saga s JOIN replenishment r ON r.saga_id = s.id
@@ -193,6 +197,9 @@ pub async fn verify(
 
     order_movements(pool).await;
     checks.pass("each order reserved, sold or released its stock exactly once");
+
+    money(pool).await;
+    checks.pass("money: charged - refunded = the value of the fulfilled orders, order by order");
 
     no_message_lost(pool, config).await;
     checks.pass("no message lost: all published, all handled, queues and dead letters empty");
@@ -238,6 +245,8 @@ async fn sagas_ended(pool: &PgPool) -> Sagas {
         match state.as_str() {
             "received" => sagas.received = count,
             "compensated" => sagas.compensated = count,
+            "fulfilled" => sagas.fulfilled = count,
+            "cancelled" => sagas.cancelled = count,
             "failed" => sagas.failed = count,
             other => panic!("{count} saga(s) stuck in {other}"),
         }
@@ -402,7 +411,7 @@ async fn order_movements(pool: &PgPool) {
          FROM inventory inv
          LEFT JOIN (SELECT o.store_id, i.product_id, sum(i.quantity) AS quantity
                     FROM customer_order o JOIN order_item i ON i.order_id = o.id
-                    WHERE o.status = 'reserved' GROUP BY 1, 2) open
+                    WHERE o.status IN ('reserved', 'paid', 'cancelling') GROUP BY 1, 2) open
            ON open.store_id = inv.store_id AND open.product_id = inv.product_id
          WHERE inv.reserved <> COALESCE(open.quantity, 0)",
     )
@@ -410,6 +419,48 @@ async fn order_movements(pool: &PgPool) {
     .await
     .unwrap();
     assert!(misreserved.is_empty(), "reserved stock that no open order holds, or the reverse: {misreserved:?}");
+}
+
+/// An order and its payment, for the failure message.
+#[derive(Debug, sqlx::FromRow)]
+#[allow(dead_code)] // read through Debug, in the failure message
+struct Paid {
+    id: Uuid,
+    status: String,
+    value_cents: i64,
+    payment: Option<String>,
+    amount_cents: Option<i64>,
+}
+
+/// The payment provider's books against the orders: a fulfilled order was charged its value and
+/// kept it; every other order kept nothing (declined, voided, or refunded in full). Prices are
+/// the products' own (`price_cents`), kept on each order line.
+async fn money(pool: &PgPool) {
+    let wrong: Vec<Paid> = sqlx::query_as(
+        "WITH value AS (
+             SELECT order_id, sum(quantity * unit_price_cents)::int8 AS cents FROM order_item GROUP BY order_id)
+         SELECT o.id, o.status, v.cents AS value_cents, p.status AS payment, p.amount_cents
+         FROM customer_order o JOIN value v ON v.order_id = o.id LEFT JOIN payment p ON p.order_id = o.id
+         WHERE CASE o.status
+                   WHEN 'fulfilled' THEN p.status IS DISTINCT FROM 'charged' OR p.amount_cents <> v.cents
+                   ELSE p.status = 'charged'
+               END
+         LIMIT 20",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(wrong.is_empty(), "orders whose payment disagrees with their status: {wrong:#?}");
+    let (kept, sold): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(sum(amount_cents), 0) FROM payment WHERE status = 'charged')::int8,
+                (SELECT COALESCE(sum(i.quantity * i.unit_price_cents), 0) FROM order_item i
+                 JOIN customer_order o ON o.id = i.order_id WHERE o.status = 'fulfilled')::int8",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, sold, "charged - refunded ({kept} cents) != fulfilled orders' value ({sold} cents)");
+    assert!(sold > 0, "no order was sold: the check would prove nothing");
 }
 
 /// At rest, nothing is unpublished, every saga message was handled by its consumer, no queue

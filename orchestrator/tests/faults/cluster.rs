@@ -28,16 +28,18 @@ pub enum Role {
     Orchestrator,
     Warehouse,
     Inventory,
+    Payment,
 }
 
 impl Role {
-    pub const ALL: [Self; 3] = [Self::Orchestrator, Self::Warehouse, Self::Inventory];
+    pub const ALL: [Self; 4] = [Self::Orchestrator, Self::Warehouse, Self::Inventory, Self::Payment];
 
     fn binary(self) -> &'static str {
         match self {
             Self::Orchestrator => "orchestrator",
             Self::Warehouse => "warehouse-worker",
             Self::Inventory => "inventory-worker",
+            Self::Payment => "payment-worker",
         }
     }
 
@@ -47,6 +49,7 @@ impl Role {
             Self::Orchestrator => Queue::Replies,
             Self::Warehouse => Queue::Commands(sagas::WAREHOUSE),
             Self::Inventory => Queue::Commands(sagas::INVENTORY),
+            Self::Payment => Queue::Commands(sagas::PAYMENT),
         }
     }
 }
@@ -57,17 +60,19 @@ pub struct Shape {
     pub orchestrators: usize,
     pub warehouses: usize,
     pub inventories: usize,
+    pub payments: usize,
 }
 
 impl Shape {
-    pub const SINGLE: Self = Self { orchestrators: 1, warehouses: 1, inventories: 1 };
-    pub const DOUBLE: Self = Self { orchestrators: 2, warehouses: 2, inventories: 2 };
+    pub const SINGLE: Self = Self { orchestrators: 1, warehouses: 1, inventories: 1, payments: 1 };
+    pub const DOUBLE: Self = Self { orchestrators: 2, warehouses: 2, inventories: 2, payments: 2 };
 
     fn count(self, role: Role) -> usize {
         match role {
             Role::Orchestrator => self.orchestrators,
             Role::Warehouse => self.warehouses,
             Role::Inventory => self.inventories,
+            Role::Payment => self.payments,
         }
     }
 }

@@ -67,7 +67,8 @@ impl Figures {
         let s = &self.sagas;
         eprintln!(
             "fault suite | {}: {} orders ({} accepted, {} refused, {} fulfilled, {} cancelled), {} sagas \
-             ({} received, {} compensated, {} failed; {} commands resent, {} stale replies refused), \
+             ({} received, {} compensated, {} fulfilled, {} cancelled, {} failed; {} commands resent, \
+             {} stale replies refused), \
              {} faults injected, {} processes killed, {} requests retried [{}], {:.1} s, {} checks passed",
             self.test,
             self.orders,
@@ -78,6 +79,8 @@ impl Figures {
             s.total,
             s.received,
             s.compensated,
+            s.fulfilled,
+            s.cancelled,
             s.failed,
             s.resent,
             s.refused_events,
@@ -97,15 +100,15 @@ impl Figures {
             writeln!(
                 file,
                 "\n### Fault suite, run of {started}\n\n\
-                 | fault | orders | accepted | refused | sagas | received | compensated | failed | \
+                 | fault | orders | accepted | refused | sagas | received | compensated | fulfilled | cancelled | failed | \
                  commands resent | faults injected | processes killed | requests retried | seconds | checks passed |\n\
-                 |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+                 |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
             )
             .expect("can write the figures");
         });
         writeln!(
             file,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
             self.test,
             self.orders,
             self.accepted,
@@ -113,6 +116,8 @@ impl Figures {
             s.total,
             s.received,
             s.compensated,
+            s.fulfilled,
+            s.cancelled,
             s.failed,
             s.resent,
             self.faults,

@@ -88,7 +88,9 @@ pub struct Accepted {
     pub id: Uuid,
     pub store: Uuid,
     pub items: Vec<(Uuid, i64)>,
-    /// `reserved`, `fulfilled` or `cancelled`: the status of the client's last answer.
+    /// How the order must end, from what its client was told: `fulfilled` when the picker's
+    /// hand-over was accepted; `cancelled` otherwise (cancelled by the client, declined, not
+    /// pickable, or never picked within the pickup window).
     pub status: &'static str,
 }
 
@@ -167,6 +169,32 @@ async fn answered(
     }
 }
 
+/// The picker hands order `id` over once it is paid; what the order must end as. An order that
+/// is not paid (declined) or cannot be picked is being cancelled by its saga instead.
+async fn hand_over(client: &mut Client, retries: &Mutex<Retries>, id: Uuid) -> &'static str {
+    let started = Instant::now();
+    loop {
+        let order = answered(client, retries, "GET", &format!("/orders/{id}"), &[], &Value::Null).await;
+        match order.body["status"].as_str() {
+            Some("reserved") => {}
+            Some("paid") => {
+                let path = format!("/orders/{id}/fulfil");
+                let answer = answered(client, retries, "POST", &path, &[], &Value::Null).await;
+                if answer.status == 200 {
+                    assert_eq!(answer.body["status"], "fulfilled", "handing over order {id}");
+                    return "fulfilled";
+                }
+                // Refused only when the store could not pick it: the saga is unwinding it.
+                assert_eq!(answer.status, 409, "handing over order {id}: {}", answer.body);
+            }
+            Some("cancelling" | "cancelled") => return "cancelled",
+            other => panic!("order {id} is {other:?} while waiting to hand it over: {}", order.body),
+        }
+        assert!(started.elapsed() < ANSWER_WITHIN, "order {id} was not paid within {ANSWER_WITHIN:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn expect_status(answer: &Answer, status: u16, what: &str) -> Uuid {
     assert_eq!(answer.status, status, "{what}: {}", answer.body);
     answer.body["id"]
@@ -211,7 +239,8 @@ pub async fn stock_shop(api: &[SocketAddr], plan: &Plan, run: &str) -> Shop {
 }
 
 /// Starts `plan.clients` clients placing `plan.orders` orders between them, spread over the API
-/// instances. About half of the accepted orders are fulfilled (a sale) and a sixth cancelled.
+/// instances. About half of the accepted orders are handed over once paid (a sale), a sixth
+/// cancelled, and the rest left for their pickup window to run out.
 pub fn start(api: &[SocketAddr], shop: &Shop, plan: &Plan, run: &str) -> Load {
     let progress = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
@@ -251,19 +280,22 @@ pub fn start(api: &[SocketAddr], shop: &Shop, plan: &Plan, run: &str) -> Load {
                     }
                     _ => {
                         let id = expect_status(&answer, 201, "placing an order");
-                        let close = match random.below(6) {
-                            0..=2 => Some(("fulfil", "fulfilled")),
-                            3 => Some(("cancel", "cancelled")),
-                            _ => None,
+                        let status = match random.below(6) {
+                            0..=2 => hand_over(&mut client, &retries, id).await,
+                            3 => {
+                                let path = format!("/orders/{id}/cancel");
+                                let answer = answered(&mut client, &retries, "POST", &path, &[], &Value::Null).await;
+                                assert_eq!(answer.status, 200, "cancelling order {id}: {}", answer.body);
+                                let status = &answer.body["status"];
+                                assert!(
+                                    status == "cancelling" || status == "cancelled",
+                                    "cancelled order {id}: {status}"
+                                );
+                                "cancelled"
+                            }
+                            // Left for the pickup window to run out.
+                            _ => "cancelled",
                         };
-                        let mut status = "reserved";
-                        if let Some((action, done)) = close {
-                            let path = format!("/orders/{id}/{action}");
-                            let answer = answered(&mut client, &retries, "POST", &path, &[], &Value::Null).await;
-                            assert_eq!(answer.status, 200, "{action} order {id}: {}", answer.body);
-                            assert_eq!(answer.body["status"], done, "{action} order {id}");
-                            status = done;
-                        }
                         Outcome::Accepted(Accepted { key, id, store, items, status })
                     }
                 };

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod faults;
+pub mod fulfilment;
 pub mod operations;
 pub mod orders;
 pub mod replenishment;
