@@ -338,7 +338,7 @@ fn events(
 
 #[cfg(test)]
 mod tests {
-    use strum::IntoEnumIterator;
+    use platform::saga::table;
 
     use super::*;
 
@@ -388,34 +388,14 @@ mod tests {
     #[test]
     fn every_state_and_input_pair_is_either_listed_or_refused() {
         let (order_id, data) = saga();
-        let mut legal = 0;
-        for state in State::iter() {
-            for input in every_input(order_id) {
-                match (Fulfilment::transition(order_id, state, &data, &input), expected(state, &input)) {
-                    (Ok(step), Some(next)) => {
-                        assert_eq!(step.next, next, "{state} on {}", input.name());
-                        legal += 1;
-                    }
-                    (Err(refused), None) => assert_eq!(refused.state, state.as_ref()),
-                    (got, want) => panic!("{state} on {}: got {got:?}, want {want:?}", input.name()),
-                }
-            }
-        }
+        let legal = table::check_table::<Fulfilment>(order_id, &data, &every_input(order_id), expected);
         assert_eq!(legal, 19, "the diagram, its deadlines and the operators' actions make nineteen legal pairs");
     }
 
     #[test]
     fn every_non_terminal_state_awaits_exactly_the_command_it_sent() {
         let (order_id, data) = saga();
-        for state in State::iter() {
-            for input in every_input(order_id) {
-                if let Ok(step) = Fulfilment::transition(order_id, state, &data, &input) {
-                    let awaited = Fulfilment::outstanding(order_id, step.next, &step.data);
-                    assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>());
-                    assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
-                }
-            }
-        }
+        table::check_awaits_what_it_sent::<Fulfilment>(order_id, &data, &every_input(order_id));
     }
 
     #[test]

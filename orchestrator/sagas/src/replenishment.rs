@@ -388,6 +388,7 @@ fn events(saga_id: Uuid, next: State, data: &Data, error: Option<&str>) -> Vec<O
 
 #[cfg(test)]
 mod tests {
+    use platform::saga::table;
     use strum::IntoEnumIterator;
 
     use super::*;
@@ -440,22 +441,7 @@ mod tests {
     fn every_state_and_input_pair_is_either_listed_or_refused() {
         let (saga_id, data) = saga();
         let data = dispatched_data(&data, Uuid::new_v4());
-        let mut legal = 0;
-        for state in State::iter() {
-            for input in every_input(saga_id) {
-                match (Replenishment::transition(saga_id, state, &data, &input), expected(state, &input)) {
-                    (Ok(step), Some(next)) => {
-                        assert_eq!(step.next, next, "{state} on {}", input.name());
-                        legal += 1;
-                    }
-                    (Err(refused), None) => {
-                        assert_eq!(refused.state, state.as_ref());
-                        assert_eq!(refused.event, input.name());
-                    }
-                    (got, want) => panic!("{state} on {}: got {got:?}, want {want:?}", input.name()),
-                }
-            }
-        }
+        let legal = table::check_table::<Replenishment>(saga_id, &data, &every_input(saga_id), expected);
         assert_eq!(legal, 16, "the diagram, its deadlines and the operators' actions make sixteen legal pairs");
     }
 
@@ -508,15 +494,7 @@ mod tests {
     fn every_non_terminal_state_awaits_exactly_the_command_it_sent() {
         let (saga_id, data) = saga();
         let data = dispatched_data(&data, Uuid::new_v4());
-        for state in State::iter() {
-            for input in every_input(saga_id) {
-                if let Ok(step) = Replenishment::transition(saga_id, state, &data, &input) {
-                    let awaited = Replenishment::outstanding(saga_id, step.next, &step.data);
-                    assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>());
-                    assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
-                }
-            }
-        }
+        table::check_awaits_what_it_sent::<Replenishment>(saga_id, &data, &every_input(saga_id));
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod registry;
 pub mod runner;
 pub mod store;
+pub mod table;
 
 use std::{fmt::Debug, future::Future, str::FromStr};
 

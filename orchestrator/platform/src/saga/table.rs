@@ -1,0 +1,56 @@
+//! The checks every kind's unit tests run on its transition function, the same way for each: the
+//! whole (state × input) table, and that every state awaits exactly the command it sent.
+
+use std::fmt::Debug;
+
+use strum::IntoEnumIterator;
+use uuid::Uuid;
+
+use super::{Input, SagaKind, SagaState};
+
+/// Applies every input in every state and compares with `expected` (the next state, or `None`
+/// for a refusal); returns how many pairs are legal. Panics at the first disagreement.
+pub fn check_table<K: SagaKind>(
+    saga_id: Uuid,
+    data: &K::Data,
+    inputs: &[Input<K::Reply>],
+    expected: impl Fn(K::State, &Input<K::Reply>) -> Option<K::State>,
+) -> usize
+where
+    K::State: IntoEnumIterator + Debug,
+{
+    let mut legal = 0;
+    for state in K::State::iter() {
+        for input in inputs {
+            match (K::transition(saga_id, state, data, input), expected(state, input)) {
+                (Ok(step), Some(next)) => {
+                    assert_eq!(step.next, next, "{state:?} on {}", input.name());
+                    legal += 1;
+                }
+                (Err(refused), None) => {
+                    assert_eq!(refused.state, state.as_ref());
+                    assert_eq!(refused.event, input.name());
+                }
+                (got, want) => panic!("{state:?} on {}: got {got:?}, want {want:?}", input.name()),
+            }
+        }
+    }
+    legal
+}
+
+/// Every legal step sends exactly the command its next state awaits, and only a closed state
+/// awaits nothing.
+pub fn check_awaits_what_it_sent<K: SagaKind>(saga_id: Uuid, data: &K::Data, inputs: &[Input<K::Reply>])
+where
+    K::State: IntoEnumIterator,
+{
+    for state in K::State::iter() {
+        for input in inputs {
+            if let Ok(step) = K::transition(saga_id, state, data, input) {
+                let awaited = K::outstanding(saga_id, step.next, &step.data);
+                assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>(), "{:?}", step.next);
+                assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
+            }
+        }
+    }
+}
