@@ -223,6 +223,17 @@ async fn numbers_carry_the_bounds_the_server_enforces() {
     for query in ["?foo=1", "?limit=1&limit=2", "?store_id=x"] {
         problem(api.get(format!("/stock-movements{query}")).send().await, StatusCode::BAD_REQUEST, query).await;
     }
+    // An optional field is left out or given a value: `null` is neither, and is refused.
+    for price in [json!(null), json!(-1), json!(100_000_001), json!("100")] {
+        let body = json!({"sku": "NULL-PRICE", "name": "Milk", "price_cents": price});
+        problem(api.post("/products").body_json(&body).send().await, StatusCode::BAD_REQUEST, &body.to_string()).await;
+    }
+    let body = json!({"store_id": store, "product_id": product, "quantity": 1, "reason": null});
+    problem(api.post("/replenishments").body_json(&body).send().await, StatusCode::BAD_REQUEST, "a null reason").await;
+    let created = api.post("/products").body_json(&json!({"sku": "NO-PRICE", "name": "Milk"})).send().await;
+    created.assert_status(StatusCode::CREATED);
+    let created: Value = created.json().await.value().deserialize();
+    assert_eq!(created["price_cents"], 100, "a product without a price costs the default: {created}");
     // A body where the operation takes none is refused, not ignored.
     problem(
         api.post(format!("/orders/{}/cancel", Uuid::new_v4())).body_json(&json!({"reason": "x"})).send().await,

@@ -210,6 +210,63 @@ macro_rules! scalar_type {
 }
 pub(crate) use scalar_type;
 
+/// A field a body may leave out. poem-openapi's `Option` also takes an explicit `null` for it,
+/// which the spec does not allow (the field is not nullable); this refuses `null` with a 400, so
+/// a client that sends one learns it was not read as a value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Optional<T>(pub Option<T>);
+
+impl<T> Optional<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
+    }
+}
+
+impl<T: Type> Type for Optional<T> {
+    const IS_REQUIRED: bool = false;
+    type RawValueType = T::RawValueType;
+    type RawElementValueType = T::RawElementValueType;
+
+    fn name() -> Cow<'static, str> {
+        format!("optional<{}>", T::name()).into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref().and_then(Type::as_raw_value)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        match &self.0 {
+            Some(value) => value.raw_element_iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+impl<T: ParseFromJSON> ParseFromJSON for Optional<T> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            None => Ok(Self(None)),
+            Some(Value::Null) => Err(ParseError::custom("null is not a value here: leave the field out instead")),
+            Some(value) => T::parse_from_json(Some(value)).map(|v| Self(Some(v))).map_err(ParseError::propagate),
+        }
+    }
+}
+
+impl<T: ToJSON> ToJSON for Optional<T> {
+    fn to_json(&self) -> Option<Value> {
+        self.0.as_ref().and_then(ToJSON::to_json)
+    }
+}
+
 /// A change of stock: a whole number of units, not zero, at most [`MAX_QUANTITY`] either way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Delta(pub i64);

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::Line,
+    input::{Line, Optional},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -40,7 +40,7 @@ pub struct NewProduct {
     pub name: Line<200>,
     /// What one unit costs, in cents (default 100). Orders keep the price they were placed at.
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
-    pub price_cents: Option<i64>,
+    pub price_cents: Optional<i64>,
 }
 
 page_of!(ProductPage, Product);
@@ -75,7 +75,7 @@ impl ProductsApi {
              RETURNING id, sku, name, price_cents, created_at",
             sku,
             name,
-            body.price_cents.unwrap_or(DEFAULT_PRICE_CENTS)
+            body.price_cents.0.unwrap_or(DEFAULT_PRICE_CENTS)
         )
         .fetch_one(&mut *tx)
         .await

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{Free, Line, Rule, Text},
+    input::{Free, Line, Optional, Rule, Text},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -140,7 +140,7 @@ pub struct NewReplenishment {
     pub product_id: Uuid,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
-    pub reason: Option<Free<2000>>,
+    pub reason: Optional<Free<2000>>,
 }
 
 #[derive(ApiResponse)]
@@ -483,7 +483,7 @@ impl SagasApi {
     ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         let NewReplenishment { store_id, product_id, quantity, reason } = body.0;
         let saga_id =
-            inventory::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.as_deref())
+            inventory::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.0.as_deref())
                 .await?;
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
