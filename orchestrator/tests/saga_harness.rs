@@ -454,10 +454,19 @@ struct StepUnderTest {
     answer_lost: &'static str,
 }
 
+/// An undo step whose every answer is lost: the saga must end `failed`, its undo done once.
+struct UndoUnderTest {
+    /// The forward command refused, so that the saga unwinds.
+    refusing: &'static str,
+    /// The undo's answer, lost at every send.
+    answer: &'static str,
+}
+
 trait KindUnderTest {
     const NAME: &'static str;
     const DONE: &'static str;
     const STEPS: &'static [StepUnderTest];
+    const UNDOS: &'static [UndoUnderTest];
     /// Starts one saga; returns its id.
     async fn start(h: &Harness) -> Uuid;
     /// Makes the participant of `command` refuse it; before the saga starts.
@@ -491,6 +500,9 @@ impl KindUnderTest for ReplenishmentUnderTest {
         },
     ];
 
+    const UNDOS: &'static [UndoUnderTest] =
+        &[UndoUnderTest { refusing: "ReceiveShipment", answer: "ShipmentCancelled" }];
+
     async fn start(h: &Harness) -> Uuid {
         h.start_saga().await
     }
@@ -505,10 +517,18 @@ impl KindUnderTest for ReplenishmentUnderTest {
         }
     }
 
-    async fn check_effects(h: &Harness, _saga: Uuid, end: &str) {
+    async fn check_effects(h: &Harness, saga: Uuid, end: &str) {
+        // The goods are where the shipment says: in the store once received, else back home.
+        let shipment: Option<String> = sqlx::query_scalar("SELECT status FROM shipment WHERE replenishment_id = $1")
+            .bind(saga)
+            .fetch_optional(h.pool())
+            .await
+            .unwrap();
+        let received = shipment.as_deref() == Some("received");
+        assert_eq!(received, matches!(end, "received") || (end == "failed" && received), "ended {end}");
         let (store, warehouse) = h.stock().await;
         let warehouse_had = if warehouse == 0 { 0 } else { WAREHOUSE };
-        let moved = if matches!(end, "received" | "failed") { REQUESTED } else { 0 };
+        let moved = if received { REQUESTED } else { 0 };
         assert_eq!((store, warehouse), (10 + moved, warehouse_had - moved), "ended {end}: (store, warehouse)");
     }
 }
@@ -535,6 +555,11 @@ impl KindUnderTest for FulfilmentUnderTest {
             unanswered: "cancelled",
             answer_lost: "cancelled",
         },
+    ];
+
+    const UNDOS: &'static [UndoUnderTest] = &[
+        UndoUnderTest { refusing: "HandOver", answer: "PaymentRefunded" },
+        UndoUnderTest { refusing: "HandOver", answer: "ReservationReleased" },
     ];
 
     async fn start(h: &Harness) -> Uuid {
@@ -582,6 +607,12 @@ impl KindUnderTest for FulfilmentUnderTest {
         match end {
             "fulfilled" => assert_eq!((reserved, sold, released, kept), (1, 1, 0, value), "{payment:?}"),
             "cancelled" => assert_eq!((reserved, sold, released, kept), (1, 0, 1, 0), "{payment:?}"),
+            // An undo never confirmed: whatever ran, ran once; nothing was sold or kept.
+            "failed" => {
+                assert_eq!((reserved, sold, kept), (1, 0, 0), "{payment:?}");
+                assert!(released <= 1);
+                return;
+            }
             other => panic!("no effects defined for an order that ended {other}"),
         }
         let held: i64 = sqlx::query_scalar("SELECT reserved FROM inventory WHERE store_id = $1 AND product_id = $2")
@@ -639,6 +670,10 @@ async fn every_step_fails_in_turn<K: KindUnderTest>() {
             let lost = format!("{} answered and every {answer} lost", step.command);
             one_run::<K>(None, is(answer), step.answer_lost, &lost).await;
         }
+    }
+    for undo in K::UNDOS {
+        let what = format!("{} refused, then every {} lost", undo.refusing, undo.answer);
+        one_run::<K>(Some(undo.refusing), is(undo.answer), "failed", &what).await;
     }
 }
 
