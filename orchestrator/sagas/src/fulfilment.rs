@@ -274,8 +274,10 @@ impl SagaKind for Fulfilment {
         )
         .execute(&mut *tx)
         .await?;
-        if matches!(state, State::Fulfilled | State::Cancelled) {
-            // The store's stock changed: the low-stock rule, as after every change.
+        if state == State::Cancelled {
+            // The store released the goods: the low-stock rule, as after every change. (A
+            // hand-over is the picker's request, which ends through the rule like every change
+            // made through the API, in this same transaction.)
             for line in &data.items {
                 if let Some(level) = level::fetch(tx, data.store_id, line.product_id).await? {
                     replenishment::replenish_if_low(tx, timing, &level).await?;
