@@ -14,8 +14,9 @@ use crate::Context;
 #[derive(Clone, Debug, Object)]
 pub struct StockMovement {
     pub id: i64,
-    /// Null for the central warehouse.
-    #[oai(nullable)]
+    /// Absent for the central warehouse: a client that follows store ids from a page
+    /// never meets a null one.
+    #[oai(skip_serializing_if_is_none)]
     pub store_id: Option<Uuid>,
     pub product_id: Uuid,
     pub on_hand_delta: i64,

@@ -142,6 +142,8 @@ async fn shipped_once(world: &mut World) {
     assert_eq!(dispatched.len(), 1, "the warehouse's dispatches for this replenishment: {dispatched:#?}");
     let saga = world.api().await.saga(world.saga()).await;
     assert_eq!(int(&dispatched[0], "on_hand_delta"), -int(&saga["data"], "quantity_shipped"));
+    // The warehouse is no store: its movements leave the field out rather than send a null.
+    assert!(dispatched[0].get("store_id").is_none(), "a warehouse movement names a store: {dispatched:#?}");
 }
 
 #[then("the store took it in exactly once")]
@@ -150,6 +152,7 @@ async fn received_once(world: &mut World) {
     assert_eq!(received.len(), 1, "the store's receipts for this replenishment: {received:#?}");
     let saga = world.api().await.saga(world.saga()).await;
     assert_eq!(int(&received[0], "on_hand_delta"), int(&saga["data"], "quantity_shipped"));
+    assert_eq!(super::id(&received[0], "store_id"), super::id(&saga["data"], "store_id"));
 }
 
 #[then("no stock moved for the replenishment")]
