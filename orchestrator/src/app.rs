@@ -9,6 +9,7 @@ use platform::{
     config::Config,
     messaging::{Participant, Queue, relay::RelayFaults},
     process::{self, Services},
+    retention::Janitor,
     saga::runner::{self, ReplyHandler, Sweeper},
     shutdown::{self, ShutdownTrigger},
 };
@@ -25,7 +26,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Roles {
     pub api: bool,
-    /// Reply consumer, deadline sweeper, dead-letter keeper.
+    /// Reply consumer, deadline sweeper, dead-letter keeper, retention janitor.
     pub engine: bool,
     /// The participants whose workers run here.
     pub workers: Vec<Participant>,
@@ -82,6 +83,9 @@ impl Application {
                 amqp_url: ctx.amqp_url.clone(),
             };
             tasks.spawn(dead_letters.run(shutdown.clone()));
+            // One per engine process: janitors skip each other's rows, so several are safe. The
+            // workers' outbox and inbox rows share the database, so this one prunes theirs too.
+            tasks.spawn(Janitor::new(ctx.pool.clone(), services.config.retention).run(shutdown.clone()));
         }
         for participant in &roles.workers {
             if !participants::spawn(&services, *participant, &mut tasks, &shutdown) {

@@ -19,6 +19,8 @@ pub struct Config {
     /// Deliveries a consumer may hold unacknowledged.
     pub prefetch: u16,
     pub saga: SagaTiming,
+    /// How long history is kept before the janitor ([`crate::retention`]) removes it.
+    pub retention: Retention,
     pub simulation: Simulation,
     /// Log lines as JSON objects instead of text.
     pub log_json: bool,
@@ -127,6 +129,33 @@ pub struct SagaTiming {
     pub person_timeout: Duration,
 }
 
+/// How long each kind of history is kept, and how often it is pruned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// `OUTBOX_RETENTION_MS`: published messages are removed this long after their publication
+    /// (unpublished ones never are). Until then the saga detail lists them.
+    pub outbox: Duration,
+    /// `INBOX_RETENTION_MS`: the deduplication window. A consumer's record of a handled message
+    /// is removed this long after it was handled; a redelivery after that would be handled again.
+    pub inbox: Duration,
+    /// `SAGA_RETENTION_MS`: a closed saga, with its timeline, is removed this long after it
+    /// closed. Failed sagas, which wait for an operator, are kept.
+    pub saga: Duration,
+    /// `RETENTION_INTERVAL_MS`: the time between two passes of the janitor.
+    pub interval: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const HOUR: Duration = Duration::from_secs(3600);
+        Self { outbox: HOUR, inbox: 7 * 24 * HOUR, saga: 30 * 24 * HOUR, interval: Duration::from_secs(60) }
+    }
+}
+
+/// The longest retention accepted: beyond it the cutoff falls outside what Postgres's intervals
+/// can express, and every pass would fail.
+pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The simulated physical world of the participants.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Simulation {
@@ -165,6 +194,7 @@ impl Default for Config {
                 max_attempts: 5,
                 person_timeout: Duration::from_secs(15 * 60),
             },
+            retention: Retention::default(),
             simulation: Simulation::default(),
             log_json: false,
             duplicate_delivery: false,
@@ -209,6 +239,10 @@ impl Config {
         millis(&get, "COMMAND_MAX_TIMEOUT_MS", &mut config.saga.max_timeout)?;
         millis(&get, "TRANSIT_DELAY_MS", &mut config.simulation.transit_delay)?;
         millis(&get, "PERSON_STEP_TIMEOUT_MS", &mut config.saga.person_timeout)?;
+        millis(&get, "OUTBOX_RETENTION_MS", &mut config.retention.outbox)?;
+        millis(&get, "INBOX_RETENTION_MS", &mut config.retention.inbox)?;
+        millis(&get, "SAGA_RETENTION_MS", &mut config.retention.saga)?;
+        millis(&get, "RETENTION_INTERVAL_MS", &mut config.retention.interval)?;
         parse(&get, "PAYMENT_DECLINE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.payment_decline_rate)?;
         parse(&get, "PICKING_FAILURE_RATE", "a number from 0.0 to 1.0", &mut config.simulation.picking_failure_rate)?;
         if let Some(secret) = get("BOOTSTRAP_ADMIN_KEY").filter(|v| !v.is_empty()) {
@@ -253,6 +287,28 @@ impl Config {
         ];
         if let Some((name, rate)) = rates.into_iter().find(|(_, rate)| !(0.0..=1.0).contains(rate)) {
             return Err(ConfigError { name, value: rate.to_string(), expected: "a number from 0.0 to 1.0" });
+        }
+        // Published messages may go at the next pass (0); a deduplication window, a closed saga's
+        // history or the time between passes of 0 would make no sense.
+        let retention = &config.retention;
+        let bounds = [
+            ("OUTBOX_RETENTION_MS", retention.outbox, Duration::ZERO),
+            ("INBOX_RETENTION_MS", retention.inbox, Duration::from_millis(1)),
+            ("SAGA_RETENTION_MS", retention.saga, Duration::from_millis(1)),
+            ("RETENTION_INTERVAL_MS", retention.interval, Duration::from_millis(1)),
+        ];
+        if let Some((name, value, min)) =
+            bounds.into_iter().find(|(_, value, min)| value < min || *value > MAX_RETENTION)
+        {
+            return Err(ConfigError {
+                name,
+                value: value.as_millis().to_string(),
+                expected: if min.is_zero() {
+                    "a whole number of milliseconds up to 3153600000000 (100 years)"
+                } else {
+                    "a whole number of milliseconds from 1 to 3153600000000 (100 years)"
+                },
+            });
         }
         if config.saga.max_attempts < 1 || config.db_max_connections < 1 || config.prefetch < 1 {
             return Err(ConfigError {
@@ -345,6 +401,48 @@ mod tests {
         assert!(err.contains("PICKING_FAILURE_RATE"), "{err}");
         assert!(config(&[("COMMAND_MAX_ATTEMPTS", "0")]).is_err());
         assert!(config(&[("FAULT_DUPLICATE_DELIVERY", "yes")]).is_err());
+    }
+
+    #[test]
+    fn retention_has_defaults_and_bounds() {
+        let day = Duration::from_secs(24 * 3600);
+        let defaults = config(&[]).unwrap().retention;
+        assert_eq!(
+            defaults,
+            Retention {
+                outbox: Duration::from_secs(3600),
+                inbox: 7 * day,
+                saga: 30 * day,
+                interval: Duration::from_secs(60)
+            }
+        );
+        let set = config(&[
+            ("OUTBOX_RETENTION_MS", "0"),
+            ("INBOX_RETENTION_MS", "60000"),
+            ("SAGA_RETENTION_MS", "120000"),
+            ("RETENTION_INTERVAL_MS", "500"),
+        ])
+        .unwrap()
+        .retention;
+        assert_eq!(
+            set,
+            Retention {
+                outbox: Duration::ZERO,
+                inbox: Duration::from_secs(60),
+                saga: Duration::from_secs(120),
+                interval: Duration::from_millis(500),
+            }
+        );
+        for name in ["INBOX_RETENTION_MS", "SAGA_RETENTION_MS", "RETENTION_INTERVAL_MS"] {
+            let err = config(&[(name, "0")]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("from 1"), "{err}");
+        }
+        for name in ["OUTBOX_RETENTION_MS", "INBOX_RETENTION_MS", "SAGA_RETENTION_MS", "RETENTION_INTERVAL_MS"] {
+            let err = config(&[(name, "3153600000001")]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("100 years"), "{err}");
+            assert!(config(&[(name, "3153600000000")]).is_ok(), "{name} accepts 100 years");
+            assert!(config(&[(name, "7d")]).is_err(), "{name} is in milliseconds");
+        }
     }
 
     #[test]

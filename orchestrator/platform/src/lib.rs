@@ -6,6 +6,7 @@
 //! - [`messaging`]: RabbitMQ — topology, transactional outbox and its relay, the consumer loop with
 //!   its inbox, dead letters;
 //! - [`saga`]: the saga engine, generic over kinds;
+//! - [`retention`]: the janitor that removes history past its retention, so tables stay bounded;
 //! - [`process`], [`heartbeat`], [`shutdown`], [`trace`]: a process's life, liveness and traces.
 //!
 //! ```text
@@ -21,6 +22,7 @@ pub mod messaging;
 pub mod process;
 pub mod protocol;
 pub mod redis;
+pub mod retention;
 pub mod saga;
 pub mod shutdown;
 pub mod trace;

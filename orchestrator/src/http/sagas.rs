@@ -111,7 +111,9 @@ pub struct SagaDetail {
     pub outstanding: Option<OutstandingCommand>,
     /// The timeline, oldest first.
     pub transitions: Vec<Transition>,
-    /// Messages sent and received for the saga, oldest first.
+    /// Messages sent and received for the saga, oldest first, as long as retention keeps them: a
+    /// sent one until `OUTBOX_RETENTION_MS` after its publication (1 hour by default), a received
+    /// one for `INBOX_RETENTION_MS` (7 days).
     pub messages: Vec<SagaMessage>,
 }
 

@@ -1,7 +1,7 @@
 //! The transactional outbox: messages are rows written with the state change that causes them,
 //! and reach the broker only after that change commits (the [`relay`](super::relay) publishes).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -221,6 +221,24 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claime
 pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
     sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(tx).await?;
     Ok(())
+}
+
+/// Deletes up to `limit` rows published more than `older_than` ago, oldest first; returns how many.
+///
+/// Rows another transaction holds are skipped, not waited for, and unpublished rows are never
+/// touched: the relay's claims and the hot path go on undisturbed.
+pub async fn delete_published(conn: &mut PgConnection, older_than: Duration, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM outbox WHERE id = ANY(ARRAY(
+             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
+             ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        older_than.as_secs_f64(),
+        limit
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(deleted)
 }
 
 /// Messages waiting to be published, and the age in seconds of the oldest.

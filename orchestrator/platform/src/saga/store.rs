@@ -1,6 +1,8 @@
 //! SQL on the `saga` and `saga_transition` tables. Plain functions that take the caller's
 //! transaction; the engine decides what to write, these only write it.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -180,4 +182,23 @@ pub async fn count_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCo
     )
     .fetch_all(conn)
     .await
+}
+
+/// Deletes up to `limit` sagas closed more than `older_than` ago, the longest closed first, with their
+/// timelines and their kinds' rows (the foreign keys cascade); returns how many sagas.
+///
+/// A `failed` saga is closed but waits for an operator, so it is kept until someone acts on it.
+/// Sagas another transaction holds (a late reply being refused, say) are skipped, not waited for.
+pub async fn delete_closed(conn: &mut PgConnection, older_than: Duration, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM saga WHERE id = ANY(ARRAY(
+             SELECT id FROM saga WHERE closed_at < now() - make_interval(secs => $1) AND state <> 'failed'
+             ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        older_than.as_secs_f64(),
+        limit
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(deleted)
 }
