@@ -1,33 +1,41 @@
-//! End-to-end benchmark: the whole system (API, engine, every worker) on real Postgres, RabbitMQ
-//! and Redis, driven over HTTP at a fixed concurrency, every step durable. Prints one JSON object.
+//! End-to-end benchmark: `orchestrator all` (API, engine, every worker) as its own process on
+//! real Postgres, RabbitMQ and Redis, every step durable. Prints one JSON object on stdout.
 //!
-//! `cargo bench -p orchestrator --bench sagas`; knobs: BENCH_CONCURRENCY (32), BENCH_ORDERS
-//! (4000), BENCH_SAGAS (2000), BENCH_STORES (20), BENCH_LIGHT (50), BENCH_RUNS (3; each figure is
-//! the median).
+//! `cargo bench -p orchestrator --bench sagas`. Knobs (defaults in brackets):
+//! - BENCH_STORES [50], BENCH_PRODUCTS [100]: the (store, product) grid. The warehouse holds
+//!   1,000,000 of each product except every 20th, which it has none of: those sagas compensate;
+//! - BENCH_SAGAS [5000]: replenishments per in-flight level, of 1–10 units at random pairs, each
+//!   started with `POST /replenishments`;
+//! - BENCH_IN_FLIGHT ["16,64"] and BENCH_LIGHT [200]: the in-flight levels, and the sagas run one
+//!   at a time for the latency with no queueing;
+//! - BENCH_ORDERS [10000]: orders placed by 64 clients. Each starts a fulfilment saga that takes
+//!   the payment and then waits for a picker, so they are also the sagas held in flight when the
+//!   orchestrator's memory is read;
+//! - BENCH_READS [100000]: cached inventory reads by 64 clients;
+//! - BENCH_HISTORY [0]: closed sagas stored before an extra run at the first in-flight level,
+//!   reported as a ratio to the same level on an empty database;
+//! - BENCH_RUNS [3]: runs, each on a fresh deployment; every figure is the median of the runs.
+//! - BENCH_SOAK_SECS [0]: instead of all the above, replenishments at 16 in flight for that long
+//!   under a short retention (closed sagas and inbox rows kept 60 s, published outbox rows 10 s,
+//!   the janitor every 5 s), printing the retained rows and the database size as it goes: they
+//!   level off instead of growing.
 //!
-//! The data has the shape of a city's network: `BENCH_STORES` stores, each stocking its share of
-//! the (store, product) pairs, so a product's warehouse row is shared by every store at once. All
-//! replenishments of one product take that row's lock in turn: fewer stores per product means
-//! less waiting.
-//!
-//! Phases, each on a fresh deployment:
-//! - orders: orders that start no replenishment, `BENCH_CONCURRENCY` clients at once → orders/s.
-//!   Each starts its own fulfilment saga, which takes the payment and puts the order on the pick
-//!   list while the orders keep coming: that work is part of what an order costs;
-//! - sagas: each order leaves its (store, product) low and so starts one replenishment. Each of
-//!   `BENCH_CONCURRENCY` clients places an order and waits for its goods to arrive (the
-//!   `stock.replenished` event) before the next, so that many sagas are in flight at once →
-//!   sagas completed/s (first order to last `received`) and latency percentiles from the order's
-//!   transaction to `received`, read from the sagas' own timestamps, and the commands resent
-//!   (a sign of overload: the deadlines are the production defaults);
-//! - light: one order at a time, each saga awaited before the next → latency with no queueing.
+//! A saga is done when its goods reach the store (`stock.replenished`) or it is given up
+//! (`replenishment.aborted`); its latency runs from sending its request to that event reaching
+//! the benchmark. CPU time is read from `/proc` for the orchestrator, Postgres (every backend),
+//! RabbitMQ and Redis, and divided by the work done; Postgres's counters are read after it has
+//! flushed them (it does so at most once a second for a busy backend and after 10 s for an idle
+//! one, hence the 11 s pause around each phase).
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
+mod client;
+mod history;
+mod system;
+
 use std::{
-    collections::HashMap,
-    net::SocketAddr,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -35,154 +43,95 @@ use std::{
     time::{Duration, Instant},
 };
 
+use client::Client;
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
-use orchestrator::app::{Application, Roles};
-use platform::messaging::{Exchange, Topology, connect, relay::RelayFaults};
+use platform::messaging::{Exchange, Topology, connect};
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use support::{TestEnv, eventually};
+use system::{Cpu, System};
 use tokio::sync::{Mutex, oneshot};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
 use uuid::Uuid;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// A keep-alive HTTP/1.1 client: just enough to send JSON and read the status and body.
-struct Client {
-    stream: BufReader<TcpStream>,
-}
+/// Postgres flushes an idle backend's counters after 10 s.
+const STATS_FLUSH: Duration = Duration::from_secs(11);
 
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self { stream: BufReader::new(stream) }
-    }
+/// A small, seeded generator: the same run draws the same pairs and quantities.
+struct Draw(u64);
 
-    async fn send(&mut self, method: &str, path: &str, body: &Value) -> (u16, Value) {
-        let body = body.to_string();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            support::ADMIN_KEY,
-            body.len()
-        );
-        self.stream.get_mut().write_all(request.as_bytes()).await.unwrap();
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await.unwrap();
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
-        let mut length = 0;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await.unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+impl Draw {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % below as u64) as usize
     }
 }
 
-struct Deployment {
-    env: TestEnv,
-    app: Application,
-    addr: SocketAddr,
-    pool: PgPool,
+/// Stores, products, their stock and the warehouse's, written straight to the database.
+async fn seed(system: &System, stores: usize, products: usize) -> Vec<(Uuid, Uuid)> {
+    let pool = &system.pool;
+    sqlx::query("INSERT INTO store (name, service_area) SELECT 'S' || g, 'bench' FROM generate_series(1, $1) g")
+        .bind(stores as i32)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO product (sku, name) SELECT 'SKU-' || g, 'P' || g FROM generate_series(1, $1) g")
+        .bind(products as i32)
+        .execute(pool)
+        .await
+        .unwrap();
+    // Every 20th product (by SKU number) is out of stock at the warehouse.
+    sqlx::query(
+        "INSERT INTO warehouse_stock (product_id, on_hand)
+         SELECT id, CASE WHEN substr(sku, 5)::int % 20 = 0 THEN 0 ELSE 1000000 END FROM product",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    // Far above the reorder level: no order or receipt here starts a replenishment of its own.
+    sqlx::query(
+        "INSERT INTO inventory (store_id, product_id, on_hand, reorder_threshold, target_level)
+         SELECT s.id, p.id, 1000, 5, 100000 FROM store s CROSS JOIN product p",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query_as("SELECT store_id, product_id FROM inventory ORDER BY store_id, product_id")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
-async fn deploy() -> Deployment {
-    let mut env = TestEnv::new().await;
-    env.config.saga = platform::config::Config::default().saga;
-    env.config.db_max_connections = 32;
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
-    let addr = app.addr().unwrap();
-    let pool = env.pool().await;
-    Deployment { env, app, addr, pool }
+/// What the benchmark hears of sagas ending: the time each one's closing event arrived.
+#[derive(Default)]
+struct Endings {
+    waiting: HashMap<Uuid, oneshot::Sender<Instant>>,
+    early: HashMap<Uuid, Instant>,
+    aborted: usize,
 }
 
-impl Deployment {
-    /// `pairs` (store, product) pairs over `stores` stores, each holding `on_hand` with the given
-    /// levels; the warehouse holds plenty of every product.
-    async fn stock(&self, pairs: usize, stores: usize, on_hand: i64, threshold: i64, target: i64) -> Vec<(Uuid, Uuid)> {
-        let mut client = Client::connect(self.addr).await;
-        let stores = stores.clamp(1, pairs);
-        let per_store = pairs.div_ceil(stores);
-        let mut ids = Vec::with_capacity(pairs);
-        let mut products = Vec::new();
-        for p in 0..per_store {
-            let (_, product) = client.send("POST", "/products", &json!({"sku": format!("SKU-{p}"), "name": "x"})).await;
-            let id = product["id"].as_str().unwrap().to_owned();
-            client.send("PUT", &format!("/warehouse/stock/{id}"), &json!({"on_hand": 1_000_000})).await;
-            products.push(id);
-        }
-        for s in 0..stores {
-            let (_, store) =
-                client.send("POST", "/stores", &json!({"name": format!("S{s}"), "service_area": "x"})).await;
-            let store = store["id"].as_str().unwrap().to_owned();
-            for product in products.iter().take(pairs.saturating_sub(s * per_store)) {
-                let levels = json!({"on_hand": on_hand, "reorder_threshold": threshold, "target_level": target});
-                let (status, _) = client.send("PUT", &format!("/stores/{store}/inventory/{product}"), &levels).await;
-                assert_eq!(status, 200);
-                ids.push((store.parse().unwrap(), product.parse().unwrap()));
-            }
-        }
-        ids
-    }
-
-    /// Places one order of 1 unit for each pair, `concurrency` clients at a time; returns the
-    /// wall time.
-    async fn order_each(&self, pairs: &[(Uuid, Uuid)], concurrency: usize) -> Duration {
-        let pairs = Arc::new(pairs.to_vec());
-        let next = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
-        let mut clients = Vec::new();
-        for _ in 0..concurrency {
-            let (pairs, next, addr) = (pairs.clone(), next.clone(), self.addr);
-            clients.push(tokio::spawn(async move {
-                let mut client = Client::connect(addr).await;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((store, product)) = pairs.get(i) else { break };
-                    let order = json!({"store_id": store, "items": [{"product_id": product, "quantity": 1}]});
-                    let (status, body) = client.send("POST", "/orders", &order).await;
-                    assert_eq!(status, 201, "{body}");
-                }
-            }));
-        }
-        for client in clients {
-            client.await.unwrap();
-        }
-        start.elapsed()
-    }
-
-    /// Places one order per pair with at most `concurrency` replenishments in flight: a client's
-    /// next order waits until the goods of its last one arrived (`stock.replenished`).
-    async fn replenish_each(&self, pairs: &[(Uuid, Uuid)], concurrency: usize) -> Duration {
-        let connection = connect(&self.env.config.amqp_url, "bench").await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap();
-        let exchange = Topology::new(self.env.config.namespace.clone(), sagas::registry().participants())
-            .exchange(Exchange::InventoryEvents);
-        let (queue_name, key) = (queue.name().clone(), "stock.replenished");
+/// Listens for `stock.replenished` and `replenishment.aborted` on a queue of its own.
+async fn listen(system: &System) -> (Arc<Mutex<Endings>>, lapin::Connection) {
+    let config = &system.env.config;
+    let connection = connect(&config.amqp_url, "bench").await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap();
+    let topology = Topology::new(config.namespace.clone(), sagas::registry().participants());
+    for (exchange, key) in
+        [(Exchange::InventoryEvents, "stock.replenished"), (Exchange::WarehouseEvents, "replenishment.aborted")]
+    {
+        let exchange = topology.exchange(exchange);
         channel
             .queue_bind(
-                queue_name.clone(),
+                queue.name().clone(),
                 exchange.into(),
                 key.into(),
                 QueueBindOptions::default(),
@@ -190,90 +139,190 @@ impl Deployment {
             )
             .await
             .unwrap();
-        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
-        let mut events = channel.basic_consume(queue_name, "".into(), no_ack, FieldTable::default()).await.unwrap();
+    }
+    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let mut events =
+        channel.basic_consume(queue.name().clone(), "".into(), no_ack, FieldTable::default()).await.unwrap();
+    let endings: Arc<Mutex<Endings>> = Arc::default();
+    let shared = endings.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(delivery)) = events.next().await {
+            let at = Instant::now();
+            let event: Value = serde_json::from_slice(&delivery.data).unwrap();
+            let Some(saga) = event["correlation_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+            let mut endings = shared.lock().await;
+            if event["type"] == "replenishment.aborted" {
+                endings.aborted += 1;
+            }
+            match endings.waiting.remove(&saga) {
+                Some(done) => {
+                    let _ = done.send(at);
+                }
+                None => {
+                    endings.early.insert(saga, at);
+                }
+            }
+        }
+    });
+    (endings, connection)
+}
 
-        // Each client waits for its own replenishment's goods before it places the next order.
-        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<()>>>> = Arc::default();
-        let arrivals = {
-            let (waiting, total) = (waiting.clone(), pairs.len());
-            tokio::spawn(async move {
-                for _ in 0..total {
-                    let delivery = events.next().await.expect("the event stream stays open").unwrap();
-                    let event: Value = serde_json::from_slice(&delivery.data).unwrap();
-                    let pair = format!("{}/{}", event["payload"]["store_id"], event["payload"]["product_id"]);
-                    if let Some(arrived) = waiting.lock().await.remove(&pair) {
-                        let _ = arrived.send(());
+/// One in-flight level's figures.
+struct SagaPhase {
+    per_sec: f64,
+    latencies: Vec<f64>,
+    aborted: usize,
+    conflicts: usize,
+    cpu: Value,
+    postgres: Value,
+}
+
+/// Runs `count` replenishments with `in_flight` clients, each starting its next saga when its
+/// last one is done. A pair with a saga open is skipped (the API would answer 409).
+async fn replenish(
+    system: &System,
+    endings: &Arc<Mutex<Endings>>,
+    pairs: &[(Uuid, Uuid)],
+    count: usize,
+    in_flight: usize,
+    seed: u64,
+) -> SagaPhase {
+    tokio::time::sleep(STATS_FLUSH).await;
+    let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+    let aborted_before = endings.lock().await.aborted;
+    let busy: Arc<Mutex<(HashSet<usize>, Draw)>> = Arc::new(Mutex::new((HashSet::new(), Draw(seed))));
+    let (next, conflicts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let pairs = Arc::new(pairs.to_vec());
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..in_flight {
+        let (pairs, next, busy, endings, conflicts) =
+            (pairs.clone(), next.clone(), busy.clone(), endings.clone(), conflicts.clone());
+        let addr = system.addr;
+        clients.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, support::ADMIN_KEY).await;
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                loop {
+                    let (pair, quantity) = {
+                        let (busy, draw) = &mut *busy.lock().await;
+                        let pair = loop {
+                            let pair = draw.next(pairs.len());
+                            if busy.insert(pair) {
+                                break pair;
+                            }
+                        };
+                        (pair, 1 + draw.next(10))
+                    };
+                    let (store, product) = pairs[pair];
+                    let body = json!({"store_id": store, "product_id": product, "quantity": quantity});
+                    let sent = Instant::now();
+                    let (status, answer) = client.post("/replenishments", &body).await;
+                    if status == 409 {
+                        // The pair's last saga has delivered but not yet closed: draw another.
+                        conflicts.fetch_add(1, Ordering::Relaxed);
+                        busy.lock().await.0.remove(&pair);
+                        continue;
                     }
+                    assert_eq!(status, 201, "{answer}");
+                    let saga: Uuid = answer["id"].as_str().unwrap().parse().unwrap();
+                    let arrival = {
+                        let mut endings = endings.lock().await;
+                        match endings.early.remove(&saga) {
+                            Some(at) => Ok(at),
+                            None => {
+                                let (done, arrival) = oneshot::channel();
+                                endings.waiting.insert(saga, done);
+                                Err(arrival)
+                            }
+                        }
+                    };
+                    let done = match arrival {
+                        Ok(at) => at,
+                        Err(arrival) => tokio::time::timeout(Duration::from_secs(120), arrival)
+                            .await
+                            .expect("every saga ends within two minutes")
+                            .unwrap(),
+                    };
+                    latencies.push(done.duration_since(sent).as_secs_f64() * 1000.0);
+                    busy.lock().await.0.remove(&pair);
+                    break;
                 }
-            })
-        };
-        let pairs = Arc::new(pairs.to_vec());
-        let next = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
-        let mut clients = Vec::new();
-        for _ in 0..concurrency {
-            let (pairs, next, waiting, addr) = (pairs.clone(), next.clone(), waiting.clone(), self.addr);
-            clients.push(tokio::spawn(async move {
-                let mut client = Client::connect(addr).await;
-                while let Some((store, product)) = pairs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let (arrived, arrival) = oneshot::channel();
-                    waiting.lock().await.insert(format!("\"{store}\"/\"{product}\""), arrived);
-                    let order = json!({"store_id": store, "items": [{"product_id": product, "quantity": 1}]});
-                    let (status, body) = client.send("POST", "/orders", &order).await;
-                    assert_eq!(status, 201, "{body}");
-                    tokio::time::timeout(Duration::from_secs(120), arrival).await.expect("the goods arrive").unwrap();
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for client in clients {
+        latencies.extend(client.await.unwrap());
+    }
+    let took = start.elapsed();
+    let cpu_after = Cpu::read(system.pid());
+    tokio::time::sleep(STATS_FLUSH).await;
+    let pg_after = system.pg_counters().await;
+    latencies.sort_by(f64::total_cmp);
+    let units = count as f64;
+    SagaPhase {
+        per_sec: units / took.as_secs_f64(),
+        latencies,
+        aborted: endings.lock().await.aborted - aborted_before,
+        conflicts: conflicts.load(Ordering::Relaxed),
+        cpu: cpu.per(&cpu_after, units),
+        postgres: pg.per(&pg_after, units),
+    }
+}
+
+/// Runs `count` requests built by `request` with `clients` clients; returns requests per second,
+/// the sorted latencies, and CPU and Postgres figures per request.
+async fn drive<F>(system: &System, count: usize, clients: usize, request: F) -> (f64, Vec<f64>, Value, Value)
+where
+    F: Fn(usize) -> (&'static str, String, Option<Value>, u16) + Send + Sync + 'static,
+{
+    tokio::time::sleep(STATS_FLUSH).await;
+    let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+    let (next, request) = (Arc::new(AtomicUsize::new(0)), Arc::new(request));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, request, addr) = (next.clone(), request.clone(), system.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr, support::ADMIN_KEY).await;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break latencies;
                 }
-            }));
-        }
-        for client in clients {
-            client.await.unwrap();
-        }
-        arrivals.await.unwrap();
-        let took = start.elapsed();
-        platform::messaging::close(&connection, "done").await;
-        took
+                let (method, path, body, expected) = request(i);
+                let sent = Instant::now();
+                let (status, answer) = client.send(method.parse().unwrap(), &path, body.as_ref()).await;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                assert_eq!(status, expected, "{method} {path}: {answer}");
+            }
+        }));
     }
-
-    async fn resent(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM saga_transition WHERE event = 'CommandResent'")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
     }
-
-    async fn received(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM saga WHERE state = 'received'").fetch_one(&self.pool).await.unwrap()
-    }
-
-    /// Saga latencies (order transaction → received), in milliseconds, sorted.
-    async fn latencies(&self) -> Vec<f64> {
-        let mut ms: Vec<f64> = sqlx::query_scalar(
-            "SELECT EXTRACT(EPOCH FROM (closed_at - created_at))::float8 * 1000 FROM saga WHERE state = 'received'",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .unwrap();
-        ms.sort_by(f64::total_cmp);
-        ms
-    }
-
-    async fn close(self) {
-        self.app.stop().await;
-        self.pool.close().await;
-        self.env.teardown().await;
-    }
+    let took = start.elapsed();
+    let cpu_after = Cpu::read(system.pid());
+    tokio::time::sleep(STATS_FLUSH).await;
+    let pg_after = system.pg_counters().await;
+    latencies.sort_by(f64::total_cmp);
+    let units = count as f64;
+    (units / took.as_secs_f64(), latencies, cpu.per(&cpu_after, units), pg.per(&pg_after, units))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
+    sorted[((p / 100.0) * (sorted.len() - 1) as f64).round() as usize]
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
@@ -282,69 +331,185 @@ fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// The median of each numeric leaf over the runs' objects of the same shape.
+fn median_of(runs: &[Value]) -> Value {
+    match &runs[0] {
+        Value::Object(first) => Value::Object(
+            first
+                .keys()
+                .map(|k| (k.clone(), median_of(&runs.iter().map(|r| r[k].clone()).collect::<Vec<_>>())))
+                .collect(),
+        ),
+        Value::Number(_) => {
+            let xs: Vec<f64> = runs.iter().filter_map(Value::as_f64).collect();
+            json!((median(&xs) * 100.0).round() / 100.0)
+        }
+        other => other.clone(),
+    }
+}
+
+fn saga_figures(phase: &SagaPhase) -> Value {
+    json!({
+        "sagas_per_sec": round(phase.per_sec),
+        "latency_ms": {
+            "p50": round(percentile(&phase.latencies, 50.0)),
+            "p95": round(percentile(&phase.latencies, 95.0)),
+            "p99": round(percentile(&phase.latencies, 99.0)),
+        },
+        "aborted": phase.aborted,
+        "conflicts_redrawn": phase.conflicts,
+        "cpu_ms_per_saga": phase.cpu,
+        "postgres_per_saga": phase.postgres,
+    })
+}
+
+/// Replenishments at 16 in flight for `seconds`, under a short retention; samples what is stored.
+async fn soak(stores: usize, products: usize, seconds: u64) -> Value {
+    let short = [
+        ("SAGA_RETENTION_MS", "60000".to_owned()),
+        ("INBOX_RETENTION_MS", "60000".to_owned()),
+        ("OUTBOX_RETENTION_MS", "10000".to_owned()),
+        ("RETENTION_INTERVAL_MS", "5000".to_owned()),
+    ];
+    let system = System::start(&short).await;
+    let pairs = seed(&system, stores, products).await;
+    let (endings, connection) = listen(&system).await;
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut chunk = 0;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        chunk += 1;
+        let phase = replenish(&system, &endings, &pairs, 2000, 16, chunk).await;
+        let (rows, mib) = system.size().await;
+        let sample = json!({
+            "after_s": start.elapsed().as_secs(),
+            "sagas_per_sec": round(phase.per_sec),
+            "retained": system.retained_rows().await,
+            "all_rows": rows,
+            "size_mib": round(mib),
+        });
+        eprintln!("soak: {sample}");
+        samples.push(sample);
+    }
+    platform::messaging::close(&connection, "done").await;
+    system.stop().await;
+    json!({ "soak_seconds": seconds, "samples": samples })
+}
+
 #[tokio::main]
 async fn main() {
-    let concurrency = knob("BENCH_CONCURRENCY", 32);
-    let orders = knob("BENCH_ORDERS", 4000);
-    let sagas = knob("BENCH_SAGAS", 2000);
-    let light = knob("BENCH_LIGHT", 50);
-    let stores = knob("BENCH_STORES", 20);
+    let stores = knob("BENCH_STORES", 50);
+    let products = knob("BENCH_PRODUCTS", 100);
+    let sagas = knob("BENCH_SAGAS", 5000);
+    let light = knob("BENCH_LIGHT", 200);
+    let orders = knob("BENCH_ORDERS", 10_000);
+    let reads = knob("BENCH_READS", 100_000);
+    let history = knob("BENCH_HISTORY", 0);
     let runs = knob("BENCH_RUNS", 3).max(1);
-    let patience = Duration::from_secs(300);
-
-    let (mut orders_per_sec, mut sagas_per_sec, mut resent) = (vec![], vec![], vec![]);
-    let (mut p50, mut p95, mut p99, mut light_p50) = (vec![], vec![], vec![], vec![]);
-    for run in 1..=runs {
-        // Orders that start no replenishment: 100 pairs with plenty of stock and a threshold of 0.
-        let d = deploy().await;
-        let pairs = d.stock(100, 1, 1_000_000, 0, 2_000_000).await;
-        let targets: Vec<_> = (0..orders).map(|i| pairs[i % pairs.len()]).collect();
-        let took = d.order_each(&targets, concurrency).await;
-        orders_per_sec.push(orders as f64 / took.as_secs_f64());
-        d.close().await;
-
-        // Each order leaves its pair at the threshold: one replenishment per order.
-        let d = deploy().await;
-        let pairs = d.stock(sagas, stores, 6, 5, 10).await;
-        let start = Instant::now();
-        d.replenish_each(&pairs, concurrency).await;
-        let done = sagas as i64;
-        eventually(patience, "every saga received", || async { (d.received().await >= done).then_some(()) }).await;
-        sagas_per_sec.push(sagas as f64 / start.elapsed().as_secs_f64());
-        resent.push(d.resent().await as f64);
-        let latencies = d.latencies().await;
-        p50.push(percentile(&latencies, 50.0));
-        p95.push(percentile(&latencies, 95.0));
-        p99.push(percentile(&latencies, 99.0));
-        d.close().await;
-
-        // Light load: one saga at a time.
-        let d = deploy().await;
-        let pairs = d.stock(light, 1, 6, 5, 10).await;
-        for (i, pair) in pairs.iter().enumerate() {
-            d.order_each(std::slice::from_ref(pair), 1).await;
-            let done = i as i64 + 1;
-            eventually(patience, "the saga received", || async { (d.received().await >= done).then_some(()) }).await;
-        }
-        light_p50.push(percentile(&d.latencies().await, 50.0));
-        d.close().await;
-        eprintln!("run {run}/{runs} done");
+    let soak_secs = knob("BENCH_SOAK_SECS", 0);
+    if soak_secs > 0 {
+        println!("{}", serde_json::to_string_pretty(&soak(stores, products, soak_secs as u64).await).unwrap());
+        return;
     }
-    let report = json!({
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
-        "runs": runs,
-        "concurrency": concurrency,
-        "orders": { "count": orders, "per_sec_median": round(median(orders_per_sec.clone())), "per_sec_runs": orders_per_sec.iter().map(|x| round(*x)).collect::<Vec<_>>() },
-        "replenishment_sagas": {
-            "count": sagas,
-            "stores": stores,
-            "completed_per_sec_median": round(median(sagas_per_sec.clone())),
-            "completed_per_sec_runs": sagas_per_sec.iter().map(|x| round(*x)).collect::<Vec<_>>(),
-            "in_flight": concurrency,
-            "commands_resent_median": median(resent),
-            "latency_ms_median_of_runs": { "p50": round(median(p50)), "p95": round(median(p95)), "p99": round(median(p99)) },
+    let levels: Vec<usize> = std::env::var("BENCH_IN_FLIGHT")
+        .unwrap_or_else(|_| "16,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+
+    let mut reports = Vec::new();
+    for run in 1..=runs {
+        let mut report = serde_json::Map::new();
+        let system = System::start(&[]).await;
+        let pairs = seed(&system, stores, products).await;
+        let (endings, connection) = listen(&system).await;
+
+        let one = replenish(&system, &endings, &pairs, light, 1, run as u64).await;
+        report.insert("in_flight_1".into(), saga_figures(&one));
+        let mut first_level = None;
+        for &level in &levels {
+            let phase = replenish(&system, &endings, &pairs, sagas, level, run as u64 * 7919 + level as u64).await;
+            first_level.get_or_insert(phase.per_sec);
+            report.insert(format!("in_flight_{level}"), saga_figures(&phase));
+        }
+
+        // Orders of one unit, spread over the grid; each leaves a fulfilment saga waiting for a picker.
+        let grid = Arc::new(pairs.clone());
+        let targets = grid.clone();
+        let (per_sec, latencies, cpu, pg) = drive(&system, orders, 64, move |i| {
+            let (store, product) = targets[i % targets.len()];
+            let order = json!({"store_id": store, "items": [{"product_id": product, "quantity": 1}]});
+            ("POST", "/orders".to_owned(), Some(order), 201)
+        })
+        .await;
+        let open: i64 = sqlx::query_scalar("SELECT count(*) FROM saga WHERE closed_at IS NULL")
+            .fetch_one(&system.pool)
+            .await
+            .unwrap();
+        let (rss, peak) = system.memory();
+        report.insert(
+            "orders".into(),
+            json!({
+                "orders_per_sec": round(per_sec),
+                "latency_ms": { "p50": round(percentile(&latencies, 50.0)), "p99": round(percentile(&latencies, 99.0)) },
+                "cpu_ms_per_order": cpu,
+                "postgres_per_order": pg,
+            }),
+        );
+        report
+            .insert("memory".into(), json!({ "open_sagas": open, "rss_mib": round(rss), "peak_rss_mib": round(peak) }));
+
+        // Cached reads: the first read of a pair fills the cache; these come after the orders did.
+        let targets = grid.clone();
+        let (per_sec, latencies, cpu, _) = drive(&system, reads, 64, move |i| {
+            let (store, product) = targets[i % targets.len()];
+            ("GET", format!("/stores/{store}/inventory/{product}"), None, 200)
+        })
+        .await;
+        report.insert(
+            "cached_reads".into(),
+            json!({
+                "reads_per_sec": round(per_sec),
+                "latency_ms": { "p50": round(percentile(&latencies, 50.0)), "p99": round(percentile(&latencies, 99.0)) },
+                "cpu_ms_per_read": cpu,
+            }),
+        );
+        let (rows, mib) = system.size().await;
+        report.insert("database".into(), json!({ "rows": rows, "size_mib": round(mib) }));
+        platform::messaging::close(&connection, "done").await;
+        system.stop().await;
+
+        if history > 0
+            && let (Some(&level), Some(empty)) = (levels.first(), first_level)
+        {
+            let system = System::start(&[]).await;
+            let pairs = seed(&system, stores, products).await;
+            history::store(&system.pool, history).await;
+            let (endings, connection) = listen(&system).await;
+            let phase = replenish(&system, &endings, &pairs, sagas, level, run as u64 * 7919 + level as u64).await;
+            let (rows, mib) = system.size().await;
+            let mut figures = saga_figures(&phase);
+            figures["closed_sagas_stored"] = json!(history);
+            figures["ratio_to_empty"] = json!((phase.per_sec / empty * 1000.0).round() / 1000.0);
+            figures["database"] = json!({ "rows": rows, "size_mib": round(mib) });
+            report.insert(format!("history_in_flight_{level}"), figures);
+            platform::messaging::close(&connection, "done").await;
+            system.stop().await;
+        }
+        eprintln!("run {run}/{runs}: {}", Value::Object(report.clone()));
+        reports.push(Value::Object(report));
+    }
+    let summary = json!({
+        "machine": {
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "services": "Postgres, RabbitMQ and Redis on the same machine",
         },
-        "light_load": { "sagas": light, "latency_ms_p50_median": round(median(light_p50)) },
+        "workload": {
+            "stores": stores, "products": products, "sagas_per_level": sagas, "light_sagas": light,
+            "in_flight": levels, "orders": orders, "reads": reads, "history": history, "runs": runs,
+        },
+        "median_of_runs": median_of(&reports),
+        "runs": reports,
     });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap());
 }
