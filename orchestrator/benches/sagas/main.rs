@@ -15,6 +15,8 @@
 //! - BENCH_HISTORY [0]: closed sagas stored before an extra run at the first in-flight level,
 //!   reported as a ratio to the same level on an empty database;
 //! - BENCH_RUNS [3]: runs, each on a fresh deployment; every figure is the median of the runs.
+//! - BENCH_BINARY [this build's]: the orchestrator binary to run, to compare two builds side by
+//!   side under the same workload;
 //! - BENCH_SOAK_SECS [0]: instead of all the above, replenishments at 16 in flight for that long
 //!   under a short retention (closed sagas and inbox rows kept 60 s, published outbox rows 10 s,
 //!   the janitor every 5 s), printing the retained rows and the database size as it goes: they
@@ -167,14 +169,48 @@ async fn listen(system: &System) -> (Arc<Mutex<Endings>>, lapin::Connection) {
     (endings, connection)
 }
 
+/// Measures a phase: CPU from `/proc` and Postgres's counters before and after it, and its wall time.
+struct Meter {
+    cpu: Cpu,
+    pg: system::PgCounters,
+    start: Instant,
+}
+
+/// What a [`Meter`] measured, per unit of work.
+struct Measured {
+    per_sec: f64,
+    cpu: Value,
+    postgres: Value,
+}
+
+impl Meter {
+    /// Waits for Postgres to flush what came before, then reads the starting figures.
+    async fn start(system: &System) -> Self {
+        tokio::time::sleep(STATS_FLUSH).await;
+        let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+        Self { cpu, pg, start: Instant::now() }
+    }
+
+    async fn finish(self, system: &System, units: usize) -> Measured {
+        let took = self.start.elapsed();
+        let cpu = Cpu::read(system.pid());
+        tokio::time::sleep(STATS_FLUSH).await;
+        let pg = system.pg_counters().await;
+        let units = units as f64;
+        Measured {
+            per_sec: units / took.as_secs_f64(),
+            cpu: self.cpu.per(&cpu, units),
+            postgres: self.pg.per(&pg, units),
+        }
+    }
+}
+
 /// One in-flight level's figures.
 struct SagaPhase {
-    per_sec: f64,
+    measured: Measured,
     latencies: Vec<f64>,
     aborted: usize,
     conflicts: usize,
-    cpu: Value,
-    postgres: Value,
 }
 
 /// Runs `count` replenishments with `in_flight` clients, each starting its next saga when its
@@ -187,13 +223,11 @@ async fn replenish(
     in_flight: usize,
     seed: u64,
 ) -> SagaPhase {
-    tokio::time::sleep(STATS_FLUSH).await;
-    let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+    let meter = Meter::start(system).await;
     let aborted_before = endings.lock().await.aborted;
     let busy: Arc<Mutex<(HashSet<usize>, Draw)>> = Arc::new(Mutex::new((HashSet::new(), Draw(seed))));
     let (next, conflicts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let pairs = Arc::new(pairs.to_vec());
-    let start = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..in_flight {
         let (pairs, next, busy, endings, conflicts) =
@@ -256,32 +290,24 @@ async fn replenish(
     for client in clients {
         latencies.extend(client.await.unwrap());
     }
-    let took = start.elapsed();
-    let cpu_after = Cpu::read(system.pid());
-    tokio::time::sleep(STATS_FLUSH).await;
-    let pg_after = system.pg_counters().await;
+    let measured = meter.finish(system, count).await;
     latencies.sort_by(f64::total_cmp);
-    let units = count as f64;
     SagaPhase {
-        per_sec: units / took.as_secs_f64(),
+        measured,
         latencies,
         aborted: endings.lock().await.aborted - aborted_before,
         conflicts: conflicts.load(Ordering::Relaxed),
-        cpu: cpu.per(&cpu_after, units),
-        postgres: pg.per(&pg_after, units),
     }
 }
 
-/// Runs `count` requests built by `request` with `clients` clients; returns requests per second,
-/// the sorted latencies, and CPU and Postgres figures per request.
-async fn drive<F>(system: &System, count: usize, clients: usize, request: F) -> (f64, Vec<f64>, Value, Value)
+/// Runs `count` requests built by `request` with `clients` clients; returns what was measured
+/// per request and the sorted latencies.
+async fn drive<F>(system: &System, count: usize, clients: usize, request: F) -> (Measured, Vec<f64>)
 where
     F: Fn(usize) -> (&'static str, String, Option<Value>, u16) + Send + Sync + 'static,
 {
-    tokio::time::sleep(STATS_FLUSH).await;
-    let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+    let meter = Meter::start(system).await;
     let (next, request) = (Arc::new(AtomicUsize::new(0)), Arc::new(request));
-    let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (next, request, addr) = (next.clone(), request.clone(), system.addr);
@@ -305,13 +331,9 @@ where
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let took = start.elapsed();
-    let cpu_after = Cpu::read(system.pid());
-    tokio::time::sleep(STATS_FLUSH).await;
-    let pg_after = system.pg_counters().await;
+    let measured = meter.finish(system, count).await;
     latencies.sort_by(f64::total_cmp);
-    let units = count as f64;
-    (units / took.as_secs_f64(), latencies, cpu.per(&cpu_after, units), pg.per(&pg_after, units))
+    (measured, latencies)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -350,7 +372,7 @@ fn median_of(runs: &[Value]) -> Value {
 
 fn saga_figures(phase: &SagaPhase) -> Value {
     json!({
-        "sagas_per_sec": round(phase.per_sec),
+        "sagas_per_sec": round(phase.measured.per_sec),
         "latency_ms": {
             "p50": round(percentile(&phase.latencies, 50.0)),
             "p95": round(percentile(&phase.latencies, 95.0)),
@@ -358,8 +380,8 @@ fn saga_figures(phase: &SagaPhase) -> Value {
         },
         "aborted": phase.aborted,
         "conflicts_redrawn": phase.conflicts,
-        "cpu_ms_per_saga": phase.cpu,
-        "postgres_per_saga": phase.postgres,
+        "cpu_ms_per_saga": phase.measured.cpu,
+        "postgres_per_saga": phase.measured.postgres,
     })
 }
 
@@ -383,7 +405,7 @@ async fn soak(stores: usize, products: usize, seconds: u64) -> Value {
         let (rows, mib) = system.size().await;
         let sample = json!({
             "after_s": start.elapsed().as_secs(),
-            "sagas_per_sec": round(phase.per_sec),
+            "sagas_per_sec": round(phase.measured.per_sec),
             "retained": system.retained_rows().await,
             "all_rows": rows,
             "size_mib": round(mib),
@@ -429,14 +451,14 @@ async fn main() {
         let mut first_level = None;
         for &level in &levels {
             let phase = replenish(&system, &endings, &pairs, sagas, level, run as u64 * 7919 + level as u64).await;
-            first_level.get_or_insert(phase.per_sec);
+            first_level.get_or_insert(phase.measured.per_sec);
             report.insert(format!("in_flight_{level}"), saga_figures(&phase));
         }
 
         // Orders of one unit, spread over the grid; each leaves a fulfilment saga waiting for a picker.
         let grid = Arc::new(pairs.clone());
         let targets = grid.clone();
-        let (per_sec, latencies, cpu, pg) = drive(&system, orders, 64, move |i| {
+        let (orders_measured, latencies) = drive(&system, orders, 64, move |i| {
             let (store, product) = targets[i % targets.len()];
             let order = json!({"store_id": store, "items": [{"product_id": product, "quantity": 1}]});
             ("POST", "/orders".to_owned(), Some(order), 201)
@@ -450,10 +472,10 @@ async fn main() {
         report.insert(
             "orders".into(),
             json!({
-                "orders_per_sec": round(per_sec),
+                "orders_per_sec": round(orders_measured.per_sec),
                 "latency_ms": { "p50": round(percentile(&latencies, 50.0)), "p99": round(percentile(&latencies, 99.0)) },
-                "cpu_ms_per_order": cpu,
-                "postgres_per_order": pg,
+                "cpu_ms_per_order": orders_measured.cpu,
+                "postgres_per_order": orders_measured.postgres,
             }),
         );
         report
@@ -461,7 +483,7 @@ async fn main() {
 
         // Cached reads: the first read of a pair fills the cache; these come after the orders did.
         let targets = grid.clone();
-        let (per_sec, latencies, cpu, _) = drive(&system, reads, 64, move |i| {
+        let (reads_measured, latencies) = drive(&system, reads, 64, move |i| {
             let (store, product) = targets[i % targets.len()];
             ("GET", format!("/stores/{store}/inventory/{product}"), None, 200)
         })
@@ -469,9 +491,9 @@ async fn main() {
         report.insert(
             "cached_reads".into(),
             json!({
-                "reads_per_sec": round(per_sec),
+                "reads_per_sec": round(reads_measured.per_sec),
                 "latency_ms": { "p50": round(percentile(&latencies, 50.0)), "p99": round(percentile(&latencies, 99.0)) },
-                "cpu_ms_per_read": cpu,
+                "cpu_ms_per_read": reads_measured.cpu,
             }),
         );
         let (rows, mib) = system.size().await;
@@ -490,7 +512,7 @@ async fn main() {
             let (rows, mib) = system.size().await;
             let mut figures = saga_figures(&phase);
             figures["closed_sagas_stored"] = json!(history);
-            figures["ratio_to_empty"] = json!((phase.per_sec / empty * 1000.0).round() / 1000.0);
+            figures["ratio_to_empty"] = json!((phase.measured.per_sec / empty * 1000.0).round() / 1000.0);
             figures["database"] = json!({ "rows": rows, "size_mib": round(mib) });
             report.insert(format!("history_in_flight_{level}"), figures);
             platform::messaging::close(&connection, "done").await;

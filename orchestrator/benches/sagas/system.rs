@@ -33,7 +33,9 @@ impl System {
         std::fs::create_dir_all(&log_dir).expect("can create the log folder");
         let log = std::fs::File::create(log_dir.join(format!("{}.log", env.config.namespace))).unwrap();
         const UNLIMITED: &str = "1000000,1000000";
-        let child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        // BENCH_BINARY runs another build (an earlier commit's, say) under the same workload.
+        let binary = std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_orchestrator").to_owned());
+        let child = Command::new(binary)
             .arg("all")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -59,6 +61,8 @@ impl System {
         })
         .await;
         let pool = env.pool().await;
+        // Statement counts, where the server loads the module (shared_preload_libraries).
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await;
         Self { env, pool, addr, child }
     }
 
