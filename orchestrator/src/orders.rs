@@ -129,7 +129,7 @@ pub async fn place(
     let items = validate(items)?;
     let fingerprint = fingerprint(store_id, &items);
     let mut tx = ctx.pool.begin().await?;
-    let order_id = Uuid::new_v4();
+    let order_id = Uuid::now_v7();
     // A concurrent request with the same key waits here for the first to commit, then conflicts.
     let inserted = sqlx::query!(
         "INSERT INTO customer_order (id, store_id, status, idempotency_key, request_fingerprint)

@@ -53,11 +53,13 @@ pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
 }
 
 /// Whether the simulated world fails the thing named by `id`, with probability `rate`. Decided by
-/// the (random, v4) id rather than drawn at each send: a failure is not always recorded, so a
-/// fresh draw would let a command sent again succeed after an earlier send had failed and the
-/// saga had started to unwind on that failure.
+/// the id rather than drawn at each send: a failure is not always recorded, so a fresh draw would
+/// let a command sent again succeed after an earlier send had failed and the saga had started to
+/// unwind on that failure. The id's low 32 bits are random in a v4 and in a v7 id alike (a v7's
+/// high bits are its time, then a counter that keeps ids made in one millisecond in order).
 fn decided(id: uuid::Uuid, rate: f64) -> bool {
-    rate >= 1.0 || (rate > 0.0 && ((id.as_u128() >> 64) as f64 / 2f64.powi(64)) < rate)
+    let draw = id.as_u128() as u32;
+    rate >= 1.0 || (rate > 0.0 && (f64::from(draw) / 2f64.powi(32)) < rate)
 }
 
 #[cfg(test)]
@@ -68,7 +70,8 @@ mod tests {
 
     #[test]
     fn a_thing_fails_at_every_send_or_at_none() {
-        let ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::new_v4()).collect();
+        // Ids made one after the other, as the system makes them: v7, whose high bits are the time.
+        let ids: Vec<Uuid> = (0..10_000).map(|_| Uuid::now_v7()).collect();
         let failed: Vec<bool> = ids.iter().map(|&id| decided(id, 0.25)).collect();
         assert!(ids.iter().zip(&failed).all(|(&id, &first)| decided(id, 0.25) == first));
         let share = failed.iter().filter(|&&f| f).count() as f64 / ids.len() as f64;

@@ -93,7 +93,7 @@ async fn dispatch(
         return Ok(vec![Outgoing::reply(&Reply::ShipmentRejected { saga_id, reason })]);
     }
     warehouse::add_on_hand(tx, product_id, -shipped).await?;
-    let shipment_id = Uuid::new_v4();
+    let shipment_id = Uuid::now_v7();
     let shipment = NewShipment {
         id: shipment_id,
         saga_id,

@@ -332,7 +332,7 @@ pub async fn open(
     actor: Actor<'_>,
     detail: &serde_json::Value,
 ) -> sqlx::Result<Option<Uuid>> {
-    let saga_id = Uuid::new_v4();
+    let saga_id = Uuid::now_v7();
     // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
     let claimed = sqlx::query_scalar!(
         "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)

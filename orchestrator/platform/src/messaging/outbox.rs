@@ -61,7 +61,7 @@ impl Outgoing {
     pub fn command(command: &impl CommandFamily) -> Self {
         let (name, payload) = command.to_parts();
         Self {
-            message_id: Uuid::new_v4(),
+            message_id: Uuid::now_v7(),
             exchange: Exchange::Commands,
             routing_key: command.participant().name.to_owned(),
             message_type: name.into(),
@@ -74,7 +74,7 @@ impl Outgoing {
     pub fn reply(reply: &impl ReplyFamily) -> Self {
         let (name, payload) = reply.to_parts();
         Self {
-            message_id: Uuid::new_v4(),
+            message_id: Uuid::now_v7(),
             exchange: Exchange::Replies,
             routing_key: REPLY_ROUTE.into(),
             message_type: name.into(),
@@ -87,7 +87,7 @@ impl Outgoing {
     /// A domain event; its name is also its routing key (`stock.low`, `order.created`, …).
     pub fn event(exchange: Exchange, name: &str, correlation_id: Option<Uuid>, payload: Value) -> Self {
         Self {
-            message_id: Uuid::new_v4(),
+            message_id: Uuid::now_v7(),
             exchange,
             routing_key: name.into(),
             message_type: name.into(),
