@@ -233,15 +233,18 @@ fn clock_ticks() -> f64 {
 }
 
 impl System {
-    /// Exact row counts of the tables retention bounds.
+    /// Exact row counts of the tables retention bounds, and their size on disk (with indexes) in MiB.
     pub async fn retained_rows(&self) -> Value {
-        let (sagas, transitions, outbox, inbox): (i64, i64, i64, i64) = sqlx::query_as(
+        let (sagas, transitions, outbox, inbox, mib): (i64, i64, i64, i64, f64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM saga), (SELECT count(*) FROM saga_transition),
-                    (SELECT count(*) FROM outbox), (SELECT count(*) FROM inbox)",
+                    (SELECT count(*) FROM outbox), (SELECT count(*) FROM inbox),
+                    (SELECT sum(pg_total_relation_size(t))::float8 / 1048576
+                     FROM unnest(ARRAY['saga', 'saga_transition', 'outbox', 'inbox', 'replenishment']::regclass[]) t)",
         )
         .fetch_one(&self.pool)
         .await
         .unwrap();
-        json!({ "saga": sagas, "saga_transition": transitions, "outbox": outbox, "inbox": inbox })
+        let mib = (mib * 10.0).round() / 10.0;
+        json!({ "saga": sagas, "saga_transition": transitions, "outbox": outbox, "inbox": inbox, "size_mib": mib })
     }
 }
