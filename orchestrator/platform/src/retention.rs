@@ -14,8 +14,6 @@
 //! other's way: each takes the rows the others have not. Workers' outbox and inbox rows are in
 //! the same database, so the orchestrator's janitor removes theirs too.
 
-use std::time::Duration;
-
 use sqlx::PgPool;
 
 use crate::{
@@ -103,16 +101,15 @@ impl Janitor {
 
     /// Batches on `table` until one comes back short, adding each to `removed` as it commits.
     async fn prune(&self, table: Table, shutdown: &Shutdown, removed: &mut u64) -> sqlx::Result<()> {
-        let older_than = self.older_than(table);
         let name: &'static str = table.into();
         let batch = self.batch.max(1);
         loop {
             let deleted = {
                 let mut conn = self.pool.acquire().await?;
                 match table {
-                    Table::Outbox => outbox::delete_published(&mut conn, older_than, batch).await?,
-                    Table::Inbox => inbox::delete_old(&mut conn, older_than, batch).await?,
-                    Table::Saga => store::delete_closed(&mut conn, older_than, batch).await?,
+                    Table::Outbox => outbox::delete_published(&mut conn, self.retention.outbox, batch).await?,
+                    Table::Inbox => inbox::delete_old(&mut conn, self.retention.inbox, batch).await?,
+                    Table::Saga => store::delete_closed(&mut conn, self.retention.saga, batch).await?,
                 }
             };
             *removed += deleted;
@@ -122,14 +119,6 @@ impl Janitor {
             }
             // A long backlog is worked off batch after batch; let the process's other tasks in.
             tokio::task::yield_now().await;
-        }
-    }
-
-    fn older_than(&self, table: Table) -> Duration {
-        match table {
-            Table::Outbox => self.retention.outbox,
-            Table::Inbox => self.retention.inbox,
-            Table::Saga => self.retention.saga,
         }
     }
 }

@@ -484,9 +484,15 @@ impl SagasApi {
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         let NewReplenishment { store_id, product_id, quantity, reason } = body.0;
-        let saga_id =
-            inventory::start_replenishment(&self.ctx, &audit, store_id, product_id, quantity, reason.0.as_deref())
-                .await?;
+        let saga_id = inventory::start_replenishment(
+            &self.ctx,
+            &audit,
+            store_id,
+            product_id,
+            quantity,
+            reason.into_inner().as_deref(),
+        )
+        .await?;
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }
