@@ -173,7 +173,7 @@ pub async fn start_replenishment(
     let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
     let actor = audit.actor();
     let Some(saga_id) =
-        replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, Actor::Caller(&actor), &detail)
+        replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, Actor::Caller(&actor), detail)
             .await?
     else {
         let open = replenishment::open_for(&mut tx, store_id, product_id).await?;

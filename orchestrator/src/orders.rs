@@ -8,10 +8,7 @@
 use chrono::{DateTime, Utc};
 use participants::inventory::pick::{self, HandOverError};
 use platform::{
-    messaging::{
-        Exchange,
-        outbox::{self, Outgoing},
-    },
+    messaging::{Exchange, outbox::Outgoing},
     saga::{
         Action, Actor, Input,
         engine::{self, Applied},
@@ -181,7 +178,6 @@ pub async fn place(
     .await?;
     let lines = items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
     let data = fulfilment::Data { store_id, items: lines, amount_cents: amounts.iter().sum() };
-    fulfilment::start(&mut tx, &ctx.timing, order_id, &data, Actor::Caller(&audit.actor())).await?;
     let movements: Vec<Movement> = items
         .iter()
         .map(|i| Movement {
@@ -199,7 +195,8 @@ pub async fn place(
         "order_id": order_id, "store_id": store_id,
         "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
     });
-    outbox::enqueue(&mut tx, &[Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)]).await?;
+    let created = vec![Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)];
+    fulfilment::start(&mut tx, &ctx.timing, order_id, &data, Actor::Caller(&audit.actor()), created).await?;
     // The order is what was just written: no need to read it back.
     let order = Order {
         id: order_id,

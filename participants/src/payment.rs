@@ -8,7 +8,7 @@ use std::time::Duration;
 use platform::{
     messaging::{
         consumer::{HandleError, Handler},
-        outbox::{self, Outgoing},
+        outbox::Outgoing,
     },
     protocol::Envelope,
 };
@@ -36,6 +36,7 @@ pub struct PaymentWorker {
 
 impl Handler for PaymentWorker {
     type Committed = ();
+    type Batch = ();
 
     fn name(&self) -> &'static str {
         "payment"
@@ -49,7 +50,13 @@ impl Handler for PaymentWorker {
         message.payload["order_id"].to_string()
     }
 
-    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &Envelope,
+        (): &mut (),
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), HandleError> {
         let reply = match message.body::<Command>()? {
             Command::ChargePayment { order_id, amount_cents } => {
                 charge(tx, order_id, amount_cents, self.decline_rate).await?
@@ -59,7 +66,7 @@ impl Handler for PaymentWorker {
                 return Err(HandleError::Poison(format!("{} is a store command", message.message_type)));
             }
         };
-        outbox::enqueue(tx, &[Outgoing::reply(&reply)]).await?;
+        out.push(Outgoing::reply(&reply));
         Ok(())
     }
 

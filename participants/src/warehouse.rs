@@ -14,7 +14,7 @@ use platform::{
     messaging::{
         Exchange,
         consumer::{HandleError, Handler},
-        outbox::{self, Outgoing},
+        outbox::Outgoing,
     },
     protocol::{CommandFamily, Envelope},
 };
@@ -29,6 +29,7 @@ pub struct WarehouseWorker;
 
 impl Handler for WarehouseWorker {
     type Committed = ();
+    type Batch = ();
 
     fn name(&self) -> &'static str {
         "warehouse"
@@ -43,7 +44,13 @@ impl Handler for WarehouseWorker {
         format!("{}/{}", message.payload["product_id"], message.payload["saga_id"])
     }
 
-    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &Envelope,
+        (): &mut (),
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), HandleError> {
         let command: Command = message.body()?;
         sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", command.saga_id().to_string())
             .execute(&mut *tx)
@@ -59,7 +66,7 @@ impl Handler for WarehouseWorker {
                 return Err(HandleError::Poison("ReceiveShipment is a store inventory command".into()));
             }
         };
-        outbox::enqueue(tx, &messages).await?;
+        out.extend(messages);
         Ok(())
     }
 

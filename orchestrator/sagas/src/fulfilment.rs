@@ -26,7 +26,10 @@ use platform::{
     config::SagaTiming,
     messaging::{Exchange, Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
-    saga::{Action, Actor, Input, Refused, SagaKind, SagaState, Step, engine},
+    saga::{
+        Action, Actor, Input, Refused, SagaKind, SagaState, Step,
+        engine::{self, Start},
+    },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -289,16 +292,18 @@ impl SagaKind for Fulfilment {
 }
 
 /// Starts the fulfilment of order `order_id` in the transaction that placed it (which wrote the
-/// order as `reserved`).
+/// order as `reserved`); `events` (the order's own) are written with its first command.
 pub async fn start(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     order_id: Uuid,
     data: &Data,
     actor: Actor<'_>,
+    events: Vec<Outgoing>,
 ) -> sqlx::Result<()> {
     let detail = json!({ "amount_cents": data.amount_cents, "items": data.items.len() });
-    engine::start::<Fulfilment>(tx, timing, order_id, State::Reserved, data, actor, &detail).await
+    let start = Start { saga_id: order_id, initial: State::Reserved, data, actor, detail, events };
+    engine::start::<Fulfilment>(tx, timing, start).await
 }
 
 /// Domain events of the saga's own decisions.

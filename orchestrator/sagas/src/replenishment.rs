@@ -27,7 +27,10 @@ use platform::{
         outbox::{self, Outgoing},
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
-    saga::{Action, Actor, Input, Refused, SagaKind, SagaState, Step, engine},
+    saga::{
+        Action, Actor, Input, Refused, SagaKind, SagaState, Step,
+        engine::{self, Start},
+    },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -309,7 +312,7 @@ pub async fn replenish_if_low(
         "available": level.available(), "reorder_threshold": level.reorder_threshold,
         "target_level": level.target_level, "in_transit": in_transit, "quantity_requested": quantity,
     });
-    let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, LOW_STOCK, &detail).await? else {
+    let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, LOW_STOCK, detail).await? else {
         return Ok(None);
     };
     let low = json!({
@@ -330,7 +333,7 @@ pub async fn open(
     product_id: Uuid,
     quantity: i64,
     actor: Actor<'_>,
-    detail: &serde_json::Value,
+    detail: serde_json::Value,
 ) -> sqlx::Result<Option<Uuid>> {
     let saga_id = Uuid::now_v7();
     // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
@@ -351,12 +354,12 @@ pub async fn open(
         return Ok(None);
     }
     let data = Data::new(store_id, product_id, quantity);
-    engine::start::<Replenishment>(tx, timing, saga_id, State::Requested, &data, actor, detail).await?;
     let created = json!({
         "saga_id": saga_id, "store_id": store_id, "product_id": product_id, "quantity_requested": quantity,
     });
-    outbox::enqueue(tx, &[Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)])
-        .await?;
+    let events = vec![Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)];
+    let start = Start { saga_id, initial: State::Requested, data: &data, actor, detail, events };
+    engine::start::<Replenishment>(tx, timing, start).await?;
     metrics::counter!("replenishments_started_total", "actor" => actor.label().to_owned()).increment(1);
     Ok(Some(saga_id))
 }

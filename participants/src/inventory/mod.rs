@@ -11,7 +11,7 @@ use platform::{
     config::Simulation,
     messaging::{
         consumer::{HandleError, Handler},
-        outbox,
+        outbox::Outgoing,
     },
     protocol::{Envelope, MessageFamily},
 };
@@ -28,6 +28,7 @@ pub struct InventoryWorker {
 impl Handler for InventoryWorker {
     /// The levels the message changed, written to the cache after the commit.
     type Committed = Vec<StockLevel>;
+    type Batch = ();
 
     fn name(&self) -> &'static str {
         "inventory"
@@ -45,14 +46,20 @@ impl Handler for InventoryWorker {
         format!("{}/{}/{}", payload["store_id"], product.unwrap_or(&serde_json::Value::Null), saga.unwrap_or_default())
     }
 
-    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<Vec<StockLevel>, HandleError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &Envelope,
+        (): &mut (),
+        out: &mut Vec<Outgoing>,
+    ) -> Result<Vec<StockLevel>, HandleError> {
         let (messages, levels) = if sagas::replenishment::Command::TYPES.contains(&message.message_type.as_str()) {
             let (messages, level) = receipt::handle(tx, message, self.simulation.receipt_failure_rate).await?;
             (messages, level.into_iter().collect())
         } else {
             pick::handle(tx, message, self.simulation.picking_failure_rate).await?
         };
-        outbox::enqueue(tx, &messages).await?;
+        out.extend(messages);
         // Gone before the commit, put back after it: see `Cache::forget`.
         self.cache.forget(levels.iter().map(|l| (l.store_id, l.product_id))).await;
         Ok(levels)

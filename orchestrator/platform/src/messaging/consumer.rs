@@ -26,7 +26,12 @@ use sqlx::{PgConnection, PgPool};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::{Queue, Topology, connect, dead_letter::Rejecter, inbox, outbox::OutboxSignal};
+use super::{
+    Queue, Topology, connect,
+    dead_letter::Rejecter,
+    inbox,
+    outbox::{self, OutboxSignal, Outgoing},
+};
 use crate::{
     protocol::{DecodeError, Envelope},
     shutdown::Shutdown,
@@ -78,6 +83,9 @@ pub trait Handler: Send + Sync + 'static {
     /// Work to do after commit (a cache write, say); failures there must not undo the message.
     type Committed: Send + 'static;
 
+    /// What the messages of one batch share: rows locked for all of them at once, say.
+    type Batch: Default + Send;
+
     /// Inbox key: one consumer name per queue.
     fn name(&self) -> &'static str;
 
@@ -88,10 +96,24 @@ pub trait Handler: Send + Sync + 'static {
     /// transaction takes its locks in the same order.
     fn lock_order(&self, message: &Envelope) -> String;
 
+    /// Prepares a batch, in its transaction, before any of its `messages` (those not handled
+    /// before, in lock order) is handled.
+    fn prepare<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _messages: &'a [&'a Envelope],
+    ) -> impl Future<Output = Result<Self::Batch, HandleError>> + Send + 'a {
+        async { Ok(Self::Batch::default()) }
+    }
+
+    /// Handles `message` in `tx`; the messages it sends go to `out`, which the loop writes to the
+    /// outbox for the whole batch in one statement before the commit.
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
         message: &'a Envelope,
+        batch: &'a mut Self::Batch,
+        out: &'a mut Vec<Outgoing>,
     ) -> impl Future<Output = Result<Self::Committed, HandleError>> + Send + 'a;
 
     fn after_commit(&self, committed: Self::Committed) -> impl Future<Output = ()> + Send;
@@ -298,7 +320,7 @@ impl<H: Handler> Batch<H> {
     }
 }
 
-/// One attempt: inbox row, effect, commit. `None` when the message was handled before.
+/// One attempt: inbox row, effect, outbox rows, commit. `None` when the message was handled before.
 pub async fn handle_once<H: Handler>(
     handler: &H,
     pool: &PgPool,
@@ -314,20 +336,30 @@ async fn handle_together<H: Handler>(
     messages: &[&Envelope],
 ) -> Result<Vec<Option<H::Committed>>, HandleError> {
     let mut tx = pool.begin().await?;
+    let fresh = inbox::record(&mut tx, handler.name(), messages).await?;
+    let new: Vec<&Envelope> = messages.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(m, _)| *m).collect();
+    let mut batch = handler.prepare(&mut tx, &new).await?;
     let mut outcomes = Vec::with_capacity(messages.len());
-    for message in messages {
-        let outcome = if inbox::record(&mut tx, handler.name(), message).await? {
-            // Whatever the handler sends continues the trace of the message it handles.
-            let handled = handler.handle(&mut tx, message);
-            Some(match message.trace {
+    let mut out = Vec::new();
+    for (message, fresh) in messages.iter().zip(fresh) {
+        let outcome = if fresh {
+            let sent = out.len();
+            let handled = handler.handle(&mut tx, message, &mut batch, &mut out);
+            let outcome = match message.trace {
                 Some(trace) => trace::scope(trace, handled).await?,
                 None => handled.await?,
-            })
+            };
+            // Whatever the handler sends continues the trace of the message it handles.
+            if let Some(trace) = message.trace {
+                out[sent..].iter_mut().for_each(|m| _ = m.trace.get_or_insert(trace));
+            }
+            Some(outcome)
         } else {
             None
         };
         outcomes.push(outcome);
     }
+    outbox::enqueue(&mut tx, &out).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

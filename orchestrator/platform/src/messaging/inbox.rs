@@ -1,29 +1,37 @@
 //! The inbox: one row per (consumer, message id) already handled, written in the same transaction
 //! as the message's effect. A redelivered message finds its row and is acknowledged without effect.
 
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 use crate::protocol::Envelope;
 
-/// Records the message for `consumer`; `false` means it was handled before.
+/// Records the messages for `consumer`, in one statement; for each, `false` means it was handled
+/// before (or appears earlier in `messages`).
 ///
 /// Two concurrent deliveries of one message serialize on the primary key: the second waits for the
 /// first to commit, then sees the conflict.
-pub async fn record(conn: &mut PgConnection, consumer: &str, message: &Envelope) -> sqlx::Result<bool> {
-    let inserted = sqlx::query!(
+pub async fn record(conn: &mut PgConnection, consumer: &str, messages: &[&Envelope]) -> sqlx::Result<Vec<bool>> {
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
+    let types: Vec<&str> = messages.iter().map(|m| m.message_type.as_str()).collect();
+    let correlations: Vec<Option<Uuid>> = messages.iter().map(|m| m.correlation_id).collect();
+    let mut inserted: HashSet<Uuid> = sqlx::query_scalar!(
         "INSERT INTO inbox (consumer, message_id, message_type, correlation_id)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+         SELECT $1, * FROM UNNEST($2::uuid[], $3::text[], $4::uuid[])
+         ON CONFLICT DO NOTHING RETURNING message_id",
         consumer,
-        message.message_id,
-        message.message_type,
-        message.correlation_id,
+        &ids,
+        &types as &[&str],
+        &correlations as &[Option<Uuid>],
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    .into_iter()
+    .collect();
+    // `remove`: a second copy of a message in the same batch is a duplicate of the first.
+    Ok(ids.iter().map(|id| inserted.remove(id)).collect())
 }
 
 /// Deletes up to `limit` rows received more than `older_than` ago, oldest first; returns how many.

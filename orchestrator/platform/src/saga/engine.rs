@@ -78,17 +78,22 @@ pub fn deadline<K: SagaKind>(timing: &SagaTiming, state: K::State, attempt: i32)
     Utc::now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
 }
 
+/// A saga to start: who asked, why, and the events that announce it.
+pub struct Start<'a, K: SagaKind> {
+    pub saga_id: Uuid,
+    pub initial: K::State,
+    pub data: &'a K::Data,
+    pub actor: Actor<'a>,
+    /// The first timeline entry's detail.
+    pub detail: Value,
+    /// Domain events written with the first command (one statement for both).
+    pub events: Vec<Outgoing>,
+}
+
 /// Starts a saga in the caller's transaction: its row, its first transition, its first command.
 /// The kind's own rows are the caller's to write.
-pub async fn start<K: SagaKind>(
-    tx: &mut PgConnection,
-    timing: &SagaTiming,
-    saga_id: Uuid,
-    initial: K::State,
-    data: &K::Data,
-    actor: Actor<'_>,
-    detail: &Value,
-) -> sqlx::Result<()> {
+pub async fn start<K: SagaKind>(tx: &mut PgConnection, timing: &SagaTiming, start: Start<'_, K>) -> sqlx::Result<()> {
+    let Start { saga_id, initial, data, actor, detail, events } = start;
     let command = K::outstanding(saga_id, initial, data);
     // The saga continues the trace of whatever started it (an HTTP request, a message).
     let trace = trace::current().unwrap_or_else(TraceContext::root);
@@ -101,19 +106,19 @@ pub async fn start<K: SagaKind>(
         last_error: None,
         closed: initial.is_terminal(),
     };
-    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update).await?;
     let record = TransitionRecord {
         saga_id,
         from: None,
         to: initial.as_ref(),
         event: "Started",
         applied: true,
-        detail,
+        detail: &detail,
         actor: actor.as_str(),
         took_ms: None,
     };
-    store::record_transition(tx, &record).await?;
-    let messages: Vec<Outgoing> = command.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
+    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update, &record).await?;
+    let mut messages: Vec<Outgoing> = command.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
+    messages.extend(events.into_iter().map(|e| e.in_trace(trace)));
     outbox::enqueue(tx, &messages).await?;
     metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => "", "to" => Into::<&'static str>::into(initial))
         .increment(1);
@@ -151,13 +156,29 @@ fn trace_of(row: &SagaRow) -> TraceContext {
     row.trace_id.as_deref().and_then(TraceContext::from_trace_id).unwrap_or_else(|| TraceContext::derived(row.id))
 }
 
-/// Applies one input to a saga whose row the caller has locked.
+/// Applies one input to a saga whose row the caller has locked, and writes what it sends.
 pub async fn apply<K: SagaKind>(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     row: &SagaRow,
     input: &Input<K::Reply>,
     actor: Actor<'_>,
+) -> Result<Applied, EngineError> {
+    let mut out = Vec::new();
+    let applied = decide::<K>(tx, timing, row, input, actor, &mut out).await?;
+    outbox::enqueue(tx, &out).await?;
+    Ok(applied)
+}
+
+/// [`apply`], with the messages it sends left in `out` for the caller to write before it
+/// commits: a consumer writes a whole batch's in one statement.
+pub async fn decide<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+    input: &Input<K::Reply>,
+    actor: Actor<'_>,
+    out: &mut Vec<Outgoing>,
 ) -> Result<Applied, EngineError> {
     let (state, data) = parse::<K>(row)?;
     let event = input.name();
@@ -192,9 +213,6 @@ pub async fn apply<K: SagaKind>(
         last_error: step.error.as_deref(),
         closed: step.next.is_terminal(),
     };
-    if !store::update(tx, row, &update).await? {
-        return Err(EngineError::Fenced(row.id));
-    }
     // A step's latency runs from entering a state to leaving it; staying (a retry) is no step.
     let took_ms = (step.next != state).then(|| (Utc::now() - row.state_entered_at).as_seconds_f64() * 1000.0);
     let record = TransitionRecord {
@@ -207,11 +225,12 @@ pub async fn apply<K: SagaKind>(
         actor: actor.as_str(),
         took_ms,
     };
-    store::record_transition(tx, &record).await?;
+    if !store::transition(tx, row, &update, &record).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
     let trace = trace_of(row);
-    let mut messages: Vec<Outgoing> = step.commands.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
-    messages.extend(step.events.iter().cloned().map(|e| e.in_trace(trace)));
-    outbox::enqueue(tx, &messages).await?;
+    out.extend(step.commands.iter().map(|c| Outgoing::command(c).in_trace(trace)));
+    out.extend(step.events.iter().cloned().map(|e| e.in_trace(trace)));
     K::after_transition(tx, timing, row.id, step.next, &step.data).await?;
     let (from, to): (&'static str, &'static str) = (state.into(), step.next.into());
     metrics::counter!("saga_transitions_total", "kind" => K::KIND, "from" => from, "to" => to).increment(1);
@@ -223,11 +242,12 @@ pub async fn apply<K: SagaKind>(
     Ok(Applied::Moved { from: state.as_ref().to_owned(), to: step.next.as_ref().to_owned() })
 }
 
-/// A locked saga's deadline passed: send its command again, or give up on the step.
+/// A locked saga's deadline passed: send its command again (into `out`), or give up on the step.
 pub async fn on_deadline<K: SagaKind>(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     row: &SagaRow,
+    out: &mut Vec<Outgoing>,
 ) -> Result<(), EngineError> {
     let (state, data) = parse::<K>(row)?;
     let Some(command) = K::outstanding(row.id, state, &data) else {
@@ -244,7 +264,7 @@ pub async fn on_deadline<K: SagaKind>(
         return Ok(());
     };
     if row.attempt >= timing.max_attempts {
-        apply::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, Actor::Engine).await?;
+        decide::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, Actor::Engine, out).await?;
         return Ok(());
     }
     let attempt = row.attempt + 1;
@@ -258,9 +278,6 @@ pub async fn on_deadline<K: SagaKind>(
         last_error: None,
         closed: false,
     };
-    if !store::update(tx, row, &update).await? {
-        return Err(EngineError::Fenced(row.id));
-    }
     let detail = json!({ "attempt": attempt, "command": message.message_type, "message_id": message.message_id });
     let record = TransitionRecord {
         saga_id: row.id,
@@ -272,8 +289,10 @@ pub async fn on_deadline<K: SagaKind>(
         actor: Actor::Engine.as_str(),
         took_ms: None,
     };
-    store::record_transition(tx, &record).await?;
-    outbox::enqueue(tx, &[message]).await?;
+    if !store::transition(tx, row, &update, &record).await? {
+        return Err(EngineError::Fenced(row.id));
+    }
+    out.push(message);
     metrics::counter!("saga_commands_resent_total", "kind" => K::KIND).increment(1);
     tracing::warn!(saga_id = %row.id, state = state.as_ref(), attempt, "deadline passed; command resent");
     Ok(())

@@ -30,6 +30,7 @@ pub trait Driver: Send + Sync {
         timing: &'a SagaTiming,
         row: &'a SagaRow,
         message: &'a Envelope,
+        out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<Applied, EngineError>>;
 
     fn on_deadline<'a>(
@@ -37,6 +38,7 @@ pub trait Driver: Send + Sync {
         tx: &'a mut PgConnection,
         timing: &'a SagaTiming,
         row: &'a SagaRow,
+        out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
 
     /// Applies an operator's action to a locked saga, as `actor`.
@@ -62,10 +64,11 @@ impl<K: SagaKind> Driver for Kind<K> {
         timing: &'a SagaTiming,
         row: &'a SagaRow,
         message: &'a Envelope,
+        out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<Applied, EngineError>> {
         Box::pin(async move {
             let reply: K::Reply = message.body()?;
-            engine::apply::<K>(tx, timing, row, &Input::Reply(reply), Actor::Participant).await
+            engine::decide::<K>(tx, timing, row, &Input::Reply(reply), Actor::Participant, out).await
         })
     }
 
@@ -74,8 +77,9 @@ impl<K: SagaKind> Driver for Kind<K> {
         tx: &'a mut PgConnection,
         timing: &'a SagaTiming,
         row: &'a SagaRow,
+        out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(engine::on_deadline::<K>(tx, timing, row))
+        Box::pin(engine::on_deadline::<K>(tx, timing, row, out))
     }
 
     fn act<'a>(

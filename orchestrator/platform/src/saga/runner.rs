@@ -2,22 +2,23 @@
 //! and the deadline sweeper ([`Sweeper`]). Each finds the saga's kind in the [`Registry`] and
 //! hands the input to the engine in its transaction.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use super::{
     engine::EngineError,
     registry::Registry,
-    store::{self},
+    store::{self, SagaRow},
 };
 use crate::{
     config::SagaTiming,
     messaging::{
         consumer::{HandleError, Handler},
-        outbox::OutboxSignal,
+        outbox::{self, OutboxSignal, Outgoing},
     },
     protocol::Envelope,
     shutdown::Shutdown,
@@ -34,6 +35,8 @@ pub struct ReplyHandler {
 
 impl Handler for ReplyHandler {
     type Committed = ();
+    /// The batch's sagas, locked together up front.
+    type Batch = HashMap<Uuid, SagaRow>;
 
     fn name(&self) -> &'static str {
         "orchestrator"
@@ -48,11 +51,26 @@ impl Handler for ReplyHandler {
         message.correlation_id.map(|id| id.to_string()).unwrap_or_default()
     }
 
-    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandleError> {
+    async fn prepare(&self, tx: &mut PgConnection, messages: &[&Envelope]) -> Result<Self::Batch, HandleError> {
+        let ids: Vec<Uuid> = messages.iter().filter_map(|m| m.correlation_id).collect();
+        Ok(store::lock_all(tx, &ids).await?.into_iter().map(|row| (row.id, row)).collect())
+    }
+
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &Envelope,
+        locked: &mut Self::Batch,
+        out: &mut Vec<Outgoing>,
+    ) -> Result<(), HandleError> {
         let saga_id =
             message.correlation_id.ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
-        let row = store::lock(tx, saga_id).await?.ok_or(EngineError::UnknownSaga(saga_id))?;
-        self.registry.driver(&row.kind)?.on_reply(tx, &self.timing, &row, message).await?;
+        // A second reply to one saga in the batch reads the row the first one wrote.
+        let row = match locked.remove(&saga_id) {
+            Some(row) => row,
+            None => store::lock(tx, saga_id).await?.ok_or(EngineError::UnknownSaga(saga_id))?,
+        };
+        self.registry.driver(&row.kind)?.on_reply(tx, &self.timing, &row, message, out).await?;
         Ok(())
     }
 
@@ -94,10 +112,11 @@ impl Sweeper {
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
+        let mut out = Vec::new();
         for row in &due {
             let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = row.trace_id.as_deref());
             let outcome = match self.registry.driver(&row.kind) {
-                Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row).instrument(span.clone()).await,
+                Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row, &mut out).instrument(span.clone()).await,
                 Err(error) => Err(error),
             };
             match outcome {
@@ -111,6 +130,7 @@ impl Sweeper {
                 Err(error) => return Err(error),
             }
         }
+        outbox::enqueue(&mut tx, &out).await?;
         tx.commit().await?;
         if !due.is_empty() {
             self.outbox.notify();

@@ -57,6 +57,18 @@ pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRo
     .await
 }
 
+/// Several sagas, locked in id order (as every batch locks them, so that batches cannot deadlock).
+pub async fn lock_all(tx: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<SagaRow>> {
+    sqlx::query_as!(
+        SagaRow,
+        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ids
+    )
+    .fetch_all(tx)
+    .await
+}
+
 /// Open sagas whose deadline has passed, locked; rows another engine holds are skipped.
 pub async fn lock_due(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<SagaRow>> {
     sqlx::query_as!(
@@ -75,16 +87,21 @@ pub async fn next_deadline(conn: &mut PgConnection) -> sqlx::Result<Option<DateT
     sqlx::query_scalar!("SELECT min(deadline_at) FROM saga WHERE closed_at IS NULL").fetch_one(conn).await
 }
 
+/// Writes a new saga and the first line of its timeline, in one statement.
 pub async fn insert(
     tx: &mut PgConnection,
     id: Uuid,
     kind: &str,
     trace_id: &str,
     update: &SagaUpdate<'_>,
+    record: &TransitionRecord<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9)",
+        "WITH saga AS (
+             INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9) RETURNING id)
+         INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
+         SELECT id, $10, $11, $12, $13, $14, $15, $16 FROM saga",
         id,
         kind,
         update.state,
@@ -94,14 +111,61 @@ pub async fn insert(
         update.last_error,
         update.closed,
         trace_id,
+        record.from,
+        record.to,
+        record.event,
+        record.applied,
+        record.detail,
+        record.actor,
+        record.took_ms,
     )
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Writes a transition, fenced by the version read under the lock. `false` means another writer
-/// got there first, which the row lock should make impossible: the caller treats it as an error.
+/// Moves a saga and writes the line of its timeline that says why, in one statement, fenced like
+/// [`update`]: `false` writes nothing.
+pub async fn transition(
+    tx: &mut PgConnection,
+    row: &SagaRow,
+    update: &SagaUpdate<'_>,
+    record: &TransitionRecord<'_>,
+) -> sqlx::Result<bool> {
+    let written = sqlx::query!(
+        "WITH moved AS (
+             UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
+                    last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
+                    closed_at = CASE WHEN $8 THEN now() END,
+                    state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
+             WHERE id = $1 AND version = $2 RETURNING id)
+         INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
+         SELECT id, $9, $10, $11, $12, $13, $14, $15 FROM moved",
+        row.id,
+        row.version,
+        update.state,
+        update.data,
+        update.attempt,
+        update.deadline_at,
+        update.last_error,
+        update.closed,
+        record.from,
+        record.to,
+        record.event,
+        record.applied,
+        record.detail,
+        record.actor,
+        record.took_ms,
+    )
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(written == 1)
+}
+
+/// Writes a saga's new columns, fenced by the version read under the lock. `false` means another
+/// writer got there first, which the row lock should make impossible: the caller treats it as an
+/// error.
 pub async fn update(tx: &mut PgConnection, row: &SagaRow, update: &SagaUpdate<'_>) -> sqlx::Result<bool> {
     let updated = sqlx::query!(
         "UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
