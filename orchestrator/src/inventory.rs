@@ -164,18 +164,18 @@ pub async fn start_replenishment(
 ) -> Result<Uuid> {
     check_quantity("quantity", quantity, 1)?;
     let mut tx = ctx.pool.begin().await?;
-    let stocked = level::fetch(&mut tx, store_id, product_id).await?;
-    if stocked.is_none() {
-        return Err(Error::NotFound(format!(
-            "store {store_id} does not stock product {product_id}: set its levels first"
-        )));
-    }
     let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
     let actor = audit.actor();
     let Some(saga_id) =
         replenishment::open(&mut tx, &ctx.timing, store_id, product_id, quantity, Actor::Caller(&actor), detail)
             .await?
     else {
+        // Nothing opened: find out why, off the path of a request that succeeds.
+        if level::fetch(&mut tx, store_id, product_id).await?.is_none() {
+            return Err(Error::NotFound(format!(
+                "store {store_id} does not stock product {product_id}: set its levels first"
+            )));
+        }
         let open = replenishment::open_for(&mut tx, store_id, product_id).await?;
         let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
         return Err(Error::Conflict(format!("a replenishment of this product for this store is already open{open}")));

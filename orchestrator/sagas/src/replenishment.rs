@@ -324,7 +324,8 @@ pub async fn replenish_if_low(
 }
 
 /// Opens a replenishment of `quantity` unless one is open for the (store, product): its claim
-/// row, its saga, and the `replenishment.created` event. `None` when one is open already.
+/// row, its saga, and the `replenishment.created` event. `None` when one is open already, or when
+/// the store does not stock the product.
 /// `actor` is who asked: the low-stock rule, or a caller of the API.
 pub async fn open(
     tx: &mut PgConnection,
@@ -336,10 +337,11 @@ pub async fn open(
     detail: serde_json::Value,
 ) -> sqlx::Result<Option<Uuid>> {
     let saga_id = Uuid::now_v7();
-    // The partial unique index is the guard: a concurrent or repeated signal claims nothing.
+    // The partial unique index is the guard: a concurrent or repeated signal claims nothing. Only
+    // a product the store stocks is replenished.
     let claimed = sqlx::query_scalar!(
         "INSERT INTO replenishment (saga_id, store_id, product_id, quantity_requested, status)
-         VALUES ($1, $2, $3, $4, $5)
+         SELECT $1, store_id, product_id, $4, $5 FROM inventory WHERE store_id = $2 AND product_id = $3
          ON CONFLICT (store_id, product_id) WHERE closed_at IS NULL DO NOTHING
          RETURNING saga_id",
         saga_id,
