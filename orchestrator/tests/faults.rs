@@ -65,11 +65,12 @@ impl Run {
         let mut env = TestEnv::new().await;
         let admin_url = Config::from_env().expect("test environment is valid").database_url;
         // Deadlines long enough that an ordinary restart is ridden out by resending (a step is
-        // given up after 1 + 2 + 4 × 4 = 19 s; a broker restart here takes about 10 s), short
-        // enough that a saga whose step is lost gives up, unwinds and ends within the test.
+        // given up after 1 + 2 + 4 + 8 × 3 = 31 s; a broker restart here takes 10 to 20 s, and
+        // the consumers' reconnect backoff adds up to 5 s), short enough that a saga whose step
+        // is lost gives up, unwinds and ends within the test.
         env.config.saga = SagaTiming {
             command_timeout: Duration::from_millis(1_000),
-            max_timeout: Duration::from_millis(4_000),
+            max_timeout: Duration::from_millis(8_000),
             max_attempts: 6,
             // Orders the load leaves unpicked are given up at the end of the run, so that every
             // saga ends within the test.
