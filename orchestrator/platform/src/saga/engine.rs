@@ -226,7 +226,7 @@ pub async fn decide<K: SagaKind>(
         actor: actor.as_str(),
         took_ms,
     };
-    if !store::transition(tx, row, &update, &record).await? {
+    if !store::update(tx, row, &update, Some(&record)).await? {
         return Err(EngineError::Fenced(row.id));
     }
     let trace = trace_of(row);
@@ -261,7 +261,7 @@ pub async fn on_deadline<K: SagaKind>(
             last_error: None,
             closed: state.is_terminal(),
         };
-        store::update(tx, row, &update).await?;
+        store::update(tx, row, &update, None).await?;
         return Ok(());
     };
     if row.attempt >= timing.max_attempts {
@@ -290,7 +290,7 @@ pub async fn on_deadline<K: SagaKind>(
         actor: Actor::Engine.as_str(),
         took_ms: None,
     };
-    if !store::transition(tx, row, &update, &record).await? {
+    if !store::update(tx, row, &update, Some(&record)).await? {
         return Err(EngineError::Fenced(row.id));
     }
     out.push(message);

@@ -124,23 +124,27 @@ pub async fn insert(
     Ok(())
 }
 
-/// Moves a saga and writes the line of its timeline that says why, in one statement, fenced like
-/// [`update`]: `false` writes nothing.
-pub async fn transition(
+/// Writes a saga's new columns and, when given, the line of its timeline that says why, in one
+/// statement, fenced by the version read under the lock. `false` writes nothing: another writer
+/// got there first, which the row lock should make impossible, so the caller treats it as an
+/// error.
+pub async fn update(
     tx: &mut PgConnection,
     row: &SagaRow,
     update: &SagaUpdate<'_>,
-    record: &TransitionRecord<'_>,
+    record: Option<&TransitionRecord<'_>>,
 ) -> sqlx::Result<bool> {
-    let written = sqlx::query!(
-        "WITH moved AS (
-             UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
-                    last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
-                    closed_at = CASE WHEN $8 THEN now() END,
-                    state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
-             WHERE id = $1 AND version = $2 RETURNING id)
-         INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
-         SELECT id, $9, $10, $11, $12, $13, $14, $15 FROM moved",
+    let moved = sqlx::query_scalar!(
+        r#"WITH moved AS (
+               UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
+                      last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
+                      closed_at = CASE WHEN $8 THEN now() END,
+                      state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
+               WHERE id = $1 AND version = $2 RETURNING id),
+           line AS (
+               INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
+               SELECT id, $10, $11, $12, $13, $14, $15, $16 FROM moved WHERE $9)
+           SELECT count(*) AS "moved!" FROM moved"#,
         row.id,
         row.version,
         update.state,
@@ -149,43 +153,18 @@ pub async fn transition(
         update.deadline_at,
         update.last_error,
         update.closed,
-        record.from,
-        record.to,
-        record.event,
-        record.applied,
-        record.detail,
-        record.actor,
-        record.took_ms,
+        record.is_some(),
+        record.and_then(|r| r.from),
+        record.map(|r| r.to),
+        record.map(|r| r.event),
+        record.map(|r| r.applied),
+        record.map(|r| r.detail),
+        record.map(|r| r.actor),
+        record.and_then(|r| r.took_ms),
     )
-    .execute(tx)
-    .await?
-    .rows_affected();
-    Ok(written == 1)
-}
-
-/// Writes a saga's new columns, fenced by the version read under the lock. `false` means another
-/// writer got there first, which the row lock should make impossible: the caller treats it as an
-/// error.
-pub async fn update(tx: &mut PgConnection, row: &SagaRow, update: &SagaUpdate<'_>) -> sqlx::Result<bool> {
-    let updated = sqlx::query!(
-        "UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
-                last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
-                closed_at = CASE WHEN $8 THEN now() END,
-                state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
-         WHERE id = $1 AND version = $2",
-        row.id,
-        row.version,
-        update.state,
-        update.data,
-        update.attempt,
-        update.deadline_at,
-        update.last_error,
-        update.closed,
-    )
-    .execute(tx)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .fetch_one(tx)
+    .await?;
+    Ok(moved == 1)
 }
 
 /// Takes a saga the engine cannot read off the deadline sweep, saying why in `last_error` and in
