@@ -44,6 +44,8 @@ pub const MAX_ATTEMPTS: u32 = 8;
 const MAX_BATCH: usize = 64;
 /// Batches of one consumer in flight at once.
 const MAX_CONCURRENT_BATCHES: usize = 4;
+/// How often a consumer checks that its connection and channel are still up.
+const WATCHDOG: Duration = Duration::from_secs(1);
 
 /// Why a message was not handled.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +151,7 @@ impl<H: Handler> Consumer<H> {
             .await?;
         tracing::info!(queue, "consuming");
         let mut in_flight = JoinSet::new();
+        let mut watchdog = tokio::time::interval(WATCHDOG);
         let result = loop {
             // At the limit, wait for a batch to finish: deliveries queue up meanwhile and the
             // next batch is larger.
@@ -159,6 +162,14 @@ impl<H: Handler> Consumer<H> {
             tokio::select! {
                 _ = shutdown.wait() => break Ok(()),
                 done = in_flight.join_next(), if !in_flight.is_empty() => reap(done, &queue),
+                // A connection the broker dropped does not always end the delivery stream (seen
+                // after a broker restart): without this the queue would silently lose its
+                // consumer for good.
+                _ = watchdog.tick() => if !(connection.status().connected() && channel.status().connected()) {
+                    break Err(lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                        lapin::ConnectionState::Closed,
+                    )));
+                },
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(first)) => {
                         let mut batch = vec![first];
@@ -185,9 +196,17 @@ impl<H: Handler> Consumer<H> {
                 }
             }
         };
-        // Finish what is in hand before the channel goes: its acks need it.
-        while let Some(done) = in_flight.join_next().await {
-            reap(Some(done), &queue);
+        // Finish what is in hand before the channel goes: its acks need it. A broken connection
+        // takes no acks, so then the wait is bounded: whatever a batch left unacknowledged is
+        // delivered again, and the inbox absorbs what had committed.
+        let drain = async {
+            while let Some(done) = in_flight.join_next().await {
+                reap(Some(done), &queue);
+            }
+        };
+        let within = if result.is_ok() { Duration::MAX } else { super::CLOSE_WITHIN };
+        if tokio::time::timeout(within, drain).await.is_err() {
+            tracing::warn!(queue, "batches still in hand on a broken connection; abandoned");
         }
         super::close(&connection, "shutting down").await;
         result

@@ -31,7 +31,7 @@ pub async fn connect(amqp_url: &str, name: &str) -> lapin::Result<Connection> {
 
 /// How long a polite close may take. A broker that has already dropped the connection may never
 /// confirm the close, and an unbounded wait would hang a shutdown or a health probe.
-const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Closes a connection (and its channels), waiting at most [`CLOSE_WITHIN`] for the broker.
 pub async fn close(connection: &Connection, reason: &str) {
