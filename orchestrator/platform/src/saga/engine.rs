@@ -4,9 +4,10 @@
 //! Every change follows the same order: the saga row is locked, the transition function decides,
 //! then the new state (fenced by version) and its transition row (one statement), the kind's
 //! projection and the outgoing messages are written in the same transaction ([`decide`] leaves
-//! the messages to its caller, who writes a whole batch's at once). A crash at any point loses nothing: either all of it
-//! committed, and the relay and sweeper carry on from there, or none of it did, and the
-//! redelivered reply or the still-passed deadline brings the engine back to the same decision.
+//! the messages to its caller, who writes a whole batch's at once). A crash at any point loses
+//! nothing: either all of it committed, and the relay and sweeper carry on from there, or none of
+//! it did, and the redelivered reply or the still-passed deadline brings the engine back to the
+//! same decision.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

@@ -47,14 +47,9 @@ pub struct TransitionRecord<'a> {
     pub took_ms: Option<f64>,
 }
 
+/// One saga, locked.
 pub async fn lock(tx: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<SagaRow>> {
-    sqlx::query_as!(
-        SagaRow,
-        "SELECT id, kind, state, data, version, attempt, state_entered_at, trace_id FROM saga WHERE id = $1 FOR UPDATE",
-        id
-    )
-    .fetch_optional(tx)
-    .await
+    Ok(lock_all(tx, &[id]).await?.pop())
 }
 
 /// Several sagas, locked in id order (as every batch locks them, so that batches cannot deadlock).
