@@ -19,17 +19,19 @@ use sqlx::PgPool;
 use support::{TestEnv, eventually};
 use uuid::Uuid;
 
-/// Writes an outbox row created and published (or not) the given time ago; returns its message id.
-async fn outbox_row(pool: &PgPool, created_ago: &str, published_ago: Option<&str>) -> Uuid {
+/// Writes an outbox message the given time ago, published or still pending; returns its id.
+async fn outbox_row(pool: &PgPool, written_ago: &str, published: bool) -> Uuid {
     let id = Uuid::new_v4();
     sqlx::query(
-        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, body, created_at, published_at)
-         VALUES ($1, 'saga.commands', 'warehouse', 'DispatchShipment', '{}',
-                 now() - $2::interval, now() - $3::interval)",
+        "WITH written AS (
+             INSERT INTO outbox (message_id, exchange, routing_key, message_type, body, created_at)
+             VALUES ($1, 'saga.commands', 'warehouse', 'DispatchShipment', '{}', now() - $2::interval)
+             RETURNING id)
+         INSERT INTO outbox_pending (id) SELECT id FROM written WHERE NOT $3",
     )
     .bind(id)
-    .bind(created_ago)
-    .bind(published_ago)
+    .bind(written_ago)
+    .bind(published)
     .execute(pool)
     .await
     .unwrap();
@@ -120,13 +122,14 @@ async fn one_pass_removes_exactly_what_outlived_its_retention() {
         .await
         .unwrap();
 
-    // Published long ago: five, so that the pass takes three batches.
+    // Never published (its relay died): however old, it must still go out. It is the oldest,
+    // first on the primary key that retention walks, and must not stop the walk.
+    let unpublished = outbox_row(&pool, "4 hours", false).await;
+    // Written and published long ago: five, so that the pass takes three batches.
     for _ in 0..5 {
-        outbox_row(&pool, "3 hours", Some("2 hours")).await;
+        outbox_row(&pool, "3 hours", true).await;
     }
-    let published_lately = outbox_row(&pool, "3 hours", Some("10 minutes")).await;
-    // Never published (its relay died): however old, it must still go out.
-    let unpublished = outbox_row(&pool, "3 hours", None).await;
+    let published_lately = outbox_row(&pool, "10 minutes", true).await;
 
     // Past the deduplication window.
     for _ in 0..3 {
@@ -204,8 +207,8 @@ async fn the_engine_prunes_every_interval_until_shutdown() {
     let pool = env.pool().await;
 
     // Written after the first pass has had its chance: a later one removes it.
-    let stale = outbox_row(&pool, "3 hours", Some("2 hours")).await;
-    let fresh = outbox_row(&pool, "3 hours", Some("1 minute")).await;
+    let stale = outbox_row(&pool, "2 hours", true).await;
+    let fresh = outbox_row(&pool, "1 minute", true).await;
     eventually(Duration::from_secs(10), "the janitor to remove the stale message", || async {
         let left = ids(&pool, "SELECT message_id FROM outbox").await;
         (!left.contains(&stale)).then_some(())
@@ -224,7 +227,7 @@ async fn the_engine_prunes_every_interval_until_shutdown() {
 async fn the_janitor_prunes_at_start_and_stops_at_once_on_shutdown() {
     let env = TestEnv::new().await;
     let pool = db::connect(&env.config).await.expect("the test database migrates");
-    let stale = outbox_row(&pool, "3 hours", Some("2 hours")).await;
+    let stale = outbox_row(&pool, "2 hours", true).await;
     let hour = Duration::from_secs(3600);
     let janitor = Janitor { retention: Retention { interval: hour, ..Retention::default() }, ..janitor(&pool) };
     let (trigger, shutdown) = shutdown::channel();

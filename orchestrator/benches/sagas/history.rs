@@ -68,11 +68,11 @@ const STATEMENTS: &[&str] = &[
      SELECT NULL, product_id, -quantity, 0, 'shipment_dispatched', id, at + interval '10 ms' FROM h
      UNION ALL
      SELECT store_id, product_id, quantity, 0, 'replenishment_received', id, at + interval '20 ms' FROM h",
-    "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, headers, body, created_at, published_at)
+    "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, headers, body, created_at)
      SELECT pg_temp.v7(at + m.after), m.exchange, m.route, m.type, id,
             jsonb_build_object('traceparent', '00-' || md5(id::text) || '-' || left(md5(m.type), 16) || '-01'),
             jsonb_build_object('saga_id', id, 'store_id', store_id, 'product_id', product_id, 'quantity', quantity),
-            at + m.after, at + m.after + interval '2 ms'
+            at + m.after
      FROM h, (VALUES ('saga.commands', 'warehouse', 'DispatchShipment', interval '0'),
                      ('warehouse.events', 'replenishment.created', 'replenishment.created', interval '0'),
                      ('saga.replies', 'replies', 'ShipmentDispatched', interval '8 ms'),

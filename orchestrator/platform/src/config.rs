@@ -132,7 +132,7 @@ pub struct SagaTiming {
 /// How long each kind of history is kept, and how often it is pruned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
-    /// `OUTBOX_RETENTION_MS`: published messages are removed this long after their publication
+    /// `OUTBOX_RETENTION_MS`: published messages are removed once they were written this long ago
     /// (unpublished ones never are). Until then the saga detail lists them.
     pub outbox: Duration,
     /// `INBOX_RETENTION_MS`: the deduplication window. A consumer's record of a handled message

@@ -93,9 +93,10 @@ pub struct SagaMessage {
     pub route: String,
     /// Written to the outbox, or handled by the consumer.
     pub at: DateTime<Utc>,
-    /// Sent: when the broker confirmed it; absent while it waits to be published.
+    /// Sent: whether the broker has confirmed it (false while it waits to be published); absent
+    /// for a received one.
     #[oai(nullable)]
-    pub published_at: Option<DateTime<Utc>>,
+    pub published: Option<bool>,
     /// Sent: its W3C `traceparent`.
     #[oai(nullable)]
     pub traceparent: Option<String>,
@@ -112,8 +113,8 @@ pub struct SagaDetail {
     /// The timeline, oldest first.
     pub transitions: Vec<Transition>,
     /// Messages sent and received for the saga, oldest first, as long as retention keeps them: a
-    /// sent one until `OUTBOX_RETENTION_MS` after its publication (1 hour by default), a received
-    /// one for `INBOX_RETENTION_MS` (7 days).
+    /// sent one for `OUTBOX_RETENTION_MS` after it was written, once published (1 hour by
+    /// default), a received one for `INBOX_RETENTION_MS` (7 days).
     pub messages: Vec<SagaMessage>,
 }
 
@@ -307,11 +308,12 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
     let messages = sqlx::query_as!(
         SagaMessage,
         r#"SELECT 'sent' AS "direction!", message_id AS "message_id!", message_type AS "kind",
-                  exchange || ' ' || routing_key AS "route!", created_at AS "at!", published_at,
+                  exchange || ' ' || routing_key AS "route!", created_at AS "at!",
+                  NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) AS "published",
                   headers->>'traceparent' AS "traceparent"
-           FROM outbox WHERE correlation_id = $1
+           FROM outbox o WHERE correlation_id = $1
            UNION ALL
-           SELECT 'received', message_id, message_type, consumer, received_at, NULL, NULL
+           SELECT 'received', message_id, message_type, consumer, received_at, NULL::bool, NULL
            FROM inbox WHERE correlation_id = $1
            ORDER BY 5, 1 DESC"#,
         id

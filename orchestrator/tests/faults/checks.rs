@@ -83,7 +83,7 @@ impl Snapshot {
     pub async fn take(pool: &PgPool, config: &Config) -> Self {
         let (open_sagas, unpublished): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM saga WHERE closed_at IS NULL),
-                    (SELECT count(*) FROM outbox WHERE published_at IS NULL)",
+                    (SELECT count(*) FROM outbox_pending)",
         )
         .fetch_one(pool)
         .await

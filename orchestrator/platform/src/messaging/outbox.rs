@@ -1,5 +1,10 @@
 //! The transactional outbox: messages are rows written with the state change that causes them,
 //! and reach the broker only after that change commits (the [`relay`](super::relay) publishes).
+//!
+//! A message is an `outbox` row, written once and never updated, and while the broker has not
+//! confirmed it, an `outbox_pending` row with its id: the relay's work list. Publishing deletes
+//! the pending row, which costs a few bytes of WAL where updating the message row would rewrite
+//! it whole, with an entry in each of its indexes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -106,7 +111,7 @@ fn headers_of(trace: Option<TraceContext>) -> Value {
     }
 }
 
-/// Writes messages to the outbox in the caller's transaction, in one statement.
+/// Writes messages to the outbox, pending, in the caller's transaction, in one statement.
 pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Result<()> {
     if messages.is_empty() {
         return Ok(());
@@ -128,8 +133,11 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
         headers.push(headers_of(m.trace));
     }
     sqlx::query!(
-        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[])",
+        "WITH written AS (
+             INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[])
+             RETURNING id)
+         INSERT INTO outbox_pending (id) SELECT id FROM written",
         &ids,
         &exchanges,
         &routes,
@@ -155,15 +163,18 @@ pub struct RawOutgoing<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// Writes a raw message to the outbox in the caller's transaction.
+/// Writes a raw message to the outbox, pending, in the caller's transaction.
 pub async fn enqueue_raw(conn: &mut PgConnection, message: &RawOutgoing<'_>) -> sqlx::Result<()> {
     let headers = match message.traceparent {
         Some(traceparent) => serde_json::json!({ "traceparent": traceparent }),
         None => headers_of(None),
     };
     sqlx::query!(
-        "INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers, raw)
-         VALUES ($1, $2, $3, $4, $5, 'null', $6, $7)",
+        "WITH written AS (
+             INSERT INTO outbox (message_id, exchange, routing_key, message_type, correlation_id, body, headers, raw)
+             VALUES ($1, $2, $3, $4, $5, 'null', $6, $7)
+             RETURNING id)
+         INSERT INTO outbox_pending (id) SELECT id FROM written",
         message.message_id,
         Exchange::ToQueue.as_ref(),
         message.queue,
@@ -189,11 +200,17 @@ pub struct Claimed {
     pub raw: Option<Vec<u8>>,
 }
 
-/// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
+/// Takes up to `limit` pending messages, oldest first, skipping those another relay holds: their
+/// pending rows are deleted in `tx`, so they count as published once `tx` commits (after the
+/// broker confirmed them), and are pending again if it rolls back.
 pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claimed>> {
     let rows = sqlx::query!(
-        "SELECT id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at, headers, raw
-         FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        "WITH claimed AS (
+             DELETE FROM outbox_pending WHERE id = ANY(ARRAY(
+                 SELECT id FROM outbox_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))
+             RETURNING id)
+         SELECT o.id, message_id, exchange, routing_key, message_type, correlation_id, body, created_at, headers, raw
+         FROM outbox o JOIN claimed USING (id) ORDER BY o.id",
         limit
     )
     .fetch_all(tx)
@@ -218,20 +235,21 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claime
         .collect())
 }
 
-pub async fn mark_published(tx: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE outbox SET published_at = now() WHERE id = ANY($1)", ids).execute(tx).await?;
-    Ok(())
-}
-
-/// Deletes up to `limit` rows published more than `older_than` ago, oldest first; returns how many.
+/// Deletes published messages written more than `older_than` ago, oldest first, taking them from
+/// the `limit` oldest published rows; returns how many. A short count means the oldest rows left
+/// are younger than that, or held by another transaction.
 ///
-/// Rows another transaction holds are skipped, not waited for, and unpublished rows are never
-/// touched: the relay's claims and the hot path go on undisturbed.
+/// Row ids grow with time, so the oldest rows come first on the primary key and no index on
+/// time is kept. Rows another transaction holds are skipped, not waited for, and pending messages
+/// are never touched.
 pub async fn delete_published(conn: &mut PgConnection, older_than: Duration, limit: i64) -> sqlx::Result<u64> {
     let deleted = sqlx::query!(
         "DELETE FROM outbox WHERE id = ANY(ARRAY(
-             SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
-             ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+             SELECT id FROM (
+                 SELECT id, created_at FROM outbox o
+                 WHERE NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id)
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) oldest
+             WHERE created_at < now() - make_interval(secs => $1)))",
         older_than.as_secs_f64(),
         limit
     )
@@ -245,7 +263,7 @@ pub async fn delete_published(conn: &mut PgConnection, older_than: Duration, lim
 pub async fn backlog(conn: &mut PgConnection) -> sqlx::Result<(i64, f64)> {
     let row = sqlx::query!(
         r#"SELECT count(*) AS "waiting!", COALESCE(extract(epoch FROM now() - min(created_at)), 0)::float8 AS "oldest!"
-           FROM outbox WHERE published_at IS NULL"#
+           FROM outbox_pending JOIN outbox USING (id)"#
     )
     .fetch_one(conn)
     .await?;

@@ -1,9 +1,9 @@
-//! The outbox relay: publishes committed outbox rows in batches and marks them published only
-//! once the broker has confirmed every one.
+//! The outbox relay: publishes pending outbox messages in batches, and commits their removal
+//! from the pending list only once the broker has confirmed every one.
 //!
 //! It is woken by its process's [`OutboxSignal`] after each commit that wrote the outbox, and
 //! polls besides, for rows that a process which died before publishing left behind. A crash between
-//! publish and mark publishes the batch again: consumers' inboxes make that harmless. Several
+//! publish and commit publishes the batch again: consumers' inboxes make that harmless. Several
 //! relays may run at once; `FOR UPDATE SKIP LOCKED` gives each its own rows.
 
 use std::{
@@ -57,8 +57,8 @@ pub enum RelayError {
 pub struct RelayFaults {
     /// Publish every message twice (a duplicate delivery).
     pub publish_twice: bool,
-    /// Replies still to be lost: marked published without being sent, like a reply lost in
-    /// transit after the participant committed.
+    /// Replies still to be lost: taken off the pending list without being sent, like a reply
+    /// lost in transit after the participant committed.
     pub lose_replies: Arc<AtomicU32>,
     /// Only replies of these types are lost, when set (one saga kind's, say).
     pub lose_only: Option<&'static [&'static str]>,
@@ -107,7 +107,8 @@ impl Relay {
         }
     }
 
-    /// Publishes up to [`BATCH`] unpublished rows and marks them published; returns how many.
+    /// Publishes up to [`BATCH`] pending messages and, once all are confirmed, commits them as
+    /// published; returns how many.
     pub async fn publish_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
         let rows = outbox::claim(&mut tx, BATCH).await?;
@@ -147,8 +148,6 @@ impl Relay {
                 Confirmation::Nack(_) => return Err(RelayError::Nacked(message_id)),
             }
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await?;
         for row in &rows {
             if let Some(exchange) = row.exchange {
