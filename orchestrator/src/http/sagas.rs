@@ -52,7 +52,7 @@ pub struct Saga {
 }
 
 /// One line of a saga's timeline.
-#[derive(Clone, Debug, Object)]
+#[derive(Clone, Debug, Object, serde::Deserialize)]
 pub struct Transition {
     /// Absent for the first line.
     #[oai(nullable)]
@@ -81,7 +81,7 @@ pub struct OutstandingCommand {
 }
 
 /// A message of the saga: one it sent (from the outbox) or one a consumer received (from its inbox).
-#[derive(Clone, Debug, Object)]
+#[derive(Clone, Debug, Object, serde::Deserialize)]
 pub struct SagaMessage {
     /// `sent` or `received`.
     pub direction: String,
@@ -297,29 +297,26 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
         .ok()
         .flatten()
         .map(|command| OutstandingCommand { kind: command.message_type, payload: command.payload });
-    let transitions = sqlx::query_as!(
-        Transition,
-        r#"SELECT from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
-           FROM saga_transition WHERE saga_id = $1 ORDER BY id"#,
+    // The timeline and the messages in one statement, each aggregated to JSON in its order.
+    let history = sqlx::query!(
+        r#"SELECT
+             (SELECT COALESCE(json_agg(t ORDER BY t.id), '[]')
+              FROM (SELECT id, from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
+                    FROM saga_transition WHERE saga_id = $1) t) AS "transitions!: sqlx::types::Json<Vec<Transition>>",
+             (SELECT COALESCE(json_agg(m ORDER BY m.at, m.direction DESC), '[]')
+              FROM (SELECT 'sent' AS direction, message_id, message_type AS kind,
+                           exchange || ' ' || routing_key AS route, created_at AS at,
+                           NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) AS published,
+                           headers->>'traceparent' AS traceparent
+                    FROM outbox o WHERE correlation_id = $1
+                    UNION ALL
+                    SELECT 'received', message_id, message_type, consumer, received_at, NULL::bool, NULL
+                    FROM inbox WHERE correlation_id = $1) m) AS "messages!: sqlx::types::Json<Vec<SagaMessage>>""#,
         id
     )
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    let messages = sqlx::query_as!(
-        SagaMessage,
-        r#"SELECT 'sent' AS "direction!", message_id AS "message_id!", message_type AS "kind",
-                  exchange || ' ' || routing_key AS "route!", created_at AS "at!",
-                  NOT EXISTS (SELECT 1 FROM outbox_pending p WHERE p.id = o.id) AS "published",
-                  headers->>'traceparent' AS "traceparent"
-           FROM outbox o WHERE correlation_id = $1
-           UNION ALL
-           SELECT 'received', message_id, message_type, consumer, received_at, NULL::bool, NULL
-           FROM inbox WHERE correlation_id = $1
-           ORDER BY 5, 1 DESC"#,
-        id
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let (transitions, messages) = (history.transitions.0, history.messages.0);
     Ok(SagaDetail { saga, outstanding, transitions, messages })
 }
 
