@@ -5,7 +5,7 @@
 use platform::saga::Actor;
 use sagas::replenishment;
 use serde_json::json;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use stock::{
     MAX_QUANTITY, Movement, MovementReason, StockLevel, ledger,
     level::{self, Levels},
@@ -153,17 +153,25 @@ pub async fn commit_stock_change(
     Ok(())
 }
 
-/// Starts a replenishment by hand, whatever the stock level, on behalf of the key in `audit`.
+/// A replenishment asked for by hand.
+pub struct Start<'a> {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub reason: Option<&'a str>,
+}
+
+/// Starts a replenishment by hand, whatever the stock level, on behalf of the key in `audit`, in
+/// a transaction of its own on `conn`.
 pub async fn start_replenishment(
     ctx: &Context,
+    conn: &mut PgConnection,
     audit: &Audit,
-    store_id: Uuid,
-    product_id: Uuid,
-    quantity: i64,
-    reason: Option<&str>,
+    start: Start<'_>,
 ) -> Result<Uuid> {
+    let Start { store_id, product_id, quantity, reason } = start;
     check_quantity("quantity", quantity, 1)?;
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let detail = json!({ "quantity_requested": quantity, "reason": reason.unwrap_or_default() });
     let actor = audit.actor();
     let Some(saga_id) =

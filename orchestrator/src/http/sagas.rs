@@ -285,21 +285,11 @@ async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::
 }
 
 async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result<SagaDetail, Problem> {
-    let saga = find(conn, SagaFilter { id: Some(id), ..SagaFilter::default() }, 1)
-        .await?
-        .pop()
-        .ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
-    // A saga the engine cannot read shows no outstanding command; its `last_error` says why.
-    let outstanding = ctx
-        .registry
-        .driver(&saga.kind)
-        .and_then(|driver| driver.outstanding(saga.id, &saga.state, &saga.data))
-        .ok()
-        .flatten()
-        .map(|command| OutstandingCommand { kind: command.message_type, payload: command.payload });
-    // The timeline and the messages in one statement, each aggregated to JSON in its order.
-    let history = sqlx::query!(
-        r#"SELECT
+    // The saga, its timeline and its messages in one statement, each list aggregated to JSON in
+    // its order.
+    let row = sqlx::query!(
+        r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
+                  deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id,
              (SELECT COALESCE(json_agg(t ORDER BY t.id), '[]')
               FROM (SELECT id, from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
                     FROM saga_transition WHERE saga_id = $1) t) AS "transitions!: sqlx::types::Json<Vec<Transition>>",
@@ -311,13 +301,37 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
                     FROM outbox o WHERE correlation_id = $1
                     UNION ALL
                     SELECT 'received', message_id, message_type, consumer, received_at, NULL::bool, NULL
-                    FROM inbox WHERE correlation_id = $1) m) AS "messages!: sqlx::types::Json<Vec<SagaMessage>>""#,
+                    FROM inbox WHERE correlation_id = $1) m) AS "messages!: sqlx::types::Json<Vec<SagaMessage>>"
+           FROM saga WHERE id = $1"#,
         id
     )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (transitions, messages) = (history.transitions.0, history.messages.0);
-    Ok(SagaDetail { saga, outstanding, transitions, messages })
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Problem::not_found(format!("no saga {id}")))?;
+    let saga = Saga {
+        id: row.id,
+        kind: row.kind,
+        state: row.state,
+        stuck: row.stuck,
+        data: row.data,
+        attempt: row.attempt,
+        deadline_at: row.deadline_at,
+        last_error: row.last_error,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        state_entered_at: row.state_entered_at,
+        closed_at: row.closed_at,
+        trace_id: row.trace_id,
+    };
+    // A saga the engine cannot read shows no outstanding command; its `last_error` says why.
+    let outstanding = ctx
+        .registry
+        .driver(&saga.kind)
+        .and_then(|driver| driver.outstanding(saga.id, &saga.state, &saga.data))
+        .ok()
+        .flatten()
+        .map(|command| OutstandingCommand { kind: command.message_type, payload: command.payload });
+    Ok(SagaDetail { saga, outstanding, transitions: row.transitions.0, messages: row.messages.0 })
 }
 
 /// What an operator's action may answer besides the saga.
@@ -483,16 +497,11 @@ impl SagasApi {
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
         let NewReplenishment { store_id, product_id, quantity, reason } = body.0;
-        let saga_id = inventory::start_replenishment(
-            &self.ctx,
-            &audit,
-            store_id,
-            product_id,
-            quantity,
-            reason.into_inner().as_deref(),
-        )
-        .await?;
+        // One connection for the start and the answer.
         let mut conn = self.ctx.pool.acquire().await?;
+        let reason = reason.into_inner();
+        let start = inventory::Start { store_id, product_id, quantity, reason: reason.as_deref() };
+        let saga_id = inventory::start_replenishment(&self.ctx, &mut conn, &audit, start).await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }
 }
