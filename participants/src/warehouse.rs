@@ -1,7 +1,8 @@
 //! The warehouse worker: dispatches shipments and cancels them.
 //!
 //! Both commands are idempotent by saga id, and every command of one saga first takes that saga's
-//! advisory lock, so a dispatch and its cancel (or two sends of either) never interleave. A cancel
+//! advisory lock (a batch takes all of its own at once, in lock order), so a dispatch and its
+//! cancel (or two sends of either) never interleave. A cancel
 //! that arrives before the dispatch leaves a cancelled, empty shipment behind, which the late
 //! dispatch finds: the undo is safe whether or not the step ever ran.
 
@@ -16,7 +17,7 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::{CommandFamily, Envelope},
+    protocol::Envelope,
 };
 use sagas::replenishment::{Command, Reply};
 use stock::{
@@ -29,7 +30,8 @@ pub struct WarehouseWorker;
 
 impl Handler for WarehouseWorker {
     type Committed = ();
-    type Batch = ();
+    /// The batch's ledger entries, written together at its end.
+    type Batch = Vec<Movement>;
 
     fn name(&self) -> &'static str {
         "warehouse"
@@ -44,23 +46,38 @@ impl Handler for WarehouseWorker {
         format!("{}/{}", message.payload["product_id"], message.payload["saga_id"])
     }
 
+    /// Takes the lock of every saga in the batch, in the batch's order, in one statement. Its own
+    /// statement: what the commands then read is read after the locks are held.
+    async fn prepare(&self, tx: &mut PgConnection, messages: &[&Envelope]) -> Result<Vec<Movement>, HandleError> {
+        let sagas: Vec<String> = messages
+            .iter()
+            .filter_map(|m| m.payload.get("saga_id")?.as_str()?.parse::<Uuid>().ok())
+            .map(|id| id.to_string())
+            .collect();
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended(saga, 0))
+             FROM unnest($1::text[]) WITH ORDINALITY AS s(saga, n) ORDER BY n",
+            &sagas
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(Vec::new())
+    }
+
     async fn handle(
         &self,
         tx: &mut PgConnection,
         message: &Envelope,
-        (): &mut (),
+        movements: &mut Vec<Movement>,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), HandleError> {
         let command: Command = message.body()?;
-        sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", command.saga_id().to_string())
-            .execute(&mut *tx)
-            .await?;
         let messages = match command {
             Command::DispatchShipment { saga_id, store_id, product_id, quantity } => {
-                dispatch(tx, saga_id, store_id, product_id, quantity).await?
+                dispatch(tx, movements, saga_id, store_id, product_id, quantity).await?
             }
             Command::CancelShipment { saga_id, store_id, product_id } => {
-                vec![Outgoing::reply(&cancel(tx, saga_id, store_id, product_id).await?)]
+                vec![Outgoing::reply(&cancel(tx, movements, saga_id, store_id, product_id).await?)]
             }
             Command::ReceiveShipment { .. } => {
                 return Err(HandleError::Poison("ReceiveShipment is a store inventory command".into()));
@@ -70,12 +87,21 @@ impl Handler for WarehouseWorker {
         Ok(())
     }
 
+    async fn finish(&self, tx: &mut PgConnection, movements: Vec<Movement>) -> Result<(), HandleError> {
+        if !movements.is_empty() {
+            ledger::record(tx, &movements).await?;
+        }
+        Ok(())
+    }
+
     async fn after_commit(&self, (): ()) {}
 }
 
-/// Ships what the warehouse has, up to `quantity`; rejects when it has nothing.
+/// Ships what the warehouse has, up to `quantity`; rejects when it has nothing. The stock it
+/// takes goes into `movements`.
 async fn dispatch(
     tx: &mut PgConnection,
+    movements: &mut Vec<Movement>,
     saga_id: Uuid,
     store_id: Uuid,
     product_id: Uuid,
@@ -110,8 +136,7 @@ async fn dispatch(
         status: ShipmentStatus::Dispatched,
     };
     shipment::insert(tx, &shipment).await?;
-    let movement = Movement::on_hand(None, product_id, -shipped, MovementReason::ShipmentDispatched, saga_id);
-    ledger::record(tx, &[movement]).await?;
+    movements.push(Movement::on_hand(None, product_id, -shipped, MovementReason::ShipmentDispatched, saga_id));
     let event = serde_json::json!({
         "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
         "product_id": product_id, "quantity_requested": quantity, "quantity": shipped,
@@ -122,8 +147,15 @@ async fn dispatch(
     ])
 }
 
-/// Cancels the saga's shipment and returns its stock; refuses once the store has received it.
-async fn cancel(tx: &mut PgConnection, saga_id: Uuid, store_id: Uuid, product_id: Uuid) -> Result<Reply, HandleError> {
+/// Cancels the saga's shipment and returns its stock (into `movements`); refuses once the store
+/// has received it.
+async fn cancel(
+    tx: &mut PgConnection,
+    movements: &mut Vec<Movement>,
+    saga_id: Uuid,
+    store_id: Uuid,
+    product_id: Uuid,
+) -> Result<Reply, HandleError> {
     let Some(Shipment { id, quantity, status }) = shipment::lock_for(tx, saga_id).await? else {
         shipment::insert(tx, &tombstone(saga_id, store_id, product_id)).await?;
         return Ok(Reply::ShipmentCancelled { saga_id, quantity_returned: 0 });
@@ -136,8 +168,7 @@ async fn cancel(tx: &mut PgConnection, saga_id: Uuid, store_id: Uuid, product_id
         ShipmentStatus::Dispatched => {
             shipment::set_status(tx, id, ShipmentStatus::Cancelled).await?;
             warehouse::add_on_hand(tx, product_id, quantity).await?;
-            let movement = Movement::on_hand(None, product_id, quantity, MovementReason::ShipmentCancelled, saga_id);
-            ledger::record(tx, &[movement]).await?;
+            movements.push(Movement::on_hand(None, product_id, quantity, MovementReason::ShipmentCancelled, saga_id));
             Ok(Reply::ShipmentCancelled { saga_id, quantity_returned: quantity })
         }
     }

@@ -16,7 +16,7 @@ use platform::{
     protocol::{Envelope, MessageFamily},
 };
 use sqlx::PgConnection;
-use stock::{Cache, StockLevel};
+use stock::{Cache, Movement, StockLevel, ledger};
 
 /// The inventory worker: handles the replenishment's `ReceiveShipment` and the fulfilment's
 /// `HandOver` and `ReleaseReservation`.
@@ -28,7 +28,8 @@ pub struct InventoryWorker {
 impl Handler for InventoryWorker {
     /// The levels the message changed, written to the cache after the commit.
     type Committed = Vec<StockLevel>;
-    type Batch = ();
+    /// The ledger entries of the batch's receipts, written together at its end.
+    type Batch = Vec<Movement>;
 
     fn name(&self) -> &'static str {
         "inventory"
@@ -50,11 +51,12 @@ impl Handler for InventoryWorker {
         &self,
         tx: &mut PgConnection,
         message: &Envelope,
-        (): &mut (),
+        movements: &mut Vec<Movement>,
         out: &mut Vec<Outgoing>,
     ) -> Result<Vec<StockLevel>, HandleError> {
         let (messages, levels) = if sagas::replenishment::Command::TYPES.contains(&message.message_type.as_str()) {
-            let (messages, level) = receipt::handle(tx, message, self.simulation.receipt_failure_rate).await?;
+            let (messages, level) =
+                receipt::handle(tx, movements, message, self.simulation.receipt_failure_rate).await?;
             (messages, level.into_iter().collect())
         } else {
             pick::handle(tx, message, self.simulation.picking_failure_rate).await?
@@ -63,6 +65,13 @@ impl Handler for InventoryWorker {
         // Gone before the commit, put back after it: see `Cache::forget`.
         self.cache.forget(levels.iter().map(|l| (l.store_id, l.product_id))).await;
         Ok(levels)
+    }
+
+    async fn finish(&self, tx: &mut PgConnection, movements: Vec<Movement>) -> Result<(), HandleError> {
+        if !movements.is_empty() {
+            ledger::record(tx, &movements).await?;
+        }
+        Ok(())
     }
 
     async fn after_commit(&self, levels: Vec<StockLevel>) {

@@ -7,16 +7,18 @@ use platform::{
 use sagas::replenishment::{Command, Reply};
 use sqlx::PgConnection;
 use stock::{
-    Movement, MovementReason, StockLevel, ledger, level,
+    Movement, MovementReason, StockLevel, level,
     shipment::{self, ShipmentStatus},
 };
 use uuid::Uuid;
 
 use crate::decided;
 
-/// Takes a shipment into stock: the reply, the events, and the level it changed (if any).
+/// Takes a shipment into stock: the reply, the events, and the level it changed (if any); the
+/// stock it took goes into `movements`.
 pub(super) async fn handle(
     tx: &mut PgConnection,
+    movements: &mut Vec<Movement>,
     message: &Envelope,
     failure_rate: f64,
 ) -> Result<(Vec<Outgoing>, Option<StockLevel>), HandleError> {
@@ -24,7 +26,7 @@ pub(super) async fn handle(
         return Err(HandleError::Poison(format!("{} is not a store inventory command", message.message_type)));
     };
     let receipt = Receipt { saga_id, shipment_id, store_id, product_id, quantity };
-    let (reply, level) = receive(tx, &receipt, failure_rate).await?;
+    let (reply, level) = receive(tx, movements, &receipt, failure_rate).await?;
     let mut messages = vec![Outgoing::reply(&reply)];
     if let Reply::StockReceived { quantity, .. } = reply
         && level.is_some()
@@ -53,6 +55,7 @@ struct Receipt {
 /// must not deny a receipt that happened.
 async fn receive(
     tx: &mut PgConnection,
+    movements: &mut Vec<Movement>,
     receipt: &Receipt,
     failure_rate: f64,
 ) -> Result<(Reply, Option<StockLevel>), HandleError> {
@@ -82,8 +85,12 @@ async fn receive(
     let level = level::add_on_hand(tx, store_id, product_id, shipped)
         .await?
         .ok_or_else(|| HandleError::Poison(format!("store {store_id} does not stock product {product_id}")))?;
-    let movement =
-        Movement::on_hand(Some(store_id), product_id, shipped, MovementReason::ReplenishmentReceived, saga_id);
-    ledger::record(tx, &[movement]).await?;
+    movements.push(Movement::on_hand(
+        Some(store_id),
+        product_id,
+        shipped,
+        MovementReason::ReplenishmentReceived,
+        saga_id,
+    ));
     Ok((Reply::StockReceived { saga_id, shipment_id, quantity: shipped }, Some(level)))
 }

@@ -118,6 +118,16 @@ pub trait Handler: Send + Sync + 'static {
         out: &'a mut Vec<Outgoing>,
     ) -> impl Future<Output = Result<Self::Committed, HandleError>> + Send + 'a;
 
+    /// Finishes a batch in its transaction, after its last message: writes what the messages
+    /// left in `batch` (their ledger entries, say) together.
+    fn finish<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _batch: Self::Batch,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send + 'a {
+        async { Ok(()) }
+    }
+
     fn after_commit(&self, committed: Self::Committed) -> impl Future<Output = ()> + Send;
 }
 
@@ -378,6 +388,7 @@ async fn handle_together<H: Handler>(
         };
         outcomes.push(outcome);
     }
+    handler.finish(&mut tx, batch).await?;
     outbox::enqueue(&mut tx, &out).await?;
     tx.commit().await?;
     Ok(outcomes)
