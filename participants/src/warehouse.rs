@@ -2,9 +2,9 @@
 //!
 //! Both commands are idempotent by saga id, and every command of one saga first takes that saga's
 //! advisory lock (a batch takes all of its own at once, in lock order), so a dispatch and its
-//! cancel (or two sends of either) never interleave. A cancel
-//! that arrives before the dispatch leaves a cancelled, empty shipment behind, which the late
-//! dispatch finds: the undo is safe whether or not the step ever ran.
+//! cancel (or two sends of either) never interleave. A cancel that arrives before the dispatch
+//! leaves a cancelled, empty shipment behind, which the late dispatch finds: the undo is safe
+//! whether or not the step ever ran.
 
 use std::time::Duration;
 
@@ -88,10 +88,7 @@ impl Handler for WarehouseWorker {
     }
 
     async fn finish(&self, tx: &mut PgConnection, movements: Vec<Movement>) -> Result<(), HandleError> {
-        if !movements.is_empty() {
-            ledger::record(tx, &movements).await?;
-        }
-        Ok(())
+        Ok(ledger::record(tx, &movements).await?)
     }
 
     async fn after_commit(&self, (): ()) {}

@@ -18,9 +18,9 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        // A ping before every use is a round trip per transaction, about a sixth of a saga's.
-        // Only a connection idle for a while, across which the server may have restarted, is
-        // checked; a busy one would fail its next statement anyway, like any in flight.
+        // A ping before every use is one more round trip per checkout. Only a connection idle for
+        // a while, across which the server may have restarted, is checked; a busy one would fail
+        // its next statement anyway, like any in flight.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {

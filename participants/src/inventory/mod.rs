@@ -68,10 +68,7 @@ impl Handler for InventoryWorker {
     }
 
     async fn finish(&self, tx: &mut PgConnection, movements: Vec<Movement>) -> Result<(), HandleError> {
-        if !movements.is_empty() {
-            ledger::record(tx, &movements).await?;
-        }
-        Ok(())
+        Ok(ledger::record(tx, &movements).await?)
     }
 
     async fn after_commit(&self, levels: Vec<StockLevel>) {

@@ -99,7 +99,7 @@ pub trait Handler: Send + Sync + 'static {
     fn lock_order(&self, message: &Envelope) -> String;
 
     /// Prepares a batch, in its transaction, before any of its `messages` (those not handled
-    /// before, in lock order) is handled.
+    /// before, in lock order) is handled. Not called when every message was handled before.
     fn prepare<'a>(
         &'a self,
         _tx: &'a mut PgConnection,
@@ -367,7 +367,8 @@ async fn handle_together<H: Handler>(
     let mut tx = pool.begin().await?;
     let fresh = inbox::record(&mut tx, handler.name(), messages).await?;
     let new: Vec<&Envelope> = messages.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(m, _)| *m).collect();
-    let mut batch = handler.prepare(&mut tx, &new).await?;
+    // A batch of repeats only acknowledges: nothing to prepare.
+    let mut batch = if new.is_empty() { H::Batch::default() } else { handler.prepare(&mut tx, &new).await? };
     let mut outcomes = Vec::with_capacity(messages.len());
     let mut out = Vec::new();
     for (message, fresh) in messages.iter().zip(fresh) {
