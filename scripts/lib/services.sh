@@ -1,0 +1,332 @@
+# Sourced by scripts/test and scripts/run: makes sure PostgreSQL, Redis and RabbitMQ answer at
+# DATABASE_URL, REDIS_URL and AMQP_URL, starting or installing them when they do not (see
+# `ensure_services`). The sourcing script sets SCRIPT (its name, for messages) and ROOT.
+#
+# shellcheck shell=bash
+# Server tools live in sbin; cargo may be installed by rustup without being on PATH.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "${CARGO_HOME:-${HOME:-/root}/.cargo}/bin/cargo" ]]; then
+    PATH="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin:$PATH"
+fi
+export PATH
+
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+SERVICES_TIMEOUT="${SERVICES_TIMEOUT:-60}"
+
+section() { printf '\n==> %s\n' "$*"; }
+log() { printf '    %s\n' "$*"; }
+die() {
+    printf '%s: error: %s\n' "$SCRIPT" "$*" >&2
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---------------------------------------------------------------------------
+# URLs
+
+urldecode() {
+    local s="${1//+/ }"
+    printf '%b' "${s//%/\\x}"
+}
+
+# parse_url URL DEFAULT_PORT: sets URL_HOST URL_PORT URL_USER URL_PASS URL_PATH
+parse_url() {
+    local rest="${1#*://}" authority userinfo=""
+    authority="${rest%%[/?#]*}"
+    rest="${rest:${#authority}}"
+    URL_PATH="${rest%%[?#]*}"
+    URL_PATH="${URL_PATH#/}"
+    if [[ "$authority" == *@* ]]; then
+        userinfo="${authority%@*}"
+        authority="${authority##*@}"
+    fi
+    URL_USER="$(urldecode "${userinfo%%:*}")"
+    URL_PASS=""
+    if [[ "$userinfo" == *:* ]]; then URL_PASS="$(urldecode "${userinfo#*:}")"; fi
+    if [[ "$authority" == \[* ]]; then # [v6]:port
+        URL_HOST="${authority%%]*}"
+        URL_HOST="${URL_HOST#[}"
+        URL_PORT="${authority#*]}"
+        URL_PORT="${URL_PORT#:}"
+    else
+        URL_HOST="${authority%%:*}"
+        URL_PORT=""
+        if [[ "$authority" == *:* ]]; then URL_PORT="${authority##*:}"; fi
+    fi
+    [[ -n "$URL_HOST" ]] || URL_HOST=localhost
+    [[ -n "$URL_PORT" ]] || URL_PORT="$2"
+}
+
+parse_url "$DATABASE_URL" 5432
+PG_HOST="$URL_HOST" PG_PORT="$URL_PORT" PG_USER="${URL_USER:-postgres}" PG_PASS="$URL_PASS" PG_DB="${URL_PATH:-postgres}"
+parse_url "$REDIS_URL" 6379
+REDIS_HOST="$URL_HOST" REDIS_PORT="$URL_PORT"
+parse_url "$AMQP_URL" 5672
+AMQP_HOST="$URL_HOST" AMQP_PORT="$URL_PORT"
+
+service_host() {
+    case "$1" in
+        postgres) echo "$PG_HOST:$PG_PORT" ;;
+        redis) echo "$REDIS_HOST:$REDIS_PORT" ;;
+        rabbitmq) echo "$AMQP_HOST:$AMQP_PORT" ;;
+    esac
+}
+
+is_local() {
+    case "$1" in
+        localhost | 127.* | ::1 | 0.0.0.0 | "$(hostname 2>/dev/null || echo localhost)") return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------
+# Readiness checks: each one speaks the service's protocol, not just TCP.
+
+# Sends $3 (printf format) to $1:$2 and prints the first $4 bytes of the answer as hex.
+probe() {
+    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf "$3" >&3 && head -c "$4" <&3' \
+        _ "$1" "$2" "$3" "$4" 2>/dev/null | od -An -tx1 | tr -d ' \n'
+}
+
+postgres_ready() {
+    if have pg_isready; then
+        pg_isready -q -d "$DATABASE_URL" -t 2 >/dev/null 2>&1
+    else
+        # SSLRequest: a live postmaster answers 'S' (0x53) or 'N' (0x4e).
+        local answer
+        answer="$(probe "$PG_HOST" "$PG_PORT" '\x00\x00\x00\x08\x04\xd2\x16\x2f' 1)"
+        [[ "$answer" == 53 || "$answer" == 4e ]]
+    fi
+}
+
+redis_ready() {
+    local out
+    if have redis-cli; then
+        out="$(timeout 3 redis-cli -u "$REDIS_URL" ping 2>/dev/null)" || return 1
+        [[ "$out" == PONG || "$out" == NOAUTH* ]]
+    else
+        # "+PONG" (or "-NOAUTH" when a password is needed: the server is up all the same)
+        out="$(probe "$REDIS_HOST" "$REDIS_PORT" 'PING\r\n' 5)"
+        [[ "$out" == 2b504f4e47 || "$out" == 2d4e4f4155 ]]
+    fi
+}
+
+RABBIT_STARTED_HERE=0
+rabbitmq_ready() {
+    # AMQP 0-9-1 handshake: the broker must answer the protocol header with a
+    # Connection.Start method frame (type 1, channel 0, class 10, method 10). Its
+    # listener only opens once the broker has booted, unlike a bare TCP check of a
+    # port that a proxy (docker) may already accept.
+    [[ "$(probe "$AMQP_HOST" "$AMQP_PORT" 'AMQP\x00\x00\x09\x01' 11)" == 010000????????000a000a ]] || return 1
+    if [[ "$RABBIT_STARTED_HERE" == 1 ]] && have rabbitmq-diagnostics; then
+        timeout 15 rabbitmq-diagnostics -q check_running >/dev/null 2>&1
+    fi
+}
+
+ready() { "${1}_ready"; }
+
+# wait_for SERVICE: polls every 0.5 s until it answers or SERVICES_TIMEOUT passes.
+wait_for() {
+    local svc="$1" start=$SECONDS
+    local deadline=$((SECONDS + SERVICES_TIMEOUT))
+    log "waiting for $svc at $(service_host "$svc") (up to ${SERVICES_TIMEOUT} s)"
+    until ready "$svc"; do
+        if ((SECONDS >= deadline)); then
+            printf '%s: error: %s did not come up at %s within %s s\n' "$SCRIPT" \
+                "$svc" "$(service_host "$svc")" "$SERVICES_TIMEOUT" >&2
+            case "$svc" in
+                postgres) echo "    see /var/log/postgresql/ (or 'docker compose logs postgres')" >&2 ;;
+                redis) echo "    try running redis-server in the foreground to see why (or 'docker compose logs redis')" >&2 ;;
+                rabbitmq) echo "    see /var/log/rabbitmq/ (or 'docker compose logs rabbitmq')" >&2 ;;
+            esac
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "$svc is up (after $((SECONDS - start)) s)"
+}
+
+# ---------------------------------------------------------------------------
+# Ways to start a service
+
+COMPOSE=()
+docker_usable() {
+    have docker && timeout 20 docker info >/dev/null 2>&1 || return 1
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE=(docker compose)
+    elif have docker-compose; then
+        COMPOSE=(docker-compose)
+    else
+        return 1
+    fi
+}
+
+server_installed() {
+    case "$1" in
+        postgres) have pg_ctlcluster && compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null ;;
+        redis) have redis-server ;;
+        rabbitmq) have rabbitmq-server ;;
+    esac
+}
+
+package_of() {
+    case "$1" in
+        postgres) echo postgresql ;;
+        redis) echo redis-server ;;
+        rabbitmq) echo rabbitmq-server ;;
+    esac
+}
+
+start_postgres() {
+    local versions=() d version
+    for d in /etc/postgresql/*/main; do
+        [[ -d "$d" ]] && versions+=("$(basename "$(dirname "$d")")")
+    done
+    if ((${#versions[@]} == 0)); then
+        # Installed without a cluster: create the default one.
+        for d in /usr/lib/postgresql/*/bin/postgres; do
+            versions+=("$(basename "$(dirname "$(dirname "$d")")")")
+        done
+        version="$(printf '%s\n' "${versions[@]}" | sort -V | tail -n 1)"
+        log "creating PostgreSQL $version cluster 'main'"
+        pg_createcluster "$version" main || true
+    else
+        version="$(printf '%s\n' "${versions[@]}" | sort -V | tail -n 1)"
+    fi
+    log "starting PostgreSQL $version: pg_ctlcluster --skip-systemctl-redirect $version main start"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+        log "pg_ctlcluster failed (see above); waiting anyway in case it is starting"
+}
+
+start_redis() {
+    log "starting redis-server on port $REDIS_PORT"
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" --appendonly no ||
+        log "redis-server failed (see above); waiting anyway"
+}
+
+start_rabbitmq() {
+    log "starting rabbitmq-server -detached"
+    RABBIT_STARTED_HERE=1
+    rabbitmq-server -detached || log "rabbitmq-server failed (see above); waiting anyway"
+}
+
+# Makes the credentials in DATABASE_URL work on a freshly installed PostgreSQL.
+set_postgres_password() {
+    local user_ident="\"${PG_USER//\"/\"\"}\"" pass_lit="'${PG_PASS//\'/\'\'}'"
+    local db_lit="'${PG_DB//\'/\'\'}'"
+    log "setting the password of PostgreSQL role $PG_USER from DATABASE_URL"
+    su postgres -s /bin/sh -c 'psql -X -q -v ON_ERROR_STOP=1' <<SQL || log "could not set it (see above)"
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${PG_USER//\'/\'\'}') THEN
+    CREATE ROLE $user_ident LOGIN SUPERUSER;
+  END IF;
+END \$\$;
+ALTER ROLE $user_ident WITH PASSWORD $pass_lit;
+SELECT format('CREATE DATABASE %I OWNER %I', $db_lit, '${PG_USER//\'/\'\'}')
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = $db_lit) \gexec
+SQL
+}
+
+how_to_provide() {
+    local svc="$1" url
+    case "$svc" in
+        postgres) url="DATABASE_URL" ;;
+        redis) url="REDIS_URL" ;;
+        rabbitmq) url="AMQP_URL" ;;
+    esac
+    printf '  - %s: nothing answers at %s (%s).\n' "$svc" "$(service_host "$svc")" "$url" >&2
+    printf "      provide it by one of: starting a Docker engine (then 'docker compose up -d %s'),\n" "$svc" >&2
+    printf "      'sudo apt-get install %s' (then rerun this script),\n" "$(package_of "$svc")" >&2
+    printf '      or pointing %s at a running server.\n' "$url" >&2
+}
+
+# How each service came to answer: running (found so), compose or package. The fault
+# suite restarts each the same way.
+declare -A PROVIDED_BY=()
+
+ensure_services() {
+    section "checking services"
+    local svc missing=()
+    for svc in postgres redis rabbitmq; do
+        if ready "$svc"; then
+            PROVIDED_BY[$svc]=running
+            log "$svc: already answering at $(service_host "$svc")"
+        else
+            log "$svc: not answering at $(service_host "$svc")"
+            missing+=("$svc")
+        fi
+    done
+    ((${#missing[@]} > 0)) || return 0
+
+    # A server on another host cannot be started from here.
+    local remote=()
+    for svc in "${missing[@]}"; do
+        is_local "$(service_host "$svc" | sed 's/:[0-9]*$//')" || remote+=("$svc")
+    done
+    if ((${#remote[@]} > 0)); then
+        echo "$SCRIPT: error: these services are not on this machine and do not answer:" >&2
+        for svc in "${remote[@]}"; do how_to_provide "$svc"; done
+        exit 1
+    fi
+
+    if docker_usable; then
+        section "starting ${missing[*]} with ${COMPOSE[*]}"
+        "${COMPOSE[@]}" up -d "${missing[@]}"
+        for svc in "${missing[@]}"; do PROVIDED_BY[$svc]=compose; done
+        for svc in "${missing[@]}"; do wait_for "$svc"; done
+        return 0
+    fi
+
+    local to_start=() to_install=() unavailable=()
+    for svc in "${missing[@]}"; do
+        if server_installed "$svc"; then
+            to_start+=("$svc")
+        elif [[ "$(id -u)" == 0 ]] && have apt-get; then
+            to_install+=("$svc")
+        else
+            unavailable+=("$svc")
+        fi
+    done
+    if ((${#unavailable[@]} > 0)); then
+        echo "$SCRIPT: error: cannot provide these services (no Docker engine, no installed server, not root with apt-get):" >&2
+        for svc in "${unavailable[@]}"; do how_to_provide "$svc"; done
+        exit 1
+    fi
+
+    if ((${#to_install[@]} > 0)); then
+        local packages=()
+        for svc in "${to_install[@]}"; do packages+=("$(package_of "$svc")"); done
+        section "installing ${packages[*]} with apt-get"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${packages[@]}"
+    fi
+
+    section "starting ${missing[*]}"
+    for svc in "${missing[@]}"; do
+        PROVIDED_BY[$svc]=package
+        # A package's install scripts may have started it already.
+        if ready "$svc"; then
+            log "$svc: answering now"
+            continue
+        fi
+        "start_$svc"
+    done
+    for svc in "${missing[@]}"; do wait_for "$svc"; done
+
+    for svc in "${to_install[@]}"; do
+        if [[ "$svc" == postgres ]]; then set_postgres_password; fi
+    done
+}
+
+check_postgres_login() {
+    have psql || return 0
+    local err
+    if ! err="$(PGCONNECT_TIMEOUT=5 psql "$DATABASE_URL" -X -Atq -c 'SELECT 1' 2>&1 >/dev/null)"; then
+        die "PostgreSQL answers at $PG_HOST:$PG_PORT but DATABASE_URL does not log in: $err"
+    fi
+}
+
