@@ -20,6 +20,7 @@ use crate::{
     access::keys::{self, Bootstrap},
     dead_letters::DeadLetterConsumer,
     http::{self, server::Server},
+    observe,
 };
 
 /// Which parts run in this process.
@@ -67,6 +68,7 @@ impl Application {
         let registry = Arc::new(sagas::registry());
         let services = Services::connect(config, registry.participants()).await?;
         let ctx = Context::new(&services, registry);
+        observe::register_known_series(&ctx.registry);
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         // Every role writes to the outbox, so every process publishes what it wrote.

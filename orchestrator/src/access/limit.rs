@@ -18,9 +18,23 @@ use platform::{
     config::{Budget, RateLimits},
     redis::Redis,
 };
+use strum::IntoEnumIterator;
 use uuid::Uuid;
 
 use super::Role;
+
+/// Requests refused for `role` (`None`: callers without a valid key).
+fn refused_counter(role: Option<Role>) -> metrics::Counter {
+    metrics::counter!("rate_limited_total", "role" => role.map_or("anonymous", Into::into))
+}
+
+/// Registers the refusal counter of every role, and of callers without a key, at zero: a
+/// dashboard then shows no refusal as 0 rather than as nothing.
+pub fn register_metrics() {
+    for role in std::iter::once(None).chain(Role::iter().map(Some)) {
+        refused_counter(role).increment(0);
+    }
+}
 
 /// Refills the bucket `KEYS[1]` at `ARGV[1]` tokens per second up to `ARGV[2]`, then takes one
 /// token if there is one. Returns `{taken (0 or 1), tokens left}`. The same arithmetic as
@@ -182,8 +196,7 @@ impl Limiter {
             None => self.ask_redis(bucket, budget).await,
         };
         if !decision.allowed {
-            let role = role.map_or("anonymous", Into::into);
-            metrics::counter!("rate_limited_total", "role" => role).increment(1);
+            refused_counter(role).increment(1);
         }
         decision
     }

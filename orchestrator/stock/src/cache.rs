@@ -37,6 +37,24 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
+/// Inventory reads, by outcome: the hit rate.
+fn requests_counter(hit: bool) -> metrics::Counter {
+    metrics::counter!("cache_requests_total", "outcome" => if hit { "hit" } else { "miss" })
+}
+
+/// Redis calls of the cache that failed.
+fn errors_counter() -> metrics::Counter {
+    metrics::counter!("cache_errors_total")
+}
+
+/// Registers the cache's counters at zero: a dashboard then shows a cache not used yet as 0, not
+/// as nothing.
+pub fn register_metrics() {
+    requests_counter(true).increment(0);
+    requests_counter(false).increment(0);
+    errors_counter().increment(0);
+}
+
 #[derive(Clone)]
 pub struct Cache {
     redis: Redis,
@@ -86,8 +104,7 @@ impl Cache {
             .and_then(|json| serde_json::from_str::<Entry>(&json).ok())
             .filter(|entry| entry.cached_at_ms > suspect_before)
             .map(|entry| entry.level);
-        let outcome = if level.is_some() { "hit" } else { "miss" };
-        metrics::counter!("cache_requests_total", "outcome" => outcome).increment(1);
+        requests_counter(level.is_some()).increment(1);
         level
     }
 
@@ -151,7 +168,7 @@ impl Cache {
         if let Err(error) = &result
             && !matches!(error, CallError::Resting)
         {
-            metrics::counter!("cache_errors_total").increment(1);
+            errors_counter().increment(1);
         }
         result
     }

@@ -28,6 +28,24 @@ use crate::{
     trace::{self, TraceContext},
 };
 
+/// Registers each kind's counters at zero, so that a dashboard shows no resend as 0 rather than
+/// as nothing. (Transitions and step times are labelled by the steps sagas actually take, and
+/// appear with the first.)
+pub fn register_metrics(kinds: &[&'static str]) {
+    for kind in kinds {
+        refused_counter(kind).increment(0);
+        resent_counter(kind).increment(0);
+    }
+}
+
+fn refused_counter(kind: &'static str) -> metrics::Counter {
+    metrics::counter!("saga_transitions_refused_total", "kind" => kind)
+}
+
+fn resent_counter(kind: &'static str) -> metrics::Counter {
+    metrics::counter!("saga_commands_resent_total", "kind" => kind)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("database: {0}")]
@@ -189,7 +207,7 @@ pub async fn decide<K: SagaKind>(
         Ok(step) => step,
         Err(refused) => {
             tracing::warn!(saga_id = %row.id, state = state.as_ref(), event, "transition refused");
-            metrics::counter!("saga_transitions_refused_total", "kind" => K::KIND).increment(1);
+            refused_counter(K::KIND).increment(1);
             detail = json!({ "refused": refused.to_string(), "input": detail });
             let record = TransitionRecord {
                 saga_id: row.id,
@@ -295,7 +313,7 @@ pub async fn on_deadline<K: SagaKind>(
         return Err(EngineError::Fenced(row.id));
     }
     out.push(message);
-    metrics::counter!("saga_commands_resent_total", "kind" => K::KIND).increment(1);
+    resent_counter(K::KIND).increment(1);
     tracing::warn!(saga_id = %row.id, state = state.as_ref(), attempt, "deadline passed; command resent");
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 use sqlx::PgConnection;
+use strum::IntoEnumIterator;
 use uuid::Uuid;
 
 /// What can happen to a saga.
@@ -122,8 +123,11 @@ pub struct Refused {
 /// The states of a kind: a strum enum stored as text.
 ///
 /// By convention every kind names the state that waits for a human `failed`: operators' stuck
-/// lists find it by that name.
-pub trait SagaState: Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + Send + Sync + 'static {
+/// lists find it by that name. The states can be listed, so that a gauge reports every one of
+/// them, at zero when no saga is in it.
+pub trait SagaState:
+    Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + IntoEnumIterator + Send + Sync + 'static
+{
     /// No command is outstanding, and none will be unless an operator steps in.
     fn is_terminal(self) -> bool;
 }

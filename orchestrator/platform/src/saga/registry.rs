@@ -12,6 +12,7 @@ use crate::{
 };
 use serde_json::Value;
 use sqlx::PgConnection;
+use strum::IntoEnumIterator;
 use uuid::Uuid;
 
 use super::{
@@ -53,6 +54,9 @@ pub trait Driver: Send + Sync {
 
     /// The command a saga in `state` with `data` waits on, if any, as it would be sent.
     fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Outgoing>, EngineError>;
+
+    /// Every state of the kind, as stored.
+    fn states(&self) -> Vec<&'static str>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -97,6 +101,10 @@ impl<K: SagaKind> Driver for Kind<K> {
         let (state, data) = engine::parse_parts::<K>(id, state, data)?;
         Ok(K::outstanding(id, state, &data).map(|command| Outgoing::command(&command)))
     }
+
+    fn states(&self) -> Vec<&'static str> {
+        K::State::iter().map(Into::into).collect()
+    }
 }
 
 /// The kinds a build drives, and the participants they command.
@@ -131,6 +139,12 @@ impl Registry {
         let mut kinds: Vec<&'static str> = self.kinds.keys().copied().collect();
         kinds.sort_unstable();
         kinds
+    }
+
+    /// Each kind's name with every state it has, kinds sorted: the bounded label values of the
+    /// saga metrics.
+    pub fn kinds_and_states(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        self.kinds().into_iter().map(|kind| (kind, self.kinds[kind].states())).collect()
     }
 
     /// Every participant of the registered kinds, in the order the kinds declare them.

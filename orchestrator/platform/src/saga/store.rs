@@ -222,6 +222,20 @@ pub async fn count_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCo
     .await
 }
 
+/// Stuck sagas (`saga_stuck`: failed, or open with nothing that will move them) by kind, for the
+/// `sagas_stuck` gauge; kinds with none are absent. Only open and failed sagas can be stuck, so
+/// their partial indexes bound the scan.
+pub async fn count_stuck_by_kind(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT kind, count(*) AS "count!" FROM saga
+           WHERE (closed_at IS NULL OR state = 'failed') AND saga_stuck(state, closed_at, deadline_at)
+           GROUP BY kind"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.kind, row.count)).collect())
+}
+
 /// Deletes up to `limit` sagas closed more than `older_than` ago, the longest closed first, with their
 /// timelines and their kinds' rows (the foreign keys cascade); returns how many sagas.
 ///
