@@ -7,6 +7,7 @@ use std::{collections::HashMap, future::Future, marker::PhantomData, pin::Pin};
 
 use crate::{
     config::SagaTiming,
+    contract::{self, MessageContract, Role},
     messaging::{Participant, outbox::Outgoing},
     protocol::Envelope,
 };
@@ -53,6 +54,9 @@ pub trait Driver: Send + Sync {
 
     /// The command a saga in `state` with `data` waits on, if any, as it would be sent.
     fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Outgoing>, EngineError>;
+
+    /// The kind's commands, then its replies, as the published contract documents them.
+    fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -96,6 +100,12 @@ impl<K: SagaKind> Driver for Kind<K> {
     fn outstanding(&self, id: Uuid, state: &str, data: &Value) -> Result<Option<Outgoing>, EngineError> {
         let (state, data) = engine::parse_parts::<K>(id, state, data)?;
         Ok(K::outstanding(id, state, &data).map(|command| Outgoing::command(&command)))
+    }
+
+    fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract> {
+        let mut messages = contract::family::<K::Command>(generator, K::KIND, Role::Command, Outgoing::command);
+        messages.extend(contract::family::<K::Reply>(generator, K::KIND, Role::Reply, Outgoing::reply));
+        messages
     }
 }
 
