@@ -6,10 +6,12 @@
 //! sagas with commands to the participant workers ([`participants`]); operators steer them
 //! ([`operator`]) and keep what no consumer could handle ([`dead_letters`]). The REST API
 //! ([`http`]) serves clients and operators, behind [`access`] control. [`app::Application`]
-//! assembles all of it, so `main` and the tests start exactly the same thing.
+//! assembles all of it, so `main` and the tests start exactly the same thing. The message
+//! contract downstream teams bind to is published as an AsyncAPI document ([`asyncapi`]).
 
 pub mod access;
 pub mod app;
+pub mod asyncapi;
 pub mod dead_letters;
 pub mod error;
 pub mod http;

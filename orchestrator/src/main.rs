@@ -1,20 +1,22 @@
-//! `orchestrator serve | all | openapi`: see `--help`.
+//! `orchestrator serve | all | openapi | asyncapi`: see `--help`.
 
 use orchestrator::{
     Context,
     app::{Application, Roles},
-    http,
+    asyncapi, http,
 };
 use platform::{
     config::Config,
     process::{init_logging, relay_faults},
 };
 
-const USAGE: &str = "usage: orchestrator <serve | all | openapi>
+const USAGE: &str = "usage: orchestrator <serve | all | openapi | asyncapi>
 
-  serve    the API and the saga engine
-  all      the API, the saga engine and every participant's worker in one process
-  openapi  print the OpenAPI document and exit
+  serve     the API and the saga engine
+  all       the API, the saga engine and every participant's worker in one process
+  openapi   print the OpenAPI document and exit
+  asyncapi  print the AsyncAPI document of the messages (exchanges, queues, commands, replies,
+            events) and exit
 
 Configuration comes from the environment: DATABASE_URL, REDIS_URL, AMQP_URL, HTTP_ADDR
 (default 127.0.0.1:8080), NAMESPACE (prefix of every exchange, queue and cache key), RUST_LOG,
@@ -29,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
         "openapi" => {
             let config = Config::from_env()?;
             println!("{}", http::spec(&Context::offline(&config)?));
+            return Ok(());
+        }
+        "asyncapi" => {
+            println!("{}", asyncapi::render(&sagas::registry()));
             return Ok(());
         }
         "-h" | "--help" | "help" => {

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use participants::inventory::pick::{self, HandOverError};
 use platform::{
     messaging::{Exchange, outbox::Outgoing},
+    protocol::{DomainEvent, example},
     saga::{
         Action, Actor, Input,
         engine::{self, Applied},
@@ -16,7 +17,8 @@ use platform::{
     },
 };
 use sagas::fulfilment::{self, Fulfilment};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 use sqlx::PgConnection;
 use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
 use uuid::Uuid;
@@ -31,6 +33,31 @@ use crate::{
 
 /// Items in one order, at most: a bigger basket is a client bug.
 pub const MAX_ITEMS: usize = 100;
+
+/// A customer placed an order: its items are reserved in the store, and its payment is being
+/// taken. Emitted once per order, in the transaction that places it (a retry with the same
+/// `Idempotency-Key` returns the first order and emits nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// What was ordered, as the customer listed it.
+    pub items: Vec<fulfilment::Line>,
+}
+
+impl DomainEvent for OrderCreated {
+    const NAME: &'static str = "order.created";
+    const EXCHANGE: Exchange = Exchange::OrderEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.order_id)
+    }
+
+    fn example() -> Self {
+        let items = vec![fulfilment::Line { product_id: example::PRODUCT, quantity: 2 }];
+        Self { order_id: example::ORDER, store_id: example::STORE, items }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderLine {
@@ -200,11 +227,8 @@ pub async fn place(
         })
         .collect();
     ledger::record(&mut tx, &movements).await?;
-    let event = json!({
-        "order_id": order_id, "store_id": store_id,
-        "items": items.iter().map(|i| json!({"product_id": i.product_id, "quantity": i.quantity})).collect::<Vec<_>>(),
-    });
-    let created = vec![Outgoing::event(Exchange::OrderEvents, "order.created", Some(order_id), event)];
+    let created = OrderCreated { order_id, store_id, items: data.items.clone() };
+    let created = vec![Outgoing::event(&created)];
     fulfilment::start(&mut tx, &ctx.timing, order_id, &data, Actor::Caller(&audit.actor()), created).await?;
     // The order is what was just written: no need to read it back.
     let order = Order {

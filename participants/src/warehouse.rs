@@ -17,9 +17,11 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::Envelope,
+    protocol::{DomainEvent, Envelope, example},
 };
 use sagas::replenishment::{Command, Reply};
+use schemars::JsonSchema;
+use serde::Serialize;
 use stock::{
     Movement, MovementReason, ledger,
     shipment::{self, NewShipment, Shipment, ShipmentStatus},
@@ -134,14 +136,48 @@ async fn dispatch(
     };
     shipment::insert(tx, &shipment).await?;
     movements.push(Movement::on_hand(None, product_id, -shipped, MovementReason::ShipmentDispatched, saga_id));
-    let event = serde_json::json!({
-        "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
-        "product_id": product_id, "quantity_requested": quantity, "quantity": shipped,
-    });
+    let event = ShipmentDispatched {
+        saga_id,
+        shipment_id,
+        store_id,
+        product_id,
+        quantity_requested: quantity,
+        quantity: shipped,
+    };
     Ok(vec![
         Outgoing::reply(&Reply::ShipmentDispatched { saga_id, shipment_id, quantity: shipped }),
-        Outgoing::event(Exchange::WarehouseEvents, "shipment.dispatched", Some(saga_id), event),
+        Outgoing::event(&event),
     ])
+}
+
+/// A shipment left the warehouse for a store, for a replenishment (`saga_id`). Emitted once per
+/// replenishment at most, by the warehouse worker, in the transaction that takes the stock out of
+/// the warehouse; a dispatch sent again finds the shipment and emits nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ShipmentDispatched {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the replenishment asked for.
+    pub quantity_requested: i64,
+    /// What left: at most what was asked for, less when the warehouse had less.
+    pub quantity: i64,
+}
+
+impl DomainEvent for ShipmentDispatched {
+    const NAME: &'static str = "shipment.dispatched";
+    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let (saga_id, shipment_id, store_id, product_id) =
+            (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+        Self { saga_id, shipment_id, store_id, product_id, quantity_requested: 12, quantity: 8 }
+    }
 }
 
 /// Cancels the saga's shipment and returns its stock (into `movements`); refuses once the store

@@ -3,6 +3,7 @@
 //! - [`config`]: the deployment, read once from the environment;
 //! - [`db`], [`redis`]: connections to Postgres (migrated at start-up) and Redis;
 //! - [`protocol`]: the envelope every message travels in, and the typed message families;
+//! - [`contract`]: what the published message contract says of each message type, from its type;
 //! - [`messaging`]: RabbitMQ — topology, transactional outbox and its relay, the consumer loop with
 //!   its inbox, dead letters;
 //! - [`saga`]: the saga engine, generic over kinds;
@@ -16,6 +17,7 @@
 //! ```
 
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod heartbeat;
 pub mod messaging;

@@ -5,26 +5,40 @@
 //! `{"version", "message_id", "correlation_id", "sent_at", "type", "payload"}`. The version lets a
 //! consumer refuse what it does not understand (such a message goes straight to the dead letters);
 //! the message id is what inboxes deduplicate on; the correlation id is the saga id.
+//!
+//! Every message type derives its JSON Schema and gives an example of itself, from which the
+//! published contract is generated (see [`crate::contract`]).
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use uuid::Uuid;
+
+use crate::messaging::Exchange;
 
 /// The envelope version this build writes and accepts.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A message as it travels, with its body left as JSON so that any consumer can open the envelope
 /// before knowing the body's type.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Envelope {
+    /// The envelope version. A consumer refuses a version it does not know: ours dead-letter it.
     pub version: u32,
+    /// Unique per message sent; a copy delivered again has the same id, so consumers deduplicate
+    /// on it.
     pub message_id: Uuid,
+    /// The saga the message belongs to (for an order's saga, the order id); also the AMQP
+    /// `correlation-id` property.
     #[serde(default)]
     pub correlation_id: Option<Uuid>,
+    /// When the message was written, in the transaction that caused it.
     pub sent_at: DateTime<Utc>,
+    /// The message type: a command or reply name, or a domain event's name.
     #[serde(rename = "type")]
     pub message_type: String,
+    /// The body, whose schema depends on `type`.
     pub payload: Value,
     /// The `traceparent` it travelled with (an AMQP header, not part of the body).
     #[serde(skip)]
@@ -70,9 +84,15 @@ impl Envelope {
 }
 
 /// A closed set of message types carried as `{"type", "payload"}`.
-pub trait MessageFamily: Serialize + DeserializeOwned {
+///
+/// Its JSON Schema (an adjacently tagged enum) and [`examples`](Self::examples) make its part of
+/// the published contract; each variant's doc comment is that message's description.
+pub trait MessageFamily: Serialize + DeserializeOwned + JsonSchema {
     /// Every `type` the family knows; anything else is an unknown type.
     const TYPES: &'static [&'static str];
+
+    /// One message of each type, for the contract's examples (ids from [`example`]).
+    fn examples() -> Vec<Self>;
 
     /// Splits a message into its type name and payload for the outbox.
     fn to_parts(&self) -> (&'static str, Value) {
@@ -97,12 +117,48 @@ pub trait ReplyFamily: MessageFamily {
     fn saga_id(&self) -> Uuid;
 }
 
+/// A domain event for downstream teams: a typed body, published to [`EXCHANGE`](Self::EXCHANGE)
+/// with its [`NAME`](Self::NAME) as both its type and its routing key.
+///
+/// The type's doc comment becomes the event's description in the published contract: it says
+/// when the event is emitted. Each event type is listed in the orchestrator's `asyncapi` module.
+pub trait DomainEvent: Serialize + JsonSchema {
+    /// `order.created`, `stock.low`, …
+    const NAME: &'static str;
+    const EXCHANGE: Exchange;
+
+    /// The saga (or order) the event belongs to: the envelope's correlation id.
+    fn correlation_id(&self) -> Option<Uuid>;
+
+    /// An event for the contract's example (ids from [`example`]).
+    fn example() -> Self;
+}
+
+/// Fixed ids and a fixed time for the examples of the published contract, so that the generated
+/// document is stable and its examples tell one story: a replenishment's commands, replies and
+/// events name the same saga, store, product and shipment.
+pub mod example {
+    use chrono::{DateTime, TimeZone, Utc};
+    use uuid::Uuid;
+
+    pub const SAGA: Uuid = Uuid::from_u128(0x0193_1f6e_7c3a_7b2e_9d41_5a6b_7c8d_9e0f);
+    pub const ORDER: Uuid = Uuid::from_u128(0x0193_1f6e_7c3a_7b2e_8c30_4f5e_6a7b_8c9d);
+    pub const STORE: Uuid = Uuid::from_u128(0x0193_1f6d_2a10_7e4f_a1b2_c3d4_e5f6_0718);
+    pub const PRODUCT: Uuid = Uuid::from_u128(0x0193_1f6d_2b20_7f50_b2c3_d4e5_f607_1829);
+    pub const SHIPMENT: Uuid = Uuid::from_u128(0x0193_1f6e_8d4b_7c3f_ae52_6b7c_8d9e_0f1a);
+
+    /// When the examples were "sent".
+    pub fn sent_at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 15, 9, 30, 0).single().expect("a valid time")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A family of two messages, as a saga kind declares its own.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
     #[serde(tag = "type", content = "payload")]
     enum Answer {
         Done { saga_id: Uuid, quantity: i64 },
@@ -111,6 +167,13 @@ mod tests {
 
     impl MessageFamily for Answer {
         const TYPES: &'static [&'static str] = &["Done", "Refused"];
+
+        fn examples() -> Vec<Self> {
+            vec![
+                Self::Done { saga_id: example::SAGA, quantity: 7 },
+                Self::Refused { saga_id: example::SAGA, reason: "none left".into() },
+            ]
+        }
     }
 
     fn envelope(message_type: &str, payload: Value) -> Envelope {

@@ -10,6 +10,12 @@ use std::{fmt, future::Future};
 
 use uuid::Uuid;
 
+/// The HTTP and AMQP header that carries the trace context.
+pub const HEADER: &str = "traceparent";
+
+/// What [`TraceContext::header`] writes: version 00, sampled.
+pub const HEADER_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-01$";
+
 /// A position in a trace: the trace id and the span (request or message) within it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceContext {

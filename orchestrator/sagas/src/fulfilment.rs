@@ -25,12 +25,13 @@
 use platform::{
     config::SagaTiming,
     messaging::{Exchange, Participant, outbox::Outgoing},
-    protocol::{CommandFamily, MessageFamily, ReplyFamily},
+    protocol::{CommandFamily, DomainEvent, MessageFamily, ReplyFamily, example},
     saga::{
         Action, Actor, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -40,15 +41,16 @@ use uuid::Uuid;
 use crate::{INVENTORY, PAYMENT, replenishment};
 
 /// One line of the order, as the store needs it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Line {
     pub product_id: Uuid,
     pub quantity: i64,
 }
 
 /// Commands of the fulfilment saga; each is idempotent by order id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "payload")]
+#[schemars(rename = "FulfilmentCommand")]
 pub enum Command {
     /// Payment: take `amount_cents` for the order.
     ChargePayment { order_id: Uuid, amount_cents: i64 },
@@ -62,6 +64,17 @@ pub enum Command {
 
 impl MessageFamily for Command {
     const TYPES: &'static [&'static str] = &["ChargePayment", "RefundPayment", "HandOver", "ReleaseReservation"];
+
+    fn examples() -> Vec<Self> {
+        let (order_id, store_id) = (example::ORDER, example::STORE);
+        let items = vec![Line { product_id: example::PRODUCT, quantity: 2 }];
+        vec![
+            Self::ChargePayment { order_id, amount_cents: 598 },
+            Self::RefundPayment { order_id },
+            Self::HandOver { order_id, store_id, items: items.clone() },
+            Self::ReleaseReservation { order_id, store_id, items },
+        ]
+    }
 }
 
 impl CommandFamily for Command {
@@ -83,39 +96,24 @@ impl CommandFamily for Command {
 }
 
 /// The payment worker's and the store's answers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "payload")]
+#[schemars(rename = "FulfilmentReply")]
 pub enum Reply {
-    PaymentApproved {
-        order_id: Uuid,
-        amount_cents: i64,
-    },
-    PaymentDeclined {
-        order_id: Uuid,
-        reason: String,
-    },
-    /// `amount_cents` went back to the customer (0 when nothing had been charged).
-    PaymentRefunded {
-        order_id: Uuid,
-        amount_cents: i64,
-    },
-    /// The picker handed the order over: its goods left the shelf.
-    HandedOver {
-        order_id: Uuid,
-    },
-    /// The store cannot hand the order over (the goods are not on the shelf, or it was released).
-    HandOverFailed {
-        order_id: Uuid,
-        reason: String,
-    },
-    ReservationReleased {
-        order_id: Uuid,
-    },
-    /// The release cannot be done: the order was handed over.
-    ReleaseRefused {
-        order_id: Uuid,
-        reason: String,
-    },
+    /// Payment: `amount_cents` was taken.
+    PaymentApproved { order_id: Uuid, amount_cents: i64 },
+    /// Payment: nothing was taken, for `reason`.
+    PaymentDeclined { order_id: Uuid, reason: String },
+    /// Payment: `amount_cents` went back to the customer (0 when nothing had been charged).
+    PaymentRefunded { order_id: Uuid, amount_cents: i64 },
+    /// Store: the picker handed the order over: its goods left the shelf.
+    HandedOver { order_id: Uuid },
+    /// Store: the order cannot be handed over (the goods are not on the shelf, or it was released).
+    HandOverFailed { order_id: Uuid, reason: String },
+    /// Store: the order's goods are back in available stock and off the pick list.
+    ReservationReleased { order_id: Uuid },
+    /// Store: the release cannot be done: the order was handed over.
+    ReleaseRefused { order_id: Uuid, reason: String },
 }
 
 impl MessageFamily for Reply {
@@ -128,6 +126,19 @@ impl MessageFamily for Reply {
         "ReservationReleased",
         "ReleaseRefused",
     ];
+
+    fn examples() -> Vec<Self> {
+        let order_id = example::ORDER;
+        vec![
+            Self::PaymentApproved { order_id, amount_cents: 598 },
+            Self::PaymentDeclined { order_id, reason: "the card was declined (simulated)".into() },
+            Self::PaymentRefunded { order_id, amount_cents: 598 },
+            Self::HandedOver { order_id },
+            Self::HandOverFailed { order_id, reason: "the order's goods are not on the shelf".into() },
+            Self::ReservationReleased { order_id },
+            Self::ReleaseRefused { order_id, reason: "the order was handed over".into() },
+        ]
+    }
 }
 
 impl ReplyFamily for Reply {
@@ -315,33 +326,114 @@ fn events(
     input: &Input<Reply>,
     error: Option<&str>,
 ) -> Vec<Outgoing> {
-    let event =
-        |name: &str, payload: serde_json::Value| Outgoing::event(Exchange::OrderEvents, name, Some(order_id), payload);
+    let (store_id, amount_cents) = (data.store_id, data.amount_cents);
     let mut events = Vec::new();
     match (from, next, input) {
-        (State::Reserved, State::Charged, _) => events.push(event(
-            "payment.approved",
-            json!({ "order_id": order_id, "store_id": data.store_id, "amount_cents": data.amount_cents }),
-        )),
-        (State::Reserved, State::Releasing, Input::Reply(Reply::PaymentDeclined { reason, .. })) => events.push(event(
-            "payment.declined",
-            json!({ "order_id": order_id, "store_id": data.store_id, "reason": reason }),
-        )),
+        (State::Reserved, State::Charged, _) => {
+            events.push(Outgoing::event(&PaymentApproved { order_id, store_id, amount_cents }));
+        }
+        (State::Reserved, State::Releasing, Input::Reply(Reply::PaymentDeclined { reason, .. })) => {
+            events.push(Outgoing::event(&PaymentDeclined { order_id, store_id, reason: reason.clone() }));
+        }
         _ => {}
     }
     match next {
-        State::Fulfilled if from != next => events.push(event(
-            "order.fulfilled",
-            json!({ "order_id": order_id, "store_id": data.store_id, "amount_cents": data.amount_cents }),
-        )),
-        State::Cancelled if from != next => events.push(event(
-            "order.cancelled",
-            json!({ "order_id": order_id, "store_id": data.store_id, "reason": error }),
-        )),
+        State::Fulfilled if from != next => {
+            events.push(Outgoing::event(&OrderFulfilled { order_id, store_id, amount_cents }));
+        }
+        State::Cancelled if from != next => {
+            events.push(Outgoing::event(&OrderCancelled { order_id, store_id, reason: error.map(str::to_owned) }));
+        }
         _ => {}
     }
     events
 }
+
+/// The customer's payment for the order was taken. Emitted once per order, in the transaction
+/// that records the payment's approval; the order now waits for the picker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PaymentApproved {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// What the customer paid, at the prices the order was placed at.
+    pub amount_cents: i64,
+}
+
+/// The payment for the order was declined: nothing was taken, and the order's reserved stock is
+/// being released (an `order.cancelled` normally follows once it is). Emitted at most once per
+/// order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct PaymentDeclined {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// The payment provider's reason.
+    pub reason: String,
+}
+
+/// The picker handed the order over: the sale is complete and its goods left the store's stock.
+/// Emitted once per order, in the transaction that records the hand-over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderFulfilled {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    pub amount_cents: i64,
+}
+
+/// The order is cancelled: any payment was refunded or never taken, and its reserved stock is
+/// available again. Emitted once per order, when the store confirms the release, whatever started
+/// the cancellation (the customer, an operator, a declined payment, a failed hand-over, a pickup
+/// window that ran out).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// `null` in this version: the release that ends a cancellation gives no reason, and why the
+    /// cancellation began is in the saga's timeline. A later version may fill it in (a compatible
+    /// change).
+    pub reason: Option<String>,
+}
+
+macro_rules! order_event {
+    ($event:ty, $name:literal, $example:expr) => {
+        impl DomainEvent for $event {
+            const NAME: &'static str = $name;
+            const EXCHANGE: Exchange = Exchange::OrderEvents;
+
+            fn correlation_id(&self) -> Option<Uuid> {
+                Some(self.order_id)
+            }
+
+            fn example() -> Self {
+                $example
+            }
+        }
+    };
+}
+
+order_event!(
+    PaymentApproved,
+    "payment.approved",
+    PaymentApproved { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
+);
+order_event!(
+    PaymentDeclined,
+    "payment.declined",
+    PaymentDeclined {
+        order_id: example::ORDER,
+        store_id: example::STORE,
+        reason: "the card was declined (simulated)".into()
+    }
+);
+order_event!(
+    OrderFulfilled,
+    "order.fulfilled",
+    OrderFulfilled { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
+);
+order_event!(
+    OrderCancelled,
+    "order.cancelled",
+    OrderCancelled { order_id: example::ORDER, store_id: example::STORE, reason: None }
+);
 
 #[cfg(test)]
 mod tests {

@@ -26,12 +26,13 @@ use platform::{
         Exchange, Participant,
         outbox::{self, Outgoing},
     },
-    protocol::{CommandFamily, MessageFamily, ReplyFamily},
+    protocol::{CommandFamily, DomainEvent, MessageFamily, ReplyFamily, example},
     saga::{
         Action, Actor, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -42,8 +43,9 @@ use crate::{INVENTORY, WAREHOUSE};
 
 /// Commands of the replenishment saga. Every command is idempotent by its saga id, so the engine
 /// may send it again after a deadline without knowing whether the first one ran.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "payload")]
+#[schemars(rename = "ReplenishmentCommand")]
 pub enum Command {
     /// Warehouse: ship up to `quantity` of the product to the store.
     DispatchShipment { saga_id: Uuid, store_id: Uuid, product_id: Uuid, quantity: i64 },
@@ -57,6 +59,15 @@ pub enum Command {
 
 impl MessageFamily for Command {
     const TYPES: &'static [&'static str] = &["DispatchShipment", "CancelShipment", "ReceiveShipment"];
+
+    fn examples() -> Vec<Self> {
+        let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
+        vec![
+            Self::DispatchShipment { saga_id, store_id, product_id, quantity: 12 },
+            Self::CancelShipment { saga_id, store_id, product_id },
+            Self::ReceiveShipment { saga_id, shipment_id: example::SHIPMENT, store_id, product_id, quantity: 8 },
+        ]
+    }
 }
 
 impl CommandFamily for Command {
@@ -77,40 +88,25 @@ impl CommandFamily for Command {
 }
 
 /// Participants' answers to [`Command`]s.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", content = "payload")]
+#[schemars(rename = "ReplenishmentReply")]
 pub enum Reply {
-    /// `quantity` may be less than requested: the warehouse ships what it has.
-    ShipmentDispatched {
-        saga_id: Uuid,
-        shipment_id: Uuid,
-        quantity: i64,
-    },
-    /// Nothing to ship (empty warehouse, or the shipment was already cancelled).
-    ShipmentRejected {
-        saga_id: Uuid,
-        reason: String,
-    },
-    StockReceived {
-        saga_id: Uuid,
-        shipment_id: Uuid,
-        quantity: i64,
-    },
-    ReceiptFailed {
-        saga_id: Uuid,
-        reason: String,
-    },
-    /// The shipment is cancelled and `quantity_returned` went back to the warehouse (0 when nothing
-    /// had been dispatched).
-    ShipmentCancelled {
-        saga_id: Uuid,
-        quantity_returned: i64,
-    },
-    /// The undo cannot be done (the goods were already received): an operator must decide.
-    CancelRefused {
-        saga_id: Uuid,
-        reason: String,
-    },
+    /// Warehouse: the shipment left. `quantity` may be less than requested: the warehouse ships
+    /// what it has.
+    ShipmentDispatched { saga_id: Uuid, shipment_id: Uuid, quantity: i64 },
+    /// Warehouse: nothing to ship (empty warehouse, or the shipment was already cancelled).
+    ShipmentRejected { saga_id: Uuid, reason: String },
+    /// Store inventory: the shipment is in stock (`quantity` is what the shipment held).
+    StockReceived { saga_id: Uuid, shipment_id: Uuid, quantity: i64 },
+    /// Store inventory: the shipment cannot be taken in (unknown, cancelled, or refused).
+    ReceiptFailed { saga_id: Uuid, reason: String },
+    /// Warehouse: the shipment is cancelled and `quantity_returned` went back to the warehouse (0
+    /// when nothing had been dispatched).
+    ShipmentCancelled { saga_id: Uuid, quantity_returned: i64 },
+    /// Warehouse: the undo cannot be done (the goods were already received): an operator must
+    /// decide.
+    CancelRefused { saga_id: Uuid, reason: String },
 }
 
 impl MessageFamily for Reply {
@@ -122,6 +118,21 @@ impl MessageFamily for Reply {
         "ShipmentCancelled",
         "CancelRefused",
     ];
+
+    fn examples() -> Vec<Self> {
+        let (saga_id, shipment_id) = (example::SAGA, example::SHIPMENT);
+        vec![
+            Self::ShipmentDispatched { saga_id, shipment_id, quantity: 8 },
+            Self::ShipmentRejected { saga_id, reason: "the warehouse has none of this product to ship".into() },
+            Self::StockReceived { saga_id, shipment_id, quantity: 8 },
+            Self::ReceiptFailed { saga_id, reason: format!("shipment {shipment_id} was cancelled") },
+            Self::ShipmentCancelled { saga_id, quantity_returned: 8 },
+            Self::CancelRefused {
+                saga_id,
+                reason: format!("shipment {shipment_id} was already received by the store"),
+            },
+        ]
+    }
 }
 
 impl ReplyFamily for Reply {
@@ -315,11 +326,14 @@ pub async fn replenish_if_low(
     let Some(saga_id) = open(tx, timing, level.store_id, level.product_id, quantity, LOW_STOCK, detail).await? else {
         return Ok(None);
     };
-    let low = json!({
-        "store_id": level.store_id, "product_id": level.product_id, "available": level.available(),
-        "reorder_threshold": level.reorder_threshold, "saga_id": saga_id,
-    });
-    outbox::enqueue(tx, &[Outgoing::event(Exchange::InventoryEvents, "stock.low", Some(saga_id), low)]).await?;
+    let low = StockLow {
+        store_id: level.store_id,
+        product_id: level.product_id,
+        available: level.available(),
+        reorder_threshold: level.reorder_threshold,
+        saga_id,
+    };
+    outbox::enqueue(tx, &[Outgoing::event(&low)]).await?;
     Ok(Some(saga_id))
 }
 
@@ -356,10 +370,8 @@ pub async fn open(
         return Ok(None);
     }
     let data = Data::new(store_id, product_id, quantity);
-    let created = json!({
-        "saga_id": saga_id, "store_id": store_id, "product_id": product_id, "quantity_requested": quantity,
-    });
-    let events = vec![Outgoing::event(Exchange::WarehouseEvents, "replenishment.created", Some(saga_id), created)];
+    let created = ReplenishmentCreated { saga_id, store_id, product_id, quantity_requested: quantity };
+    let events = vec![Outgoing::event(&created)];
     let start = Start { saga_id, initial: State::Requested, data: &data, actor, detail, events };
     engine::start::<Replenishment>(tx, timing, start).await?;
     metrics::counter!("replenishments_started_total", "actor" => actor.label().to_owned()).increment(1);
@@ -380,15 +392,118 @@ pub async fn open_for(tx: &mut PgConnection, store_id: Uuid, product_id: Uuid) -
 /// Domain events downstream teams expect from the saga's own decisions (the participants emit
 /// the ones about goods moving).
 fn events(saga_id: Uuid, next: State, data: &Data, error: Option<&str>) -> Vec<Outgoing> {
-    let closed = match next {
-        State::Compensated | State::Failed => "replenishment.aborted",
+    let state = match next {
+        State::Compensated => AbortedState::Compensated,
+        State::Failed => AbortedState::Failed,
         _ => return Vec::new(),
     };
-    let payload = serde_json::json!({
-        "saga_id": saga_id, "store_id": data.store_id, "product_id": data.product_id,
-        "state": next.as_ref(), "reason": error,
-    });
-    vec![Outgoing::event(Exchange::WarehouseEvents, closed, Some(saga_id), payload)]
+    let aborted = ReplenishmentAborted {
+        saga_id,
+        store_id: data.store_id,
+        product_id: data.product_id,
+        state,
+        reason: error.map(str::to_owned),
+    };
+    vec![Outgoing::event(&aborted)]
+}
+
+/// A store's available stock of a product fell to its reorder threshold or below, and a
+/// replenishment was opened for it (`saga_id`). Emitted by the low-stock rule in the transaction
+/// of the change that made the stock low (an order, an adjustment, a release), at most once per
+/// replenishment: while one is open for the store and product, no other opens and no other
+/// `stock.low` is emitted for them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct StockLow {
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// On hand less reserved, after the change.
+    pub available: i64,
+    pub reorder_threshold: i64,
+    /// The replenishment opened for it.
+    pub saga_id: Uuid,
+}
+
+impl DomainEvent for StockLow {
+    const NAME: &'static str = "stock.low";
+    const EXCHANGE: Exchange = Exchange::InventoryEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let (store_id, product_id, saga_id) = (example::STORE, example::PRODUCT, example::SAGA);
+        Self { store_id, product_id, available: 3, reorder_threshold: 3, saga_id }
+    }
+}
+
+/// A replenishment saga started: the warehouse is asked to ship `quantity_requested` of the
+/// product to the store (enough to reach its target level, counting stock already on its way).
+/// Emitted once per replenishment, in the transaction that opens it, whether the low-stock rule
+/// or an operator opened it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReplenishmentCreated {
+    pub saga_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity_requested: i64,
+}
+
+impl DomainEvent for ReplenishmentCreated {
+    const NAME: &'static str = "replenishment.created";
+    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
+        Self { saga_id, store_id, product_id, quantity_requested: 12 }
+    }
+}
+
+/// How an aborted replenishment ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortedState {
+    /// Unwound: nothing was shipped, or the shipment was cancelled and its stock is back in the
+    /// warehouse.
+    Compensated,
+    /// The undo could not be done or confirmed: an operator must decide.
+    Failed,
+}
+
+/// A replenishment ended without the goods being received: `compensated` (nothing shipped, or
+/// the shipment cancelled and its stock returned to the warehouse) or `failed` (the undo could not
+/// be done; an operator takes over). Emitted in the transaction of the transition to that state;
+/// a failed replenishment that an operator sends back to compensating and that then compensates
+/// emits it again, with `compensated`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReplenishmentAborted {
+    pub saga_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    pub state: AbortedState,
+    /// Why it ended so, as operators see it: the warehouse's rejection, or why the undo failed.
+    /// `null` when it ended with a confirmed cancellation: why the unwind began is in the saga's
+    /// timeline.
+    pub reason: Option<String>,
+}
+
+impl DomainEvent for ReplenishmentAborted {
+    const NAME: &'static str = "replenishment.aborted";
+    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
+        let reason = Some("the warehouse has none of this product to ship".into());
+        Self { saga_id, store_id, product_id, state: AbortedState::Compensated, reason }
+    }
 }
 
 #[cfg(test)]

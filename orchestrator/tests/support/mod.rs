@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test target uses its own part of this module
 
+pub mod asyncapi;
+
 use std::{future::Future, time::Duration};
 
 use orchestrator::app::{Application, Roles};

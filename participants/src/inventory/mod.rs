@@ -3,7 +3,7 @@
 //! ([`pick`]).
 
 pub mod pick;
-mod receipt;
+pub mod receipt;
 
 use std::time::Duration;
 

@@ -2,9 +2,11 @@
 
 use platform::{
     messaging::{Exchange, consumer::HandleError, outbox::Outgoing},
-    protocol::Envelope,
+    protocol::{DomainEvent, Envelope, example},
 };
 use sagas::replenishment::{Command, Reply};
+use schemars::JsonSchema;
+use serde::Serialize;
 use sqlx::PgConnection;
 use stock::{
     Movement, MovementReason, StockLevel, level,
@@ -31,14 +33,66 @@ pub(super) async fn handle(
     if let Reply::StockReceived { quantity, .. } = reply
         && level.is_some()
     {
-        let event = serde_json::json!({
-            "saga_id": saga_id, "shipment_id": shipment_id, "store_id": store_id,
-            "product_id": product_id, "quantity": quantity,
-        });
-        messages.push(Outgoing::event(Exchange::InventoryEvents, "stock.replenished", Some(saga_id), event.clone()));
-        messages.push(Outgoing::event(Exchange::WarehouseEvents, "shipment.received", Some(saga_id), event));
+        let replenished = StockReplenished { saga_id, shipment_id, store_id, product_id, quantity };
+        messages.push(Outgoing::event(&replenished));
+        messages.push(Outgoing::event(&ShipmentReceived { saga_id, shipment_id, store_id, product_id, quantity }));
     }
     Ok((messages, level))
+}
+
+/// A store took a replenishment's shipment into stock: its on-hand stock grew by `quantity`.
+/// Emitted once per shipment by the store's inventory worker, in the transaction that adds the
+/// stock (a receipt sent again finds the shipment received and emits nothing), together with
+/// `shipment.received` on the warehouse's exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct StockReplenished {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the shipment held, now on hand in the store.
+    pub quantity: i64,
+}
+
+/// A shipment reached its store and was taken into stock: the warehouse's view of
+/// `stock.replenished`. Emitted with it, in the same transaction, with the same body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ShipmentReceived {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the shipment held.
+    pub quantity: i64,
+}
+
+impl DomainEvent for StockReplenished {
+    const NAME: &'static str = "stock.replenished";
+    const EXCHANGE: Exchange = Exchange::InventoryEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let (saga_id, shipment_id, store_id, product_id) =
+            (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+        Self { saga_id, shipment_id, store_id, product_id, quantity: 8 }
+    }
+}
+
+impl DomainEvent for ShipmentReceived {
+    const NAME: &'static str = "shipment.received";
+    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
+
+    fn correlation_id(&self) -> Option<Uuid> {
+        Some(self.saga_id)
+    }
+
+    fn example() -> Self {
+        let StockReplenished { saga_id, shipment_id, store_id, product_id, quantity } = StockReplenished::example();
+        Self { saga_id, shipment_id, store_id, product_id, quantity }
+    }
 }
 
 struct Receipt {

@@ -243,7 +243,7 @@ struct Batch<H> {
 /// The trace context a delivery carries in its `traceparent` header.
 fn trace_of(delivery: &Delivery) -> Option<TraceContext> {
     let headers = delivery.properties.headers().as_ref()?;
-    match headers.inner().get("traceparent")? {
+    match headers.inner().get(trace::HEADER)? {
         AMQPValue::LongString(value) => TraceContext::parse(std::str::from_utf8(value.as_bytes()).ok()?),
         AMQPValue::ShortString(value) => TraceContext::parse(value.as_str()),
         _ => None,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Exchange, topology::REPLY_ROUTE};
 use crate::{
-    protocol::{CommandFamily, Envelope, PROTOCOL_VERSION, ReplyFamily},
+    protocol::{CommandFamily, DomainEvent, Envelope, PROTOCOL_VERSION, ReplyFamily},
     trace::{self, TraceContext},
 };
 
@@ -90,14 +90,14 @@ impl Outgoing {
     }
 
     /// A domain event; its name is also its routing key (`stock.low`, `order.created`, …).
-    pub fn event(exchange: Exchange, name: &str, correlation_id: Option<Uuid>, payload: Value) -> Self {
+    pub fn event<E: DomainEvent>(event: &E) -> Self {
         Self {
             message_id: Uuid::now_v7(),
-            exchange,
-            routing_key: name.into(),
-            message_type: name.into(),
-            correlation_id,
-            payload,
+            exchange: E::EXCHANGE,
+            routing_key: E::NAME.into(),
+            message_type: E::NAME.into(),
+            correlation_id: event.correlation_id(),
+            payload: serde_json::to_value(event).expect("domain events always serialize"),
             trace: None,
         }
     }

@@ -27,9 +27,9 @@ use super::{
     outbox::{self, OutboxSignal},
 };
 use crate::{
-    protocol::{Envelope, PROTOCOL_VERSION},
+    protocol::Envelope,
     shutdown::Shutdown,
-    trace::TraceContext,
+    trace::{self, TraceContext},
 };
 
 /// Rows published per transaction: enough to amortise the confirm round trip.
@@ -170,11 +170,16 @@ fn destination(exchange: Exchange, routing_key: &str) -> String {
     }
 }
 
-/// AMQP properties: persistent, JSON, with the ids consumers and tracing tools look for.
+/// The header that repeats the envelope's version, so that a consumer can route or refuse a
+/// message without parsing its body.
+pub const VERSION_HEADER: &str = "x-version";
+
+/// AMQP properties: persistent, JSON, with the ids consumers and tracing tools look for. The
+/// published contract (the orchestrator's `asyncapi`) documents exactly these.
 fn properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert("traceparent".into(), AMQPValue::LongString(LongString::from(traceparent(envelope))));
-    headers.insert("x-version".into(), AMQPValue::LongInt(PROTOCOL_VERSION as i32));
+    headers.insert(trace::HEADER.into(), AMQPValue::LongString(LongString::from(traceparent(envelope))));
+    headers.insert(VERSION_HEADER.into(), AMQPValue::LongInt(i32::try_from(envelope.version).unwrap_or(i32::MAX)));
     let mut properties = BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)

@@ -50,6 +50,53 @@ impl Exchange {
     pub fn requires_route(self) -> bool {
         matches!(self, Self::Commands | Self::Replies | Self::ToQueue)
     }
+
+    /// The AMQP type the exchange is declared with; `None` for the broker's default exchange,
+    /// which is never declared.
+    pub fn kind(self) -> Option<ExchangeType> {
+        match self {
+            Self::OrderEvents | Self::InventoryEvents | Self::WarehouseEvents => Some(ExchangeType::Topic),
+            Self::Commands | Self::Replies => Some(ExchangeType::Direct),
+            Self::DeadLetter => Some(ExchangeType::Fanout),
+            Self::ToQueue => None,
+        }
+    }
+}
+
+/// The AMQP exchange types in use, named as AMQP names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr)]
+#[strum(serialize_all = "lowercase")]
+pub enum ExchangeType {
+    Topic,
+    Direct,
+    Fanout,
+}
+
+impl From<ExchangeType> for ExchangeKind {
+    fn from(kind: ExchangeType) -> Self {
+        match kind {
+            ExchangeType::Topic => Self::Topic,
+            ExchangeType::Direct => Self::Direct,
+            ExchangeType::Fanout => Self::Fanout,
+        }
+    }
+}
+
+/// The value of a queue argument.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Argument {
+    Text(String),
+    Int(i32),
+}
+
+impl From<&Argument> for AMQPValue {
+    fn from(argument: &Argument) -> Self {
+        match argument {
+            Argument::Text(text) => AMQPValue::LongString(LongString::from(text.as_str())),
+            Argument::Int(int) => AMQPValue::LongInt(*int),
+        }
+    }
 }
 
 /// A worker that carries out saga commands, as a saga kind declares it: its name (its heartbeat
@@ -99,7 +146,7 @@ pub struct Topology {
 }
 
 /// Redeliveries before the broker itself dead-letters a message that keeps killing its consumer.
-const DELIVERY_LIMIT: i32 = 20;
+pub const DELIVERY_LIMIT: i32 = 20;
 
 impl Topology {
     /// The names of a deployment whose saga kinds command `participants`.
@@ -150,55 +197,45 @@ impl Topology {
         format!("{}.{}", self.namespace, queue.name())
     }
 
-    /// Declares every exchange, queue and binding. Arguments never change between versions:
-    /// RabbitMQ refuses to re-declare a queue with other arguments.
+    /// The arguments `queue` is declared with: every queue is a quorum queue; a work queue sends
+    /// what it rejects, and what was redelivered [`DELIVERY_LIMIT`] times, to the dead letters.
+    pub fn arguments(&self, queue: Queue) -> Vec<(&'static str, Argument)> {
+        let mut arguments = vec![("x-queue-type", Argument::Text("quorum".into()))];
+        if queue != Queue::DeadLetters {
+            arguments.push(("x-dead-letter-exchange", Argument::Text(self.exchange(Exchange::DeadLetter))));
+            arguments.push(("x-delivery-limit", Argument::Int(DELIVERY_LIMIT)));
+        }
+        arguments
+    }
+
+    /// Every queue with the exchange it is bound to and the binding's routing key: each queue has
+    /// exactly one binding.
+    pub fn bindings(&self) -> impl Iterator<Item = (Queue, Exchange, &'static str)> + '_ {
+        let participants = self.participants.iter().map(|p| (Queue::Commands(*p), Exchange::Commands, p.name));
+        [(Queue::DeadLetters, Exchange::DeadLetter, "")].into_iter().chain(participants).chain([(
+            Queue::Replies,
+            Exchange::Replies,
+            REPLY_ROUTE,
+        )])
+    }
+
+    /// Declares every exchange, queue and binding: all durable. Arguments never change between
+    /// versions: RabbitMQ refuses to re-declare a queue with other arguments.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        for exchange in [Exchange::OrderEvents, Exchange::InventoryEvents, Exchange::WarehouseEvents] {
-            channel
-                .exchange_declare(
-                    self.name(self.exchange(exchange)),
-                    ExchangeKind::Topic,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await?;
+        for exchange in <Exchange as strum::IntoEnumIterator>::iter() {
+            if let Some(kind) = exchange.kind() {
+                let name = self.name(self.exchange(exchange));
+                channel.exchange_declare(name, kind.into(), durable, FieldTable::default()).await?;
+            }
         }
-        for exchange in [Exchange::Commands, Exchange::Replies] {
-            channel
-                .exchange_declare(
-                    self.name(self.exchange(exchange)),
-                    ExchangeKind::Direct,
-                    durable,
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        channel
-            .exchange_declare(
-                self.name(self.exchange(Exchange::DeadLetter)),
-                ExchangeKind::Fanout,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-
         let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
-        let mut dead_letters = FieldTable::default();
-        dead_letters.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-        channel.queue_declare(self.name(self.queue(Queue::DeadLetters)), queue_options, dead_letters).await?;
-        self.bind(channel, Queue::DeadLetters, Exchange::DeadLetter, "").await?;
-
-        let mut work = FieldTable::default();
-        work.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
-        work.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(self.exchange(Exchange::DeadLetter).as_str())),
-        );
-        work.insert("x-delivery-limit".into(), AMQPValue::LongInt(DELIVERY_LIMIT));
-        let participants = self.participants.iter().map(|p| (Queue::Commands(*p), Exchange::Commands, p.name));
-        for (queue, exchange, route) in participants.chain([(Queue::Replies, Exchange::Replies, REPLY_ROUTE)]) {
-            channel.queue_declare(self.name(self.queue(queue)), queue_options, work.clone()).await?;
+        for (queue, exchange, route) in self.bindings() {
+            let mut arguments = FieldTable::default();
+            for (key, value) in self.arguments(queue) {
+                arguments.insert(key.into(), (&value).into());
+            }
+            channel.queue_declare(self.name(self.queue(queue)), queue_options, arguments).await?;
             self.bind(channel, queue, exchange, route).await?;
         }
         Ok(())

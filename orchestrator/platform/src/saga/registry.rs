@@ -7,6 +7,7 @@ use std::{collections::HashMap, future::Future, marker::PhantomData, pin::Pin};
 
 use crate::{
     config::SagaTiming,
+    contract::{self, MessageContract, Role},
     messaging::{Participant, outbox::Outgoing},
     protocol::Envelope,
 };
@@ -57,6 +58,9 @@ pub trait Driver: Send + Sync {
 
     /// Every state of the kind, as stored.
     fn states(&self) -> Vec<&'static str>;
+
+    /// The kind's commands, then its replies, as the published contract documents them.
+    fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -104,6 +108,12 @@ impl<K: SagaKind> Driver for Kind<K> {
 
     fn states(&self) -> Vec<&'static str> {
         K::State::iter().map(Into::into).collect()
+    }
+
+    fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract> {
+        let mut messages = contract::family::<K::Command>(generator, K::KIND, Role::Command, Outgoing::command);
+        messages.extend(contract::family::<K::Reply>(generator, K::KIND, Role::Reply, Outgoing::reply));
+        messages
     }
 }
 

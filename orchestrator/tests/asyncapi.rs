@@ -1,0 +1,221 @@
+//! The committed AsyncAPI document is the published message contract: these tests fail when the
+//! code's messages and `openapi/asyncapi.json` differ, and check that the document holds
+//! together (AsyncAPI 3.0's required fields, every reference resolves, every example matches its
+//! own schemas). Regenerate with `cargo run -p orchestrator -- asyncapi > openapi/asyncapi.json`.
+//! `asyncapi_broker.rs` takes the document to the real broker.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use orchestrator::asyncapi;
+use platform::protocol::MessageFamily;
+use sagas::{fulfilment, replenishment};
+use serde_json::{Value, json};
+use support::asyncapi::{channel_of, committed_text, errors, operation_messages, validator};
+
+fn generated() -> Value {
+    asyncapi::document(&sagas::registry())
+}
+
+#[test]
+fn the_committed_document_matches_the_code() {
+    let generated = asyncapi::render(&sagas::registry());
+    assert!(
+        generated.trim_end() == committed_text().trim_end(),
+        "openapi/asyncapi.json is out of date with the code; regenerate it with\n  \
+         cargo run -p orchestrator -- asyncapi > openapi/asyncapi.json\nand review the diff"
+    );
+}
+
+/// Every `$ref` in `value`, with where it stands.
+fn references(value: &Value, at: String, found: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "$ref" {
+                    found.push((at.clone(), inner.as_str().expect("a reference is a string").to_owned()));
+                } else {
+                    references(inner, format!("{at}/{key}"), found);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (n, inner) in items.iter().enumerate() {
+                references(inner, format!("{at}/{n}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_is_asyncapi_3_and_every_reference_resolves() {
+    let document = generated();
+    assert_eq!(document["asyncapi"], "3.0.0");
+    for field in ["title", "version", "description"] {
+        assert!(document["info"][field].as_str().is_some_and(|s| !s.is_empty()), "info.{field}");
+    }
+    for section in ["channels", "operations"] {
+        assert!(document[section].as_object().is_some_and(|s| !s.is_empty()), "{section}");
+    }
+    let key = regex::Regex::new(r"^[A-Za-z0-9.\-_]+$").unwrap();
+    for section in ["/channels", "/operations", "/components/messages", "/components/schemas"] {
+        for name in document.pointer(section).unwrap().as_object().unwrap().keys() {
+            assert!(key.is_match(name), "{section}/{name} is not a valid component key");
+        }
+    }
+
+    let mut found = Vec::new();
+    references(&document, String::new(), &mut found);
+    assert!(found.len() > 100, "{} references", found.len());
+    for (at, reference) in &found {
+        let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("{at}: {reference} is not local"));
+        assert!(document.pointer(pointer).is_some(), "{at}: {reference} does not resolve");
+    }
+
+    // An operation's messages are its channel's; an address's parameters are defined.
+    for (id, operation) in document["operations"].as_object().unwrap() {
+        assert!(["send", "receive"].contains(&operation["action"].as_str().unwrap()), "{id}");
+        let channel_ref = operation["channel"]["$ref"].as_str().unwrap();
+        for message in operation["messages"].as_array().unwrap() {
+            let message = message["$ref"].as_str().unwrap();
+            assert!(message.starts_with(&format!("{channel_ref}/messages/")), "{id}: {message}");
+        }
+    }
+    let parameter = regex::Regex::new(r"\{([^}]+)\}").unwrap();
+    for (id, channel) in document["channels"].as_object().unwrap() {
+        for name in parameter.captures_iter(channel["address"].as_str().unwrap_or_default()) {
+            assert!(channel["parameters"].get(&name[1]).is_some(), "{id} uses {{{}}} undefined", &name[1]);
+        }
+    }
+}
+
+#[test]
+fn every_command_reply_and_event_is_documented_with_its_route() {
+    let document = generated();
+    let messages = document["components"]["messages"].as_object().unwrap();
+    let kinds: [(&str, &[&str]); 4] = [
+        ("replenishment", replenishment::Command::TYPES),
+        ("replenishment", replenishment::Reply::TYPES),
+        ("order_fulfilment", fulfilment::Command::TYPES),
+        ("order_fulfilment", fulfilment::Reply::TYPES),
+    ];
+    let mut expected: BTreeSet<String> =
+        kinds.iter().flat_map(|(kind, types)| types.iter().map(move |t| format!("{kind}.{t}"))).collect();
+    // The events downstream teams bind to, and their exchanges: renaming one, or moving it, is a
+    // breaking change that must be made on purpose.
+    let events = [
+        ("order.created", "order.events"),
+        ("payment.approved", "order.events"),
+        ("payment.declined", "order.events"),
+        ("order.fulfilled", "order.events"),
+        ("order.cancelled", "order.events"),
+        ("stock.low", "inventory.events"),
+        ("stock.replenished", "inventory.events"),
+        ("replenishment.created", "warehouse.events"),
+        ("shipment.dispatched", "warehouse.events"),
+        ("shipment.received", "warehouse.events"),
+        ("replenishment.aborted", "warehouse.events"),
+    ];
+    expected.extend(events.iter().map(|(name, _)| name.to_string()));
+    expected.insert("dead-letter".into());
+    assert_eq!(messages.keys().cloned().collect::<BTreeSet<_>>(), expected);
+
+    for (name, exchange) in events {
+        let operation = &document["operations"][format!("publish.{name}")];
+        let channel = channel_of(&document, operation);
+        assert_eq!(channel["address"], name);
+        let amqp = &channel["bindings"]["amqp"];
+        assert_eq!(amqp["exchange"]["name"], format!("{{namespace}}.{exchange}"), "{name}");
+        assert_eq!(amqp["exchange"]["type"], "topic");
+        assert_eq!(operation["bindings"]["amqp"]["cc"], json!([name]));
+        assert_eq!(operation_messages(operation), [name]);
+    }
+    // Commands go to their participant's queue, replies to the engine's.
+    let commands = &document["operations"]["consume.warehouse.commands"];
+    assert_eq!(
+        operation_messages(commands),
+        ["replenishment.DispatchShipment", "replenishment.CancelShipment"],
+        "the warehouse takes the replenishment's dispatches and cancels"
+    );
+    let inventory = operation_messages(&document["operations"]["consume.inventory.commands"]);
+    assert_eq!(
+        inventory,
+        ["order_fulfilment.HandOver", "order_fulfilment.ReleaseReservation", "replenishment.ReceiveShipment"]
+    );
+    let replies = operation_messages(&document["operations"]["consume.orchestrator.replies"]);
+    assert_eq!(replies.len(), replenishment::Reply::TYPES.len() + fulfilment::Reply::TYPES.len());
+    let queue = &channel_of(&document, commands)["bindings"]["amqp"];
+    assert_eq!(queue["queue"]["name"], "{namespace}.warehouse.commands");
+    assert_eq!(
+        queue["x-arguments"],
+        json!({"x-queue-type": "quorum", "x-dead-letter-exchange": "{namespace}.dead-letter", "x-delivery-limit": 20})
+    );
+    assert_eq!(queue["x-bound-to"], json!({"exchange": "{namespace}.saga.commands", "routingKey": "warehouse"}));
+}
+
+#[test]
+fn every_example_matches_its_own_schemas_and_the_schemas_refuse_what_they_should() {
+    let document = generated();
+    let messages = document["components"]["messages"].as_object().unwrap();
+    for (id, message) in messages {
+        let at = format!("/components/messages/{id}");
+        let payload = validator(&document, &format!("{at}/payload"));
+        let headers = validator(&document, &format!("{at}/headers"));
+        let examples = message["examples"].as_array().unwrap();
+        assert!(!examples.is_empty(), "{id} has no example");
+        for example in examples {
+            let wrong = errors(&payload, &example["payload"]);
+            assert!(wrong.is_empty(), "{id}'s example payload: {wrong:?}");
+            let wrong = errors(&headers, &example["headers"]);
+            assert!(wrong.is_empty(), "{id}'s example headers: {wrong:?}");
+        }
+        if id == "dead-letter" {
+            continue;
+        }
+        // The schemas say something: another type, another version, a missing field or a string
+        // where a number belongs are refused.
+        let example = &examples[0]["payload"];
+        let mut other_type = example.clone();
+        other_type["type"] = json!("LaunchRocket");
+        let mut other_version = example.clone();
+        other_version["version"] = json!(2);
+        let mut no_id = example.clone();
+        no_id.as_object_mut().unwrap().remove("message_id");
+        for (what, instance) in [("type", other_type), ("version", other_version), ("message_id", no_id)] {
+            assert!(!payload.is_valid(&instance), "{id} accepts a wrong {what}");
+        }
+        let body = example["payload"].as_object().unwrap();
+        if let Some((field, _)) = body.iter().find(|(_, v)| v.is_i64()) {
+            let mut retyped = example.clone();
+            retyped["payload"][field] = json!("seven");
+            assert!(!payload.is_valid(&retyped), "{id} accepts a string for {field}");
+        }
+        let (field, _) = body.iter().next().unwrap();
+        let mut missing = example.clone();
+        missing["payload"].as_object_mut().unwrap().remove(field);
+        assert!(!payload.is_valid(&missing), "{id} accepts a body without {field}");
+        let mut header = examples[0]["headers"].clone();
+        header["x-version"] = json!(2);
+        assert!(!headers.is_valid(&header), "{id} accepts another x-version header");
+    }
+}
+
+#[test]
+fn every_event_says_when_it_is_emitted_and_what_a_consumer_may_rely_on() {
+    let document = generated();
+    for (id, message) in document["components"]["messages"].as_object().unwrap() {
+        let tags: Vec<&str> = message["tags"]
+            .as_array()
+            .map_or(Vec::new(), |tags| tags.iter().map(|t| t["name"].as_str().unwrap()).collect());
+        if !tags.contains(&"event") {
+            continue;
+        }
+        let description = message["description"].as_str().unwrap();
+        for needle in ["Emitted", "at least once", "`message_id`", "correlation id", "bumps the envelope `version`"] {
+            assert!(description.contains(needle), "{id}'s description does not say {needle:?}:\n{description}");
+        }
+        assert!(message["summary"].as_str().is_some_and(|s| s.len() > 20), "{id} has no summary");
+    }
+}
