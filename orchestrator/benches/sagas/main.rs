@@ -32,7 +32,6 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-mod client;
 mod history;
 mod system;
 
@@ -45,7 +44,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use client::Client;
 use futures_lite::StreamExt;
 use lapin::{
     options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
@@ -53,9 +51,18 @@ use lapin::{
 };
 use platform::messaging::{Exchange, Topology, connect};
 use serde_json::{Value, json};
+use support::http::{Answer, Connection};
 use system::{Cpu, System};
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
+
+/// One request on a client's connection: the benchmark stops at the first that fails.
+async fn send(client: &mut Connection, method: &str, path: &str, body: Option<&Value>) -> Answer {
+    tokio::time::timeout(Duration::from_secs(60), client.send(method, path, &[], body))
+        .await
+        .expect("the API answers within a minute")
+        .expect("the API answers")
+}
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -234,7 +241,7 @@ async fn replenish(
             (pairs.clone(), next.clone(), busy.clone(), endings.clone(), conflicts.clone());
         let addr = system.addr;
         clients.push(tokio::spawn(async move {
-            let mut client = Client::connect(addr, support::ADMIN_KEY).await;
+            let mut client = Connection::open(addr).await.expect("the API accepts connections");
             let mut latencies = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < count {
                 loop {
@@ -251,7 +258,8 @@ async fn replenish(
                     let (store, product) = pairs[pair];
                     let body = json!({"store_id": store, "product_id": product, "quantity": quantity});
                     let sent = Instant::now();
-                    let (status, answer) = client.post("/replenishments", &body).await;
+                    let Answer { status, body: answer } =
+                        send(&mut client, "POST", "/replenishments", Some(&body)).await;
                     if status == 409 {
                         // The pair's last saga has delivered but not yet closed: draw another.
                         conflicts.fetch_add(1, Ordering::Relaxed);
@@ -312,7 +320,7 @@ where
     for _ in 0..clients {
         let (next, request, addr) = (next.clone(), request.clone(), system.addr);
         tasks.push(tokio::spawn(async move {
-            let mut client = Client::connect(addr, support::ADMIN_KEY).await;
+            let mut client = Connection::open(addr).await.expect("the API accepts connections");
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -321,7 +329,7 @@ where
                 }
                 let (method, path, body, expected) = request(i);
                 let sent = Instant::now();
-                let (status, answer) = client.send(method.parse().unwrap(), &path, body.as_ref()).await;
+                let Answer { status, body: answer } = send(&mut client, method, &path, body.as_ref()).await;
                 latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
                 assert_eq!(status, expected, "{method} {path}: {answer}");
             }

@@ -115,17 +115,19 @@ pub fn relay_faults(config: &Config) -> RelayFaults {
     RelayFaults { publish_twice: config.duplicate_delivery, ..RelayFaults::default() }
 }
 
-/// A URL with its password hidden, for logs and errors.
+/// A URL with its password hidden, for logs and errors. Parsed as the Postgres, Redis and
+/// RabbitMQ clients parse it, so the part hidden is the part they would send as the password.
 pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only a URL without a host refuses a password, and that one has none to hide.
+                let _ = parsed.set_password(Some("***"));
             }
+            parsed.into()
         }
-        _ => url.to_owned(),
+        // Not shown: where a parser finds no structure, it cannot tell the password apart.
+        Err(error) => format!("an unparsable URL ({error})"),
     }
 }
 
@@ -174,5 +176,13 @@ mod tests {
     fn passwords_stay_out_of_logs() {
         assert_eq!(redacted("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redacted("redis://:secret@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redacted("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        // An `@` after the host belongs to the path or query, not to the credentials.
+        assert_eq!(
+            redacted("postgres://u:secret@h/db?application_name=a@b"),
+            "postgres://u:***@h/db?application_name=a@b"
+        );
+        assert!(!redacted("postgres://u:secret@h:no-port/db").contains("secret"));
     }
 }

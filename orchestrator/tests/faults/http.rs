@@ -1,45 +1,35 @@
-//! A small HTTP/1.1 client for driving the API of the orchestrator processes, as a client app
-//! would: keep-alive connections, a timeout on every request, and, when an instance stops
-//! answering, the next instance in the list. The workspace has no HTTP client crate, and poem's
-//! test client only reaches an application inside the test's own process.
+//! The load's client of the API instances, as a client app would be: keep-alive connections
+//! (hyper's, see `support::http`), a timeout on every request, and, when an instance stops
+//! answering, the next instance in the list.
 
 use std::{io, net::SocketAddr, time::Duration};
 
 use serde_json::Value;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::TcpStream,
-};
+
+pub use crate::support::http::Answer;
+use crate::support::http::Connection;
 
 /// One request's time limit: a process killed mid-request never answers, and the client must
 /// notice and try again rather than hang the test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Answers larger than this are a bug in the API or in this client, not something to buffer.
-const MAX_BODY: usize = 1 << 20;
-
-/// An answer: status and JSON body (`Null` when there was none).
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-}
 
 /// A client of a set of API instances. It sticks to one instance while it answers.
 pub struct Client {
     instances: Vec<SocketAddr>,
     current: usize,
-    stream: Option<BufReader<TcpStream>>,
+    connection: Option<Connection>,
 }
 
 impl Client {
     pub fn new(instances: Vec<SocketAddr>, first: usize) -> Self {
         assert!(!instances.is_empty(), "a client needs an API instance");
         let current = first % instances.len();
-        Self { instances, current, stream: None }
+        Self { instances, current, connection: None }
     }
 
-    /// Sends one request. Any transport failure drops the connection and moves to the next
-    /// instance for the following request; whether the request took effect is then unknown.
+    /// Sends one request (`body` unless it is `Null`). Any transport failure drops the
+    /// connection and moves to the next instance for the following request; whether the request
+    /// took effect is then unknown.
     pub async fn send(
         &mut self,
         method: &str,
@@ -52,7 +42,7 @@ impl Client {
             Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("{method} {path}: no answer in time"))),
         };
         if result.is_err() {
-            self.stream = None;
+            self.connection = None;
             self.current = (self.current + 1) % self.instances.len();
         }
         result
@@ -65,66 +55,70 @@ impl Client {
         headers: &[(&str, &str)],
         body: &Value,
     ) -> io::Result<Answer> {
-        if self.stream.is_none() {
-            let stream = TcpStream::connect(self.instances[self.current]).await?;
-            stream.set_nodelay(true)?;
-            self.stream = Some(BufReader::new(stream));
+        // A connection the instance closed after its last answer is opened again; only a
+        // failure to do so counts against the instance.
+        let open = match &mut self.connection {
+            Some(connection) => connection.ready().await,
+            None => false,
+        };
+        if !open {
+            self.connection = Some(Connection::open(self.instances[self.current]).await?);
         }
-        let stream = self.stream.as_mut().expect("connected above");
-        let body = if body.is_null() { String::new() } else { body.to_string() };
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: fault-suite\r\nauthorization: Bearer {}\r\ncontent-length: {}\r\n",
-            crate::support::ADMIN_KEY,
-            body.len()
-        );
-        if !body.is_empty() {
-            request.push_str("content-type: application/json\r\n");
-        }
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(&body);
-        stream.get_mut().write_all(request.as_bytes()).await?;
+        let connection = self.connection.as_mut().expect("connected above");
+        connection.send(method, path, headers, (!body.is_null()).then_some(body)).await
+    }
+}
 
-        let mut line = String::new();
-        if stream.read_line(&mut line).await? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the answer"));
-        }
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not a status line: {line:?}")))?;
-        let (mut length, mut close) = (0, false);
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in the headers"));
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad length"))?;
-                } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    // The API always sends a length; anything else would be read wrongly.
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unexpected {name}: {value}")));
-                }
-            }
-        }
-        if length > MAX_BODY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("a body of {length} bytes")));
-        }
-        let mut bytes = vec![0; length];
-        stream.read_exact(&mut bytes).await?;
-        if close {
-            self.stream = None;
-        }
-        Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+#[cfg(test)]
+mod tests {
+    use orchestrator::app::Roles;
+    use platform::messaging::relay::RelayFaults;
+    use serde_json::json;
+
+    use super::*;
+    use crate::support::TestEnv;
+
+    /// An address nothing listens on.
+    fn nobody() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_client_moves_to_the_next_instance_when_one_does_not_answer() {
+        let env = TestEnv::new().await;
+        let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
+        let api = app.addr().unwrap();
+        let mut client = Client::new(vec![nobody(), api], 0);
+
+        let refused = client.send("GET", "/health/live", &[], &Value::Null).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+        let live = client.send("GET", "/health/live", &[], &Value::Null).await.unwrap();
+        assert_eq!(live.status, 200, "{:?}", live.body);
+
+        // A body, the key and extra headers reach the API, and the JSON answer comes back whole.
+        let store = json!({"name": "Corner", "service_area": "north"});
+        let created = client.send("POST", "/stores", &[("x-request-id", "fault-suite-client")], &store).await.unwrap();
+        assert_eq!(created.status, 201, "{:?}", created.body);
+        let id = created.body["id"].as_str().expect("a created store has an id");
+        let read = client.send("GET", &format!("/stores/{id}"), &[], &Value::Null).await.unwrap();
+        assert_eq!((read.status, &read.body["name"]), (200, &json!("Corner")), "{:?}", read.body);
+        let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE request_id = 'fault-suite-client'")
+            .fetch_one(&env.pool().await)
+            .await
+            .unwrap();
+        assert_eq!(audited, 1, "the extra header reached the API");
+        let refused = client.send("GET", "/stores/not-an-id", &[], &Value::Null).await.unwrap();
+        assert_eq!(refused.status, 400, "{:?}", refused.body);
+        assert!(refused.body["detail"].is_string(), "a problem's body is read too: {:?}", refused.body);
+
+        // The instance goes away with the client's connection open: the next request fails
+        // rather than hangs and moves the client on, to an instance that is down too here.
+        app.stop().await;
+        assert!(client.send("GET", "/health/live", &[], &Value::Null).await.is_err());
+        assert_eq!(client.current, 0, "moved on from the stopped instance");
+        let refused = client.send("GET", "/health/live", &[], &Value::Null).await.unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+        assert_eq!(client.current, 1);
+        env.teardown().await;
     }
 }

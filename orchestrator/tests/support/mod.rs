@@ -1,9 +1,11 @@
 //! What every test shares: an isolated deployment (its own database and broker namespace) running
-//! the real application, polling with a deadline, and the invariants every run must keep.
+//! the real application, polling with a deadline, and the invariants every run must keep; and
+//! ([`http`]) a client of the API in another process, for the benchmark and the fault suite.
 
 #![allow(dead_code)] // each test target uses its own part of this module
 
 pub mod asyncapi;
+pub mod http;
 
 use std::{future::Future, time::Duration};
 
