@@ -219,3 +219,55 @@ fn every_event_says_when_it_is_emitted_and_what_a_consumer_may_rely_on() {
         assert!(message["summary"].as_str().is_some_and(|s| s.len() > 20), "{id} has no summary");
     }
 }
+
+/// Domain events are listed by hand in `asyncapi::events()` (commands and replies come from the
+/// registry). This reads the sources for every type that implements `DomainEvent`, directly or
+/// through a macro, and fails when one is not the body of a documented message.
+#[test]
+fn every_domain_event_in_the_code_is_documented() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut sources = Vec::new();
+    let mut pending: Vec<std::path::PathBuf> = [
+        "orchestrator/src",
+        "orchestrator/platform/src",
+        "orchestrator/sagas/src",
+        "orchestrator/stock/src",
+        "participants/src",
+    ]
+    .iter()
+    .map(|dir| std::path::Path::new(root).join(dir))
+    .collect();
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Tests' own events are not published.
+            sources.push(text.split("#[cfg(test)]").next().unwrap().to_owned());
+        }
+    }
+    let direct = regex::Regex::new(r"impl DomainEvent for (\w+)").unwrap();
+    let macro_def = regex::Regex::new(r"macro_rules!\s*(\w+)\s*\{([^}]|\}[^;])*?impl DomainEvent for \$").unwrap();
+    let mut types = BTreeSet::new();
+    for text in &sources {
+        types.extend(direct.captures_iter(text).map(|c| c[1].to_owned()));
+        for name in macro_def.captures_iter(text).map(|c| c[1].to_owned()) {
+            let call = regex::Regex::new(&format!(r"{name}!\(\s*(\w+)")).unwrap();
+            types.extend(call.captures_iter(text).map(|c| c[1].to_owned()));
+        }
+    }
+    assert!(types.len() >= 11, "the scan found too few events to be working: {types:?}");
+    let document = generated();
+    let bodies: BTreeSet<String> = document["components"]["messages"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|message| message.pointer("/payload/properties/payload/$ref")?.as_str())
+        .map(|reference| reference.trim_start_matches("#/components/schemas/").to_owned())
+        .collect();
+    let missing: Vec<_> = types.difference(&bodies).collect();
+    assert!(
+        missing.is_empty(),
+        "events in the code but not in the document (add them to asyncapi::events): {missing:?}"
+    );
+}
