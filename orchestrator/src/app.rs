@@ -10,7 +10,10 @@ use platform::{
     messaging::{Participant, Queue, relay::RelayFaults},
     process::{self, Services},
     retention::Janitor,
-    saga::runner::{self, ReplyHandler, Sweeper},
+    saga::{
+        registry::Registry,
+        runner::{self, ReplyHandler, Sweeper},
+    },
     shutdown::{self, ShutdownTrigger},
 };
 use tokio::task::JoinSet;
@@ -68,7 +71,7 @@ impl Application {
         let registry = Arc::new(sagas::registry());
         let services = Services::connect(config, registry.participants()).await?;
         let ctx = Context::new(&services, registry);
-        observe::register_known_series(&ctx.registry);
+        register_known_series(&ctx.registry);
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
         // Every role writes to the outbox, so every process publishes what it wrote.
@@ -165,4 +168,18 @@ async fn admit_someone(ctx: &Context, config: &Config) -> anyhow::Result<()> {
         Bootstrap::Nothing => {}
     }
     Ok(())
+}
+
+/// Installs the recorder, then registers at zero every counter whose labels come from a known,
+/// bounded set (the kinds, the roles, the cache's outcomes...), so that a dashboard shows 0 from
+/// the first scrape rather than nothing. Series labelled by what traffic brings (HTTP routes and
+/// statuses, the steps sagas take) appear with their first event.
+fn register_known_series(registry: &Registry) {
+    observe::metrics_handle();
+    platform::saga::engine::register_metrics(&registry.kinds());
+    crate::access::limit::register_metrics();
+    http::access::register_metrics();
+    stock::cache::register_metrics();
+    crate::dead_letters::register_metrics();
+    crate::orders::register_metrics();
 }

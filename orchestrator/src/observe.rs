@@ -1,16 +1,14 @@
-//! Prometheus metrics: the process-wide recorder, the series registered at start-up, and the
-//! gauges read from the database at each scrape. Counters and histograms are recorded where things
-//! happen (the relay, consumers, the engine, the cache, the HTTP layer); README.md lists them all.
+//! Prometheus metrics: the process-wide recorder, and the gauges read from the database at each
+//! scrape. Counters and histograms are recorded where things happen (the relay, consumers, the
+//! engine, the cache, the HTTP layer), and registered at zero by the application at start-up;
+//! README.md lists them all.
 
 use std::{collections::HashMap, sync::OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use platform::{
-    messaging::outbox,
-    saga::{engine, registry::Registry, store},
-};
+use platform::{messaging::outbox, saga::store};
 
-use crate::{Context, access::limit, dead_letters, http, orders};
+use crate::{Context, dead_letters};
 
 /// Buckets of every `*_seconds` histogram: from a millisecond (an HTTP read) to minutes (a saga
 /// step waiting out its resends).
@@ -29,20 +27,6 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed")
         })
         .clone()
-}
-
-/// Installs the recorder, then registers at zero every counter whose labels come from a known,
-/// bounded set (the kinds, the roles, the cache's outcomes...), so that a dashboard shows 0 from
-/// the first scrape rather than nothing. Series labelled by what traffic brings (HTTP routes and
-/// statuses, the steps sagas take) appear with their first event.
-pub fn register_known_series(registry: &Registry) {
-    metrics_handle();
-    engine::register_metrics(&registry.kinds());
-    limit::register_metrics();
-    http::access::register_metrics();
-    stock::cache::register_metrics();
-    dead_letters::register_metrics();
-    orders::register_metrics();
 }
 
 /// Sets the gauges whose truth is in the database: sagas by kind and state, the stuck ones by
