@@ -330,3 +330,33 @@ check_postgres_login() {
     fi
 }
 
+# database_url NAME: DATABASE_URL with its database replaced by NAME (its query string kept).
+database_url() {
+    local url="${DATABASE_URL%%\?*}"
+    url="${url%/*}/$1"
+    [[ "$DATABASE_URL" == *\?* ]] && url="$url?${DATABASE_URL#*\?}"
+    printf '%s\n' "$url"
+}
+
+# http_ok URL: the URL answers 2xx within 2 s.
+http_ok() {
+    if have curl; then
+        curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+    else
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" >/dev/null 2>&1
+    fi
+}
+
+# wait_ready URL PID SECONDS: polls URL every 0.5 s until it answers (0), the process PID ends
+# (1), or SECONDS pass (2, after sending the process Ctrl-C).
+wait_ready() {
+    local deadline=$((SECONDS + $3))
+    until http_ok "$1"; do
+        kill -0 "$2" 2>/dev/null || return 1
+        if ((SECONDS >= deadline)); then
+            kill -INT "$2" 2>/dev/null || true
+            return 2
+        fi
+        sleep 0.5
+    done
+}
