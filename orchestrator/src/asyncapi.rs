@@ -17,6 +17,7 @@ use platform::{
         relay::VERSION_HEADER,
         topology::{DELIVERY_LIMIT, REPLY_ROUTE},
     },
+    process,
     protocol::{DecodeError, Envelope, PROTOCOL_VERSION},
     saga::registry::Registry,
     trace::{self, TraceContext},
@@ -109,7 +110,7 @@ pub fn document(registry: &Registry) -> Value {
         "defaultContentType": "application/json",
         "servers": {
             "rabbitmq": {
-                "host": host(&defaults.amqp_url),
+                "host": process::authority(&defaults.amqp_url).unwrap_or_default(),
                 "protocol": "amqp",
                 "protocolVersion": "0.9.1",
                 "description": "The RabbitMQ broker at `AMQP_URL` (this is its default host).",
@@ -379,13 +380,7 @@ fn message_object(topology: &Topology, envelope: &Value, message: &MessageContra
                  message (same `message_id`) is acknowledged without effect. The participant answers with one of \
                  the {kind} replies.",
                 key = routing.routing_key,
-                queue = topology.queue(Queue::Commands(
-                    *topology
-                        .participants()
-                        .iter()
-                        .find(|p| p.name == routing.routing_key)
-                        .expect("a command is routed to a participant's queue")
-                )),
+                queue = command_queue(topology, &routing.routing_key),
             ),
         ),
         (Role::Reply, Some(kind)) => (
@@ -488,11 +483,6 @@ fn dead_letter_headers_schema() -> Value {
 fn dead_letter_message(topology: &Topology, command: &MessageContract) -> Value {
     let mut envelope = contract::example_envelope(&command.example, 0xdead);
     envelope.version = PROTOCOL_VERSION + 1;
-    let participant = topology
-        .participants()
-        .iter()
-        .find(|p| p.name == command.example.routing_key)
-        .expect("a command is routed to a participant's queue");
     json!({
         "name": "DeadLetter",
         "title": "A rejected message",
@@ -507,13 +497,19 @@ fn dead_letter_message(topology: &Topology, command: &MessageContract) -> Value 
             "summary": "A command of a version this build does not speak",
             "headers": {
                 (dead_letter::REASON_HEADER): DecodeError::UnknownVersion(envelope.version).to_string(),
-                (dead_letter::QUEUE_HEADER): topology.queue(Queue::Commands(*participant)),
+                (dead_letter::QUEUE_HEADER): command_queue(topology, &command.example.routing_key),
                 (dead_letter::EXCHANGE_HEADER): topology.exchange(command.example.exchange),
                 (dead_letter::ROUTING_KEY_HEADER): command.example.routing_key,
             },
             "payload": envelope,
         }],
     })
+}
+
+/// The queue of the participant a command's routing key names.
+fn command_queue(topology: &Topology, routing_key: &str) -> String {
+    let participant = topology.participants().iter().find(|p| p.name == routing_key);
+    topology.queue(Queue::Commands(*participant.expect("a command is routed to a participant's queue")))
 }
 
 /// A description's first sentence.
@@ -525,21 +521,12 @@ fn summary(description: &str) -> String {
     }
 }
 
-/// The host and port of an AMQP URL, without its credentials.
-fn host(amqp_url: &str) -> String {
-    let authority = amqp_url.split_once("://").map_or(amqp_url, |(_, rest)| rest);
-    let authority = authority.split('/').next().unwrap_or_default();
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host).to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hosts_lose_their_credentials_and_summaries_keep_one_sentence() {
-        assert_eq!(host("amqp://guest:guest@127.0.0.1:5672/%2f"), "127.0.0.1:5672");
-        assert_eq!(host("amqp://broker:5672"), "broker:5672");
+    fn summaries_keep_one_sentence() {
         assert_eq!(summary("Ships it. Then more.\n\nDetails."), "Ships it.");
         assert_eq!(summary("One line\nwrapped"), "One line wrapped");
     }

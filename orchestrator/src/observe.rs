@@ -35,18 +35,17 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// empties must not keep its last count.
 pub async fn record_database_gauges(ctx: &Context) -> sqlx::Result<()> {
     let mut conn = ctx.pool.acquire().await?;
-    let mut by_state: HashMap<(String, String), i64> =
-        store::count_by_state(&mut conn).await?.into_iter().map(|c| ((c.kind, c.state), c.count)).collect();
-    let mut stuck: HashMap<String, i64> = store::count_stuck_by_kind(&mut conn).await?.into_iter().collect();
+    // Every known series at zero, then the counts found (kinds or states this build does not know
+    // included), each gauge set once.
+    let mut sagas: HashMap<(String, String), i64> = HashMap::new();
+    let mut stuck: HashMap<String, i64> = HashMap::new();
     for (kind, states) in ctx.registry.kinds_and_states() {
-        for state in states {
-            let count = by_state.remove(&(kind.to_owned(), state.to_owned())).unwrap_or(0);
-            metrics::gauge!("sagas", "kind" => kind, "state" => state).set(count as f64);
-        }
-        metrics::gauge!("sagas_stuck", "kind" => kind).set(stuck.remove(kind).unwrap_or(0) as f64);
+        sagas.extend(states.into_iter().map(|state| ((kind.to_owned(), state.to_owned()), 0)));
+        stuck.insert(kind.to_owned(), 0);
     }
-    // Rows of kinds or states this build does not know are still reported.
-    for ((kind, state), count) in by_state {
+    sagas.extend(store::count_by_state(&mut conn).await?.into_iter().map(|c| ((c.kind, c.state), c.count)));
+    stuck.extend(store::count_stuck_by_kind(&mut conn).await?);
+    for ((kind, state), count) in sagas {
         metrics::gauge!("sagas", "kind" => kind, "state" => state).set(count as f64);
     }
     for (kind, count) in stuck {

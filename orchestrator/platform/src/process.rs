@@ -168,9 +168,16 @@ pub async fn run_worker(
     Ok(())
 }
 
+/// Where a URL points: its host and port, without credentials or path (`127.0.0.1:5672`).
+pub fn authority(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let host = parsed.host_str()?;
+    Some(parsed.port().map_or_else(|| host.to_owned(), |port| format!("{host}:{port}")))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{authority, redacted};
 
     #[test]
     fn passwords_stay_out_of_logs() {
@@ -184,5 +191,11 @@ mod tests {
             "postgres://u:***@h/db?application_name=a@b"
         );
         assert!(!redacted("postgres://u:secret@h:no-port/db").contains("secret"));
+    }
+
+    #[test]
+    fn an_authority_is_host_and_port_only() {
+        assert_eq!(authority("amqp://guest:guest@127.0.0.1:5672/%2f").as_deref(), Some("127.0.0.1:5672"));
+        assert_eq!(authority("amqp://broker:5672").as_deref(), Some("broker:5672"));
     }
 }
