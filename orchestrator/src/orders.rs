@@ -8,8 +8,9 @@
 use chrono::{DateTime, Utc};
 use participants::inventory::pick::{self, HandOverError};
 use platform::{
-    messaging::{Exchange, outbox::Outgoing},
-    protocol::{DomainEvent, example},
+    domain_event,
+    messaging::outbox::Outgoing,
+    protocol::example,
     saga::{
         Action, Actor, Input,
         engine::{self, Applied},
@@ -45,19 +46,10 @@ pub struct OrderCreated {
     pub items: Vec<fulfilment::Line>,
 }
 
-impl DomainEvent for OrderCreated {
-    const NAME: &'static str = "order.created";
-    const EXCHANGE: Exchange = Exchange::OrderEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.order_id)
-    }
-
-    fn example() -> Self {
-        let items = vec![fulfilment::Line { product_id: example::PRODUCT, quantity: 2 }];
-        Self { order_id: example::ORDER, store_id: example::STORE, items }
-    }
-}
+domain_event!(OrderCreated, "order.created" on OrderEvents, correlated by order_id, example {
+    let items = vec![fulfilment::Line { product_id: example::PRODUCT, quantity: 2 }];
+    Self { order_id: example::ORDER, store_id: example::STORE, items }
+});
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderLine {

@@ -247,12 +247,19 @@ fn every_domain_event_in_the_code_is_documented() {
         }
     }
     let direct = regex::Regex::new(r"impl DomainEvent for (\w+)").unwrap();
-    let macro_def = regex::Regex::new(r"macro_rules!\s*(\w+)\s*\{([^}]|\}[^;])*?impl DomainEvent for \$").unwrap();
+    // A macro that implements it (the platform's `domain_event!`), and its calls in any file.
+    let macro_def =
+        regex::Regex::new(r"macro_rules!\s*(\w+)\s*\{([^}]|\}[^;])*?impl (\$crate::protocol::)?DomainEvent for \$")
+            .unwrap();
     let mut types = BTreeSet::new();
+    let mut macros = BTreeSet::new();
     for text in &sources {
         types.extend(direct.captures_iter(text).map(|c| c[1].to_owned()));
-        for name in macro_def.captures_iter(text).map(|c| c[1].to_owned()) {
-            let call = regex::Regex::new(&format!(r"{name}!\(\s*(\w+)")).unwrap();
+        macros.extend(macro_def.captures_iter(text).map(|c| c[1].to_owned()));
+    }
+    for name in &macros {
+        let call = regex::Regex::new(&format!(r"{name}!\(\s*(\w+)")).unwrap();
+        for text in &sources {
             types.extend(call.captures_iter(text).map(|c| c[1].to_owned()));
         }
     }

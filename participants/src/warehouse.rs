@@ -12,12 +12,12 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use platform::{
+    domain_event,
     messaging::{
-        Exchange,
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::{DomainEvent, Envelope, example},
+    protocol::{Envelope, example},
 };
 use sagas::replenishment::{Command, Reply};
 use schemars::JsonSchema;
@@ -165,20 +165,11 @@ pub struct ShipmentDispatched {
     pub quantity: i64,
 }
 
-impl DomainEvent for ShipmentDispatched {
-    const NAME: &'static str = "shipment.dispatched";
-    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let (saga_id, shipment_id, store_id, product_id) =
-            (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
-        Self { saga_id, shipment_id, store_id, product_id, quantity_requested: 12, quantity: 8 }
-    }
-}
+domain_event!(ShipmentDispatched, "shipment.dispatched" on WarehouseEvents, correlated by saga_id, example {
+    let (saga_id, shipment_id, store_id, product_id) =
+        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+    Self { saga_id, shipment_id, store_id, product_id, quantity_requested: 12, quantity: 8 }
+});
 
 /// Cancels the saga's shipment and returns its stock (into `movements`); refuses once the store
 /// has received it.

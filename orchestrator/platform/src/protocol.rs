@@ -134,6 +134,32 @@ pub trait DomainEvent: Serialize + JsonSchema {
     fn example() -> Self;
 }
 
+/// Implements [`DomainEvent`]: the event's name (its type and routing key), its exchange, the
+/// field that is its correlation id, and the value the contract shows as its example.
+///
+/// ```ignore
+/// domain_event!(StockLow, "stock.low" on InventoryEvents, correlated by saga_id, example {
+///     StockLow { saga_id: example::SAGA, .. }
+/// });
+/// ```
+#[macro_export]
+macro_rules! domain_event {
+    ($event:ty, $name:literal on $exchange:ident, correlated by $field:ident, example $example:expr) => {
+        impl $crate::protocol::DomainEvent for $event {
+            const NAME: &'static str = $name;
+            const EXCHANGE: $crate::messaging::Exchange = $crate::messaging::Exchange::$exchange;
+
+            fn correlation_id(&self) -> ::core::option::Option<::uuid::Uuid> {
+                ::core::option::Option::Some(self.$field)
+            }
+
+            fn example() -> Self {
+                $example
+            }
+        }
+    };
+}
+
 /// Fixed ids and a fixed time for the examples of the published contract, so that the generated
 /// document is stable and its examples tell one story: a replenishment's commands, replies and
 /// events name the same saga, store, product and shipment.

@@ -24,8 +24,9 @@
 
 use platform::{
     config::SagaTiming,
-    messaging::{Exchange, Participant, outbox::Outgoing},
-    protocol::{CommandFamily, DomainEvent, MessageFamily, ReplyFamily, example},
+    domain_event,
+    messaging::{Participant, outbox::Outgoing},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
         Action, Actor, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
@@ -393,47 +394,22 @@ pub struct OrderCancelled {
     pub reason: Option<String>,
 }
 
-macro_rules! order_event {
-    ($event:ty, $name:literal, $example:expr) => {
-        impl DomainEvent for $event {
-            const NAME: &'static str = $name;
-            const EXCHANGE: Exchange = Exchange::OrderEvents;
-
-            fn correlation_id(&self) -> Option<Uuid> {
-                Some(self.order_id)
-            }
-
-            fn example() -> Self {
-                $example
-            }
-        }
-    };
-}
-
-order_event!(
-    PaymentApproved,
-    "payment.approved",
+domain_event!(PaymentApproved, "payment.approved" on OrderEvents, correlated by order_id, example {
     PaymentApproved { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
-);
-order_event!(
-    PaymentDeclined,
-    "payment.declined",
+});
+domain_event!(PaymentDeclined, "payment.declined" on OrderEvents, correlated by order_id, example {
     PaymentDeclined {
         order_id: example::ORDER,
         store_id: example::STORE,
         reason: "the card was declined (simulated)".into()
     }
-);
-order_event!(
-    OrderFulfilled,
-    "order.fulfilled",
+});
+domain_event!(OrderFulfilled, "order.fulfilled" on OrderEvents, correlated by order_id, example {
     OrderFulfilled { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
-);
-order_event!(
-    OrderCancelled,
-    "order.cancelled",
+});
+domain_event!(OrderCancelled, "order.cancelled" on OrderEvents, correlated by order_id, example {
     OrderCancelled { order_id: example::ORDER, store_id: example::STORE, reason: None }
-);
+});
 
 #[cfg(test)]
 mod tests {

@@ -22,11 +22,12 @@
 
 use platform::{
     config::SagaTiming,
+    domain_event,
     messaging::{
-        Exchange, Participant,
+        Participant,
         outbox::{self, Outgoing},
     },
-    protocol::{CommandFamily, DomainEvent, MessageFamily, ReplyFamily, example},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
         Action, Actor, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
@@ -423,19 +424,10 @@ pub struct StockLow {
     pub saga_id: Uuid,
 }
 
-impl DomainEvent for StockLow {
-    const NAME: &'static str = "stock.low";
-    const EXCHANGE: Exchange = Exchange::InventoryEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let (store_id, product_id, saga_id) = (example::STORE, example::PRODUCT, example::SAGA);
-        Self { store_id, product_id, available: 3, reorder_threshold: 3, saga_id }
-    }
-}
+domain_event!(StockLow, "stock.low" on InventoryEvents, correlated by saga_id, example {
+    let (store_id, product_id, saga_id) = (example::STORE, example::PRODUCT, example::SAGA);
+    Self { store_id, product_id, available: 3, reorder_threshold: 3, saga_id }
+});
 
 /// A replenishment saga started: the warehouse is asked to ship `quantity_requested` of the
 /// product to the store (enough to reach its target level, counting stock already on its way).
@@ -449,19 +441,10 @@ pub struct ReplenishmentCreated {
     pub quantity_requested: i64,
 }
 
-impl DomainEvent for ReplenishmentCreated {
-    const NAME: &'static str = "replenishment.created";
-    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
-        Self { saga_id, store_id, product_id, quantity_requested: 12 }
-    }
-}
+domain_event!(ReplenishmentCreated, "replenishment.created" on WarehouseEvents, correlated by saga_id, example {
+    let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
+    Self { saga_id, store_id, product_id, quantity_requested: 12 }
+});
 
 /// How an aborted replenishment ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
@@ -491,20 +474,11 @@ pub struct ReplenishmentAborted {
     pub reason: Option<String>,
 }
 
-impl DomainEvent for ReplenishmentAborted {
-    const NAME: &'static str = "replenishment.aborted";
-    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
-        let reason = Some("the warehouse has none of this product to ship".into());
-        Self { saga_id, store_id, product_id, state: AbortedState::Compensated, reason }
-    }
-}
+domain_event!(ReplenishmentAborted, "replenishment.aborted" on WarehouseEvents, correlated by saga_id, example {
+    let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
+    let reason = Some("the warehouse has none of this product to ship".into());
+    Self { saga_id, store_id, product_id, state: AbortedState::Compensated, reason }
+});
 
 #[cfg(test)]
 mod tests {

@@ -1,8 +1,9 @@
 //! Receipts: a store takes a replenishment's shipment into stock.
 
 use platform::{
-    messaging::{Exchange, consumer::HandleError, outbox::Outgoing},
-    protocol::{DomainEvent, Envelope, example},
+    domain_event,
+    messaging::{consumer::HandleError, outbox::Outgoing},
+    protocol::{Envelope, example},
 };
 use sagas::replenishment::{Command, Reply};
 use schemars::JsonSchema;
@@ -66,34 +67,16 @@ pub struct ShipmentReceived {
     pub quantity: i64,
 }
 
-impl DomainEvent for StockReplenished {
-    const NAME: &'static str = "stock.replenished";
-    const EXCHANGE: Exchange = Exchange::InventoryEvents;
+domain_event!(StockReplenished, "stock.replenished" on InventoryEvents, correlated by saga_id, example {
+    let (saga_id, shipment_id, store_id, product_id) =
+        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+    Self { saga_id, shipment_id, store_id, product_id, quantity: 8 }
+});
 
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let (saga_id, shipment_id, store_id, product_id) =
-            (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
-        Self { saga_id, shipment_id, store_id, product_id, quantity: 8 }
-    }
-}
-
-impl DomainEvent for ShipmentReceived {
-    const NAME: &'static str = "shipment.received";
-    const EXCHANGE: Exchange = Exchange::WarehouseEvents;
-
-    fn correlation_id(&self) -> Option<Uuid> {
-        Some(self.saga_id)
-    }
-
-    fn example() -> Self {
-        let StockReplenished { saga_id, shipment_id, store_id, product_id, quantity } = StockReplenished::example();
-        Self { saga_id, shipment_id, store_id, product_id, quantity }
-    }
-}
+domain_event!(ShipmentReceived, "shipment.received" on WarehouseEvents, correlated by saga_id, example {
+    let StockReplenished { saga_id, shipment_id, store_id, product_id, quantity } = StockReplenished::example();
+    Self { saga_id, shipment_id, store_id, product_id, quantity }
+});
 
 struct Receipt {
     saga_id: Uuid,
