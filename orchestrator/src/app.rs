@@ -22,7 +22,10 @@ use crate::{
     Context,
     access::keys::{self, Bootstrap},
     dead_letters::DeadLetterConsumer,
-    http::{self, server::Server},
+    http::{
+        self,
+        server::{Limits, Server},
+    },
     observe,
 };
 
@@ -107,9 +110,8 @@ impl Application {
             ctx.keys.reload(&ctx.pool).await.context("loading the API keys")?;
             tasks.spawn(ctx.keys.clone().run(ctx.pool.clone(), shutdown.clone()));
             let api = &services.config.api;
-            let server = Server::bind(http_addr, api.max_connections, api.read_timeout)
-                .await
-                .with_context(|| format!("listening on {http_addr}"))?;
+            let server =
+                Server::bind(http_addr, Limits::of(api)).await.with_context(|| format!("listening on {http_addr}"))?;
             addr = Some(server.local_addr());
             tasks.spawn(server.run(http::routes(&ctx), shutdown.clone(), DRAIN));
             tracing::info!(?addr, "API listening; Swagger UI at /docs");

@@ -312,8 +312,8 @@ async fn malformed_half_sent_and_endless_requests_are_bounded() {
     assert!(answer.starts_with("HTTP/1.1 408"), "a half-sent body: {answer}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 
-    // Four idle connections fill the server; a fifth is served only once one of them is closed
-    // for idling, and none is held longer than the read timeout.
+    // Four idle connections fill the server; a fifth is served at once, the longest-idle one
+    // closed to make room, and none is held longer than the read timeout.
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(TcpStream::connect(addr).await.unwrap());
@@ -322,10 +322,7 @@ async fn malformed_half_sent_and_endless_requests_are_bounded() {
     let request = b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let (answer, took) = raw(addr, request, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
-        "the fifth connection waited {took:?}"
-    );
+    assert!(took < Duration::from_millis(500), "the fifth connection waited {took:?}");
     for mut stream in idle {
         let mut rest = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut rest)).await;

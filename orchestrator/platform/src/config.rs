@@ -39,11 +39,24 @@ pub struct ApiConfig {
     /// `BOOTSTRAP_ADMIN_KEY`: this exact secret is an admin key from start-up on.
     pub bootstrap_admin_key: Option<Secret>,
     pub rate_limits: RateLimits,
-    /// `HTTP_MAX_CONNECTIONS`: connections served at once; more wait to be accepted.
+    /// `HTTP_MAX_CONNECTIONS`: connections served at once; more wait to be accepted. Near it,
+    /// idle connections are closed to make room.
     pub max_connections: usize,
+    /// `HTTP_MAX_CONNECTIONS_PER_CLIENT`: connections one client address may hold at once; behind
+    /// a trusted proxy, requests one client address may have in flight at once.
+    pub max_connections_per_client: usize,
+    /// `HTTP_MAX_HEADER_BYTES`: the most a request line and its headers may take; the read buffer
+    /// of a connection is bounded by it too.
+    pub max_header_bytes: usize,
     /// `HTTP_READ_TIMEOUT_MS`: the time a client has to send a request's headers (or to start
     /// its next request on a kept-alive connection), and again to send its body.
     pub read_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_MS`: the time a request's handler has, once its body arrived; past
+    /// it the request is abandoned, its transaction rolled back, and the answer is a 503.
+    pub request_timeout: Duration,
+    /// `HTTP_TRUSTED_PROXIES`: the proxies and load balancers (addresses or networks) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the client. Nobody else's are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `CORS_ALLOWED_ORIGINS`: origins whose pages may call the API from a browser; none when empty.
     pub cors_origins: Vec<String>,
 }
@@ -100,11 +113,22 @@ impl Default for ApiConfig {
                 admin: Budget { per_second: 10, burst: 20 },
             },
             max_connections: 1024,
+            // A benchmark's or a busy store front's 64 connections fit twice over.
+            max_connections_per_client: 128,
+            max_header_bytes: 16 * 1024,
             read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
         }
     }
 }
+
+/// Bounds of `HTTP_MAX_HEADER_BYTES`: below 8 KiB the HTTP parser cannot work; above 1 MiB one
+/// connection's buffer would be worth a thousand.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+const HEADER_BYTES: &str = "a number of bytes from 8192 to 1048576";
 
 /// The shortest secret `BOOTSTRAP_ADMIN_KEY` may be: shorter ones can be guessed.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -261,7 +285,28 @@ impl Config {
         parse(&get, "RATE_LIMIT_OPERATOR", budget, &mut config.api.rate_limits.operator)?;
         parse(&get, "RATE_LIMIT_ADMIN", budget, &mut config.api.rate_limits.admin)?;
         parse(&get, "HTTP_MAX_CONNECTIONS", "a positive integer", &mut config.api.max_connections)?;
+        parse(
+            &get,
+            "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+            "a positive integer",
+            &mut config.api.max_connections_per_client,
+        )?;
+        parse(&get, "HTTP_MAX_HEADER_BYTES", HEADER_BYTES, &mut config.api.max_header_bytes)?;
         millis(&get, "HTTP_READ_TIMEOUT_MS", &mut config.api.read_timeout)?;
+        millis(&get, "HTTP_REQUEST_TIMEOUT_MS", &mut config.api.request_timeout)?;
+        if let Some(proxies) = get("HTTP_TRUSTED_PROXIES") {
+            config.api.trusted_proxies = proxies
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from)))
+                .collect::<Result<_, _>>()
+                .map_err(|_| ConfigError {
+                    name: "HTTP_TRUSTED_PROXIES",
+                    value: proxies.clone(),
+                    expected: "comma-separated addresses or networks, such as 10.0.0.5, 10.1.0.0/16, fd00::/8",
+                })?;
+        }
         if let Some(origins) = get("CORS_ALLOWED_ORIGINS") {
             config.api.cors_origins =
                 origins.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect();
@@ -273,11 +318,29 @@ impl Config {
                 });
             }
         }
-        if config.api.max_connections == 0 || config.api.read_timeout.is_zero() {
+        let api = &config.api;
+        if api.max_connections == 0
+            || api.max_connections_per_client == 0
+            || api.read_timeout.is_zero()
+            || api.request_timeout.is_zero()
+        {
             return Err(ConfigError {
-                name: "HTTP_MAX_CONNECTIONS/HTTP_READ_TIMEOUT_MS",
-                value: format!("{}/{}", config.api.max_connections, config.api.read_timeout.as_millis()),
+                name: "HTTP_MAX_CONNECTIONS/HTTP_MAX_CONNECTIONS_PER_CLIENT/HTTP_READ_TIMEOUT_MS/HTTP_REQUEST_TIMEOUT_MS",
+                value: format!(
+                    "{}/{}/{}/{}",
+                    api.max_connections,
+                    api.max_connections_per_client,
+                    api.read_timeout.as_millis(),
+                    api.request_timeout.as_millis()
+                ),
                 expected: "each at least 1",
+            });
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&api.max_header_bytes) {
+            return Err(ConfigError {
+                name: "HTTP_MAX_HEADER_BYTES",
+                value: api.max_header_bytes.to_string(),
+                expected: HEADER_BYTES,
             });
         }
         let rates = [
@@ -460,6 +523,16 @@ mod tests {
         assert_eq!(c.api.cors_origins, ["https://ops.example.com", "http://localhost:3000"]);
         assert!(!format!("{c:?}").contains("kkkk"), "the secret stays out of Debug output");
         assert!(config(&[]).unwrap().api.cors_origins.is_empty(), "CORS is closed unless configured");
+        let proxied =
+            config(&[("HTTP_TRUSTED_PROXIES", "10.0.0.5, 10.1.0.0/16,fd00::/8"), ("HTTP_MAX_HEADER_BYTES", "8192")])
+                .unwrap()
+                .api;
+        let proxies: Vec<String> = proxied.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(proxies, ["10.0.0.5/32", "10.1.0.0/16", "fd00::/8"]);
+        assert_eq!(proxied.max_header_bytes, 8192);
+        let defaults = config(&[]).unwrap().api;
+        assert!(defaults.trusted_proxies.is_empty(), "no proxy is trusted unless configured");
+        assert!(defaults.max_connections_per_client >= 64, "a benchmark's 64 clients from one address fit");
     }
 
     #[test]
@@ -470,6 +543,16 @@ mod tests {
         assert!(config(&[("RATE_LIMIT_ADMIN", "10")]).is_err());
         assert!(config(&[("RATE_LIMIT_ADMIN", "0,10")]).is_err());
         assert!(config(&[("HTTP_MAX_CONNECTIONS", "0")]).is_err());
+        assert!(config(&[("HTTP_MAX_CONNECTIONS_PER_CLIENT", "0")]).is_err());
+        assert!(config(&[("HTTP_REQUEST_TIMEOUT_MS", "0")]).is_err());
+        for bytes in ["4096", "2000000", "16k"] {
+            let err = config(&[("HTTP_MAX_HEADER_BYTES", bytes)]).unwrap_err().to_string();
+            assert!(err.contains("HTTP_MAX_HEADER_BYTES"), "{err}");
+        }
         assert!(config(&[("CORS_ALLOWED_ORIGINS", "*")]).is_err());
+        for proxies in ["10.0.0.1/33", "proxy.local", "10.0.0.1;10.0.0.2"] {
+            let err = config(&[("HTTP_TRUSTED_PROXIES", proxies)]).unwrap_err().to_string();
+            assert!(err.contains("HTTP_TRUSTED_PROXIES"), "{err}");
+        }
     }
 }

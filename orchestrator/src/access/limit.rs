@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
@@ -21,7 +20,7 @@ use platform::{
 use strum::IntoEnumIterator;
 use uuid::Uuid;
 
-use super::Role;
+use super::{Role, client::ClientAddr};
 
 /// Requests refused for `role` (`None`: callers without a valid key).
 fn refused_counter(role: Option<Role>) -> metrics::Counter {
@@ -71,20 +70,14 @@ pub const LOCAL_BUCKETS: usize = 10_000;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Bucket {
     Key(Uuid),
-    /// A client address: IPv4 as is, IPv6 by its /64 (what one subscriber usually holds).
+    /// A client address, as [`ClientAddr`] shows it.
     Address(String),
 }
 
 impl Bucket {
-    pub fn address(ip: Option<IpAddr>) -> Self {
-        Self::Address(match ip.map(|ip| ip.to_canonical()) {
-            Some(IpAddr::V4(v4)) => v4.to_string(),
-            Some(IpAddr::V6(v6)) => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-            None => "unknown".to_owned(),
-        })
+    /// The bucket of a client address (`None`: a request from nowhere, as in-process tests send).
+    pub fn address(client: Option<ClientAddr>) -> Self {
+        Self::Address(client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()))
     }
 
     fn redis_key(&self, namespace: &str) -> String {
@@ -309,11 +302,10 @@ mod tests {
 
     #[test]
     fn ipv6_clients_share_their_slash_64() {
-        let a = Bucket::address(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
-        let b = Bucket::address(Some("2001:db8:1:2:bbbb::9".parse().unwrap()));
-        assert_eq!(a, b);
-        assert_ne!(a, Bucket::address(Some("2001:db8:1:3::1".parse().unwrap())));
-        assert_eq!(Bucket::address(Some("::ffff:10.0.0.1".parse().unwrap())), Bucket::Address("10.0.0.1".into()));
+        let bucket = |ip: &str| Bucket::address(Some(ClientAddr::of(ip.parse().unwrap())));
+        assert_eq!(bucket("2001:db8:1:2:aaaa::1"), bucket("2001:db8:1:2:bbbb::9"));
+        assert_ne!(bucket("2001:db8:1:2:aaaa::1"), bucket("2001:db8:1:3::1"));
+        assert_eq!(bucket("::ffff:10.0.0.1"), Bucket::Address("10.0.0.1".into()));
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Who may call the API, how often, and what they did: API keys with roles ([`keys`]), token
-//! buckets per caller ([`limit`]), and the append-only audit trail of every change ([`audit`]).
-//! Which role each operation needs is written once, in `http::access`.
+//! Who may call the API, how often, and what they did: API keys with roles ([`keys`]), where a
+//! request comes from ([`client`]), token buckets per caller ([`limit`]), and the append-only
+//! audit trail of every change ([`audit`]). Which role each operation needs is written once, in
+//! `http::access`.
 
 pub mod audit;
+pub mod client;
 pub mod keys;
 pub mod limit;
 

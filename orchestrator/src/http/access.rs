@@ -1,12 +1,23 @@
 //! The API's door: which role each operation needs ([`OPERATIONS`], the one place it is
 //! written), and the layer every request passes before its handler ([`Door::guard`]).
 //!
-//! In order, a request is: matched to its operation (an unknown method on a known path is a 405
-//! with `Allow`); authenticated by its bearer key, if it sends one; charged a token from its
-//! key's bucket, or its address's when it has no valid key (429 when empty); authorized (401
-//! without a valid key, 403 when the key's role is below the operation's); refused if it sends a
-//! query parameter the operation does not take, or a body it does not take; and its body read,
-//! within a size and a time limit. A change requested by a known key leaves an audit row.
+//! In order, a request is: matched to its operation; authenticated by its bearer key, if it
+//! sends one; charged a token from its key's bucket, or its client address's when it has no
+//! valid key (every request is charged, refused ones too). Then it is answered:
+//! - 401 when the operation needs a key and none was sent, whatever the budget: retrying cannot
+//!   change that answer, and a 429 would hide what is missing;
+//! - 429 when the bucket is empty, or when its client (behind a trusted proxy) has its cap of
+//!   requests in flight;
+//! - 405 with `Allow` when the path has no operation of that method (a CORS preflight passes to
+//!   CORS instead, when configured);
+//! - 401 for a key that is not valid, 403 when the key's role is below the operation's;
+//! - 400 for a query parameter the operation does not take, or a body it does not take; its
+//!   body is read within a size and a time limit (413, 408);
+//! - and its handler's answer, or a 503 when the handler runs past the request timeout.
+//!
+//! A change requested by a known key leaves an audit row, and so does any request of a known
+//! key the door refuses for what it asked (403, 405).
+//! The door's own refusals are marked ([`Refused`]) so that they are counted, not logged one by one.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -18,10 +29,13 @@ use poem::{
 use serde_json::{Map, Value};
 use sqlx::PgPool;
 
-use super::problem::Problem;
+use platform::config::ApiConfig;
+
+use super::{problem::Problem, server::OverClientCap};
 use crate::access::{
     Caller, Role,
     audit::Audit,
+    client::{ClientAddr, TrustedProxies},
     keys::KeyRing,
     limit::{Bucket, Decision, Limiter},
 };
@@ -135,7 +149,11 @@ pub struct Door {
     keys: KeyRing,
     limiter: Limiter,
     pool: PgPool,
+    trusted: TrustedProxies,
     read_timeout: Duration,
+    request_timeout: Duration,
+    /// Whether CORS is configured: then preflights pass to it.
+    cors: bool,
 }
 
 /// A path matched against a route's pattern: its parameters, by name.
@@ -162,10 +180,25 @@ enum Presented {
     Invalid,
 }
 
+/// What a request asks for, as the door sees it.
+enum Target<'a> {
+    /// An operation of the spec, with its path parameters.
+    Operation(&'a Route, Map<String, Value>),
+    /// A known path, but none of its operations has this method.
+    WrongMethod(Vec<&'a Route>),
+    /// Swagger UI, the spec, or a path the router will not find: public.
+    Elsewhere,
+}
+
+/// Marks an answer the door (or the router, for an unknown path) gave without any handler: it is
+/// counted and summed up in the log, not logged on its own ([`refused`](super::refused)).
+#[derive(Clone, Copy, Debug)]
+pub struct Refused(pub Option<ClientAddr>);
+
 impl Door {
     /// The door for the operations of `spec` (the finished OpenAPI document). Panics when an
     /// operation of the spec has no entry in [`OPERATIONS`]: no operation is left unguarded.
-    pub fn new(spec: &Value, keys: KeyRing, limiter: Limiter, pool: PgPool, read_timeout: Duration) -> Self {
+    pub fn new(spec: &Value, keys: KeyRing, limiter: Limiter, pool: PgPool, api: &ApiConfig) -> Self {
         let mut routes = Vec::new();
         for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
             for (method, operation) in operations.as_object().into_iter().flatten() {
@@ -190,82 +223,148 @@ impl Door {
                 });
             }
         }
-        Self { routes: Arc::new(routes), keys, limiter, pool, read_timeout }
+        Self {
+            routes: Arc::new(routes),
+            keys,
+            limiter,
+            pool,
+            trusted: TrustedProxies::new(api.trusted_proxies.clone()),
+            read_timeout: api.read_timeout,
+            request_timeout: api.request_timeout,
+            cors: !api.cors_origins.is_empty(),
+        }
     }
 
     /// Admits, refuses or limits one request; see the module's documentation.
     pub async fn guard<E: Endpoint>(&self, next: &E, request: Request) -> poem::Result<Response> {
+        let client = request
+            .remote_addr()
+            .as_socket_addr()
+            .map(|peer| ClientAddr::of(self.trusted.client(peer.ip(), request.headers()).0));
         let path = request.uri().path().to_owned();
-        if DOCUMENTS.contains(&path.as_str()) {
-            return self.admit_public(next, request).await;
-        }
-        let candidates: Vec<(&Route, Map<String, Value>)> =
-            self.routes.iter().filter_map(|r| matches(r.path, &path).map(|params| (r, params))).collect();
-        if candidates.is_empty() {
-            // Unknown path: the router answers 404, within the anonymous budget.
-            return self.admit_public(next, request).await;
-        }
-        let Some((route, params)) = candidates.iter().find(|(r, _)| r.method == request.method()).cloned() else {
-            return Ok(method_not_allowed(&candidates));
+        let target = if DOCUMENTS.contains(&path.as_str()) {
+            Target::Elsewhere
+        } else {
+            let candidates: Vec<(&Route, Map<String, Value>)> =
+                self.routes.iter().filter_map(|r| matches(r.path, &path).map(|params| (r, params))).collect();
+            match candidates.iter().position(|(r, _)| r.method == request.method()) {
+                Some(found) => {
+                    let (route, params) = candidates.into_iter().nth(found).expect("found above");
+                    Target::Operation(route, params)
+                }
+                None if candidates.is_empty() => Target::Elsewhere,
+                None => Target::WrongMethod(candidates.into_iter().map(|(r, _)| r).collect()),
+            }
         };
-        let mut response = self.admit(next, request, route, params).await;
-        response.set_data(RouteLabel(route.path));
+        let label = match &target {
+            Target::Operation(route, _) => Some(route.path),
+            Target::WrongMethod(routes) => Some(routes[0].path),
+            Target::Elsewhere => None,
+        };
+        let mut response = self.admit(next, request, target, client).await;
+        if let Some(label) = label {
+            response.set_data(RouteLabel(label));
+        }
         Ok(response)
     }
 
-    /// The door for a request matched to `route`.
+    /// The door for one request: in order, who it is, its budget, what it may do, what it sent.
     async fn admit<E: Endpoint>(
         &self,
         next: &E,
         mut request: Request,
-        route: &Route,
-        params: Map<String, Value>,
+        target: Target<'_>,
+        client: Option<ClientAddr>,
     ) -> Response {
+        let access = match &target {
+            Target::Operation(route, _) => route.access,
+            Target::WrongMethod(_) | Target::Elsewhere => Public,
+        };
+        let refuse = |response: Response| refused(response, client);
         let presented = match self.presented(request.headers()) {
             Ok(presented) => presented,
-            Err(problem) if route.access == Public => {
+            Err(problem) if access == Public => {
                 tracing::debug!(detail = problem.details.detail, "keys unverifiable; a public route goes on");
                 Presented::Nothing
             }
-            Err(problem) => return problem.into_response(),
+            Err(problem) => return refuse(problem.into_response()),
         };
         let caller = match &presented {
             Presented::Valid(caller) => Some(caller.clone()),
             _ => None,
         };
-        let bucket = caller.as_ref().map_or_else(|| Bucket::address(client_ip(&request)), |c| Bucket::Key(c.key_id));
+        // Every request is charged, to its key's bucket or to its address's.
+        let bucket = caller.as_ref().map_or_else(|| Bucket::address(client), |c| Bucket::Key(c.key_id));
         let decision = self.limiter.take(&bucket, caller.as_ref().map(|c| c.role)).await;
-        if !decision.allowed {
-            return with_rate_limit(too_many_requests(&decision), &decision);
+        let limited = |response: Response| refuse(with_rate_limit(response, &decision));
+        // A request without any key for an operation that needs one gets the 401 whatever its
+        // budget: retrying it cannot change the answer, and a 429 would hide what is missing.
+        if let Needs(role) = access
+            && matches!(presented, Presented::Nothing)
+        {
+            rejection_counter(false).increment(1);
+            return limited(unauthorized(role, false));
         }
-
+        if !decision.allowed {
+            return limited(too_many_requests(&decision));
+        }
+        if let Some(OverClientCap(cap)) = request.data::<OverClientCap>().copied() {
+            return limited(too_many_in_flight(cap));
+        }
         let (request_id, trace_id) = super::request_ids(&request);
-        let audit = |caller: &Arc<Caller>| {
-            let ids = (request_id.clone(), trace_id.clone());
-            Arc::new(Audit::new(caller.clone(), route.method.to_string(), route.path, params.clone(), ids.0, ids.1))
+        let method = super::method_label(request.method());
+        let audit_of = |caller: &Arc<Caller>, route: &'static str, params: &Map<String, Value>| {
+            let (method, request_id, trace_id) = (method.to_owned(), request_id.clone(), trace_id.clone());
+            Arc::new(Audit::new(caller.clone(), method, route, params.clone(), request_id, trace_id))
         };
-        let refused = match (route.access, &caller) {
+        let (route, params) = match target {
+            Target::Operation(route, params) => (route, params),
+            // CORS answers its preflight (or refuses its origin): no key is sent with one.
+            Target::WrongMethod(_) if self.cors && is_preflight(&request) => {
+                return with_rate_limit(call(next, request).await, &decision);
+            }
+            Target::WrongMethod(routes) => {
+                if let Some(caller) = &caller {
+                    audit_of(caller, routes[0].path, &Map::new()).finish(&self.pool, 405).await;
+                }
+                return limited(method_not_allowed(&routes));
+            }
+            Target::Elsewhere => {
+                let response = call(next, request).await;
+                // The router's 404 for a path no operation has is a refusal like the door's.
+                let response = if response.status() == StatusCode::NOT_FOUND { refuse(response) } else { response };
+                return with_rate_limit(response, &decision);
+            }
+        };
+        let refusal = match (route.access, &caller) {
             (Needs(role), None) => {
-                let invalid = matches!(presented, Presented::Invalid);
-                rejection_counter(invalid).increment(1);
-                return with_rate_limit(unauthorized(role, invalid), &decision);
+                rejection_counter(true).increment(1);
+                return limited(unauthorized(role, true));
             }
             (Needs(role), Some(caller)) if caller.role < role => {
                 // An attempt beyond the key's role is on record, reads included.
-                audit(caller).finish(&self.pool, StatusCode::FORBIDDEN.as_u16()).await;
-                return with_rate_limit(forbidden(role, caller).into_response(), &decision);
+                audit_of(caller, route.path, &params).finish(&self.pool, StatusCode::FORBIDDEN.as_u16()).await;
+                return limited(forbidden(role, caller).into_response());
             }
             _ => self.check_input(route, &mut request).await.err(),
         };
         // Every change a known key asks for is on record, whatever its outcome.
-        let audit = caller.as_ref().filter(|_| !matches!(*request.method(), Method::GET | Method::HEAD)).map(audit);
-        let response = match refused {
-            Some(problem) => problem.into_response(),
+        let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
+        let mut audit = caller.as_ref().filter(|_| changes).map(|c| audit_of(c, route.path, &params));
+        let response = match refusal {
+            Some(problem) => refuse(problem.into_response()),
             None => {
                 if let Some(audit) = &audit {
                     request.set_data(audit.clone());
                 }
-                call(next, request).await
+                let response = self.within_time(next, request).await;
+                // No handler answers 403: this is CORS refusing the page's origin.
+                if response.status() == StatusCode::FORBIDDEN {
+                    audit = audit.or_else(|| caller.as_ref().map(|c| audit_of(c, route.path, &params)));
+                    refuse(response)
+                } else {
+                    response
+                }
             }
         };
         if let Some(audit) = &audit {
@@ -274,13 +373,25 @@ impl Door {
         with_rate_limit(response, &decision)
     }
 
-    /// A request to a route that needs no key: only the anonymous budget applies.
-    async fn admit_public<E: Endpoint>(&self, next: &E, request: Request) -> poem::Result<Response> {
-        let decision = self.limiter.take(&Bucket::address(client_ip(&request)), None).await;
-        if !decision.allowed {
-            return Ok(with_rate_limit(too_many_requests(&decision), &decision));
+    /// The handler's answer, or a 503 when it takes longer than the request timeout: the handler
+    /// is dropped where it waits, and the transaction it held is rolled back.
+    async fn within_time<E: Endpoint>(&self, next: &E, request: Request) -> Response {
+        match tokio::time::timeout(self.request_timeout, call(next, request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                metrics::counter!("http_request_timeouts_total").increment(1);
+                tracing::warn!(
+                    limit_ms = self.request_timeout.as_millis() as u64,
+                    "a request ran out of time; abandoned"
+                );
+                Problem::unavailable(format!(
+                    "the request did not finish within {} ms and was abandoned; what it started was rolled back \
+                     unless its commit was already under way, so retry it (an order with its Idempotency-Key)",
+                    self.request_timeout.as_millis()
+                ))
+                .into_response()
+            }
         }
-        Ok(with_rate_limit(call(next, request).await, &decision))
     }
 
     fn presented(&self, headers: &HeaderMap) -> Result<Presented, Problem> {
@@ -306,7 +417,8 @@ impl Door {
             Ok(Some(caller)) => Ok(Presented::Valid(caller)),
             Ok(None) => Ok(Presented::Invalid),
             Err(untrusted) => {
-                tracing::warn!(%untrusted, "a keyed request refused: keys cannot be verified");
+                // The reload loop logs the outage; each request refused for it is only counted.
+                tracing::debug!(%untrusted, "a keyed request refused: keys cannot be verified");
                 Err(Problem::unavailable("API keys cannot be verified right now; retry shortly"))
             }
         }
@@ -381,8 +493,30 @@ fn too_large() -> Problem {
     Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {MAX_BODY} bytes"))
 }
 
-fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
-    request.remote_addr().as_socket_addr().map(|a| a.ip())
+/// `response`, marked as the door's own refusal of a request from `client`.
+fn refused(mut response: Response, client: Option<ClientAddr>) -> Response {
+    response.set_data(Refused(client));
+    response
+}
+
+/// A CORS preflight: an `OPTIONS` naming the method the page wants to send.
+fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ORIGIN)
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// 429 for a client, behind a trusted proxy, with its cap of requests in flight.
+fn too_many_in_flight(cap: usize) -> Response {
+    let mut response = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "this client already has {cap} requests in flight, the most one client may              (HTTP_MAX_CONNECTIONS_PER_CLIENT); retry once one has been answered"
+        ),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// `RateLimit-*` on every answer a bucket decided, so that clients can pace themselves.
@@ -438,8 +572,8 @@ fn forbidden(role: Role, caller: &Caller) -> Problem {
 }
 
 /// 405, with the methods the path has in `Allow`.
-fn method_not_allowed(candidates: &[(&Route, Map<String, Value>)]) -> Response {
-    let allowed: BTreeSet<&str> = candidates.iter().map(|(r, _)| r.method.as_str()).collect();
+fn method_not_allowed(candidates: &[&Route]) -> Response {
+    let allowed: BTreeSet<&str> = candidates.iter().map(|r| r.method.as_str()).collect();
     let allow = allowed.into_iter().collect::<Vec<_>>().join(", ");
     let mut response = Problem::new(StatusCode::METHOD_NOT_ALLOWED, format!("this path takes {allow}")).into_response();
     if let Ok(value) = HeaderValue::from_str(&allow) {

@@ -16,6 +16,7 @@ pub mod participants;
 pub mod problem;
 pub mod products;
 pub mod prometheus;
+pub mod refused;
 pub mod sagas;
 pub mod server;
 pub mod spec;
@@ -28,7 +29,7 @@ use platform::trace::{self, TraceContext};
 use poem::{
     Endpoint, EndpointExt, IntoResponse, PathPattern, Request, Response, Result as PoemResult, Route,
     endpoint::make_sync,
-    http::{HeaderValue, Method, header},
+    http::{HeaderValue, Method, StatusCode, header},
     middleware::Cors,
     web::Html,
 };
@@ -39,6 +40,7 @@ use uuid::Uuid;
 
 use crate::Context;
 use access::Door;
+use refused::Refusal;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -122,7 +124,7 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let finished = spec::finish(&generated);
     let rendered = spec::render(&finished);
     let page = spec::swagger_page(&api.swagger_ui_html(), &generated, &rendered);
-    let door = Door::new(&finished, ctx.keys.clone(), ctx.limiter.clone(), ctx.pool.clone(), ctx.api.read_timeout);
+    let door = Door::new(&finished, ctx.keys.clone(), ctx.limiter.clone(), ctx.pool.clone(), &ctx.api);
     let page: Arc<str> = page.into();
     let docs = move || {
         let page = page.clone();
@@ -143,18 +145,19 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
             "traceparent",
             "idempotency-replayed",
         ]);
+    // CORS inside the door: its preflights and refusals are charged and audited like the rest.
     Route::new()
         .at("/openapi.json", document)
         .at("/docs", docs())
         .at("/docs/", docs())
         .nest("/", api)
+        .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(move |next, request| {
             let door = door.clone();
             // Boxed: the door's future nested in every layer's makes a type too deep for the
             // compiler to lay out in release builds.
             Box::pin(async move { door.guard(next.as_ref(), request).await })
         })
-        .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(observe)
 }
 
@@ -162,9 +165,10 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
 const MAX_REQUEST_ID: usize = 128;
 
 /// Every request: any error, the framework's included, answered as a problem; an id (the client's
-/// `X-Request-Id`, or a new one) on every log line it causes
-/// and in the response; its W3C trace context (the client's `traceparent`, or a new trace) for
-/// every message it causes; one log line and the HTTP metrics, labelled by route pattern.
+/// `X-Request-Id`, or a new one) on every log line it causes and in the response; its W3C trace
+/// context (the client's `traceparent`, or a new trace) for every message it causes; the HTTP
+/// metrics, labelled by route pattern; and one log line, its path cut short, unless the door
+/// refused it (then it is summed up with the others, [`refused`]). Every 503 says when to retry.
 async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<poem::Response> {
     let request_id = request
         .header(REQUEST_ID)
@@ -176,8 +180,9 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
         .map_or_else(TraceContext::root, TraceContext::child);
     let method = method_label(request.method());
     let docs = request.uri().path().starts_with("/docs");
+    let path = request.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id, trace_id = %trace.trace_id_hex(), method,
-        path = %request.uri().path());
+        path = %refused::short(&path));
     request.set_data(RequestId(request_id.clone()));
     let started = Instant::now();
     let (mut response, route) = async {
@@ -203,7 +208,19 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
     let elapsed = started.elapsed();
     let status = response.status();
     let route = route.map_or_else(|| "unmatched".to_owned(), |r| r.to_string());
-    span.in_scope(|| tracing::info!(status = status.as_u16(), millis = elapsed.as_secs_f64() * 1000.0, "request"));
+    match response.data::<access::Refused>() {
+        Some(access::Refused(client)) => {
+            refused::record(Refusal::Request(status.as_u16()), || refused::describe(*client, method, &path));
+        }
+        None => {
+            span.in_scope(|| {
+                tracing::info!(status = status.as_u16(), millis = elapsed.as_secs_f64() * 1000.0, "request")
+            });
+        }
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(header::RETRY_AFTER) {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_UNAVAILABLE));
+    }
     let labels = [("method", method.to_owned()), ("route", route), ("status", status.as_u16().to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
@@ -218,6 +235,9 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// `Retry-After` of a 503: seconds, as long as a database or key reload hiccup usually lasts.
+pub const RETRY_UNAVAILABLE: &str = "1";
 
 /// The request's id, as [`observe`] chose it, for the layers inside.
 #[derive(Clone, Debug)]

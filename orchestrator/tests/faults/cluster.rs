@@ -8,9 +8,9 @@
 //! when a test fails, so nothing is left running.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     time::{Duration, SystemTime},
 };
 
@@ -18,7 +18,11 @@ use platform::{config::Config, messaging::Queue};
 use serde_json::Value;
 
 use super::{broker, http::Client};
-use crate::support::eventually;
+pub use crate::support::process::target_dir;
+use crate::support::{
+    eventually,
+    process::{self, free_port, tail},
+};
 
 /// How long a process may take to start and be ready: the first one also migrates the database.
 const START_WITHIN: Duration = Duration::from_secs(60);
@@ -111,13 +115,6 @@ fn newest_file(dir: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// `target/`, where the logs and the figures go.
-pub fn target_dir() -> PathBuf {
-    let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
-    // target/<profile>/orchestrator
-    orchestrator.ancestors().nth(2).expect("the binary lives in target/<profile>/").to_path_buf()
-}
-
 /// One process slot: a role, and the process currently filling it (none once killed for good).
 struct Slot {
     role: Role,
@@ -183,41 +180,16 @@ impl Cluster {
         const UNLIMITED: &str = "1000000,1000000";
         let slot = &mut self.slots[index];
         let log = self.log_dir.join(format!("{}.{}.log", slot.name, slot.logs.len() + 1));
-        let file = std::fs::File::create(&log).expect("can create a log file");
-        let mut command = Command::new(binary(slot.role));
+        let mut command = process::command(&binary(slot.role), &self.config, slot.http, &log);
         if slot.role == Role::Orchestrator {
             command.arg("serve");
         }
-        let config = &self.config;
-        let timing = config.saga;
         command
-            .env("DATABASE_URL", &config.database_url)
-            .env("REDIS_URL", &config.redis_url)
-            .env("AMQP_URL", &config.amqp_url)
-            .env("NAMESPACE", &config.namespace)
-            .env("HTTP_ADDR", slot.http.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()))
-            .env("DB_MAX_CONNECTIONS", config.db_max_connections.to_string())
-            .env("PREFETCH", config.prefetch.to_string())
-            .env("COMMAND_TIMEOUT_MS", timing.command_timeout.as_millis().to_string())
-            .env("COMMAND_MAX_TIMEOUT_MS", timing.max_timeout.as_millis().to_string())
-            .env("COMMAND_MAX_ATTEMPTS", timing.max_attempts.to_string())
-            .env("PERSON_STEP_TIMEOUT_MS", timing.person_timeout.as_millis().to_string())
-            .env("PAYMENT_DECLINE_RATE", config.simulation.payment_decline_rate.to_string())
-            .env("PICKING_FAILURE_RATE", config.simulation.picking_failure_rate.to_string())
-            .env("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate.to_string())
-            .env("TRANSIT_DELAY_MS", config.simulation.transit_delay.as_millis().to_string())
-            .env("FAULT_DUPLICATE_DELIVERY", config.duplicate_delivery.to_string())
-            .env("BOOTSTRAP_ADMIN_KEY", crate::support::ADMIN_KEY)
             .env("RATE_LIMIT_ANONYMOUS", UNLIMITED)
             .env("RATE_LIMIT_CLIENT", UNLIMITED)
             .env("RATE_LIMIT_OPERATOR", UNLIMITED)
             .env("RATE_LIMIT_ADMIN", UNLIMITED)
-            .env("LOG_JSON", "false")
-            .env("RUST_LOG", "info")
-            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("can share the log file"))
-            .stderr(file);
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         slot.child = Some(command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", slot.name)));
         slot.logs.push(log);
     }
@@ -311,18 +283,4 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// A port nothing listens on now. Another program could take it before the orchestrator does,
-/// but on a test machine that is rare, and the start would then fail loudly.
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a local port");
-    listener.local_addr().expect("a bound socket has an address")
-}
-
-/// The last lines of a log, to show why a process died.
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }

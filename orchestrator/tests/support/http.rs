@@ -7,7 +7,11 @@
 //! one connection, a lost connection is the caller's to notice (the fault suite moves to another
 //! instance, the benchmark stops), and a request costs no pool lookup.
 
-use std::{error::Error as _, io, net::SocketAddr};
+use std::{
+    error::Error as _,
+    io,
+    net::{IpAddr, SocketAddr},
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,7 +22,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::ADMIN_KEY;
 
@@ -33,12 +37,19 @@ pub struct Answer {
 pub struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
     host: HeaderValue,
-    authorization: HeaderValue,
+    /// None for a connection that sends no key.
+    authorization: Option<HeaderValue>,
 }
 
 impl Connection {
     pub async fn open(addr: SocketAddr) -> io::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::open_with(addr, None, ADMIN_KEY).await
+    }
+
+    /// A connection from the local address `from` (on loopback, any of 127.0.0.0/8: another
+    /// client, as the server sees it), sending `key` (none when empty).
+    pub async fn open_with(addr: SocketAddr, from: Option<IpAddr>, key: &str) -> io::Result<Self> {
+        let stream = connect(addr, from).await?;
         stream.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(io_error)?;
         // Reads and writes the socket; ends when either side closes it. A failure reaches the
@@ -47,7 +58,8 @@ impl Connection {
         Ok(Self {
             sender,
             host: HeaderValue::from_str(&addr.to_string()).expect("an address is a valid host"),
-            authorization: HeaderValue::from_str(&format!("Bearer {ADMIN_KEY}")).expect("the key is visible ASCII"),
+            authorization: (!key.is_empty())
+                .then(|| HeaderValue::from_str(&format!("Bearer {key}")).expect("the key is visible ASCII")),
         })
     }
 
@@ -65,11 +77,10 @@ impl Connection {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> io::Result<Answer> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::HOST, self.host.clone())
-            .header(header::AUTHORIZATION, self.authorization.clone());
+        let mut request = Request::builder().method(method).uri(path).header(header::HOST, self.host.clone());
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
@@ -97,4 +108,14 @@ fn io_error(error: hyper::Error) -> io::Error {
         None => io::ErrorKind::InvalidData,
     };
     io::Error::new(kind, error)
+}
+
+/// A TCP connection to `addr`, from the local address `from` when given.
+pub async fn connect(addr: SocketAddr, from: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if from.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
 }

@@ -6,6 +6,7 @@
 
 pub mod asyncapi;
 pub mod http;
+pub mod process;
 
 use std::{future::Future, time::Duration};
 

@@ -1,0 +1,124 @@
+//! The built binaries as real OS processes, configured by environment variables as in
+//! production: what the fault suite kills and what the flood tests measure from outside (memory,
+//! log bytes).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use platform::config::Config;
+
+/// The command that runs `binary` for the deployment `config` describes, its output appended to
+/// `log`. Variables a caller sets afterwards override these.
+pub fn command(binary: &Path, config: &Config, http: Option<SocketAddr>, log: &Path) -> Command {
+    let file = std::fs::File::create(log).expect("can create a log file");
+    let timing = config.saga;
+    let mut command = Command::new(binary);
+    command
+        .env("DATABASE_URL", &config.database_url)
+        .env("REDIS_URL", &config.redis_url)
+        .env("AMQP_URL", &config.amqp_url)
+        .env("NAMESPACE", &config.namespace)
+        .env("HTTP_ADDR", http.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()))
+        .env("DB_MAX_CONNECTIONS", config.db_max_connections.to_string())
+        .env("PREFETCH", config.prefetch.to_string())
+        .env("COMMAND_TIMEOUT_MS", timing.command_timeout.as_millis().to_string())
+        .env("COMMAND_MAX_TIMEOUT_MS", timing.max_timeout.as_millis().to_string())
+        .env("COMMAND_MAX_ATTEMPTS", timing.max_attempts.to_string())
+        .env("PERSON_STEP_TIMEOUT_MS", timing.person_timeout.as_millis().to_string())
+        .env("PAYMENT_DECLINE_RATE", config.simulation.payment_decline_rate.to_string())
+        .env("PICKING_FAILURE_RATE", config.simulation.picking_failure_rate.to_string())
+        .env("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate.to_string())
+        .env("TRANSIT_DELAY_MS", config.simulation.transit_delay.as_millis().to_string())
+        .env("FAULT_DUPLICATE_DELIVERY", config.duplicate_delivery.to_string())
+        .env("BOOTSTRAP_ADMIN_KEY", super::ADMIN_KEY)
+        .env("LOG_JSON", "false")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("can share the log file"))
+        .stderr(file);
+    command
+}
+
+/// `target/`, where the logs and the figures go.
+pub fn target_dir() -> PathBuf {
+    let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
+    // target/<profile>/orchestrator
+    orchestrator.ancestors().nth(2).expect("the binary lives in target/<profile>/").to_path_buf()
+}
+
+/// A port nothing listens on now. Another program could take it before the orchestrator does,
+/// but on a test machine that is rare, and the start would then fail loudly.
+pub fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("can bind a local port");
+    listener.local_addr().expect("a bound socket has an address")
+}
+
+/// The last lines of a log, to show why a process died.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// The resident memory of process `pid`, in KiB; `None` once it is gone.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()
+}
+
+/// One `orchestrator` process serving its API, killed when dropped.
+pub struct Orchestrator {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Orchestrator {
+    /// Starts `orchestrator serve` for `config`, with `extra` variables on top, and waits until
+    /// its API answers.
+    pub async fn serve(config: &Config, extra: &[(&str, &str)], log: PathBuf) -> Self {
+        std::fs::create_dir_all(log.parent().expect("a log file has a folder")).expect("can create the log folder");
+        let addr = free_port();
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
+        let mut command = command(&binary, config, Some(addr), &log);
+        command.arg("serve").envs(extra.iter().copied());
+        let child = command.spawn().expect("can start orchestrator");
+        let mut process = Self { child, addr, log };
+        let what = format!("orchestrator at {addr} to answer; its log: {}", process.log.display());
+        super::eventually(Duration::from_secs(60), &what, || {
+            let running = process.child.try_wait().expect("can poll the child").is_none();
+            assert!(running, "orchestrator exited on its own; its log:\n{}", tail(&process.log));
+            async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
+        })
+        .await;
+        process
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid()).expect("the process is running")
+    }
+
+    /// Bytes written to its log so far.
+    pub fn log_bytes(&self) -> u64 {
+        std::fs::metadata(&self.log).map_or(0, |m| m.len())
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the orchestrator's log is kept: {}", self.log.display());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
