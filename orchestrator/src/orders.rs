@@ -35,6 +35,11 @@ use crate::{
 /// Items in one order, at most: a bigger basket is a client bug.
 pub const MAX_ITEMS: usize = 100;
 
+/// The most an order may cost, in cents (one billion in the currency's units): far above any
+/// basket, and far below what a 64-bit sum of 100 lines at the highest price and quantity could
+/// overflow to. A costlier order is refused (422) before anything is reserved or charged.
+pub const MAX_ORDER_CENTS: i64 = 100_000_000_000;
+
 /// A customer placed an order: its items are reserved in the store, and its payment is being
 /// taken. Emitted once per order, in the transaction that places it (a retry with the same
 /// `Idempotency-Key` returns the first order and emits nothing).
@@ -134,6 +139,18 @@ fn validate(items: &[OrderLine]) -> Result<Vec<OrderLine>> {
     Ok(sorted)
 }
 
+/// The sum of an order's line amounts, if it is at most [`MAX_ORDER_CENTS`]. Summed wide, so that
+/// no basket can wrap around into a small or negative amount.
+fn total(amounts: &[i64]) -> Result<i64> {
+    let total: i128 = amounts.iter().map(|&a| i128::from(a)).sum();
+    i64::try_from(total).ok().filter(|t| (0..=MAX_ORDER_CENTS).contains(t)).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the order would cost {total} cents, more than the most one order may cost ({MAX_ORDER_CENTS} cents); \
+             split it, or order fewer units"
+        ))
+    })
+}
+
 fn placed_counter() -> metrics::Counter {
     metrics::counter!("orders_placed_total")
 }
@@ -204,8 +221,9 @@ pub async fn place(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let amount_cents = total(&amounts)?;
     let lines = items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
-    let data = fulfilment::Data { store_id, items: lines, amount_cents: amounts.iter().sum() };
+    let data = fulfilment::Data { store_id, items: lines, amount_cents };
     let movements: Vec<Movement> = items
         .iter()
         .map(|i| Movement {
@@ -365,4 +383,19 @@ async fn apply(
         .await?
         .ok_or_else(|| Error::Conflict("the order has no fulfilment to act on".into()))?;
     engine_outcome(engine::apply::<Fulfilment>(tx, &ctx.timing, &row, input, Actor::Caller(actor)).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_total_is_summed_without_wrapping_and_bounded() {
+        assert_eq!(total(&[598, 2]).unwrap(), 600);
+        let highest = stock::MAX_QUANTITY * 100_000_000;
+        let err = total(&vec![highest; MAX_ITEMS]).unwrap_err().to_string();
+        assert!(err.contains("10000000000000000000 cents"), "the true sum, not a wrapped one: {err}");
+        assert!(total(&[MAX_ORDER_CENTS]).is_ok());
+        assert!(total(&[MAX_ORDER_CENTS, 1]).is_err());
+    }
 }

@@ -246,6 +246,48 @@ async fn numbers_carry_the_bounds_the_server_enforces() {
 }
 
 #[tokio::test]
+async fn an_order_costing_more_than_can_be_summed_is_a_422_and_reserves_nothing() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let store = api.post("/stores").body_json(&json!({"name": "Vault", "service_area": "C1"})).send().await;
+    store.assert_status(StatusCode::CREATED);
+    let store: Value = store.json().await.value().deserialize();
+    let store = store["id"].as_str().unwrap().to_owned();
+    // A hundred lines at the highest price and quantity the spec allows: their sum is 10^19
+    // cents, past what 64 bits hold (it used to wrap to a negative amount, and be accepted).
+    let mut items = Vec::new();
+    for n in 0..100 {
+        let body = json!({"sku": format!("GOLD-{n}"), "name": "Gold bar", "price_cents": 100_000_000});
+        let product = api.post("/products").body_json(&body).send().await;
+        product.assert_status(StatusCode::CREATED);
+        let product: Value = product.json().await.value().deserialize();
+        let id = product["id"].as_str().unwrap().to_owned();
+        let levels = json!({"on_hand": 1_000_000_000, "reorder_threshold": 0, "target_level": 1_000_000_000});
+        api.put(format!("/stores/{store}/inventory/{id}")).body_json(&levels).send().await.assert_status_is_ok();
+        items.push(json!({"product_id": id, "quantity": 1_000_000_000}));
+    }
+    let order = json!({"store_id": store, "items": items});
+    let refused =
+        problem(api.post("/orders").body_json(&order).send().await, StatusCode::UNPROCESSABLE_ENTITY, "").await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains("10000000000000000000 cents") && detail.contains("most one order may cost"), "{detail}");
+    // Nothing was reserved, and no order or saga was made.
+    let stock = api.get(format!("/stores/{store}/inventory")).send().await;
+    let stock: Value = stock.json().await.value().deserialize();
+    assert!(stock["items"].as_array().unwrap().iter().all(|level| level["reserved"] == 0), "{stock}");
+    let pool = env.pool().await;
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM customer_order").fetch_one(&pool).await.unwrap();
+    let sagas: i64 = sqlx::query_scalar("SELECT count(*) FROM saga").fetch_one(&pool).await.unwrap();
+    assert_eq!((orders, sagas), (0, 0));
+    // One line at those bounds is 10^17 cents, over the maximum too: the same 422.
+    let one = json!({"store_id": store, "items": [items[0]]});
+    problem(api.post("/orders").body_json(&one).send().await, StatusCode::UNPROCESSABLE_ENTITY, "one line").await;
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn invented_methods_are_a_405_with_allow_and_grow_no_metric_series() {
     let env = TestEnv::new().await;
     let app = env.start(API_ONLY, RelayFaults::default()).await;

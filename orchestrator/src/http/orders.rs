@@ -74,7 +74,9 @@ impl OrdersApi {
     /// Place an order
     ///
     /// Reserves every item in the store, or nothing: if any item is short, the answer is 409 with
-    /// the short items listed. Send an `Idempotency-Key` to retry safely.
+    /// the short items listed. Send an `Idempotency-Key` to retry safely. An order costs at most
+    /// 100,000,000,000 cents (its lines at the products' prices): a costlier one is a 422, and
+    /// so is a product listed twice.
     #[oai(path = "/orders", method = "post")]
     async fn place(
         &self,
