@@ -89,6 +89,9 @@ impl Application {
                 pool: ctx.pool.clone(),
                 topology: ctx.topology.clone(),
                 amqp_url: ctx.amqp_url.clone(),
+                registry: ctx.registry.clone(),
+                timing: ctx.timing,
+                outbox: ctx.outbox.clone(),
             };
             tasks.spawn(dead_letters.run(shutdown.clone()));
             // One per engine process: janitors skip each other's rows, so several are safe. The

@@ -473,6 +473,13 @@ fn dead_letter_headers_schema() -> Value {
             (dead_letter::QUEUE_HEADER): { "type": "string", "description": "The queue it was rejected from." },
             (dead_letter::EXCHANGE_HEADER): { "type": "string", "description": "The exchange it was published to." },
             (dead_letter::ROUTING_KEY_HEADER): { "type": "string", "description": "Its routing key." },
+            (dead_letter::PERMANENT_HEADER): {
+                "type": "string",
+                "enum": ["true", "false"],
+                "description": "`true` when the consumer found it one that can never be handled (malformed, or \
+                                breaking a rule), `false` when it only ran out of retries. A command refused for \
+                                good fails its saga's step at once.",
+            },
             "x-death": { "type": "array", "description": "Set by the broker when it dead-lettered the message." },
         },
     })
@@ -500,6 +507,7 @@ fn dead_letter_message(topology: &Topology, command: &MessageContract) -> Value 
                 (dead_letter::QUEUE_HEADER): command_queue(topology, &command.example.routing_key),
                 (dead_letter::EXCHANGE_HEADER): topology.exchange(command.example.exchange),
                 (dead_letter::ROUTING_KEY_HEADER): command.example.routing_key,
+                (dead_letter::PERMANENT_HEADER): "true",
             },
             "payload": envelope,
         }],

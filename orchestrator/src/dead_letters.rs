@@ -11,11 +11,14 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use platform::{
+    config::SagaTiming,
     messaging::{
         Queue, Topology, connect,
-        dead_letter::{EXCHANGE_HEADER, QUEUE_HEADER, REASON_HEADER, ROUTING_KEY_HEADER},
+        dead_letter::{EXCHANGE_HEADER, PERMANENT_HEADER, QUEUE_HEADER, REASON_HEADER, ROUTING_KEY_HEADER},
+        outbox::{self, OutboxSignal},
         supervise,
     },
+    saga::{engine::EngineError, registry::Registry, runner},
     shutdown::Shutdown,
 };
 use serde_json::{Map, Value};
@@ -28,6 +31,8 @@ pub struct Arrived {
     /// The deployed name of the queue it died in.
     pub queue: String,
     pub reason: String,
+    /// Its consumer found it one that can never be handled (not merely out of retries).
+    pub permanent: bool,
     pub message_id: Option<String>,
     pub message_type: Option<String>,
     pub correlation_id: Option<Uuid>,
@@ -91,6 +96,7 @@ impl Arrived {
         Self {
             queue,
             reason,
+            permanent: text(PERMANENT_HEADER).as_deref() == Some("true"),
             message_id: properties.message_id().as_ref().map(|id| id.to_string()),
             message_type: properties.kind().as_ref().map(|kind| kind.to_string()),
             correlation_id,
@@ -227,11 +233,17 @@ pub fn register_metrics() {
     stored_counter().increment(0);
 }
 
-/// Consumes the dead-letter queue into the `dead_letter` table, acknowledging after commit.
+/// Consumes the dead-letter queue into the `dead_letter` table, acknowledging after commit. A
+/// command its participant refused as one that can never succeed also fails its saga's step, in
+/// the same transaction: resending it would only be refused again.
 pub struct DeadLetterConsumer {
     pub pool: PgPool,
     pub topology: Topology,
     pub amqp_url: Arc<str>,
+    pub registry: Arc<Registry>,
+    pub timing: SagaTiming,
+    /// Wakes the relay for what a failed step sends.
+    pub outbox: OutboxSignal,
 }
 
 /// Deliveries of the dead-letter queue in hand at once.
@@ -270,17 +282,44 @@ impl DeadLetterConsumer {
         result
     }
 
+    /// Stores a dead letter and, for a command refused for good, fails its saga's step; `false`
+    /// when it was stored before.
+    async fn store_and_follow(&self, letter: &Arrived) -> Result<bool, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let new = store(&mut tx, letter).await?;
+        let mut out = Vec::new();
+        if new
+            && letter.permanent
+            && let (Some(saga_id), Some(command)) = (letter.correlation_id, &letter.message_type)
+        {
+            match runner::refused(&mut tx, &self.registry, &self.timing, saga_id, command, &letter.reason, &mut out)
+                .await
+            {
+                Ok(failed) => {
+                    if failed {
+                        tracing::warn!(%saga_id, command, "a refused command failed its saga's step");
+                    }
+                }
+                Err(EngineError::Database(error)) => return Err(error.into()),
+                // A saga that cannot be driven is the sweeper's to set aside; the letter is kept.
+                Err(error) => tracing::warn!(%error, %saga_id, "a refused command's saga could not follow"),
+            }
+        }
+        outbox::enqueue(&mut tx, &out).await?;
+        tx.commit().await?;
+        if !out.is_empty() {
+            self.outbox.notify();
+        }
+        Ok(new)
+    }
+
     /// Stores one delivery, retrying while the database is away; `false` if shutdown came first
     /// (the delivery stays unacknowledged and comes back).
     async fn keep(&self, delivery: &Delivery, shutdown: &mut Shutdown) -> bool {
         let letter = Arrived::from_delivery(delivery);
         let mut attempt = 0u32;
         loop {
-            let stored = async {
-                let mut conn = self.pool.acquire().await?;
-                store(&mut conn, &letter).await
-            };
-            match stored.await {
+            match self.store_and_follow(&letter).await {
                 Ok(new) => {
                     if new {
                         stored_counter().increment(1);

@@ -11,10 +11,15 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use orchestrator::app::Roles;
-use platform::messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults};
+use platform::{
+    messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults},
+    saga::Actor,
+};
 use poem::http::StatusCode;
+use sagas::fulfilment;
 use serde_json::Value;
-use support::{ADMIN_KEY, TestEnv, client, eventually};
+use support::{ADMIN_KEY, TestEnv, client, eventually, stocked_store};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once() {
@@ -94,6 +99,50 @@ async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once()
     api.post("/dead-letters/999999/replay").send().await.assert_status(StatusCode::NOT_FOUND);
 
     platform::messaging::close(&connection, "done").await;
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_command_refused_for_good_fails_its_step_at_once_with_the_real_reason() {
+    let mut env = TestEnv::new().await;
+    // A deadline far longer than the test: whatever unwinds the saga, it is not a resend.
+    env.config.saga.command_timeout = Duration::from_secs(30);
+    env.config.saga.max_timeout = Duration::from_secs(30);
+    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let (store, product) = stocked_store(&api).await;
+    let (store_id, product_id): (Uuid, Uuid) = (store.parse().unwrap(), product.parse().unwrap());
+
+    // An order whose charge the payment side can never take: a negative amount breaks its rules.
+    // (The API refuses such an order; this one is made below it, to prove the engine's path.)
+    let order_id = Uuid::now_v7();
+    let pool = env.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    stock::level::reserve(&mut tx, store_id, product_id, 1).await.unwrap().expect("the store has stock");
+    let items = vec![fulfilment::Line { product_id, quantity: 1 }];
+    let data = fulfilment::Data { store_id, items, amount_cents: -100 };
+    fulfilment::start(&mut tx, &env.config.saga, order_id, &data, Actor::Engine, Vec::new()).await.unwrap();
+    tx.commit().await.unwrap();
+    app.context().outbox.notify();
+
+    let saga = eventually(Duration::from_secs(15), "the order's saga to unwind", || async {
+        let saga: Value = api.get(format!("/sagas/{order_id}")).send().await.json().await.value().deserialize();
+        (saga["state"] == "cancelled").then_some(saga)
+    })
+    .await;
+    let events: Vec<&str> =
+        saga["transitions"].as_array().unwrap().iter().map(|t| t["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["Started", "CommandRefused", "PaymentRefunded", "ReservationReleased"], "{saga}");
+    let refused = &saga["transitions"][1];
+    assert_eq!(refused["detail"]["command"], "ChargePayment", "{saga}");
+    let reason = refused["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("payment_amount_cents_check"), "the timeline names the real reason: {reason}");
+    // Sent once, refused once: one dead letter.
+    let letters: Value = api.get("/dead-letters").send().await.json().await.value().deserialize();
+    let letters = letters["items"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["type"], "ChargePayment", "{letters:?}");
     app.stop().await;
     env.teardown().await;
 }

@@ -28,7 +28,7 @@ use platform::{
     messaging::{Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
-        Action, Actor, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -226,28 +226,25 @@ impl SagaKind for Fulfilment {
         input: &Input<Reply>,
     ) -> Result<Step<State, Data, Command>, Refused> {
         use Action::{Compensate, Resolve, Retry};
-        use Input::{GaveUp, Operator};
+        use Input::Operator;
         use Reply as R;
         use State::*;
         let (next, error) = match (state, input) {
             (Reserved, Input::Reply(R::PaymentApproved { .. })) => (Charged, None),
             // Nothing was taken, so only the goods go back.
             (Reserved, Input::Reply(R::PaymentDeclined { reason, .. })) => (Releasing, Some(reason.clone())),
-            (Reserved, GaveUp { attempts }) => {
-                (Refunding, Some(format!("the payment did not answer after {attempts} attempts; unwinding")))
-            }
+            (Reserved, Input::GaveUp(why)) => (Refunding, Some(format!("the payment failed ({why}); unwinding"))),
             (Charged, Input::Reply(R::HandedOver { .. })) => (Fulfilled, None),
             (Charged, Input::Reply(R::HandOverFailed { reason, .. })) => (Refunding, Some(reason.clone())),
-            (Charged, GaveUp { attempts }) => {
+            (Charged, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
                 (Refunding, Some(format!("not handed over within {attempts} pickup windows; unwinding")))
             }
+            (Charged, Input::GaveUp(why)) => (Refunding, Some(format!("the hand-over failed ({why}); unwinding"))),
             (Reserved | Charged, Operator(Compensate { reason })) => (Refunding, Some(reason.clone())),
             (Refunding, Input::Reply(R::PaymentRefunded { .. })) => (Releasing, None),
             (Releasing, Input::Reply(R::ReservationReleased { .. })) => (Cancelled, None),
             (Releasing, Input::Reply(R::ReleaseRefused { reason, .. })) => (Failed, Some(reason.clone())),
-            (Refunding | Releasing, GaveUp { attempts }) => {
-                (Failed, Some(format!("the {state} step was not confirmed after {attempts} attempts")))
-            }
+            (Refunding | Releasing, Input::GaveUp(why)) => (Failed, Some(format!("the {state} step failed ({why})"))),
             // The step in hand, again: its command is sent anew with the attempts reset.
             (Reserved | Charged | Refunding | Releasing, Operator(Retry { .. })) => (state, None),
             // The undo, again from the refund: both of its steps are safe to repeat.
@@ -432,7 +429,8 @@ mod tests {
             Input::Reply(Reply::HandOverFailed { order_id, reason: "not on the shelf".into() }),
             Input::Reply(Reply::ReservationReleased { order_id }),
             Input::Reply(Reply::ReleaseRefused { order_id, reason: "handed over".into() }),
-            Input::GaveUp { attempts: 5 },
+            Input::GaveUp(GaveUp::Unanswered { attempts: 5 }),
+            Input::GaveUp(GaveUp::Refused { command: "ChargePayment".into(), reason: "amount out of range".into() }),
             Input::Operator(Action::Compensate { reason: "the customer cancelled".into() }),
             Input::Operator(Action::Retry { reason: "operator".into() }),
             Input::Operator(Action::Resolve { note: "fixed by hand".into() }),
@@ -446,13 +444,13 @@ mod tests {
         match (state, event.as_str()) {
             (Reserved, "PaymentApproved") => Some(Charged),
             (Reserved, "PaymentDeclined") => Some(Releasing),
-            (Reserved | Charged, "DeadlineExceeded" | "CompensateRequested") => Some(Refunding),
+            (Reserved | Charged, "DeadlineExceeded" | "CommandRefused" | "CompensateRequested") => Some(Refunding),
             (Charged, "HandedOver") => Some(Fulfilled),
             (Charged, "HandOverFailed") => Some(Refunding),
             (Refunding, "PaymentRefunded") => Some(Releasing),
             (Releasing, "ReservationReleased") => Some(Cancelled),
             (Releasing, "ReleaseRefused") => Some(Failed),
-            (Refunding | Releasing, "DeadlineExceeded") => Some(Failed),
+            (Refunding | Releasing, "DeadlineExceeded" | "CommandRefused") => Some(Failed),
             (Reserved | Charged | Refunding | Releasing, "RetryRequested") => Some(state),
             (Failed, "RetryRequested") => Some(Refunding),
             (Failed, "Resolved") => Some(Resolved),
@@ -464,7 +462,10 @@ mod tests {
     fn every_state_and_input_pair_is_either_listed_or_refused() {
         let (order_id, data) = saga();
         let legal = table::check_table::<Fulfilment>(order_id, &data, &every_input(order_id), expected);
-        assert_eq!(legal, 19, "the diagram, its deadlines and the operators' actions make nineteen legal pairs");
+        assert_eq!(
+            legal, 23,
+            "the diagram, its deadlines, its refused commands and the operators' actions make 23 legal pairs"
+        );
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl SagaKind for Replenishment {
         input: &Input<Reply>,
     ) -> Result<Step<State, Data, Command>, Refused> {
         use Action::{Compensate, Resolve, Retry};
-        use Input::{GaveUp, Operator};
+        use Input::Operator;
         use Reply as R;
         use State::*;
         let mut data = data.clone();
@@ -232,15 +232,11 @@ impl SagaKind for Replenishment {
                 (Received, None)
             }
             (Dispatched, Input::Reply(R::ReceiptFailed { reason, .. })) => (Compensating, Some(reason.clone())),
-            (Requested | Dispatched, GaveUp { attempts }) => {
-                (Compensating, Some(format!("no answer after {attempts} attempts; unwinding")))
-            }
+            (Requested | Dispatched, Input::GaveUp(why)) => (Compensating, Some(format!("{why}; unwinding"))),
             (Requested | Dispatched, Operator(Compensate { reason })) => (Compensating, Some(reason.clone())),
             (Compensating, Input::Reply(R::ShipmentCancelled { .. })) => (Compensated, None),
             (Compensating, Input::Reply(R::CancelRefused { reason, .. })) => (Failed, Some(reason.clone())),
-            (Compensating, GaveUp { attempts }) => {
-                (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
-            }
+            (Compensating, Input::GaveUp(why)) => (Failed, Some(format!("the cancellation failed ({why})"))),
             // The step in hand, again: the engine sends its command anew with the attempts reset.
             (Requested | Dispatched | Compensating, Operator(Retry { .. })) => (state, None),
             // The undo that failed, again: the cancel is safe to repeat.
@@ -482,7 +478,7 @@ domain_event!(ReplenishmentAborted, "replenishment.aborted" on WarehouseEvents, 
 
 #[cfg(test)]
 mod tests {
-    use platform::saga::table;
+    use platform::saga::{GaveUp, table};
     use strum::IntoEnumIterator;
 
     use super::*;
@@ -505,7 +501,8 @@ mod tests {
             Input::Reply(Reply::ReceiptFailed { saga_id, reason: "damaged".into() }),
             Input::Reply(Reply::ShipmentCancelled { saga_id, quantity_returned: 8 }),
             Input::Reply(Reply::CancelRefused { saga_id, reason: "received".into() }),
-            Input::GaveUp { attempts: 5 },
+            Input::GaveUp(GaveUp::Unanswered { attempts: 5 }),
+            Input::GaveUp(GaveUp::Refused { command: "DispatchShipment".into(), reason: "malformed".into() }),
             Input::Operator(Action::Compensate { reason: "operator".into() }),
             Input::Operator(Action::Retry { reason: "operator".into() }),
             Input::Operator(Action::Resolve { note: "fixed by hand".into() }),
@@ -521,9 +518,11 @@ mod tests {
             (Requested, "ShipmentRejected") => Some(Compensated),
             (Dispatched, "StockReceived") => Some(Received),
             (Dispatched, "ReceiptFailed") => Some(Compensating),
-            (Requested | Dispatched, "DeadlineExceeded" | "CompensateRequested") => Some(Compensating),
+            (Requested | Dispatched, "DeadlineExceeded" | "CommandRefused" | "CompensateRequested") => {
+                Some(Compensating)
+            }
             (Compensating, "ShipmentCancelled") => Some(Compensated),
-            (Compensating, "CancelRefused" | "DeadlineExceeded") => Some(Failed),
+            (Compensating, "CancelRefused" | "DeadlineExceeded" | "CommandRefused") => Some(Failed),
             (Requested | Dispatched | Compensating, "RetryRequested") => Some(state),
             (Failed, "RetryRequested") => Some(Compensating),
             (Failed, "Resolved") => Some(Resolved),
@@ -536,7 +535,10 @@ mod tests {
         let (saga_id, data) = saga();
         let data = dispatched_data(&data, Uuid::new_v4());
         let legal = table::check_table::<Replenishment>(saga_id, &data, &every_input(saga_id), expected);
-        assert_eq!(legal, 16, "the diagram, its deadlines and the operators' actions make sixteen legal pairs");
+        assert_eq!(
+            legal, 19,
+            "the diagram, its deadlines, its refused commands and the operators' actions make 19 legal pairs"
+        );
     }
 
     #[test]

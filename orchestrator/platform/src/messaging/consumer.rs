@@ -260,7 +260,7 @@ impl<H: Handler> Batch<H> {
                     message.trace = trace_of(&delivery);
                     messages.push((self.handler.lock_order(&message), message, delivery));
                 }
-                Err(error) => self.rejecter.reject(&delivery, &error.to_string()).await,
+                Err(error) => self.rejecter.reject(&delivery, &error.to_string(), true).await,
             }
         }
         if messages.is_empty() {
@@ -327,7 +327,10 @@ impl<H: Handler> Batch<H> {
                     }
                     attempt += 1;
                 }
-                Err(error) => return self.rejecter.reject(delivery, &error.to_string()).await,
+                Err(error) => {
+                    // Out of retries is not proof that it can never succeed: only a poison one is.
+                    return self.rejecter.reject(delivery, &error.to_string(), !error.retryable()).await;
+                }
             }
         }
     }

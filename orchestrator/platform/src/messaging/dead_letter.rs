@@ -23,6 +23,9 @@ pub const REASON_HEADER: &str = "x-dead-letter-reason";
 pub const QUEUE_HEADER: &str = "x-dead-letter-queue";
 pub const EXCHANGE_HEADER: &str = "x-dead-letter-original-exchange";
 pub const ROUTING_KEY_HEADER: &str = "x-dead-letter-original-routing-key";
+/// `true` when the consumer found the message one that can never be handled (malformed, or
+/// breaking a rule), `false` when it only ran out of retries.
+pub const PERMANENT_HEADER: &str = "x-dead-letter-permanent";
 
 /// Sends a consumer's rejected deliveries to the dead-letter exchange, reason attached.
 #[derive(Clone)]
@@ -40,14 +43,15 @@ impl Rejecter {
         Ok(Self { channel, exchange: topology.exchange(Exchange::DeadLetter), queue: topology.queue(queue) })
     }
 
-    /// Dead-letters `delivery`: republished with `reason` (and confirmed), then acknowledged. If the
+    /// Dead-letters `delivery`: republished with `reason` and whether it is `permanent` (and
+    /// confirmed), then acknowledged. If the
     /// republish fails, the delivery is rejected without requeue and the broker dead-letters it
     /// without the reason. A crash between the two leaves the delivery to be redelivered and
     /// rejected again; the store keeps one dead letter per (queue, message id) until it is replayed.
-    pub async fn reject(&self, delivery: &Delivery, reason: &str) {
+    pub async fn reject(&self, delivery: &Delivery, reason: &str, permanent: bool) {
         metrics::counter!("messages_dead_lettered_total", "queue" => self.logical_queue()).increment(1);
-        tracing::error!(reason, "message dead-lettered");
-        match self.republish(delivery, reason).await {
+        tracing::error!(reason, permanent, "message dead-lettered");
+        match self.republish(delivery, reason, permanent).await {
             Ok(()) => {
                 if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
                     tracing::warn!(%error, "ack after dead-lettering failed; the redelivery is rejected again");
@@ -67,7 +71,7 @@ impl Rejecter {
         self.queue.split_once('.').map_or(self.queue.as_str(), |(_, logical)| logical).to_owned()
     }
 
-    async fn republish(&self, delivery: &Delivery, reason: &str) -> lapin::Result<()> {
+    async fn republish(&self, delivery: &Delivery, reason: &str, permanent: bool) -> lapin::Result<()> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let mut set = |key: &str, value: &str| {
             headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
@@ -76,6 +80,7 @@ impl Rejecter {
         set(QUEUE_HEADER, &self.queue);
         set(EXCHANGE_HEADER, delivery.exchange.as_str());
         set(ROUTING_KEY_HEADER, delivery.routing_key.as_str());
+        set(PERMANENT_HEADER, if permanent { "true" } else { "false" });
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
         let confirm = self
             .channel

@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Action, Actor, Input, SagaKind, SagaState,
+    Action, Actor, GaveUp, Input, SagaKind, SagaState,
     store::{self, SagaRow, SagaUpdate, TransitionRecord},
 };
 use crate::{
@@ -165,7 +165,8 @@ pub(crate) fn parse_parts<K: SagaKind>(
 fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
     match input {
         Input::Reply(reply) => reply.to_parts().1,
-        Input::GaveUp { attempts } => json!({ "attempts": attempts }),
+        Input::GaveUp(GaveUp::Unanswered { attempts }) => json!({ "attempts": attempts }),
+        Input::GaveUp(GaveUp::Refused { command, reason }) => json!({ "command": command, "reason": reason }),
         Input::Operator(Action::Compensate { reason } | Action::Retry { reason }) => json!({ "reason": reason }),
         Input::Operator(Action::Resolve { note }) => json!({ "note": note }),
     }
@@ -284,7 +285,8 @@ pub async fn on_deadline<K: SagaKind>(
         return Ok(());
     };
     if row.attempt >= timing.max_attempts {
-        decide::<K>(tx, timing, row, &Input::GaveUp { attempts: row.attempt }, Actor::Engine, out).await?;
+        let gave_up = Input::GaveUp(GaveUp::Unanswered { attempts: row.attempt });
+        decide::<K>(tx, timing, row, &gave_up, Actor::Engine, out).await?;
         return Ok(());
     }
     let attempt = row.attempt + 1;
@@ -316,4 +318,25 @@ pub async fn on_deadline<K: SagaKind>(
     resent_counter(K::KIND).increment(1);
     tracing::warn!(saga_id = %row.id, state = state.as_ref(), attempt, "deadline passed; command resent");
     Ok(())
+}
+
+/// A participant refused `command` (a message type) of a locked saga as one that can never
+/// succeed: if the saga still waits on that command, the step fails now, with the reason, rather
+/// than after every resend was refused the same way. `false` when it waits on something else.
+pub async fn on_refused<K: SagaKind>(
+    tx: &mut PgConnection,
+    timing: &SagaTiming,
+    row: &SagaRow,
+    command: &str,
+    reason: &str,
+    out: &mut Vec<Outgoing>,
+) -> Result<bool, EngineError> {
+    let (state, data) = parse::<K>(row)?;
+    let awaited = K::outstanding(row.id, state, &data).map(|c| Outgoing::command(&c).message_type);
+    if awaited.as_deref() != Some(command) {
+        return Ok(false);
+    }
+    let gave_up = Input::GaveUp(GaveUp::Refused { command: command.to_owned(), reason: reason.to_owned() });
+    decide::<K>(tx, timing, row, &gave_up, Actor::Engine, out).await?;
+    Ok(true)
 }

@@ -5,7 +5,7 @@
 //! applies a transition in one transaction (lock the saga row, check the inbox, write the new
 //! state fenced by version, the transition row and the outgoing commands), resends an outstanding
 //! command when its deadline passes, and feeds [`Input::GaveUp`] to the kind when the attempts
-//! run out. A kind also declares its commands, its replies and the participants that carry its
+//! run out, or when a participant refuses the command as one that can never succeed. A kind also declares its commands, its replies and the participants that carry its
 //! commands out: the broker topology and the processes' roles follow from the kinds registered in
 //! a [`registry::Registry`]. A new kind is new code beside the others; the engine does not change.
 
@@ -32,10 +32,33 @@ use uuid::Uuid;
 pub enum Input<R> {
     /// A participant answered.
     Reply(R),
-    /// The outstanding command went unanswered through every resend. Its outcome is unknown.
-    GaveUp { attempts: i32 },
+    /// The engine gave up on the outstanding command: the step cannot be carried out.
+    GaveUp(GaveUp),
     /// An operator asked for something.
     Operator(Action),
+}
+
+/// Why the engine gave up on a step's command. A kind treats both alike (the step failed), and
+/// its message to operators says which.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GaveUp {
+    /// It went unanswered through every resend: its outcome is unknown, so the undo must be
+    /// safe whether or not it ran.
+    Unanswered { attempts: i32 },
+    /// Its participant refused it as a command that can never succeed (it was dead-lettered as
+    /// such): sending it again would only be refused again.
+    Refused { command: String, reason: String },
+}
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unanswered { attempts } => write!(f, "no answer after {attempts} attempts"),
+            Self::Refused { command, reason } => {
+                write!(f, "{command} was refused as one that can never succeed: {reason}")
+            }
+        }
+    }
 }
 
 /// What an operator can ask of any saga, whatever its kind.
@@ -55,7 +78,8 @@ impl<R: MessageFamily> Input<R> {
     pub fn name(&self) -> String {
         match self {
             Self::Reply(reply) => reply.to_parts().0.to_owned(),
-            Self::GaveUp { .. } => "DeadlineExceeded".into(),
+            Self::GaveUp(GaveUp::Unanswered { .. }) => "DeadlineExceeded".into(),
+            Self::GaveUp(GaveUp::Refused { .. }) => "CommandRefused".into(),
             Self::Operator(Action::Compensate { .. }) => "CompensateRequested".into(),
             Self::Operator(Action::Retry { .. }) => "RetryRequested".into(),
             Self::Operator(Action::Resolve { .. }) => "Resolved".into(),

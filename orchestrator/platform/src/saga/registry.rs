@@ -43,6 +43,18 @@ pub trait Driver: Send + Sync {
         out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
 
+    /// A participant refused `command` of a locked saga as one that can never succeed; see
+    /// [`engine::on_refused`].
+    fn on_refused<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        command: &'a str,
+        reason: &'a str,
+        out: &'a mut Vec<Outgoing>,
+    ) -> BoxFuture<'a, Result<bool, EngineError>>;
+
     /// Applies an operator's action to a locked saga, as `actor`.
     fn act<'a>(
         &'a self,
@@ -88,6 +100,18 @@ impl<K: SagaKind> Driver for Kind<K> {
         out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(engine::on_deadline::<K>(tx, timing, row, out))
+    }
+
+    fn on_refused<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        timing: &'a SagaTiming,
+        row: &'a SagaRow,
+        command: &'a str,
+        reason: &'a str,
+        out: &'a mut Vec<Outgoing>,
+    ) -> BoxFuture<'a, Result<bool, EngineError>> {
+        Box::pin(engine::on_refused::<K>(tx, timing, row, command, reason, out))
     }
 
     fn act<'a>(

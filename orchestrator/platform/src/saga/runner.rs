@@ -77,6 +77,24 @@ impl Handler for ReplyHandler {
     async fn after_commit(&self, (): ()) {}
 }
 
+/// A participant refused `command` of saga `saga_id` as one that can never succeed: its step fails
+/// now ([`engine::on_refused`](super::engine::on_refused)), in the caller's transaction, with the
+/// messages that sends left in `out`. `false` when the saga is gone or waits on something else.
+pub async fn refused(
+    tx: &mut PgConnection,
+    registry: &Registry,
+    timing: &SagaTiming,
+    saga_id: Uuid,
+    command: &str,
+    reason: &str,
+    out: &mut Vec<Outgoing>,
+) -> Result<bool, EngineError> {
+    let Some(row) = store::lock(tx, saga_id).await? else {
+        return Ok(false);
+    };
+    registry.driver(&row.kind)?.on_refused(tx, timing, &row, command, reason, out).await
+}
+
 /// Resends commands whose deadline passed, in batches; several engines share the work through
 /// `SKIP LOCKED`.
 pub struct Sweeper {
