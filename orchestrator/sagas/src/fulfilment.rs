@@ -233,6 +233,9 @@ impl SagaKind for Fulfilment {
             (Reserved, Input::Reply(R::PaymentApproved { .. })) => (Charged, None),
             // Nothing was taken, so only the goods go back.
             (Reserved, Input::Reply(R::PaymentDeclined { reason, .. })) => (Releasing, Some(reason.clone())),
+            (Reserved, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
+                (Refunding, Some(format!("the payment did not answer after {attempts} attempts; unwinding")))
+            }
             (Reserved, Input::GaveUp(why)) => (Refunding, Some(format!("the payment failed ({why}); unwinding"))),
             (Charged, Input::Reply(R::HandedOver { .. })) => (Fulfilled, None),
             (Charged, Input::Reply(R::HandOverFailed { reason, .. })) => (Refunding, Some(reason.clone())),
@@ -244,6 +247,9 @@ impl SagaKind for Fulfilment {
             (Refunding, Input::Reply(R::PaymentRefunded { .. })) => (Releasing, None),
             (Releasing, Input::Reply(R::ReservationReleased { .. })) => (Cancelled, None),
             (Releasing, Input::Reply(R::ReleaseRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (Refunding | Releasing, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
+                (Failed, Some(format!("the {state} step was not confirmed after {attempts} attempts")))
+            }
             (Refunding | Releasing, Input::GaveUp(why)) => (Failed, Some(format!("the {state} step failed ({why})"))),
             // The step in hand, again: its command is sent anew with the attempts reset.
             (Reserved | Charged | Refunding | Releasing, Operator(Retry { .. })) => (state, None),

@@ -29,7 +29,7 @@ use platform::{
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
-        Action, Actor, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -236,6 +236,9 @@ impl SagaKind for Replenishment {
             (Requested | Dispatched, Operator(Compensate { reason })) => (Compensating, Some(reason.clone())),
             (Compensating, Input::Reply(R::ShipmentCancelled { .. })) => (Compensated, None),
             (Compensating, Input::Reply(R::CancelRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (Compensating, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
+                (Failed, Some(format!("the cancellation was not confirmed after {attempts} attempts")))
+            }
             (Compensating, Input::GaveUp(why)) => (Failed, Some(format!("the cancellation failed ({why})"))),
             // The step in hand, again: the engine sends its command anew with the attempts reset.
             (Requested | Dispatched | Compensating, Operator(Retry { .. })) => (state, None),
@@ -478,7 +481,7 @@ domain_event!(ReplenishmentAborted, "replenishment.aborted" on WarehouseEvents, 
 
 #[cfg(test)]
 mod tests {
-    use platform::saga::{GaveUp, table};
+    use platform::saga::table;
     use strum::IntoEnumIterator;
 
     use super::*;
