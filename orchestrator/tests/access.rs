@@ -394,3 +394,58 @@ async fn a_flood_is_refused_in_process_until_a_token_can_have_appeared() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(limiter.take(&bucket, None).await.allowed, "asked Redis again once a token could be there");
 }
+
+/// A budget of 2 requests at once, refilled at 1 a second.
+const TIGHT: Budget = Budget { per_second: 1, burst: 2 };
+
+#[tokio::test]
+async fn every_request_is_charged_and_a_known_keys_refusals_are_on_record() {
+    let mut env = TestEnv::new().await;
+    env.config.api.rate_limits =
+        RateLimits { anonymous: TIGHT, client: TIGHT, operator: TIGHT, admin: support::UNLIMITED };
+    env.config.api.cors_origins = vec!["https://ops.example.com".into()];
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
+    let admin = client(&app, ADMIN_KEY);
+    let anonymous = support::anonymous(&app);
+    let status = |response: TestResponse| response.0.status().as_u16();
+
+    // A method no operation has, and a CORS preflight, draw on the budget like any request: two
+    // of them empty the anonymous bucket, and a health check is then a 429.
+    assert_eq!(status(anonymous.request(poem::http::Method::PATCH, "/orders").send().await), 405);
+    let preflight = anonymous
+        .request(poem::http::Method::OPTIONS, "/orders")
+        .header("Origin", "https://ops.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await;
+    preflight.assert_header("access-control-allow-origin", "https://ops.example.com");
+    assert_eq!(status(anonymous.get("/health/live").send().await), 429);
+    // Over budget, a request without any key still learns that it needs one: 401, not 429.
+    let without = anonymous.get("/stores").send().await;
+    without.assert_status(StatusCode::UNAUTHORIZED);
+    without.assert_header("ratelimit-remaining", "0");
+    // A key that is not valid is charged to the same bucket, and refused for its budget first:
+    // guessing keys is as slow as the budget allows.
+    let guess = client(&app, &format!("dsk_{}", "x".repeat(43))).get("/stores").send().await;
+    assert_eq!(status(guess), 429);
+
+    // A known key's refusals are on record: a method the path lacks, and an origin CORS refuses.
+    let operator = client(&app, &make_key(&admin, "ops-1", "operator").await);
+    assert_eq!(status(operator.request(poem::http::Method::PATCH, "/stores").send().await), 405);
+    let foreign = operator.get("/stores").header("Origin", "https://evil.example").send().await;
+    assert_eq!(status(foreign), 403, "CORS refuses an origin it was not given");
+    assert_eq!(status(operator.get("/stores").send().await), 429, "both refusals were charged");
+    let page = json_body(admin.get("/audit?limit=2").send().await).await;
+    let rows: Vec<(&str, &str, &str, u64)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let text = |field: &str| e[field].as_str().unwrap();
+            (text("key_name"), text("method"), text("route"), e["status"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(rows, [("ops-1", "GET", "/stores", 403), ("ops-1", "PATCH", "/stores", 405)], "{page:#}");
+    app.stop().await;
+    env.teardown().await;
+}

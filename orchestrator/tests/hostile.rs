@@ -288,6 +288,56 @@ async fn an_order_costing_more_than_can_be_summed_is_a_422_and_reserves_nothing(
 }
 
 #[tokio::test]
+async fn an_id_has_one_spelling_in_paths_queries_and_bodies() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let (store, product) = support::stocked_store(&api).await;
+    let id: Uuid = store.parse().unwrap();
+    let spellings =
+        [id.to_string().to_uppercase(), id.simple().to_string(), id.braced().to_string(), id.urn().to_string()];
+    for other in &spellings {
+        let encoded: String = form_urlencoded::byte_serialize(other.as_bytes()).collect();
+        problem(api.get(format!("/stores/{encoded}")).send().await, StatusCode::BAD_REQUEST, other).await;
+        let query = format!("/stock-movements?store_id={encoded}");
+        problem(api.get(query).send().await, StatusCode::BAD_REQUEST, other).await;
+        let order = json!({"store_id": other, "items": [{"product_id": product, "quantity": 1}]});
+        problem(api.post("/orders").body_json(&order).send().await, StatusCode::BAD_REQUEST, other).await;
+        let by_hand = json!({"store_id": store, "product_id": other, "quantity": 1});
+        problem(api.post("/replenishments").body_json(&by_hand).send().await, StatusCode::BAD_REQUEST, other).await;
+    }
+    // No other spelling reached the audit: a search by the id finds every change that named it.
+    let audit: Value = api.get("/audit?limit=100").send().await.json().await.value().deserialize();
+    for entry in audit["items"].as_array().unwrap() {
+        for value in entry["ids"].as_object().unwrap().values() {
+            let text = value.as_str().unwrap_or_default();
+            assert!(!spellings.iter().any(|s| s == text), "the audit kept another spelling: {entry}");
+        }
+    }
+    api.get(format!("/stores/{store}")).send().await.assert_status_is_ok();
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_body_that_names_a_key_twice_is_a_400_not_its_last_value() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let twice = r#"{"name":"e10","role":"client","role":"admin"}"#;
+    let response = api.post("/api-keys").content_type("application/json").body(twice).send().await;
+    let refused = problem(response, StatusCode::BAD_REQUEST, "a repeated role").await;
+    assert!(refused["detail"].as_str().unwrap().contains("\"role\""), "{refused}");
+    let keys: Value = api.get("/api-keys").send().await.json().await.value().deserialize();
+    assert!(keys["items"].as_array().unwrap().iter().all(|k| k["name"] != "e10"), "no key was made: {keys}");
+    let nested = r#"{"store_id":"00000000-0000-0000-0000-000000000000","items":[{"product_id":"00000000-0000-0000-0000-000000000000","quantity":1,"quantity":9}]}"#;
+    let response = api.post("/orders").content_type("application/json").body(nested).send().await;
+    problem(response, StatusCode::BAD_REQUEST, "a repeated quantity").await;
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
 async fn invented_methods_are_a_405_with_allow_and_grow_no_metric_series() {
     let env = TestEnv::new().await;
     let app = env.start(API_ONLY, RelayFaults::default()).await;
@@ -411,13 +461,30 @@ async fn cors_stays_closed_unless_configured_and_answers_carry_security_headers(
     env.teardown().await;
 }
 
-/// A TCP proxy in front of Postgres that a test can cut, or make answer every new connection as
-/// a starting or full server would.
+/// A TCP proxy in front of Postgres that a test can cut, stall (connections stay open and
+/// nothing passes, as with a server frozen or a network gone quiet), or make answer every new
+/// connection as a starting or full server would.
 #[derive(Clone)]
 struct Proxy {
     addr: SocketAddr,
     mode: Arc<Mutex<Mode>>,
     cut: tokio::sync::watch::Sender<u64>,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to`, holding every chunk while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buffer).await else { return };
+        if n == 0 || stalled.wait_for(|s| !*s).await.is_err() || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -436,18 +503,23 @@ impl Proxy {
             addr: listener.local_addr().unwrap(),
             mode: Arc::new(Mutex::new(Mode::Forward)),
             cut: tokio::sync::watch::channel(0).0,
+            stalled: tokio::sync::watch::channel(false).0,
         };
         let this = proxy.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let mode = *this.mode.lock().await;
                 let mut cut = this.cut.subscribe();
+                let stalled = this.stalled.subscribe();
                 tokio::spawn(async move {
                     match mode {
                         Mode::Forward => {
-                            let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                            let Ok(outbound) = TcpStream::connect(target).await else { return };
+                            let ((in_read, in_write), (out_read, out_write)) =
+                                (inbound.into_split(), outbound.into_split());
                             tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = pump(in_read, out_write, stalled.clone()) => {}
+                                _ = pump(out_read, in_write, stalled) => {}
                                 _ = cut.changed() => {}
                             }
                         }
@@ -484,18 +556,28 @@ impl Proxy {
         *self.mode.lock().await = mode;
         self.cut.send_modify(|n| *n += 1);
     }
+
+    /// Holds everything in both directions until `stall(false)`; connections stay open.
+    fn stall(&self, stalled: bool) {
+        self.stalled.send_replace(stalled);
+    }
+
+    /// A test deployment whose database is reached through a new proxy.
+    async fn in_front_of(env: &mut TestEnv) -> Self {
+        let url = env.config.database_url.clone();
+        let host_port = url.split_once("://").unwrap().1.split_once('@').unwrap().1.split_once('/').unwrap().0;
+        let target: SocketAddr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
+        let proxy = Self::start(target).await;
+        env.config.database_url = url.replace(host_port, &proxy.addr.to_string());
+        proxy
+    }
 }
 
 #[tokio::test]
 async fn a_database_that_refuses_drops_or_restarts_is_a_503_to_retry_and_readiness_stays_discreet() {
     let mut env = TestEnv::new().await;
-    let url = env.config.database_url.clone();
-    let (host_port, database) =
-        url.split_once("://").unwrap().1.split_once('@').map_or(("", ""), |(_, rest)| rest.split_once('/').unwrap());
-    let target: SocketAddr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
-    let proxy = Proxy::start(target).await;
-    env.config.database_url = url.replace(host_port, &proxy.addr.to_string());
-    let database = database.split('?').next().unwrap().to_owned();
+    let database = env.database.clone();
+    let proxy = Proxy::in_front_of(&mut env).await;
     let app = env.start(API_ONLY, RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
     api.post("/stores")
@@ -546,6 +628,73 @@ async fn a_database_that_refuses_drops_or_restarts_is_a_503_to_retry_and_readine
         (api.get("/stores").send().await.0.status() == StatusCode::OK).then_some(())
     })
     .await;
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_database_gone_silent_is_a_503_in_time_and_what_was_asked_is_not_done_later() {
+    let mut env = TestEnv::new().await;
+    env.config.api.request_timeout = Duration::from_secs(2);
+    let proxy = Proxy::in_front_of(&mut env).await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    api.get("/stores").send().await.assert_status_is_ok();
+
+    proxy.stall(true);
+    let started = std::time::Instant::now();
+    let response = api.post("/stores").body_json(&json!({"name": "Limbo", "service_area": "Nowhere"})).send().await;
+    let waited = started.elapsed();
+    response.assert_header("retry-after", "1");
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE, "a write while the database is silent").await;
+    assert!(body["detail"].as_str().unwrap().contains("retry"), "{body}");
+    assert!(waited < Duration::from_secs(4), "the request waited {waited:?}, past its 2 s");
+
+    // The database speaks again: the abandoned request left nothing behind.
+    proxy.stall(false);
+    support::eventually(Duration::from_secs(15), "the database back", || async {
+        (api.get("/stores").send().await.0.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let pool = env.pool().await;
+    let settle = Duration::from_secs(3);
+    let deadline = std::time::Instant::now() + settle;
+    while std::time::Instant::now() < deadline {
+        let made: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM store WHERE name = 'Limbo'").fetch_one(&pool).await.unwrap();
+        assert_eq!(made, 0, "the store answered with a 503 was made after all");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    app.stop().await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_statement_stuck_behind_a_lock_is_cancelled_by_postgres_and_answered_503() {
+    let mut env = TestEnv::new().await;
+    env.config.db_statement_timeout = Duration::from_millis(500);
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let (store, product) = support::stocked_store(&api).await;
+    // Someone holds the stock row, and does not let go.
+    let pool = env.pool().await;
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM inventory WHERE store_id = $1::uuid FOR UPDATE")
+        .bind(&store)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let adjustment = json!({"delta": 5, "reason": "found a box"});
+    let response =
+        api.post(format!("/stores/{store}/inventory/{product}/adjustments")).body_json(&adjustment).send().await;
+    response.assert_header("retry-after", "1");
+    problem(response, StatusCode::SERVICE_UNAVAILABLE, "a write behind a held lock").await;
+    assert!(started.elapsed() < Duration::from_secs(3), "cancelled after {:?}", started.elapsed());
+    holder.rollback().await.unwrap();
+    let stock: Value =
+        api.get(format!("/stores/{store}/inventory/{product}")).send().await.json().await.value().deserialize();
+    assert_eq!(stock["on_hand"], 10, "the cancelled adjustment was rolled back: {stock}");
     app.stop().await;
     env.teardown().await;
 }

@@ -16,6 +16,9 @@ pub struct Config {
     /// one broker and one Redis.
     pub namespace: String,
     pub db_max_connections: u32,
+    /// `DB_STATEMENT_TIMEOUT_MS`: Postgres cancels a statement that runs (or waits on a lock)
+    /// longer, and rolls its transaction back; zero means no limit. Migrations are not bound by it.
+    pub db_statement_timeout: Duration,
     /// Deliveries a consumer may hold unacknowledged.
     pub prefetch: u16,
     pub saga: SagaTiming,
@@ -211,6 +214,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             namespace: "darkstores".into(),
             db_max_connections: 16,
+            db_statement_timeout: Duration::from_secs(10),
             prefetch: 256,
             saga: SagaTiming {
                 command_timeout: Duration::from_secs(5),
@@ -254,6 +258,7 @@ impl Config {
         }
         parse(&get, "HTTP_ADDR", "an address such as 127.0.0.1:8080", &mut config.http_addr)?;
         parse(&get, "DB_MAX_CONNECTIONS", "a positive integer", &mut config.db_max_connections)?;
+        millis(&get, "DB_STATEMENT_TIMEOUT_MS", &mut config.db_statement_timeout)?;
         parse(&get, "PREFETCH", "an integer from 1 to 65535", &mut config.prefetch)?;
         parse(&get, "COMMAND_MAX_ATTEMPTS", "a positive integer", &mut config.saga.max_attempts)?;
         parse(&get, "LOG_JSON", "true or false", &mut config.log_json)?;

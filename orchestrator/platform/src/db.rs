@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, Executor, PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 use crate::config::Config;
 
@@ -13,8 +17,12 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Connects and migrates. Concurrent starts are safe: sqlx serializes migrations with an
-/// advisory lock.
+/// advisory lock. Every connection carries the statement timeout, so that a statement stuck on
+/// a lock or a runaway query is cancelled by Postgres itself and its transaction rolled back.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = config.database_url.parse()?;
+    let timeout = config.db_statement_timeout.as_millis().to_string();
+    let options = options.options([("statement_timeout", timeout.as_str())]);
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -30,8 +38,13 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
                 Ok(true)
             })
         })
-        .connect(&config.database_url)
+        .connect_with(options)
         .await?;
-    MIGRATOR.run(&pool).await?;
+    // A migration may rewrite a large table: it runs without the statement timeout.
+    let mut conn = pool.acquire().await?;
+    conn.execute("SET statement_timeout = 0").await?;
+    let migrated = MIGRATOR.run(&mut *conn).await;
+    conn.execute("RESET statement_timeout").await?;
+    migrated?;
     Ok(pool)
 }

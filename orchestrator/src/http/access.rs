@@ -11,8 +11,9 @@
 //! - 405 with `Allow` when the path has no operation of that method (a CORS preflight passes to
 //!   CORS instead, when configured);
 //! - 401 for a key that is not valid, 403 when the key's role is below the operation's;
-//! - 400 for a query parameter the operation does not take, or a body it does not take; its
-//!   body is read within a size and a time limit (413, 408);
+//! - 400 for a query parameter the operation does not take, a body it does not take, or a body
+//!   that repeats a key within one object; its body is read within a size and a time limit (413,
+//!   408);
 //! - and its handler's answer, or a 503 when the handler runs past the request timeout.
 //!
 //! A change requested by a known key leaves an audit row, and so does any request of a known
@@ -351,13 +352,20 @@ impl Door {
         // Every change a known key asks for is on record, whatever its outcome.
         let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
         let mut audit = caller.as_ref().filter(|_| changes).map(|c| audit_of(c, route.path, &params));
+        let mut timed_out = false;
         let response = match refusal {
             Some(problem) => refuse(problem.into_response()),
             None => {
                 if let Some(audit) = &audit {
                     request.set_data(audit.clone());
                 }
-                let response = self.within_time(next, request).await;
+                let response = match tokio::time::timeout(self.request_timeout, call(next, request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        timed_out = true;
+                        self.timed_out()
+                    }
+                };
                 // No handler answers 403: this is CORS refusing the page's origin.
                 if response.status() == StatusCode::FORBIDDEN {
                     audit = audit.or_else(|| caller.as_ref().map(|c| audit_of(c, route.path, &params)));
@@ -367,31 +375,30 @@ impl Door {
                 }
             }
         };
-        if let Some(audit) = &audit {
-            audit.finish(&self.pool, response.status().as_u16()).await;
+        match audit {
+            // The database is likely what made it late: its row is written once it answers,
+            // rather than holding the answer for as long again.
+            Some(audit) if timed_out => {
+                let (pool, status) = (self.pool.clone(), response.status().as_u16());
+                tokio::spawn(async move { audit.finish(&pool, status).await });
+            }
+            Some(audit) => audit.finish(&self.pool, response.status().as_u16()).await,
+            None => {}
         }
         with_rate_limit(response, &decision)
     }
 
-    /// The handler's answer, or a 503 when it takes longer than the request timeout: the handler
-    /// is dropped where it waits, and the transaction it held is rolled back.
-    async fn within_time<E: Endpoint>(&self, next: &E, request: Request) -> Response {
-        match tokio::time::timeout(self.request_timeout, call(next, request)).await {
-            Ok(response) => response,
-            Err(_) => {
-                metrics::counter!("http_request_timeouts_total").increment(1);
-                tracing::warn!(
-                    limit_ms = self.request_timeout.as_millis() as u64,
-                    "a request ran out of time; abandoned"
-                );
-                Problem::unavailable(format!(
-                    "the request did not finish within {} ms and was abandoned; what it started was rolled back \
-                     unless its commit was already under way, so retry it (an order with its Idempotency-Key)",
-                    self.request_timeout.as_millis()
-                ))
-                .into_response()
-            }
-        }
+    /// The answer to a request whose handler ran past the request timeout: dropped where it
+    /// waited, its transaction rolled back.
+    fn timed_out(&self) -> Response {
+        metrics::counter!("http_request_timeouts_total").increment(1);
+        tracing::warn!(limit_ms = self.request_timeout.as_millis() as u64, "a request ran out of time; abandoned");
+        Problem::unavailable(format!(
+            "the request did not finish within {} ms and was abandoned; what it started was rolled back unless \
+             its commit was already under way, so retry it (an order with its Idempotency-Key)",
+            self.request_timeout.as_millis()
+        ))
+        .into_response()
     }
 
     fn presented(&self, headers: &HeaderMap) -> Result<Presented, Problem> {
@@ -474,6 +481,11 @@ impl Door {
             Ok(Err(ReadBodyError::PayloadTooLarge)) => Err(too_large()),
             Ok(Err(error)) => Err(Problem::bad_request(format!("the request body could not be read: {error}"))),
             Ok(Ok(bytes)) => {
+                if let Some(repeated) = super::input::repeated_key(&bytes) {
+                    return Err(Problem::bad_request(format!(
+                        "the body repeats the key {repeated} within one object; send each key once"
+                    )));
+                }
                 request.set_body(bytes);
                 Ok(())
             }

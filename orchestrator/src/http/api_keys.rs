@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{Handle, Text},
+    input::{Handle, Id, Text},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -92,11 +92,11 @@ impl ApiKeysApi {
         &self,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
-        cursor: Query<Option<Uuid>>,
+        cursor: Query<Option<Id>>,
     ) -> ApiResult<Json<ApiKeyPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let mut conn = self.ctx.pool.acquire().await?;
-        let rows = keys::list(&mut conn, cursor.0.unwrap_or(Uuid::nil()), fetch).await?;
+        let rows = keys::list(&mut conn, cursor.0.map_or(Uuid::nil(), Uuid::from), fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |k| k.id.to_string());
         Ok(Json(ApiKeyPage { items, next_cursor }))
     }
@@ -110,18 +110,18 @@ impl ApiKeysApi {
     #[oai(path = "/api-keys/:id", method = "delete")]
     async fn revoke(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Revoked, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        if id.0 == audit.caller.key_id {
+        if *id.0 == audit.caller.key_id {
             return Err(Problem::conflict("a key cannot revoke itself; use another admin key").into());
         }
         let mut tx = self.ctx.pool.begin().await?;
-        keys::revoke(&mut tx, id.0, audit.caller.key_id).await?;
+        keys::revoke(&mut tx, *id.0, audit.caller.key_id).await?;
         audit.record(&mut tx, 204).await?;
         tx.commit().await?;
-        self.ctx.keys.forget(id.0);
-        tracing::info!(api_key_id = %id.0, by = audit.caller.name, "API key revoked; other instances follow within {} s", RELOAD_EVERY.as_secs());
+        self.ctx.keys.forget(*id.0);
+        tracing::info!(api_key_id = %*id.0, by = audit.caller.name, "API key revoked; other instances follow within {} s", RELOAD_EVERY.as_secs());
         Ok(Revoked::Gone)
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::Line,
+    input::{Id, Line},
     page::{self, IdCursor, Limit, page_of},
     problem::{ApiResult, UNAVAILABLE},
 };
@@ -32,7 +32,7 @@ impl AuditApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
-        key_id: Query<Option<Uuid>>,
+        key_id: Query<Option<Id>>,
         /// A path pattern as the spec writes it, e.g. `/orders/{id}/cancel`.
         route: Query<Option<Line<200>>>,
         #[oai(validator(minimum(value = "100"), maximum(value = "599")))] status: Query<Option<u16>>,
@@ -46,7 +46,7 @@ impl AuditApi {
         let fetch = page::fetch_limit(limit.0);
         let filter = Filter {
             before: cursor.0.map(|c| c.0),
-            key_id: key_id.0,
+            key_id: key_id.0.map(Uuid::from),
             route: route.0.map(|r| r.into_inner()),
             status: status.0,
             from: from.0,

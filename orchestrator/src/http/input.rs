@@ -14,6 +14,7 @@ use poem_openapi::{
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
 };
 use serde_json::Value;
+use uuid::Uuid;
 
 use stock::MAX_QUANTITY;
 
@@ -305,6 +306,158 @@ impl ToJSON for Delta {
     }
 }
 
+/// An id as the API writes it: 36 characters, lowercase hexadecimal digits in groups of 8-4-4-4-12.
+/// The other spellings a UUID parser reads (uppercase, no hyphens, braces, `urn:uuid:`) are a 400
+/// in a path, a query or a body alike, so that an id has one spelling everywhere it is stored,
+/// the audit included, and a search for it finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Id(pub Uuid);
+
+impl Id {
+    pub const PATTERN: &'static str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hex = |range: std::ops::Range<usize>| {
+            text.as_bytes()[range].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        let canonical = text.len() == 36
+            && [8, 13, 18, 23].iter().all(|&i| text.as_bytes()[i] == b'-')
+            && [0..8, 9..13, 14..18, 19..23, 24..36].into_iter().all(hex);
+        match Uuid::try_parse(text) {
+            Ok(id) if canonical => Ok(Self(id)),
+            _ => Err(format!(
+                "must be an id in its one spelling: lowercase hexadecimal digits in groups of 8-4-4-4-12, such as {}",
+                Uuid::nil()
+            )),
+        }
+    }
+}
+
+impl std::ops::Deref for Id {
+    type Target = Uuid;
+
+    fn deref(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<Id> for Uuid {
+    fn from(id: Id) -> Self {
+        id.0
+    }
+}
+
+scalar_type!(
+    Id,
+    Uuid,
+    MetaSchema {
+        pattern: Some(Id::PATTERN.to_owned()),
+        min_length: Some(36),
+        max_length: Some(36),
+        ..MetaSchema::new_with_format("string", "uuid")
+    }
+);
+
+impl ParseFromJSON for Id {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(text) => Self::parse(&text).map_err(ParseError::custom),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ParseFromParameter for Id {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Self::parse(value).map_err(ParseError::custom)
+    }
+}
+
+impl ToJSON for Id {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.to_string()))
+    }
+}
+
+/// The first key a JSON document repeats within one object, if any. serde_json keeps the last of
+/// a repeated key, so `{"role": "client", "role": "admin"}` would be read as an admin while a
+/// person reading it sees a client: the body is refused instead, as an unknown field is. A body
+/// that is not JSON at all is left to the parser that reads it, which says why.
+pub fn repeated_key(body: &[u8]) -> Option<String> {
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Any JSON value, read only to find a repeated key.
+    struct Walk;
+
+    impl<'de> Deserialize<'de> for Walk {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(Walk)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk {
+        type Value = Walk;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+        fn visit_unit<E>(self) -> Result<Walk, E> {
+            Ok(Walk)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Walk, A::Error> {
+            while items.next_element::<Walk>()?.is_some() {}
+            Ok(Walk)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Walk, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = entries.next_key::<String>()? {
+                entries.next_value::<Walk>()?;
+                if !seen.insert(key.clone()) {
+                    return Err(de::Error::custom(RepeatedKey(key)));
+                }
+            }
+            Ok(Walk)
+        }
+    }
+
+    struct RepeatedKey(String);
+
+    impl std::fmt::Display for RepeatedKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", self.0)
+        }
+    }
+
+    match serde_json::from_slice::<Walk>(body) {
+        Err(error) if error.classify() == serde_json::error::Category::Data => Some(error.to_string()),
+        _ => None,
+    }
+}
+
 /// A header sent at most once, whose value must be readable: a value that is not visible ASCII,
 /// or a second copy, is a 400 rather than silently dropped.
 pub struct OneHeader<T>(pub T);
@@ -386,5 +539,37 @@ mod tests {
         assert!(Line::<10>::parse_from_json(Some(serde_json::json!(" a"))).is_err());
         assert_eq!(&*Line::<10>::parse_from_json(Some(serde_json::json!("Łódź"))).unwrap(), "Łódź");
         assert!(Free::<10>::parse_from_json(Some(serde_json::json!("a\nb"))).is_ok());
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_object_is_found_wherever_it_is() {
+        let found = repeated_key(br#"{"name":"e10","role":"client","role":"admin"}"#).unwrap();
+        assert!(found.starts_with(r#""role""#), "{found}");
+        let nested = br#"{"store_id":"x","items":[{"product_id":"a","quantity":1,"quantity":2}]}"#;
+        assert!(repeated_key(nested).unwrap().starts_with(r#""quantity""#));
+        assert!(repeated_key(br#"{"a":{"b":1},"c":{"b":2}}"#).is_none(), "the same key in two objects is fine");
+        assert!(repeated_key(br#"{"a":1"#).is_none(), "broken JSON is the parser's to refuse");
+        assert!(repeated_key(br#"[1, "x", null, true, -1.5, {}]"#).is_none());
+    }
+
+    #[test]
+    fn an_id_has_one_spelling() {
+        let id = Uuid::new_v4();
+        assert_eq!(Id::parse(&id.to_string()).unwrap().0, id);
+        let pattern = regex::Regex::new(Id::PATTERN).unwrap();
+        for other in [
+            id.to_string().to_uppercase(),
+            id.simple().to_string(),
+            id.braced().to_string(),
+            id.urn().to_string(),
+            format!(" {id}"),
+            format!("{id}\u{0}"),
+            id.to_string().replacen('-', "", 1),
+        ] {
+            assert!(Id::parse(&other).is_err(), "{other:?} is refused");
+            assert!(!pattern.is_match(&other), "and the spec's pattern says so: {other:?}");
+        }
+        assert!(pattern.is_match(&id.to_string()));
+        assert!(Id::parse_from_json(Some(serde_json::json!(7))).is_err());
     }
 }

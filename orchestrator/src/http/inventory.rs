@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{Delta, Free},
+    input::{Delta, Free, Id},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
@@ -85,8 +85,8 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put")]
     async fn set(
         &self,
-        store_id: Path<Uuid>,
-        product_id: Path<Uuid>,
+        store_id: Path<Id>,
+        product_id: Path<Id>,
         body: Json<SetInventory>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
@@ -95,7 +95,7 @@ impl InventoryApi {
             reorder_threshold: body.reorder_threshold,
             target_level: body.target_level,
         };
-        let level = inventory::set_levels(&self.ctx, &audit, store_id.0, product_id.0, levels).await?;
+        let level = inventory::set_levels(&self.ctx, &audit, *store_id.0, *product_id.0, levels).await?;
         Ok(Json(level.into()))
     }
 
@@ -106,11 +106,11 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
     async fn get(
         &self,
-        store_id: Path<Uuid>,
-        product_id: Path<Uuid>,
+        store_id: Path<Id>,
+        product_id: Path<Id>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | UNAVAILABLE }> {
-        let level = self.ctx.cache.read(&self.ctx.pool, store_id.0, product_id.0).await?.ok_or_else(|| {
-            Problem::not_found(format!("store {} has no inventory of product {}", store_id.0, product_id.0))
+        let level = self.ctx.cache.read(&self.ctx.pool, *store_id.0, *product_id.0).await?.ok_or_else(|| {
+            Problem::not_found(format!("store {} has no inventory of product {}", *store_id.0, *product_id.0))
         })?;
         Ok(Json(level.into()))
     }
@@ -119,21 +119,21 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory", method = "get")]
     async fn list(
         &self,
-        store_id: Path<Uuid>,
+        store_id: Path<Id>,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
-        cursor: Query<Option<Uuid>>,
+        cursor: Query<Option<Id>>,
     ) -> ApiResult<Json<InventoryPage>, { NOT_FOUND | UNAVAILABLE }> {
         let fetch = page::fetch_limit(limit.0);
-        let after = cursor.0.unwrap_or(Uuid::nil());
+        let after = cursor.0.map_or(Uuid::nil(), Uuid::from);
         let mut conn = self.ctx.pool.acquire().await?;
-        let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id.0)
+        let exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, *store_id.0)
             .fetch_one(&mut *conn)
             .await?;
         if !exists {
-            return Err(Problem::not_found(format!("no store {}", store_id.0)).into());
+            return Err(Problem::not_found(format!("no store {}", *store_id.0)).into());
         }
-        let rows = level::list(&mut conn, store_id.0, after, fetch).await?;
+        let rows = level::list(&mut conn, *store_id.0, after, fetch).await?;
         let (items, next_cursor) = page::split(rows, fetch, |l| l.product_id.to_string());
         Ok(Json(InventoryPage { items: items.into_iter().map(Inventory::from).collect(), next_cursor }))
     }
@@ -144,12 +144,13 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id/adjustments", method = "post")]
     async fn adjust(
         &self,
-        store_id: Path<Uuid>,
-        product_id: Path<Uuid>,
+        store_id: Path<Id>,
+        product_id: Path<Id>,
         body: Json<Adjustment>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        let level = inventory::adjust(&self.ctx, &audit, store_id.0, product_id.0, body.delta.0, &body.reason).await?;
+        let level =
+            inventory::adjust(&self.ctx, &audit, *store_id.0, *product_id.0, body.delta.0, &body.reason).await?;
         Ok(Json(level.into()))
     }
 }

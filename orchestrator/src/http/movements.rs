@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
+    input::Id,
     page::{self, Limit, page_of},
     problem::{ApiResult, UNAVAILABLE},
 };
@@ -48,8 +49,8 @@ impl MovementsApi {
     #[oai(path = "/stock-movements", method = "get")]
     async fn list(
         &self,
-        store_id: Query<Option<Uuid>>,
-        product_id: Query<Option<Uuid>>,
+        store_id: Query<Option<Id>>,
+        product_id: Query<Option<Id>>,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         limit: Query<Option<Limit>>,
@@ -65,8 +66,8 @@ impl MovementsApi {
                AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)
              ORDER BY id LIMIT $6",
             after,
-            store_id.0,
-            product_id.0,
+            store_id.0.map(Uuid::from),
+            product_id.0.map(Uuid::from),
             from.0,
             to.0,
             fetch

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{OneHeader, Text, Token},
+    input::{Id, OneHeader, Text, Token},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
 #[derive(Clone, Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct OrderItem {
-    pub product_id: Uuid,
+    pub product_id: Id,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
 }
@@ -39,7 +39,7 @@ pub struct Order {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct NewOrder {
-    pub store_id: Uuid,
+    pub store_id: Id,
     #[oai(validator(min_items = 1, max_items = 100))]
     pub items: Vec<OrderItem>,
 }
@@ -50,7 +50,11 @@ impl From<orders::Order> for Order {
             id: o.id,
             store_id: o.store_id,
             status: o.status,
-            items: o.items.into_iter().map(|i| OrderItem { product_id: i.product_id, quantity: i.quantity }).collect(),
+            items: o
+                .items
+                .into_iter()
+                .map(|i| OrderItem { product_id: Id(i.product_id), quantity: i.quantity })
+                .collect(),
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
@@ -88,10 +92,10 @@ impl OrdersApi {
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<PlaceResponse, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
         let items: Vec<OrderLine> =
-            body.items.iter().map(|i| OrderLine { product_id: i.product_id, quantity: i.quantity }).collect();
+            body.items.iter().map(|i| OrderLine { product_id: *i.product_id, quantity: i.quantity }).collect();
         let key = idempotency_key.0.as_deref();
-        audit.name("store_id", body.store_id);
-        Ok(match orders::place(&self.ctx, &audit, body.store_id, &items, key).await? {
+        audit.name("store_id", *body.store_id);
+        Ok(match orders::place(&self.ctx, &audit, *body.store_id, &items, key).await? {
             Placed::Created(order) => PlaceResponse::Created(Json(order.into()), None),
             Placed::Replayed(order) => PlaceResponse::Created(Json(order.into()), Some(true)),
         })
@@ -99,10 +103,10 @@ impl OrdersApi {
 
     /// Get an order
     #[oai(path = "/orders/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let order =
-            orders::load(&mut conn, id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", id.0)))?;
+            orders::load(&mut conn, *id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", *id.0)))?;
         Ok(Json(order.into()))
     }
 
@@ -115,10 +119,10 @@ impl OrdersApi {
     #[oai(path = "/orders/:id/fulfil", method = "post")]
     async fn fulfil(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(orders::fulfil(&self.ctx, &audit, id.0).await?.into()))
+        Ok(Json(orders::fulfil(&self.ctx, &audit, *id.0).await?.into()))
     }
 
     /// Cancel an order
@@ -129,9 +133,9 @@ impl OrdersApi {
     #[oai(path = "/orders/:id/cancel", method = "post")]
     async fn cancel(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(orders::cancel(&self.ctx, &audit, id.0).await?.into()))
+        Ok(Json(orders::cancel(&self.ctx, &audit, *id.0).await?.into()))
     }
 }

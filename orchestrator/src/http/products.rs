@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{Line, Optional},
+    input::{Id, Line, Optional},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -94,10 +94,10 @@ impl ProductsApi {
         &self,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
-        cursor: Query<Option<Uuid>>,
+        cursor: Query<Option<Id>>,
     ) -> ApiResult<Json<ProductPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
-        let after = cursor.0.unwrap_or(Uuid::nil());
+        let after = cursor.0.map_or(Uuid::nil(), Uuid::from);
         let rows = sqlx::query_as!(
             Product,
             "SELECT id, sku, name, price_cents, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
@@ -112,12 +112,12 @@ impl ProductsApi {
 
     /// Get a product
     #[oai(path = "/products/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
         let product =
-            sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", id.0)
+            sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", *id.0)
                 .fetch_optional(&self.ctx.pool)
                 .await?
-                .ok_or_else(|| Problem::not_found(format!("no product {}", id.0)))?;
+                .ok_or_else(|| Problem::not_found(format!("no product {}", *id.0)))?;
         Ok(Json(product))
     }
 }

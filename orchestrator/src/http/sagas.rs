@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::{Free, Line, Optional, Rule, Text},
+    input::{Free, Id, Line, Optional, Rule, Text},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -139,8 +139,8 @@ pub struct ResolveRequest {
 #[derive(Clone, Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct NewReplenishment {
-    pub store_id: Uuid,
-    pub product_id: Uuid,
+    pub store_id: Id,
+    pub product_id: Id,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
     pub reason: Optional<Free<2000>>,
@@ -360,8 +360,8 @@ impl SagasApi {
         kind: Query<Option<Line<64>>>,
         /// e.g. `dispatched`.
         state: Query<Option<Line<64>>>,
-        store_id: Query<Option<Uuid>>,
-        product_id: Query<Option<Uuid>>,
+        store_id: Query<Option<Id>>,
+        product_id: Query<Option<Id>>,
         /// Created at or after this instant (RFC 3339).
         created_after: Query<Option<DateTime<Utc>>>,
         /// Created at or before this instant.
@@ -381,8 +381,8 @@ impl SagasApi {
             after: cursor.0.as_deref().and_then(parse_cursor),
             kind: kind.0,
             state: state.0,
-            store_id: store_id.0,
-            product_id: product_id.0,
+            store_id: store_id.0.map(Uuid::from),
+            product_id: product_id.0.map(Uuid::from),
             created_after: created_after.0,
             created_before: created_before.0,
             updated_after: updated_after.0,
@@ -440,9 +440,9 @@ impl SagasApi {
 
     /// Get a saga: its timeline, the command it waits on, and its messages
     #[oai(path = "/sagas/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<SagaDetail>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, id: Path<Id>) -> ApiResult<Json<SagaDetail>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
-        Ok(Json(saga_detail(&mut conn, &self.ctx, id.0).await?))
+        Ok(Json(saga_detail(&mut conn, &self.ctx, *id.0).await?))
     }
 
     /// Retry the saga's current step now
@@ -453,11 +453,11 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/retry", method = "post")]
     async fn retry(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         body: Json<OperatorRequest>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
-        self.act(&audit, id.0, Action::Retry { reason: body.0.reason.into_inner() }).await
+        self.act(&audit, *id.0, Action::Retry { reason: body.0.reason.into_inner() }).await
     }
 
     /// Unwind the saga now
@@ -466,11 +466,11 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/compensate", method = "post")]
     async fn compensate(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         body: Json<OperatorRequest>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
-        self.act(&audit, id.0, Action::Compensate { reason: body.0.reason.into_inner() }).await
+        self.act(&audit, *id.0, Action::Compensate { reason: body.0.reason.into_inner() }).await
     }
 
     /// Close a failed saga after a human fixed things
@@ -479,11 +479,11 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/resolve", method = "post")]
     async fn resolve(
         &self,
-        id: Path<Uuid>,
+        id: Path<Id>,
         body: Json<ResolveRequest>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
-        self.act(&audit, id.0, Action::Resolve { note: body.0.note.into_inner() }).await
+        self.act(&audit, *id.0, Action::Resolve { note: body.0.note.into_inner() }).await
     }
 
     /// Start a replenishment by hand
@@ -500,6 +500,7 @@ impl SagasApi {
         // One connection for the start and the answer.
         let mut conn = self.ctx.pool.acquire().await?;
         let reason = reason.into_inner();
+        let (store_id, product_id) = (*store_id, *product_id);
         let start = inventory::Start { store_id, product_id, quantity, reason: reason.as_deref() };
         let saga_id = inventory::start_replenishment(&self.ctx, &mut conn, &audit, start).await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))

@@ -3,7 +3,7 @@
 //! added here, from the same tables those layers run on, so the document says exactly what the
 //! server does: the bearer scheme and each operation's role ([`access::OPERATIONS`]), and the
 //! answers of the door (400, 401, 403, 408, 413, 415, 429, and 503 when keys cannot be
-//! verified) with their headers. Request bodies refuse unknown fields, so their schemas say
+//! verified or a request runs out of time) with their headers. Request bodies refuse unknown fields, so their schemas say
 //! `additionalProperties: false`.
 
 use serde_json::{Map, Value, json};
@@ -23,6 +23,7 @@ pub fn finish(generated: &str) -> Value {
                             the role it needs; `POST /api-keys` makes keys.",
         }
     });
+    link(&mut spec);
     let mut request_schemas = Vec::new();
     let paths = spec["paths"].as_object_mut().expect("the document has paths");
     for (path, operations) in paths.iter_mut() {
@@ -47,6 +48,77 @@ pub fn finish(generated: &str) -> Value {
         collect_references(schema, &mut request_schemas);
     }
     spec
+}
+
+/// Where a created resource's id leads: (the creating operation, its status, and the operations,
+/// by link name, whose every path parameter is that id). Written as OpenAPI links, which Swagger
+/// UI shows and a stateful fuzzer follows. The fulfilment saga of an order has the order's id.
+type Link = (&'static str, &'static str, &'static str);
+const LINKS: &[(&str, &str, &str, &[Link])] = &[
+    (
+        "POST",
+        "/stores",
+        "201",
+        &[("GetStore", "GET", "/stores/{id}"), ("ListInventory", "GET", "/stores/{store_id}/inventory")],
+    ),
+    (
+        "POST",
+        "/products",
+        "201",
+        &[
+            ("GetProduct", "GET", "/products/{id}"),
+            ("SetWarehouseStock", "PUT", "/warehouse/stock/{product_id}"),
+            ("GetWarehouseStock", "GET", "/warehouse/stock/{product_id}"),
+        ],
+    ),
+    (
+        "POST",
+        "/orders",
+        "201",
+        &[
+            ("GetOrder", "GET", "/orders/{id}"),
+            ("FulfilOrder", "POST", "/orders/{id}/fulfil"),
+            ("CancelOrder", "POST", "/orders/{id}/cancel"),
+            ("GetFulfilment", "GET", "/sagas/{id}"),
+        ],
+    ),
+    (
+        "POST",
+        "/replenishments",
+        "201",
+        &[
+            ("GetSaga", "GET", "/sagas/{id}"),
+            ("RetrySaga", "POST", "/sagas/{id}/retry"),
+            ("CompensateSaga", "POST", "/sagas/{id}/compensate"),
+            ("ResolveSaga", "POST", "/sagas/{id}/resolve"),
+        ],
+    ),
+    ("POST", "/api-keys", "201", &[("RevokeKey", "DELETE", "/api-keys/{id}")]),
+];
+
+/// Adds [`LINKS`] to the answers they start from. Panics on a link from or to an operation the
+/// document lacks: a renamed path must not leave a dead link.
+fn link(spec: &mut Value) {
+    for (method, path, status, targets) in LINKS {
+        let mut links = Map::new();
+        for (name, target_method, target) in *targets {
+            let target_method = target_method.to_lowercase();
+            assert!(
+                spec["paths"][*target][&target_method].is_object(),
+                "a link to {target_method} {target}, which is not in the document"
+            );
+            let parameters: Map<String, Value> = target
+                .split('/')
+                .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+                .map(|name| (format!("path.{name}"), json!("$response.body#/id")))
+                .collect();
+            let operation = format!("#/paths/{}/{target_method}", target.replace('/', "~1"));
+            links.insert((*name).to_owned(), json!({ "operationRef": operation, "parameters": parameters }));
+        }
+        let response = &mut spec["paths"][*path][method.to_lowercase()]["responses"][*status];
+        assert!(response.is_object(), "links from {method} {path} {status}, which is not in the document");
+        response["links"] = Value::Object(links);
+    }
 }
 
 /// The finished document as served at `/openapi.json` and committed in `openapi/`.
@@ -116,7 +188,11 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
         ),
     );
     if let Access::Needs(role) = access {
-        let mut unauthorized = problem("No valid API key: it is missing, unknown or revoked.");
+        let mut unauthorized = problem(
+            "No valid API key: it is missing, unknown or revoked. A request with no key at all gets this answer \
+             whatever its budget (it still counts against its address's); one with a key that is not valid is \
+             charged to its address's budget first, so it may get a 429 instead.",
+        );
         unauthorized["headers"] = json!({
             "WWW-Authenticate": {
                 "description": "`Bearer realm=\"darkstores\"`, with `error=\"invalid_token\"` when a key was sent.",
@@ -128,18 +204,33 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
         if role > crate::access::Role::Client {
             add("403", problem("The key's role is below the one this operation needs."));
         }
-        add("503", problem("API keys cannot be verified now (the database is unreachable): retry shortly."));
     }
     if taking_body {
         add("408", problem("The request body did not arrive in time."));
         add("413", problem(&format!("The request body is larger than {MAX_BODY} bytes.")));
         add("415", problem("The request body is not `application/json`."));
     }
-    let mut limited = problem("Over the caller's request budget: retry after `Retry-After` seconds.");
+    let mut limited = problem(
+        "Over the caller's request budget, or, behind a trusted proxy, its client has its cap of requests in \
+         flight: retry after `Retry-After` seconds.",
+    );
     let mut headers = rate_limit_headers(true);
     headers.insert("Retry-After".into(), integer_header("Seconds until a request can succeed.", true));
     limited["headers"] = Value::Object(headers);
     add("429", limited);
+    // Every operation may run out of time, and a keyed one may meet keys that cannot be verified.
+    let unavailable = match access {
+        Access::Public => "The request did not finish in time and was abandoned: retry after `Retry-After` seconds.",
+        Access::Needs(_) => {
+            "API keys cannot be verified now (the database is unreachable), or the request did not finish in \
+             time and was abandoned: retry after `Retry-After` seconds."
+        }
+    };
+    add("503", problem(unavailable));
+    if let Some(response) = responses.get_mut("503").and_then(Value::as_object_mut) {
+        let headers = response.entry("headers").or_insert_with(|| json!({}));
+        headers["Retry-After"] = integer_header("Seconds until a retry may succeed.", true);
+    }
 
     for (status, response) in responses.iter_mut() {
         if status != "429" {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     Tag,
-    input::Line,
+    input::{Id, Line},
     page::{self, Limit, page_of},
     problem::{ApiResult, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -69,10 +69,10 @@ impl StoresApi {
     async fn list(
         &self,
         limit: Query<Option<Limit>>,
-        cursor: Query<Option<Uuid>>,
+        cursor: Query<Option<Id>>,
     ) -> ApiResult<Json<StorePage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
-        let after = cursor.0.unwrap_or(Uuid::nil());
+        let after = cursor.0.map_or(Uuid::nil(), Uuid::from);
         let rows = sqlx::query_as!(
             Store,
             "SELECT id, name, service_area, created_at FROM store WHERE id > $1 ORDER BY id LIMIT $2",
@@ -87,11 +87,11 @@ impl StoresApi {
 
     /// Get a store
     #[oai(path = "/stores/:id", method = "get")]
-    async fn get(&self, id: Path<Uuid>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
-        let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", id.0)
+    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
+        let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", *id.0)
             .fetch_optional(&self.ctx.pool)
             .await?
-            .ok_or_else(|| Problem::not_found(format!("no store {}", id.0)))?;
+            .ok_or_else(|| Problem::not_found(format!("no store {}", *id.0)))?;
         Ok(Json(store))
     }
 }

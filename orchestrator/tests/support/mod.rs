@@ -29,8 +29,12 @@ pub const UNLIMITED: Budget = Budget { per_second: 1_000_000, burst: 1_000_000 }
 pub type Client = TestClient<BoxEndpoint<'static>>;
 
 pub fn client(app: &Application, key: &str) -> Client {
+    anonymous(app).default_header("authorization", format!("Bearer {key}"))
+}
+
+/// The routes of a running application, called in process without any `Authorization` header.
+pub fn anonymous(app: &Application) -> Client {
     TestClient::new(orchestrator::http::routes(app.context()).map_to_response().boxed())
-        .default_header("authorization", format!("Bearer {key}"))
 }
 
 /// Makes a key named `name` with `role` through the API, with an admin client; returns its secret.
