@@ -122,6 +122,18 @@ fn median_and_max(samples: &mut [f64]) -> (f64, f64) {
     (samples[samples.len() / 2], samples[samples.len() - 1])
 }
 
+/// The connections the server says it serves, read from its metrics with the admin key, from the
+/// visitor's address.
+async fn open_connections(addr: SocketAddr) -> u64 {
+    let mut admin = Connection::open_with(addr, Some(VISITOR), support::ADMIN_KEY).await.expect("the admin connects");
+    let metrics = admin.send_text("GET", "/metrics").await.expect("metrics are served");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("http_open_connections "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .expect("the gauge is there") as u64
+}
+
 /// A store and a `client` key, made with the admin key; returns the store's id and the key.
 async fn store_and_client_key(addr: SocketAddr) -> (String, String) {
     let mut admin = Connection::open(addr).await.expect("the admin connects");
@@ -202,6 +214,7 @@ async fn one_address_holding_every_socket_it_can_starves_no_one_and_memory_comes
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let held_during = held.open.load(Relaxed);
+    let served_during = open_connections(server.addr).await;
     let (attacked_median, attacked_max) = visit(20).await;
     let held_after_visits = held.open.load(Relaxed);
 
@@ -217,8 +230,8 @@ async fn one_address_holding_every_socket_it_can_starves_no_one_and_memory_comes
         rss_after = server.rss_kib();
     }
     eprintln!(
-        "connection flood: {SOCKETS} attacker sockets ({} connects, {} closed by the server); held open at once: \
-         {held_during} ({held_after_visits} after the visits); visitor: calm p50 {calm_median:.1} ms, attacked p50 \
+        "connection flood: {SOCKETS} attacker sockets ({} connects, {} closed by the server); open at once on the \
+         attacker's side: {held_during} ({held_after_visits} after the visits), served by the server: {served_during}; visitor: calm p50 {calm_median:.1} ms, attacked p50 \
          {attacked_median:.1} ms, max {attacked_max:.1} ms; RSS {} MiB before, {} MiB peak, {} MiB after",
         held.connects.load(Relaxed),
         held.closed_by_server.load(Relaxed),
@@ -227,6 +240,7 @@ async fn one_address_holding_every_socket_it_can_starves_no_one_and_memory_comes
         rss_after / 1024,
     );
     assert!(attacked_max < 2_000.0, "the visitor waited {attacked_max:.0} ms under the attack");
+    assert!(served_during <= 128 + 2, "the server served {served_during} connections, most of them one address's");
     assert!(
         rss_peak <= rss_before + 64 * 1024,
         "memory grew from {} to {} MiB under the attack",

@@ -77,6 +77,23 @@ impl Connection {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> io::Result<Answer> {
+        let (status, bytes) = self.exchange(method, path, headers, body).await?;
+        Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+    }
+
+    /// Sends a request without a body and reads its answer as text (`/metrics`, say).
+    pub async fn send_text(&mut self, method: &str, path: &str) -> io::Result<String> {
+        let (_, bytes) = self.exchange(method, path, &[], None).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> io::Result<(u16, Bytes)> {
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, self.host.clone());
         if let Some(authorization) = &self.authorization {
             request = request.header(header::AUTHORIZATION, authorization.clone());
@@ -93,7 +110,7 @@ impl Connection {
         let response = self.sender.send_request(request).await.map_err(io_error)?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.map_err(io_error)?.to_bytes();
-        Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+        Ok((status, bytes))
     }
 }
 

@@ -80,11 +80,6 @@ impl Connections {
         Some(Share { connections: self.clone(), client })
     }
 
-    /// The most connections one client may hold.
-    pub fn per_client(&self) -> usize {
-        self.per_client
-    }
-
     /// Opens a connection holding `share` of its client. Past the high-water mark it evicts the
     /// longest-idle connection; at the cap it waits for one to close.
     pub async fn open(self: &Arc<Self>, share: Option<Share>) -> Arc<Connection> {
