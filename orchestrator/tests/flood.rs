@@ -96,7 +96,7 @@ async fn hold(stream: TcpStream, style: Style, stop: &AtomicBool) -> bool {
             Style::HalfSent if sent == 0 => b"GET /stores HTTP/1.1\r\nhost: x\r\nx-pad: ".to_vec(),
             Style::HalfSent if sent < HALF_SENT => vec![b'a'; 16 * 1024],
             Style::HalfSent => Vec::new(),
-            Style::KeptAlive if ticks % 10 == 0 => {
+            Style::KeptAlive if ticks.is_multiple_of(10) => {
                 b"PATCH /orders HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n".to_vec()
             }
             Style::KeptAlive => Vec::new(),

@@ -86,12 +86,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every hop the header's lines list, in order (a list may be split across lines).
 fn hops(headers: &HeaderMap, name: &HeaderName, read: impl Fn(&str) -> Option<IpAddr>) -> Vec<Option<IpAddr>> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-        .map(|hop| read(hop))
-        .collect()
+    headers.get_all(name).iter().flat_map(|value| value.to_str().unwrap_or("?").split(',')).map(read).collect()
 }
 
 /// The `for=` of one `Forwarded` element: `for=192.0.2.60`, `for="[2001:db8::1]:4711"`;
