@@ -20,7 +20,7 @@ const USAGE: &str = "usage: orchestrator <serve | all | openapi | asyncapi>
 
 Configuration comes from the environment: DATABASE_URL, REDIS_URL, AMQP_URL, HTTP_ADDR
 (default 127.0.0.1:8080), NAMESPACE (prefix of every exchange, queue and cache key), RUST_LOG,
-LOG_JSON; see the README for the rest.";
+LOG_JSON; see docs/operations.md for the rest.";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! Prometheus metrics: the process-wide recorder, and the gauges read from the database at each
 //! scrape. Counters and histograms are recorded where things happen (the relay, consumers, the
 //! engine, the cache, the HTTP layer), and registered at zero by the application at start-up;
-//! README.md lists them all.
+//! docs/operations.md lists them all.
 
 use std::{collections::HashMap, sync::OnceLock};
 

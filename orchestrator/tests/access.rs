@@ -1,5 +1,5 @@
 //! The door of the API: every operation of the spec answers each role exactly as
-//! `http::access::OPERATIONS` and the README say; keys are made, shown once, revoked everywhere
+//! `http::access::OPERATIONS` and docs/api.md say; keys are made, shown once, revoked everywhere
 //! within the bound; rate limits hold per key, in Redis and without it; the audit keeps every
 //! change and cannot be changed itself.
 
@@ -109,7 +109,7 @@ async fn every_operation_answers_each_role_as_the_table_says() {
 
 #[test]
 fn the_readme_table_says_what_the_code_says() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md")).unwrap();
     let rows: BTreeSet<(String, String, String)> = readme
         .lines()
         .filter_map(|line| {
@@ -134,7 +134,7 @@ fn the_readme_table_says_what_the_code_says() {
             ((*method).to_owned(), (*path).to_owned(), role)
         })
         .collect();
-    assert_eq!(rows, code, "the README's API table and http::access::OPERATIONS disagree");
+    assert_eq!(rows, code, "the API table of docs/api.md and http::access::OPERATIONS disagree");
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The operators' Grafana dashboard (`scripts/observability/dashboard.json`) against a running
+//! The operators' Grafana dashboard (`docs/dashboards/operators.json`) against a running
 //! instance: every metric a panel or a template variable queries is in `/metrics`, with the labels
 //! the query matches on or groups by, so that renaming a metric or a label cannot leave a panel
 //! silently blank.
@@ -23,7 +23,7 @@ use promql_parser::{
 use serde_json::{Value, json};
 use support::{ADMIN_KEY, Client, TestEnv, client, eventually, stocked_store};
 
-const DASHBOARD: &str = include_str!("../../scripts/observability/dashboard.json");
+const DASHBOARD: &str = include_str!("../../docs/dashboards/operators.json");
 
 /// Labels Prometheus attaches to every series it scrapes, so never in `/metrics` itself.
 const TARGET_LABELS: &[&str] = &["job", "instance"];

@@ -53,7 +53,7 @@ pub enum Access {
 use Access::{Needs, Public};
 use Role::{Admin, Client, Operator};
 
-/// Every operation, with who may call it. The README's table says the same, and a test holds
+/// Every operation, with who may call it. The table in docs/api.md says the same, and a test holds
 /// both to what the server does.
 ///
 /// - Health and the docs are public: a load balancer and a person exploring need no key.

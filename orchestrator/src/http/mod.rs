@@ -42,31 +42,37 @@ use crate::Context;
 use access::Door;
 use refused::Refusal;
 
-#[derive(Tags)]
+/// The spec's tags, in the order a newcomer meets them: the network and its stock, orders, the
+/// sagas that follow, then what operators and admins use.
+#[derive(Tags, strum::EnumIter)]
 pub enum Tag {
     /// The dark stores.
     Stores,
     /// The product catalogue.
     Products,
-    /// Each store's stock: on hand, reserved, reorder levels.
-    Inventory,
     /// The central warehouse's stock.
     Warehouse,
+    /// Each store's stock: on hand, reserved, reorder levels.
+    Inventory,
     /// Customers' orders, which reserve stock.
     Orders,
-    /// Replenishment sagas, their timelines, and operators' actions on them.
+    /// Sagas of every kind, their timelines, and operators' actions on them.
     Sagas,
+    /// Replenishments started by hand.
+    Replenishments,
     /// Messages no consumer could handle: inspect, replay once, delete.
+    #[oai(rename = "Dead letters")]
     DeadLetters,
     /// Worker processes' liveness and their queues.
     Participants,
     /// The stock ledger.
     Reports,
+    /// Prometheus metrics.
+    Metrics,
     /// Liveness and readiness.
     Health,
-    /// Prometheus metrics.
-    Observability,
     /// API keys: made, listed, revoked.
+    #[oai(rename = "API keys")]
     Keys,
     /// Who changed what through the API.
     Audit,
@@ -79,6 +85,7 @@ type Apis = (
     warehouse::WarehouseApi,
     orders::OrdersApi,
     sagas::SagasApi,
+    sagas::ReplenishmentsApi,
     dead_letters::DeadLettersApi,
     participants::ParticipantsApi,
     movements::MovementsApi,
@@ -96,6 +103,7 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         warehouse::WarehouseApi { ctx: ctx.clone() },
         orders::OrdersApi { ctx: ctx.clone() },
         sagas::SagasApi { ctx: ctx.clone() },
+        sagas::ReplenishmentsApi { ctx: ctx.clone() },
         dead_letters::DeadLettersApi { ctx: ctx.clone() },
         participants::ParticipantsApi { ctx: ctx.clone() },
         movements::MovementsApi { ctx: ctx.clone() },
@@ -113,7 +121,14 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
 pub fn spec(ctx: &Context) -> String {
-    spec::render(&spec::finish(&service(ctx).spec()))
+    spec::render(&spec::finish(&service(ctx).spec(), &tag_order()))
+}
+
+/// The tags' names in [`Tag`]'s order, which Swagger UI shows them in.
+fn tag_order() -> Vec<&'static str> {
+    use poem_openapi::Tags as _;
+    use strum::IntoEnumIterator;
+    Tag::iter().map(|tag| tag.name()).collect()
 }
 
 /// Every route: the API at the root (`/metrics` included), Swagger UI at `/docs`, and the spec,
@@ -121,7 +136,7 @@ pub fn spec(ctx: &Context) -> String {
 pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let api = service(ctx);
     let generated = api.spec();
-    let finished = spec::finish(&generated);
+    let finished = spec::finish(&generated, &tag_order());
     let rendered = spec::render(&finished);
     let page = spec::swagger_page(&api.swagger_ui_html(), &generated, &rendered);
     let door = Door::new(&finished, ctx.keys.clone(), ctx.limiter.clone(), ctx.pool.clone(), &ctx.api);

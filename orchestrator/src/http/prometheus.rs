@@ -11,13 +11,13 @@ pub struct MetricsApi {
     pub handle: PrometheusHandle,
 }
 
-#[OpenApi(tag = "Tag::Observability")]
+#[OpenApi(tag = "Tag::Metrics")]
 impl MetricsApi {
     /// Prometheus metrics
     ///
     /// The text exposition format. Figures that live in the database (sagas by state, the outbox
     /// backlog, dead letters waiting) are read at each scrape, so every instance reports the same
-    /// truth; the rest count what this process did. README.md lists every metric.
+    /// truth; the rest count what this process did. docs/operations.md lists every metric.
     #[oai(path = "/metrics", method = "get")]
     async fn metrics(&self) -> PlainText<String> {
         if let Err(error) = crate::observe::record_database_gauges(&self.ctx).await {

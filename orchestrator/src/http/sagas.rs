@@ -485,7 +485,15 @@ impl SagasApi {
     ) -> ApiResult<Json<SagaDetail>, ACTION_ERRORS> {
         self.act(&audit, *id.0, Action::Resolve { note: body.0.note.into_inner() }).await
     }
+}
 
+/// Replenishments started by hand: a saga of the `replenishment` kind, answered with its detail.
+pub struct ReplenishmentsApi {
+    pub ctx: Context,
+}
+
+#[OpenApi(tag = "Tag::Replenishments")]
+impl ReplenishmentsApi {
     /// Start a replenishment by hand
     ///
     /// Whatever the store's stock level. 404 when the store does not stock the product; 409 when a

@@ -12,9 +12,13 @@ use super::access::{self, Access, MAX_BODY};
 
 const SCHEME: &str = "bearer";
 
-/// The finished document, from the one poem-openapi generated.
-pub fn finish(generated: &str) -> Value {
+/// The finished document, from the one poem-openapi generated, its tags listed in `tag_order`
+/// (poem-openapi sorts them by name).
+pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
     let mut spec: Value = serde_json::from_str(generated).expect("poem-openapi writes JSON");
+    if let Some(tags) = spec["tags"].as_array_mut() {
+        tags.sort_by_key(|tag| tag_order.iter().position(|name| tag["name"] == *name).unwrap_or(usize::MAX));
+    }
     spec["components"]["securitySchemes"] = json!({
         SCHEME: {
             "type": "http",

@@ -1,5 +1,5 @@
 //! Each test's figures: one line on stderr, and one row of a markdown table appended to
-//! `target/fault-suite.md`, so a whole run's table can be pasted into the README.
+//! `target/fault-suite.md`, so a whole run's table can be pasted into docs/testing.md.
 
 use std::{io::Write, sync::Once};
 
