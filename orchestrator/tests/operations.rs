@@ -220,3 +220,35 @@ async fn operator_actions_the_state_does_not_allow_are_refused_with_the_reason()
     app.stop().await;
     env.teardown().await;
 }
+
+#[tokio::test]
+async fn sagas_are_found_by_the_store_and_products_they_concern_whatever_their_kind() {
+    let env = TestEnv::new().await;
+    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let api: Api = client(&app, ADMIN_KEY);
+    let (store_id, product_id) = stocked_store(&api).await;
+    // An order that leaves the product low: its own fulfilment saga, and a replenishment.
+    let order = api
+        .post("/orders")
+        .body_json(&json!({"store_id": store_id, "items": [{"product_id": product_id, "quantity": 8}]}))
+        .send()
+        .await;
+    let order = body(order, StatusCode::CREATED).await;
+    let kinds = |page: Value| -> Vec<String> {
+        let mut kinds: Vec<String> =
+            page["items"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap().to_owned()).collect();
+        kinds.sort();
+        kinds
+    };
+    let by_product = body(api.get(format!("/sagas?product_id={product_id}")).send().await, StatusCode::OK).await;
+    assert_eq!(kinds(by_product), ["order_fulfilment", "replenishment"], "an order's saga concerns its products");
+    let by_store = body(api.get(format!("/sagas?store_id={store_id}")).send().await, StatusCode::OK).await;
+    assert_eq!(kinds(by_store), ["order_fulfilment", "replenishment"]);
+    let both = format!("/sagas?store_id={store_id}&product_id={product_id}&kind=order_fulfilment");
+    let orders = body(api.get(both).send().await, StatusCode::OK).await;
+    assert_eq!(orders["items"][0]["id"], order["id"], "the order's saga has the order's id");
+    let elsewhere = format!("/sagas?store_id={}&product_id={product_id}", uuid::Uuid::new_v4());
+    assert_eq!(kinds(body(api.get(elsewhere).send().await, StatusCode::OK).await), Vec::<String>::new());
+    app.stop().await;
+    env.teardown().await;
+}

@@ -50,17 +50,23 @@ async fn inbox_row(pool: &PgPool, received_ago: &str) -> Uuid {
 }
 
 /// A saga in `state`, created 60 days ago and closed `closed_ago` (open when `None`), with
-/// `transitions` timeline lines.
+/// `transitions` timeline lines. A closed `failed` saga waits for an operator, as both kinds say.
 async fn saga(pool: &PgPool, kind: &str, state: &str, closed_ago: Option<&str>, transitions: i32) -> Uuid {
     let id = Uuid::new_v4();
+    let awaits = match (state, closed_ago) {
+        ("failed", _) => "operator",
+        (_, Some(_)) => "nothing",
+        (_, None) => "participant",
+    };
     sqlx::query(
-        "INSERT INTO saga (id, kind, state, data, created_at, closed_at)
-         VALUES ($1, $2, $3, '{}', now() - interval '60 days', now() - $4::interval)",
+        "INSERT INTO saga (id, kind, state, data, created_at, closed_at, awaits)
+         VALUES ($1, $2, $3, '{}', now() - interval '60 days', now() - $4::interval, $5)",
     )
     .bind(id)
     .bind(kind)
     .bind(state)
     .bind(closed_ago)
+    .bind(awaits)
     .execute(pool)
     .await
     .unwrap();

@@ -391,7 +391,8 @@ async fn an_unreadable_saga_is_set_aside_without_stalling_other_deadlines() {
     let h = Harness::new(Simulation::default()).await;
     let mystery = Uuid::new_v4();
     sqlx::query(
-        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at) VALUES ($1, 'mystery', 'x', '{}', 1, now())",
+        "INSERT INTO saga (id, kind, state, data, attempt, deadline_at, awaits)
+         VALUES ($1, 'mystery', 'x', '{}', 1, now(), 'participant')",
     )
     .bind(mystery)
     .execute(h.pool())

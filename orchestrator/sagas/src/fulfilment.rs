@@ -28,7 +28,7 @@ use platform::{
     messaging::{Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
-        Action, Actor, GaveUp, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -183,8 +183,14 @@ pub enum State {
 }
 
 impl SagaState for State {
-    fn is_terminal(self) -> bool {
-        matches!(self, Self::Fulfilled | Self::Cancelled | Self::Failed | Self::Resolved)
+    fn awaits(self) -> Awaits {
+        match self {
+            Self::Reserved | Self::Refunding | Self::Releasing => Awaits::Participant,
+            // The picker hands the order over; people take minutes.
+            Self::Charged => Awaits::Person,
+            Self::Failed => Awaits::Operator,
+            Self::Fulfilled | Self::Cancelled | Self::Resolved => Awaits::Nothing,
+        }
     }
 }
 
@@ -274,8 +280,8 @@ impl SagaKind for Fulfilment {
         }
     }
 
-    fn waits_on_a_person(state: State) -> bool {
-        state == State::Charged
+    fn concerns(data: &Data) -> Concerns {
+        Concerns { store: Some(data.store_id), products: data.items.iter().map(|line| line.product_id).collect() }
     }
 
     async fn after_transition(
@@ -486,7 +492,7 @@ mod tests {
         let approved = Input::Reply(Reply::PaymentApproved { order_id, amount_cents: 500 });
         let step = Fulfilment::transition(order_id, State::Reserved, &data, &approved).unwrap();
         assert!(matches!(step.commands.as_slice(), [Command::HandOver { .. }]));
-        assert!(Fulfilment::waits_on_a_person(step.next));
+        assert_eq!(step.next.awaits(), Awaits::Person);
         assert_eq!(step.events[0].message_type, "payment.approved");
         let declined = Input::Reply(Reply::PaymentDeclined { order_id, reason: "card expired".into() });
         let step = Fulfilment::transition(order_id, State::Reserved, &data, &declined).unwrap();

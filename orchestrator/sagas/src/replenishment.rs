@@ -29,7 +29,7 @@ use platform::{
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
-        Action, Actor, GaveUp, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -175,8 +175,12 @@ pub enum State {
 }
 
 impl SagaState for State {
-    fn is_terminal(self) -> bool {
-        matches!(self, Self::Received | Self::Compensated | Self::Failed | Self::Resolved)
+    fn awaits(self) -> Awaits {
+        match self {
+            Self::Requested | Self::Dispatched | Self::Compensating => Awaits::Participant,
+            Self::Failed => Awaits::Operator,
+            Self::Received | Self::Compensated | Self::Resolved => Awaits::Nothing,
+        }
     }
 }
 
@@ -252,6 +256,10 @@ impl SagaKind for Replenishment {
         Ok(Step { next, data, commands, events, error })
     }
 
+    fn concerns(data: &Data) -> Concerns {
+        Concerns { store: Some(data.store_id), products: vec![data.product_id] }
+    }
+
     fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
         let Data { store_id, product_id, .. } = *data;
         match state {
@@ -286,7 +294,7 @@ impl SagaKind for Replenishment {
             state.as_ref(),
             data.quantity_shipped,
             data.shipment_id,
-            state.is_terminal(),
+            state.awaits().is_closed(),
         )
         .execute(&mut *tx)
         .await?;
@@ -547,7 +555,7 @@ mod tests {
     #[test]
     fn closed_states_accept_nothing_but_an_operator_taking_up_a_failure() {
         let (saga_id, data) = saga();
-        for state in State::iter().filter(|s| s.is_terminal()) {
+        for state in State::iter().filter(|s| s.awaits().is_closed()) {
             for input in every_input(saga_id) {
                 let operator = matches!(input, Input::Operator(Action::Retry { .. } | Action::Resolve { .. }));
                 let accepted = Replenishment::transition(saga_id, state, &data, &input).is_ok();

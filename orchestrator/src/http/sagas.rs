@@ -24,13 +24,16 @@ pub struct Saga {
     pub id: Uuid,
     /// The saga kind, e.g. `replenishment`.
     pub kind: String,
-    /// For a replenishment: requested, dispatched, received, compensating, compensated, failed or
-    /// resolved.
+    /// One of its kind's states: for a replenishment, requested, dispatched, received,
+    /// compensating, compensated, failed or resolved.
     pub state: String,
-    /// Waiting for a human (`failed`), or open with nothing that will move it: past its deadline
-    /// (no engine is sweeping) or without one (set aside as unreadable).
+    /// What it waits on in that state, as its kind declares: `participant` (a worker's answer),
+    /// `person` (a picker's), `operator` (nothing moves it until one acts), or `nothing` (done).
+    pub awaits: String,
+    /// Waiting for an operator, or open with nothing that will move it: past its deadline (no
+    /// engine is sweeping) or without one (set aside as unreadable).
     pub stuck: bool,
-    /// The saga's own data (store, product, quantities, shipment).
+    /// The saga's own data, as its kind keeps it.
     pub data: Value,
     /// Sends so far of the command the saga is waiting on.
     pub attempt: i32,
@@ -254,25 +257,26 @@ struct SagaFilter {
 async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::Result<Vec<Saga>> {
     sqlx::query_as!(
         Saga,
-        r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
+        r#"SELECT id, kind, state, awaits, saga_stuck(awaits, closed_at, deadline_at) AS "stuck!", data, attempt,
                   deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id
            FROM saga
            WHERE ($1::uuid IS NULL OR id = $1)
              AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
              AND ($4::text IS NULL OR kind = $4) AND ($5::text IS NULL OR state = $5)
-             AND ($6::text IS NULL OR data->>'store_id' = $6)
-             AND ($7::text IS NULL OR data->>'product_id' = $7)
+             AND (($6::uuid IS NULL AND $7::uuid IS NULL) OR id IN (
+                 SELECT saga_id FROM saga_concern
+                 WHERE ($6::uuid IS NULL OR store_id = $6) AND ($7::uuid IS NULL OR product_id = $7)))
              AND ($8::timestamptz IS NULL OR created_at >= $8) AND ($9::timestamptz IS NULL OR created_at <= $9)
              AND ($10::timestamptz IS NULL OR updated_at >= $10) AND ($11::timestamptz IS NULL OR updated_at <= $11)
-             AND ($12::bool IS NULL OR saga_stuck(state, closed_at, deadline_at) = $12)
+             AND ($12::bool IS NULL OR saga_stuck(awaits, closed_at, deadline_at) = $12)
            ORDER BY created_at, id LIMIT $13"#,
         filter.id,
         filter.after.map(|(at, _)| at),
         filter.after.map_or(Uuid::nil(), |(_, id)| id),
         filter.kind.as_deref(),
         filter.state.as_deref(),
-        filter.store_id.map(|id| id.to_string()),
-        filter.product_id.map(|id| id.to_string()),
+        filter.store_id,
+        filter.product_id,
         filter.created_after,
         filter.created_before,
         filter.updated_after,
@@ -288,7 +292,7 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
     // The saga, its timeline and its messages in one statement, each list aggregated to JSON in
     // its order.
     let row = sqlx::query!(
-        r#"SELECT id, kind, state, saga_stuck(state, closed_at, deadline_at) AS "stuck!", data, attempt,
+        r#"SELECT id, kind, state, awaits, saga_stuck(awaits, closed_at, deadline_at) AS "stuck!", data, attempt,
                   deadline_at, last_error, created_at, updated_at, state_entered_at, closed_at, trace_id,
              (SELECT COALESCE(json_agg(t ORDER BY t.id), '[]')
               FROM (SELECT id, from_state AS "from", to_state AS "to", event, applied, actor, at, took_ms, detail
@@ -312,6 +316,7 @@ async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result
         id: row.id,
         kind: row.kind,
         state: row.state,
+        awaits: row.awaits,
         stuck: row.stuck,
         data: row.data,
         attempt: row.attempt,
@@ -349,9 +354,10 @@ impl SagasApi {
 impl SagasApi {
     /// List sagas
     ///
-    /// Oldest first. Filters combine: kind, state, the store and product a saga is about, when it
-    /// was created and last changed, and `stuck=true` for sagas waiting for a human (failed) or
-    /// that nothing will move on (past their deadline, or set aside as unreadable).
+    /// Oldest first. Filters combine: kind, state, the store and product a saga concerns (for every
+    /// kind: an order's saga concerns each product it lists), when it was created and last
+    /// changed, and `stuck=true` for sagas waiting for an operator or that nothing will move on
+    /// (past their deadline, or set aside as unreadable).
     #[oai(path = "/sagas", method = "get")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
@@ -402,8 +408,8 @@ impl SagasApi {
         let counts = store::count_by_state(&mut conn).await?;
         let totals = sqlx::query!(
             r#"SELECT count(*) FILTER (WHERE closed_at IS NULL) AS "open!",
-                      count(*) FILTER (WHERE saga_stuck(state, closed_at, deadline_at)) AS "stuck!"
-               FROM saga WHERE closed_at IS NULL OR state = 'failed'"#
+                      count(*) FILTER (WHERE saga_stuck(awaits, closed_at, deadline_at)) AS "stuck!"
+               FROM saga WHERE closed_at IS NULL OR awaits = 'operator'"#
         )
         .fetch_one(&mut *conn)
         .await?;

@@ -132,10 +132,10 @@ impl Api {
         self.get(&format!("/sagas/{id}")).await.expect(StatusCode::OK, "reading a saga")
     }
 
-    /// Every saga about one product in one store, oldest first.
-    pub async fn sagas_for(&self, store_id: Uuid, product_id: Uuid) -> Vec<Value> {
+    /// Every saga of `kind` that concerns one product in one store, oldest first.
+    pub async fn sagas_for(&self, kind: &str, store_id: Uuid, product_id: Uuid) -> Vec<Value> {
         let page = self
-            .get(&format!("/sagas?store_id={store_id}&product_id={product_id}&limit=100"))
+            .get(&format!("/sagas?kind={kind}&store_id={store_id}&product_id={product_id}&limit=100"))
             .await
             .expect(StatusCode::OK, "listing sagas");
         assert!(page["next_cursor"].is_null(), "more sagas than one page holds: {page:#}");

@@ -46,7 +46,7 @@ async fn replenishment_started(world: &mut World, product: String, store: String
     let (store_id, product_id) = (world.store(&store), world.product(&product));
     let api = world.api().await;
     // The low-stock rule runs in the order's own transaction: the saga is there at once.
-    let sagas = api.sagas_for(store_id, product_id).await;
+    let sagas = api.sagas_for("replenishment", store_id, product_id).await;
     let [saga] = sagas.as_slice() else {
         panic!("one replenishment of {product} for {store} was expected, not {}: {sagas:#?}", sagas.len());
     };
@@ -58,7 +58,7 @@ async fn replenishment_started(world: &mut World, product: String, store: String
 async fn exactly_one_open(world: &mut World, product: String, store: String) {
     let (store_id, product_id) = (world.store(&store), world.product(&product));
     let api = world.api().await;
-    let sagas = api.sagas_for(store_id, product_id).await;
+    let sagas = api.sagas_for("replenishment", store_id, product_id).await;
     let open: Vec<&Value> = sagas.iter().filter(|s| is_open(s)).collect();
     let states: Vec<&str> = sagas.iter().map(|s| text(s, "state")).collect();
     assert_eq!(open.len(), 1, "open replenishments of {product} for {store}; all of them: {states:?}");
@@ -165,7 +165,7 @@ async fn no_stock_moved(world: &mut World) {
 async fn new_replenishment_started(world: &mut World, product: String, store: String) {
     let (store_id, product_id, previous) = (world.store(&store), world.product(&product), world.saga());
     let api = world.api().await;
-    let sagas = api.sagas_for(store_id, product_id).await;
+    let sagas = api.sagas_for("replenishment", store_id, product_id).await;
     let fresh: Vec<&Value> = sagas.iter().filter(|s| super::id(s, "id") != previous).collect();
     let [saga] = fresh.as_slice() else {
         panic!("one new replenishment of {product} for {store} was expected, not {}: {sagas:#?}", fresh.len());

@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Action, Actor, GaveUp, Input, SagaKind, SagaState,
+    Action, Actor, Awaits, GaveUp, Input, SagaKind, SagaState,
     store::{self, SagaRow, SagaUpdate, TransitionRecord},
 };
 use crate::{
@@ -90,7 +90,7 @@ pub enum Applied {
 /// When the command of `state`, sent for the `attempt`-th time, is due: a worker's timeout
 /// doubles with each resend; a person's stays the same.
 pub fn deadline<K: SagaKind>(timing: &SagaTiming, state: K::State, attempt: i32) -> DateTime<Utc> {
-    let wait = if K::waits_on_a_person(state) {
+    let wait = if state.awaits() == Awaits::Person {
         timing.person_timeout
     } else {
         timing.command_timeout.saturating_mul(1 << (attempt - 1).clamp(0, 16)).min(timing.max_timeout)
@@ -124,7 +124,7 @@ pub async fn start<K: SagaKind>(tx: &mut PgConnection, timing: &SagaTiming, star
         attempt: i32::from(command.is_some()),
         deadline_at: command.as_ref().map(|_| deadline::<K>(timing, initial, 1)),
         last_error: None,
-        closed: initial.is_terminal(),
+        awaits: initial.awaits(),
     };
     let record = TransitionRecord {
         saga_id,
@@ -136,7 +136,7 @@ pub async fn start<K: SagaKind>(tx: &mut PgConnection, timing: &SagaTiming, star
         actor: actor.as_str(),
         took_ms: None,
     };
-    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update, &record).await?;
+    store::insert(tx, saga_id, K::KIND, &trace.trace_id_hex(), &update, &record, &K::concerns(data)).await?;
     let mut messages: Vec<Outgoing> = command.iter().map(|c| Outgoing::command(c).in_trace(trace)).collect();
     messages.extend(events.into_iter().map(|e| e.in_trace(trace)));
     outbox::enqueue(tx, &messages).await?;
@@ -232,7 +232,7 @@ pub async fn decide<K: SagaKind>(
         attempt: i32::from(awaiting),
         deadline_at: awaiting.then(|| deadline::<K>(timing, step.next, 1)),
         last_error: step.error.as_deref(),
-        closed: step.next.is_terminal(),
+        awaits: step.next.awaits(),
     };
     // A step's latency runs from entering a state to leaving it; staying (a retry) is no step.
     let took_ms = (step.next != state).then(|| (Utc::now() - row.state_entered_at).as_seconds_f64() * 1000.0);
@@ -279,7 +279,7 @@ pub async fn on_deadline<K: SagaKind>(
             attempt: 0,
             deadline_at: None,
             last_error: None,
-            closed: state.is_terminal(),
+            awaits: state.awaits(),
         };
         store::update(tx, row, &update, None).await?;
         return Ok(());
@@ -298,7 +298,7 @@ pub async fn on_deadline<K: SagaKind>(
         deadline_at: Some(deadline::<K>(timing, state, attempt)),
         // A resend is routine, not an error: the timeline and the attempt count show it.
         last_error: None,
-        closed: false,
+        awaits: state.awaits(),
     };
     let detail = json!({ "attempt": attempt, "command": message.message_type, "message_id": message.message_id });
     let record = TransitionRecord {

@@ -144,16 +144,44 @@ pub struct Refused {
     pub event: String,
 }
 
-/// The states of a kind: a strum enum stored as text.
-///
-/// By convention every kind names the state that waits for a human `failed`: operators' stuck
-/// lists find it by that name. The states can be listed, so that a gauge reports every one of
-/// them, at zero when no saga is in it.
+/// What a saga waits on in a state, as its kind declares it. The engine stores it with the saga
+/// (`saga.awaits`): the deadlines, the stuck list, the operators' views and retention read it,
+/// never a kind's state names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum Awaits {
+    /// A participant's answer to the command it was sent; each resend doubles the deadline.
+    Participant,
+    /// A person's answer (a picker's) to the command it was sent; the deadline does not double.
+    Person,
+    /// An operator: nothing moves the saga until one acts. It counts as stuck, and is kept.
+    Operator,
+    /// Nothing: the saga is done.
+    Nothing,
+}
+
+impl Awaits {
+    /// No command is outstanding, and none will be unless an operator steps in.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Self::Operator | Self::Nothing)
+    }
+}
+
+/// The states of a kind: a strum enum stored as text. The states can be listed, so that a gauge
+/// reports every one of them, at zero when no saga is in it.
 pub trait SagaState:
     Copy + Eq + Debug + AsRef<str> + Into<&'static str> + FromStr + IntoEnumIterator + Send + Sync + 'static
 {
-    /// No command is outstanding, and none will be unless an operator steps in.
-    fn is_terminal(self) -> bool;
+    /// What a saga in this state waits on.
+    fn awaits(self) -> Awaits;
+}
+
+/// What a saga concerns, for the lists that find sagas by store and product: a store (none for
+/// the warehouse's own sagas) and the products.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Concerns {
+    pub store: Option<Uuid>,
+    pub products: Vec<Uuid>,
 }
 
 /// One kind of saga.
@@ -178,11 +206,8 @@ pub trait SagaKind: Send + Sync + 'static {
     /// The command a state waits on, which the engine sends again when its deadline passes.
     fn outstanding(saga_id: Uuid, state: Self::State, data: &Self::Data) -> Option<Self::Command>;
 
-    /// Whether the command of `state` waits on a person (a picker) rather than on a worker: its
-    /// every send then gets [`SagaTiming::person_timeout`] instead of the doubling worker timeout.
-    fn waits_on_a_person(_state: Self::State) -> bool {
-        false
-    }
+    /// The store and products a saga with `data` concerns.
+    fn concerns(data: &Self::Data) -> Concerns;
 
     /// After each applied transition, in its transaction: keeps the kind's own rows in step (the
     /// `replenishment` row, say) and applies the kind's rules that follow from the new state.

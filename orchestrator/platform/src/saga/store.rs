@@ -8,6 +8,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::{Awaits, Concerns};
+
 /// A saga as the engine reads it, under its row lock.
 #[derive(Clone, Debug)]
 pub struct SagaRow {
@@ -30,7 +32,8 @@ pub struct SagaUpdate<'a> {
     pub attempt: i32,
     pub deadline_at: Option<DateTime<Utc>>,
     pub last_error: Option<&'a str>,
-    pub closed: bool,
+    /// What the saga waits on in its new state; it is closed when that is an operator or nothing.
+    pub awaits: Awaits,
 }
 
 /// One line of the timeline.
@@ -82,7 +85,7 @@ pub async fn next_deadline(conn: &mut PgConnection) -> sqlx::Result<Option<DateT
     sqlx::query_scalar!("SELECT min(deadline_at) FROM saga WHERE closed_at IS NULL").fetch_one(conn).await
 }
 
-/// Writes a new saga and the first line of its timeline, in one statement.
+/// Writes a new saga, what it concerns and the first line of its timeline, in one statement.
 pub async fn insert(
     tx: &mut PgConnection,
     id: Uuid,
@@ -90,11 +93,19 @@ pub async fn insert(
     trace_id: &str,
     update: &SagaUpdate<'_>,
     record: &TransitionRecord<'_>,
+    concerns: &Concerns,
 ) -> sqlx::Result<()> {
+    // A saga that names no product still concerns its store: one row, without a product.
+    let products: Vec<Option<Uuid>> =
+        if concerns.products.is_empty() { vec![None] } else { concerns.products.iter().copied().map(Some).collect() };
     sqlx::query!(
         "WITH saga AS (
-             INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9) RETURNING id)
+             INSERT INTO saga (id, kind, state, data, attempt, deadline_at, last_error, closed_at, trace_id, awaits)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END, $9, $17) RETURNING id),
+         concern AS (
+             INSERT INTO saga_concern (saga_id, store_id, product_id)
+             SELECT id, $18, product_id FROM saga, UNNEST($19::uuid[]) AS product_id
+             WHERE $18::uuid IS NOT NULL OR product_id IS NOT NULL)
          INSERT INTO saga_transition (saga_id, from_state, to_state, event, applied, detail, actor, took_ms)
          SELECT id, $10, $11, $12, $13, $14, $15, $16 FROM saga",
         id,
@@ -104,7 +115,7 @@ pub async fn insert(
         update.attempt,
         update.deadline_at,
         update.last_error,
-        update.closed,
+        update.awaits.is_closed(),
         trace_id,
         record.from,
         record.to,
@@ -113,6 +124,9 @@ pub async fn insert(
         record.detail,
         record.actor,
         record.took_ms,
+        update.awaits.as_ref(),
+        concerns.store,
+        &products as &[Option<Uuid>],
     )
     .execute(tx)
     .await?;
@@ -133,7 +147,7 @@ pub async fn update(
         r#"WITH moved AS (
                UPDATE saga SET state = $3, data = $4, attempt = $5, deadline_at = $6,
                       last_error = COALESCE($7, last_error), version = version + 1, updated_at = now(),
-                      closed_at = CASE WHEN $8 THEN now() END,
+                      closed_at = CASE WHEN $8 THEN now() END, awaits = $17,
                       state_entered_at = CASE WHEN state = $3 THEN state_entered_at ELSE now() END
                WHERE id = $1 AND version = $2 RETURNING id),
            line AS (
@@ -147,7 +161,7 @@ pub async fn update(
         update.attempt,
         update.deadline_at,
         update.last_error,
-        update.closed,
+        update.awaits.is_closed(),
         record.is_some(),
         record.and_then(|r| r.from),
         record.map(|r| r.to),
@@ -156,6 +170,7 @@ pub async fn update(
         record.map(|r| r.detail),
         record.map(|r| r.actor),
         record.and_then(|r| r.took_ms),
+        update.awaits.as_ref(),
     )
     .fetch_one(tx)
     .await?;
@@ -222,13 +237,13 @@ pub async fn count_by_state(conn: &mut PgConnection) -> sqlx::Result<Vec<StateCo
     .await
 }
 
-/// Stuck sagas (`saga_stuck`: failed, or open with nothing that will move them) by kind, for the
-/// `sagas_stuck` gauge; kinds with none are absent. Only open and failed sagas can be stuck, so
-/// their partial indexes bound the scan.
+/// Stuck sagas (`saga_stuck`: waiting for an operator, or open with nothing that will move them)
+/// by kind, for the `sagas_stuck` gauge; kinds with none are absent. Only open sagas and those
+/// waiting for an operator can be stuck, so their partial indexes bound the scan.
 pub async fn count_stuck_by_kind(conn: &mut PgConnection) -> sqlx::Result<Vec<(String, i64)>> {
     let rows = sqlx::query!(
         r#"SELECT kind, count(*) AS "count!" FROM saga
-           WHERE (closed_at IS NULL OR state = 'failed') AND saga_stuck(state, closed_at, deadline_at)
+           WHERE (closed_at IS NULL OR awaits = 'operator') AND saga_stuck(awaits, closed_at, deadline_at)
            GROUP BY kind"#
     )
     .fetch_all(conn)
@@ -239,12 +254,12 @@ pub async fn count_stuck_by_kind(conn: &mut PgConnection) -> sqlx::Result<Vec<(S
 /// Deletes up to `limit` sagas closed more than `older_than` ago, the longest closed first, with their
 /// timelines and their kinds' rows (the foreign keys cascade); returns how many sagas.
 ///
-/// A `failed` saga is closed but waits for an operator, so it is kept until someone acts on it.
+/// A saga waiting for an operator is closed, but kept until someone acts on it.
 /// Sagas another transaction holds (a late reply being refused, say) are skipped, not waited for.
 pub async fn delete_closed(conn: &mut PgConnection, older_than: Duration, limit: i64) -> sqlx::Result<u64> {
     let deleted = sqlx::query!(
         "DELETE FROM saga WHERE id = ANY(ARRAY(
-             SELECT id FROM saga WHERE closed_at < now() - make_interval(secs => $1) AND state <> 'failed'
+             SELECT id FROM saga WHERE closed_at < now() - make_interval(secs => $1) AND awaits <> 'operator'
              ORDER BY closed_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
         older_than.as_secs_f64(),
         limit

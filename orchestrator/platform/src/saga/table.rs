@@ -49,7 +49,7 @@ where
             if let Ok(step) = K::transition(saga_id, state, data, input) {
                 let awaited = K::outstanding(saga_id, step.next, &step.data);
                 assert_eq!(step.commands, awaited.into_iter().collect::<Vec<_>>(), "{:?}", step.next);
-                assert_eq!(step.next.is_terminal(), step.commands.is_empty(), "{:?}", step.next);
+                assert_eq!(step.next.awaits().is_closed(), step.commands.is_empty(), "{:?}", step.next);
             }
         }
     }
