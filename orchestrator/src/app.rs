@@ -72,7 +72,7 @@ impl Application {
     pub async fn build(config: Config, roles: Roles, faults: RelayFaults) -> anyhow::Result<Self> {
         let http_addr = config.http_addr;
         let registry = Arc::new(sagas::registry());
-        let services = Services::connect(config, registry.participants()).await?;
+        let services = Services::connect(config, &registry).await?;
         let ctx = Context::new(&services, registry);
         register_known_series(&ctx.registry);
         let (trigger, shutdown) = shutdown::channel();

@@ -58,7 +58,7 @@ pub fn render(registry: &Registry) -> String {
 
 /// The AsyncAPI 3.0 document of `registry`'s saga kinds and every domain event.
 pub fn document(registry: &Registry) -> Value {
-    let topology = Topology::new(NAMESPACE, registry.participants());
+    let topology = registry.topology(NAMESPACE);
     let mut generator = contract::generator();
     let messages = contracts(registry, &mut generator);
     let envelope = contract::inline_schema::<Envelope>(&mut generator);
@@ -141,34 +141,15 @@ pub fn document(registry: &Registry) -> Value {
 }
 
 /// Every message the document describes but the dead letter: the commands and replies of
-/// `registry`'s kinds, then the domain events. Their schemas refer to `generator`'s definitions.
+/// `registry`'s kinds, then the domain events their flows emit. Their schemas refer to
+/// `generator`'s definitions.
 pub fn contracts(registry: &Registry, generator: &mut SchemaGenerator) -> Vec<MessageContract> {
     let mut messages: Vec<MessageContract> = Vec::new();
     for kind in registry.kinds() {
         messages.extend(registry.driver(kind).expect("a listed kind has a driver").messages(generator));
     }
-    messages.extend(events(generator));
+    messages.extend(registry.events().iter().map(|event| (event.contract)(generator)));
     messages
-}
-
-/// Every domain event. An event type that is not listed here is not in the published contract.
-fn events(generator: &mut SchemaGenerator) -> Vec<MessageContract> {
-    use contract::event;
-    use participants::{inventory::receipt, warehouse};
-    use sagas::{fulfilment, replenishment};
-    vec![
-        event::<crate::orders::OrderCreated>(generator),
-        event::<fulfilment::PaymentApproved>(generator),
-        event::<fulfilment::PaymentDeclined>(generator),
-        event::<fulfilment::OrderFulfilled>(generator),
-        event::<fulfilment::OrderCancelled>(generator),
-        event::<replenishment::StockLow>(generator),
-        event::<receipt::StockReplenished>(generator),
-        event::<replenishment::ReplenishmentCreated>(generator),
-        event::<warehouse::ShipmentDispatched>(generator),
-        event::<receipt::ShipmentReceived>(generator),
-        event::<replenishment::ReplenishmentAborted>(generator),
-    ]
 }
 
 fn introduction() -> String {
@@ -192,7 +173,7 @@ type, a body that does not match its type) with the reason in a header, and one 
 failing after its retries.
 
 {GUARANTEES}",
-        dead_letter = Topology::new(NAMESPACE, &[]).exchange(Exchange::DeadLetter),
+        dead_letter = Topology::new(NAMESPACE, &[], &[]).exchange(Exchange::DeadLetter),
         traceparent = trace::HEADER,
     )
 }
@@ -215,7 +196,7 @@ fn ids_on(routed: &[(String, Exchange, String, Value)], exchange: Exchange, key:
 /// and the key.
 fn route_channel(exchange: Exchange, key: &str) -> String {
     match exchange {
-        Exchange::OrderEvents | Exchange::InventoryEvents | Exchange::WarehouseEvents => key.to_owned(),
+        Exchange::Events(_) => key.to_owned(),
         Exchange::DeadLetter => exchange.as_ref().to_owned(),
         _ => format!("{}.{key}", exchange.as_ref()),
     }

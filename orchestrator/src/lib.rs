@@ -70,7 +70,7 @@ impl Context {
 
     /// A context on the given connections; nothing is connected here.
     pub fn build(config: &Config, pool: PgPool, redis: Redis, outbox: OutboxSignal, registry: Arc<Registry>) -> Self {
-        let topology = Topology::new(config.namespace.clone(), registry.participants());
+        let topology = registry.topology(config.namespace.clone());
         let amqp_url: Arc<str> = config.amqp_url.as_str().into();
         Self {
             pool,

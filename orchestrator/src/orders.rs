@@ -8,18 +8,14 @@
 use chrono::{DateTime, Utc};
 use participants::inventory::pick::{self, HandOverError};
 use platform::{
-    domain_event,
     messaging::outbox::Outgoing,
-    protocol::example,
     saga::{
         Action, Actor, Input,
         engine::{self, Applied},
         store,
     },
 };
-use sagas::fulfilment::{self, Fulfilment};
-use schemars::JsonSchema;
-use serde::Serialize;
+use sagas::fulfilment::{self, Fulfilment, OrderCreated};
 use sqlx::PgConnection;
 use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
 use uuid::Uuid;
@@ -39,22 +35,6 @@ pub const MAX_ITEMS: usize = 100;
 /// basket, and far below what a 64-bit sum of 100 lines at the highest price and quantity could
 /// overflow to. A costlier order is refused (422) before anything is reserved or charged.
 pub const MAX_ORDER_CENTS: i64 = 100_000_000_000;
-
-/// A customer placed an order: its items are reserved in the store, and its payment is being
-/// taken. Emitted once per order, in the transaction that places it (a retry with the same
-/// `Idempotency-Key` returns the first order and emits nothing).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct OrderCreated {
-    pub order_id: Uuid,
-    pub store_id: Uuid,
-    /// What was ordered, as the customer listed it.
-    pub items: Vec<fulfilment::Line>,
-}
-
-domain_event!(OrderCreated, "order.created" on OrderEvents, correlated by order_id, example {
-    let items = vec![fulfilment::Line { product_id: example::PRODUCT, quantity: 2 }];
-    Self { order_id: example::ORDER, store_id: example::STORE, items }
-});
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderLine {

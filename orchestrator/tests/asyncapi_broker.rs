@@ -37,7 +37,7 @@ use orchestrator::{app::Roles, asyncapi};
 use platform::{
     contract,
     messaging::{
-        Topology, connect,
+        connect,
         outbox::{self, Outgoing},
         relay::RelayFaults,
         with_channel,
@@ -70,7 +70,7 @@ async fn every_documented_message_travels_the_broker_as_documented() {
     let namespace = env.config.namespace.clone();
     let document = committed();
     // Migrates the database and declares the code's topology; no consumer runs.
-    let services = Services::connect(env.config.clone(), sagas::registry().participants()).await.unwrap();
+    let services = Services::connect(env.config.clone(), &sagas::registry()).await.unwrap();
     let connection = connect(&env.config.amqp_url, "asyncapi-test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -117,7 +117,7 @@ async fn every_documented_message_travels_the_broker_as_documented() {
 
     // Each message as the code writes it to the outbox, and published by the relay's own code: to
     // the documented exchange and routing key, which must be the code's.
-    let topology = Topology::new(namespace.clone(), sagas::registry().participants());
+    let topology = sagas::registry().topology(namespace.clone());
     let mut code: HashMap<String, Outgoing> = asyncapi::contracts(&sagas::registry(), &mut contract::generator())
         .into_iter()
         .map(|message| (asyncapi::message_id(&message), message.example))

@@ -12,7 +12,7 @@ use lapin::{
 };
 use orchestrator::app::Roles;
 use platform::{
-    messaging::{Exchange, Queue, Topology, connect, relay::RelayFaults},
+    messaging::{Exchange, Queue, connect, relay::RelayFaults},
     saga::Actor,
 };
 use poem::http::StatusCode;
@@ -26,7 +26,7 @@ async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once()
     let env = TestEnv::new().await;
     let app = env.start(Roles::all(), RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
-    let topology = Topology::new(env.config.namespace.clone(), sagas::registry().participants());
+    let topology = sagas::registry().topology(env.config.namespace.clone());
     let connection = connect(&env.config.amqp_url, "test").await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();

@@ -132,7 +132,8 @@ impl Harness {
                 return;
             }
             for message in claimed {
-                if !matches!(message.exchange, Some(Exchange::Commands | Exchange::Replies)) {
+                let saga_traffic = [Exchange::Commands, Exchange::Replies].map(|e| e.name());
+                if !saga_traffic.contains(&message.exchange.as_str()) {
                     continue; // domain events have no consumer here
                 }
                 let copies = match fate(&message.envelope) {

@@ -46,7 +46,7 @@ pub fn spawn(services: &Services, participant: Participant, tasks: &mut JoinSet<
 /// The whole life of a standalone worker process for `participant`.
 pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
     let registry = sagas::registry();
-    platform::process::run_worker(registry.participants(), vec![participant.name], |services, tasks, shutdown| {
+    platform::process::run_worker(&registry, vec![participant.name], |services, tasks, shutdown| {
         spawn(services, participant, tasks, shutdown);
     })
     .await

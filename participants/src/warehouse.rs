@@ -12,16 +12,13 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use platform::{
-    domain_event,
     messaging::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::{Envelope, example},
+    protocol::Envelope,
 };
-use sagas::replenishment::{Command, Reply};
-use schemars::JsonSchema;
-use serde::Serialize;
+use sagas::replenishment::{Command, Reply, ShipmentDispatched};
 use stock::{
     Movement, MovementReason, ledger,
     shipment::{self, NewShipment, Shipment, ShipmentStatus},
@@ -149,27 +146,6 @@ async fn dispatch(
         Outgoing::event(&event),
     ])
 }
-
-/// A shipment left the warehouse for a store, for a replenishment (`saga_id`). Emitted once per
-/// replenishment at most, by the warehouse worker, in the transaction that takes the stock out of
-/// the warehouse; a dispatch sent again finds the shipment and emits nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct ShipmentDispatched {
-    pub saga_id: Uuid,
-    pub shipment_id: Uuid,
-    pub store_id: Uuid,
-    pub product_id: Uuid,
-    /// What the replenishment asked for.
-    pub quantity_requested: i64,
-    /// What left: at most what was asked for, less when the warehouse had less.
-    pub quantity: i64,
-}
-
-domain_event!(ShipmentDispatched, "shipment.dispatched" on WarehouseEvents, correlated by saga_id, example {
-    let (saga_id, shipment_id, store_id, product_id) =
-        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
-    Self { saga_id, shipment_id, store_id, product_id, quantity_requested: 12, quantity: 8 }
-});
 
 /// Cancels the saga's shipment and returns its stock (into `movements`); refuses once the store
 /// has received it.

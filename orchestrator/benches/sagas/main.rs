@@ -49,7 +49,8 @@ use lapin::{
     options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
-use platform::messaging::{Exchange, Topology, connect};
+use platform::{messaging::connect, protocol::DomainEvent};
+use sagas::replenishment::{ReplenishmentAborted, StockReplenished};
 use serde_json::{Value, json};
 use support::http::{Answer, Connection};
 use system::{Cpu, System};
@@ -133,11 +134,12 @@ async fn listen(system: &System) -> (Arc<Mutex<Endings>>, lapin::Connection) {
     let channel = connection.create_channel().await.unwrap();
     let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
     let queue = channel.queue_declare("".into(), exclusive, FieldTable::default()).await.unwrap();
-    let topology = Topology::new(config.namespace.clone(), sagas::registry().participants());
-    for (exchange, key) in
-        [(Exchange::InventoryEvents, "stock.replenished"), (Exchange::WarehouseEvents, "replenishment.aborted")]
-    {
-        let exchange = topology.exchange(exchange);
+    let topology = sagas::registry().topology(config.namespace.clone());
+    for (exchange, key) in [
+        (StockReplenished::EXCHANGE, StockReplenished::NAME),
+        (ReplenishmentAborted::EXCHANGE, ReplenishmentAborted::NAME),
+    ] {
+        let exchange = topology.exchange(platform::messaging::Exchange::Events(exchange));
         channel
             .queue_bind(
                 queue.name().clone(),

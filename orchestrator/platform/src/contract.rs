@@ -7,7 +7,7 @@ use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::Value;
 
 use crate::{
-    messaging::outbox::Outgoing,
+    messaging::{EventExchange, outbox::Outgoing},
     protocol::{DomainEvent, MessageFamily, example},
 };
 
@@ -96,6 +96,21 @@ pub fn family<F: MessageFamily>(
             }
         })
         .collect()
+}
+
+/// A domain event a saga kind's flow emits (its rules', or its participants'): its exchange, which
+/// the deployment declares, and its contract, which the published document lists.
+#[derive(Clone, Copy, Debug)]
+pub struct Event {
+    pub name: &'static str,
+    pub exchange: EventExchange,
+    pub contract: fn(&mut SchemaGenerator) -> MessageContract,
+}
+
+impl Event {
+    pub const fn of<E: DomainEvent>() -> Self {
+        Self { name: E::NAME, exchange: E::EXCHANGE, contract: event::<E> }
+    }
 }
 
 /// A domain event: its body's schema is a reference to the event type's definition.
@@ -197,6 +212,8 @@ mod tests {
         }
     }
 
+    const THINGS: EventExchange = EventExchange("thing.events");
+
     /// Something happened.
     #[derive(Serialize, JsonSchema)]
     struct Happened {
@@ -205,7 +222,7 @@ mod tests {
 
     impl DomainEvent for Happened {
         const NAME: &'static str = "thing.happened";
-        const EXCHANGE: Exchange = Exchange::WarehouseEvents;
+        const EXCHANGE: EventExchange = THINGS;
 
         fn correlation_id(&self) -> Option<Uuid> {
             Some(self.saga_id)
@@ -241,7 +258,7 @@ mod tests {
         assert_eq!(happened.schema["$ref"], "#/components/schemas/Happened");
         assert_eq!(happened.description, "Something happened.");
         assert_eq!(happened.example.routing_key, "thing.happened");
-        assert_eq!(happened.example.exchange, Exchange::WarehouseEvents);
+        assert_eq!(happened.example.exchange, Exchange::Events(THINGS));
         let definitions = generator.take_definitions(true);
         assert_eq!(definitions["Happened"]["required"], serde_json::json!(["saga_id"]));
     }

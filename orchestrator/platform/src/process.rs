@@ -12,12 +12,13 @@ use crate::{
     db,
     heartbeat::Heartbeat,
     messaging::{
-        Participant, Queue, Topology,
+        Queue, Topology,
         consumer::{Consumer, Handler},
         outbox::OutboxSignal,
         relay::{Relay, RelayFaults},
     },
     redis::Redis,
+    saga::registry::Registry,
     shutdown::{Shutdown, ShutdownTrigger},
 };
 
@@ -37,14 +38,14 @@ pub struct Services {
 }
 
 impl Services {
-    /// Connects to Postgres (and migrates), prepares Redis, and declares the broker topology for
-    /// a deployment whose saga kinds command `participants`.
-    pub async fn connect(config: Config, participants: &[Participant]) -> anyhow::Result<Self> {
+    /// Connects to Postgres (and migrates), prepares Redis, and declares the broker topology of a
+    /// deployment of the `registry`'s kinds.
+    pub async fn connect(config: Config, registry: &Registry) -> anyhow::Result<Self> {
         let pool = db::connect(&config)
             .await
             .with_context(|| format!("connecting to Postgres at {}", redacted(&config.database_url)))?;
         let redis = Redis::new(&config.redis_url)?;
-        let topology = Topology::new(config.namespace.clone(), participants);
+        let topology = registry.topology(config.namespace.clone());
         declare_topology(&config.amqp_url, &topology).await?;
         Ok(Self {
             amqp_url: config.amqp_url.as_str().into(),
@@ -149,15 +150,15 @@ pub async fn run_until_signal(trigger: ShutdownTrigger, mut tasks: JoinSet<()>) 
 }
 
 /// The whole life of a standalone worker process: `spawn` starts its consumers (and anything else
-/// it runs) for `roles`, among the `participants` of the deployment's saga kinds.
+/// it runs) for `roles`, in a deployment of the `registry`'s kinds.
 pub async fn run_worker(
-    participants: &[Participant],
+    registry: &Registry,
     roles: Vec<&'static str>,
     spawn: impl FnOnce(&Services, &mut JoinSet<()>, &Shutdown),
 ) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     init_logging(config.log_json);
-    let services = Services::connect(config, participants).await?;
+    let services = Services::connect(config, registry).await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut tasks = JoinSet::new();
     spawn(&services, &mut tasks, &shutdown);

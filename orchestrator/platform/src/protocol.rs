@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::messaging::Exchange;
+use crate::messaging::EventExchange;
 
 /// The envelope version this build writes and accepts.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -125,7 +125,7 @@ pub trait ReplyFamily: MessageFamily {
 pub trait DomainEvent: Serialize + JsonSchema {
     /// `order.created`, `stock.low`, …
     const NAME: &'static str;
-    const EXCHANGE: Exchange;
+    const EXCHANGE: EventExchange;
 
     /// The saga (or order) the event belongs to: the envelope's correlation id.
     fn correlation_id(&self) -> Option<Uuid>;
@@ -138,16 +138,16 @@ pub trait DomainEvent: Serialize + JsonSchema {
 /// field that is its correlation id, and the value the contract shows as its example.
 ///
 /// ```ignore
-/// domain_event!(StockLow, "stock.low" on InventoryEvents, correlated by saga_id, example {
+/// domain_event!(StockLow, "stock.low" on INVENTORY_EVENTS, correlated by saga_id, example {
 ///     StockLow { saga_id: example::SAGA, .. }
 /// });
 /// ```
 #[macro_export]
 macro_rules! domain_event {
-    ($event:ty, $name:literal on $exchange:ident, correlated by $field:ident, example $example:expr) => {
+    ($event:ty, $name:literal on $exchange:path, correlated by $field:ident, example $example:expr) => {
         impl $crate::protocol::DomainEvent for $event {
             const NAME: &'static str = $name;
-            const EXCHANGE: $crate::messaging::Exchange = $crate::messaging::Exchange::$exchange;
+            const EXCHANGE: $crate::messaging::EventExchange = $exchange;
 
             fn correlation_id(&self) -> ::core::option::Option<::uuid::Uuid> {
                 ::core::option::Option::Some(self.$field)

@@ -24,8 +24,9 @@
 
 use platform::{
     config::SagaTiming,
+    contract::Event,
     domain_event,
-    messaging::{Participant, outbox::Outgoing},
+    messaging::{EventExchange, Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
     saga::{
         Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
@@ -220,6 +221,13 @@ pub struct Fulfilment;
 impl SagaKind for Fulfilment {
     const KIND: &'static str = "order_fulfilment";
     const PARTICIPANTS: &'static [Participant] = &[PAYMENT, INVENTORY];
+    const EVENTS: &'static [Event] = &[
+        Event::of::<OrderCreated>(),
+        Event::of::<PaymentApproved>(),
+        Event::of::<PaymentDeclined>(),
+        Event::of::<OrderFulfilled>(),
+        Event::of::<OrderCancelled>(),
+    ];
     type State = State;
     type Command = Command;
     type Reply = Reply;
@@ -403,21 +411,41 @@ pub struct OrderCancelled {
     pub reason: Option<String>,
 }
 
-domain_event!(PaymentApproved, "payment.approved" on OrderEvents, correlated by order_id, example {
+/// The order's domain events: order.created, payment.approved, payment.declined,
+/// order.fulfilled, order.cancelled.
+pub const ORDER_EVENTS: EventExchange = EventExchange("order.events");
+
+domain_event!(PaymentApproved, "payment.approved" on ORDER_EVENTS, correlated by order_id, example {
     PaymentApproved { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
 });
-domain_event!(PaymentDeclined, "payment.declined" on OrderEvents, correlated by order_id, example {
+domain_event!(PaymentDeclined, "payment.declined" on ORDER_EVENTS, correlated by order_id, example {
     PaymentDeclined {
         order_id: example::ORDER,
         store_id: example::STORE,
         reason: "the card was declined (simulated)".into()
     }
 });
-domain_event!(OrderFulfilled, "order.fulfilled" on OrderEvents, correlated by order_id, example {
+domain_event!(OrderFulfilled, "order.fulfilled" on ORDER_EVENTS, correlated by order_id, example {
     OrderFulfilled { order_id: example::ORDER, store_id: example::STORE, amount_cents: 598 }
 });
-domain_event!(OrderCancelled, "order.cancelled" on OrderEvents, correlated by order_id, example {
+domain_event!(OrderCancelled, "order.cancelled" on ORDER_EVENTS, correlated by order_id, example {
     OrderCancelled { order_id: example::ORDER, store_id: example::STORE, reason: None }
+});
+
+/// A customer placed an order: its items are reserved in the store, and its payment is being
+/// taken. Emitted once per order, in the transaction that places it (a retry with the same
+/// `Idempotency-Key` returns the first order and emits nothing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub store_id: Uuid,
+    /// What was ordered, as the customer listed it.
+    pub items: Vec<Line>,
+}
+
+domain_event!(OrderCreated, "order.created" on ORDER_EVENTS, correlated by order_id, example {
+    let items = vec![Line { product_id: example::PRODUCT, quantity: 2 }];
+    Self { order_id: example::ORDER, store_id: example::STORE, items }
 });
 
 #[cfg(test)]

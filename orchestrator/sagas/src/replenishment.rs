@@ -22,9 +22,10 @@
 
 use platform::{
     config::SagaTiming,
+    contract::Event,
     domain_event,
     messaging::{
-        Participant,
+        EventExchange, Participant,
         outbox::{self, Outgoing},
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
@@ -207,6 +208,14 @@ pub struct Replenishment;
 impl SagaKind for Replenishment {
     const KIND: &'static str = "replenishment";
     const PARTICIPANTS: &'static [Participant] = &[WAREHOUSE, INVENTORY];
+    const EVENTS: &'static [Event] = &[
+        Event::of::<StockLow>(),
+        Event::of::<StockReplenished>(),
+        Event::of::<ReplenishmentCreated>(),
+        Event::of::<ShipmentDispatched>(),
+        Event::of::<ShipmentReceived>(),
+        Event::of::<ReplenishmentAborted>(),
+    ];
     type State = State;
     type Command = Command;
     type Reply = Reply;
@@ -415,6 +424,12 @@ fn events(saga_id: Uuid, next: State, data: &Data, error: Option<&str>) -> Vec<O
     vec![Outgoing::event(&aborted)]
 }
 
+/// The store side's domain events: stock.low, stock.replenished.
+pub const INVENTORY_EVENTS: EventExchange = EventExchange("inventory.events");
+/// The warehouse side's: replenishment.created, shipment.dispatched, shipment.received, and
+/// replenishment.aborted when a replenishment ends compensated or failed.
+pub const WAREHOUSE_EVENTS: EventExchange = EventExchange("warehouse.events");
+
 /// A store's available stock of a product fell to its reorder threshold or below, and a
 /// replenishment was opened for it (`saga_id`). Emitted by the low-stock rule in the transaction
 /// of the change that made the stock low (an order, an adjustment, a release), at most once per
@@ -431,7 +446,7 @@ pub struct StockLow {
     pub saga_id: Uuid,
 }
 
-domain_event!(StockLow, "stock.low" on InventoryEvents, correlated by saga_id, example {
+domain_event!(StockLow, "stock.low" on INVENTORY_EVENTS, correlated by saga_id, example {
     let (store_id, product_id, saga_id) = (example::STORE, example::PRODUCT, example::SAGA);
     Self { store_id, product_id, available: 3, reorder_threshold: 3, saga_id }
 });
@@ -448,7 +463,7 @@ pub struct ReplenishmentCreated {
     pub quantity_requested: i64,
 }
 
-domain_event!(ReplenishmentCreated, "replenishment.created" on WarehouseEvents, correlated by saga_id, example {
+domain_event!(ReplenishmentCreated, "replenishment.created" on WAREHOUSE_EVENTS, correlated by saga_id, example {
     let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
     Self { saga_id, store_id, product_id, quantity_requested: 12 }
 });
@@ -481,10 +496,68 @@ pub struct ReplenishmentAborted {
     pub reason: Option<String>,
 }
 
-domain_event!(ReplenishmentAborted, "replenishment.aborted" on WarehouseEvents, correlated by saga_id, example {
+domain_event!(ReplenishmentAborted, "replenishment.aborted" on WAREHOUSE_EVENTS, correlated by saga_id, example {
     let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
     let reason = Some("the warehouse has none of this product to ship".into());
     Self { saga_id, store_id, product_id, state: AbortedState::Compensated, reason }
+});
+
+/// A shipment left the warehouse for a store, for a replenishment (`saga_id`). Emitted once per
+/// replenishment at most, by the warehouse worker, in the transaction that takes the stock out of
+/// the warehouse; a dispatch sent again finds the shipment and emits nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ShipmentDispatched {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the replenishment asked for.
+    pub quantity_requested: i64,
+    /// What left: at most what was asked for, less when the warehouse had less.
+    pub quantity: i64,
+}
+
+domain_event!(ShipmentDispatched, "shipment.dispatched" on WAREHOUSE_EVENTS, correlated by saga_id, example {
+    let (saga_id, shipment_id, store_id, product_id) =
+        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+    Self { saga_id, shipment_id, store_id, product_id, quantity_requested: 12, quantity: 8 }
+});
+
+/// A store took a replenishment's shipment into stock: its on-hand stock grew by `quantity`.
+/// Emitted once per shipment by the store's inventory worker, in the transaction that adds the
+/// stock (a receipt sent again finds the shipment received and emits nothing), together with
+/// `shipment.received` on the warehouse's exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct StockReplenished {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the shipment held, now on hand in the store.
+    pub quantity: i64,
+}
+
+/// A shipment reached its store and was taken into stock: the warehouse's view of
+/// `stock.replenished`. Emitted with it, in the same transaction, with the same body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ShipmentReceived {
+    pub saga_id: Uuid,
+    pub shipment_id: Uuid,
+    pub store_id: Uuid,
+    pub product_id: Uuid,
+    /// What the shipment held.
+    pub quantity: i64,
+}
+
+domain_event!(StockReplenished, "stock.replenished" on INVENTORY_EVENTS, correlated by saga_id, example {
+    let (saga_id, shipment_id, store_id, product_id) =
+        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
+    Self { saga_id, shipment_id, store_id, product_id, quantity: 8 }
+});
+
+domain_event!(ShipmentReceived, "shipment.received" on WAREHOUSE_EVENTS, correlated by saga_id, example {
+    let StockReplenished { saga_id, shipment_id, store_id, product_id, quantity } = StockReplenished::example();
+    Self { saga_id, shipment_id, store_id, product_id, quantity }
 });
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::{options::QueueDeclareOptions, types::FieldTable};
-use platform::messaging::{Queue, Topology, close, connect};
+use platform::messaging::{Queue, close, connect};
 
 /// Every queue of a deployment.
 pub const QUEUES: [Queue; 5] = [
@@ -34,7 +34,7 @@ pub async fn queue_states(amqp_url: &str, namespace: &str, queues: &[Queue]) -> 
     let probe = async {
         let connection = connect(amqp_url, "fault-suite-probe").await?;
         let channel = connection.create_channel().await?;
-        let topology = Topology::new(namespace.to_owned(), sagas::registry().participants());
+        let topology = sagas::registry().topology(namespace.to_owned());
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
         let mut states = Vec::with_capacity(queues.len());
         for &queue in queues {

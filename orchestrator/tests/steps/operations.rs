@@ -8,7 +8,7 @@ use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use orchestrator::app::Roles;
-use platform::messaging::{Exchange, Topology, connect};
+use platform::messaging::{Exchange, connect};
 use poem::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -112,7 +112,7 @@ async fn timeline_shows_action(world: &mut World, event: String, operator: Strin
 async fn malformed_command(world: &mut World) {
     world.ensure_started().await;
     let config = &world.env().config;
-    let topology = Topology::new(config.namespace.clone(), sagas::registry().participants());
+    let topology = sagas::registry().topology(config.namespace.clone());
     let connection = connect(&config.amqp_url, "scenario").await.expect("the broker is reachable");
     let channel = connection.create_channel().await.unwrap();
     channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -139,7 +139,7 @@ async fn dead_letters(world: &mut World) -> Vec<Value> {
 }
 
 fn queue_name(world: &World, queue: &str) -> String {
-    let topology = Topology::new(world.env().config.namespace.clone(), sagas::registry().participants());
+    let topology = sagas::registry().topology(world.env().config.namespace.clone());
     let queue = topology.parse_queue(queue).unwrap_or_else(|| panic!("{queue:?} is not a queue"));
     topology.queue(queue)
 }

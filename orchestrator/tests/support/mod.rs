@@ -13,7 +13,7 @@ use std::{future::Future, time::Duration};
 use orchestrator::app::{Application, Roles};
 use platform::{
     config::{Budget, Config, RateLimits, Secret},
-    messaging::{Topology, relay::RelayFaults, with_channel},
+    messaging::{relay::RelayFaults, with_channel},
 };
 use poem::{EndpointExt, endpoint::BoxEndpoint, test::TestClient};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -131,7 +131,7 @@ impl TestEnv {
 /// Deletes a namespace's exchanges and queues; gives up after a while rather than hang a test
 /// run on a broker that stopped answering (whatever is left is only names).
 pub async fn delete_broker_names(amqp_url: &str, namespace: &str) {
-    let topology = Topology::new(namespace.to_owned(), sagas::registry().participants());
+    let topology = sagas::registry().topology(namespace.to_owned());
     let delete = with_channel(amqp_url, "teardown", async |channel| topology.delete(channel).await);
     if tokio::time::timeout(Duration::from_secs(20), delete).await.is_err() {
         eprintln!("deleting the broker names of {namespace} timed out; they are left behind");

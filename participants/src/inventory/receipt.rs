@@ -1,13 +1,10 @@
 //! Receipts: a store takes a replenishment's shipment into stock.
 
 use platform::{
-    domain_event,
     messaging::{consumer::HandleError, outbox::Outgoing},
-    protocol::{Envelope, example},
+    protocol::Envelope,
 };
-use sagas::replenishment::{Command, Reply};
-use schemars::JsonSchema;
-use serde::Serialize;
+use sagas::replenishment::{Command, Reply, ShipmentReceived, StockReplenished};
 use sqlx::PgConnection;
 use stock::{
     Movement, MovementReason, StockLevel, level,
@@ -40,43 +37,6 @@ pub(super) async fn handle(
     }
     Ok((messages, level))
 }
-
-/// A store took a replenishment's shipment into stock: its on-hand stock grew by `quantity`.
-/// Emitted once per shipment by the store's inventory worker, in the transaction that adds the
-/// stock (a receipt sent again finds the shipment received and emits nothing), together with
-/// `shipment.received` on the warehouse's exchange.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct StockReplenished {
-    pub saga_id: Uuid,
-    pub shipment_id: Uuid,
-    pub store_id: Uuid,
-    pub product_id: Uuid,
-    /// What the shipment held, now on hand in the store.
-    pub quantity: i64,
-}
-
-/// A shipment reached its store and was taken into stock: the warehouse's view of
-/// `stock.replenished`. Emitted with it, in the same transaction, with the same body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
-pub struct ShipmentReceived {
-    pub saga_id: Uuid,
-    pub shipment_id: Uuid,
-    pub store_id: Uuid,
-    pub product_id: Uuid,
-    /// What the shipment held.
-    pub quantity: i64,
-}
-
-domain_event!(StockReplenished, "stock.replenished" on InventoryEvents, correlated by saga_id, example {
-    let (saga_id, shipment_id, store_id, product_id) =
-        (example::SAGA, example::SHIPMENT, example::STORE, example::PRODUCT);
-    Self { saga_id, shipment_id, store_id, product_id, quantity: 8 }
-});
-
-domain_event!(ShipmentReceived, "shipment.received" on WarehouseEvents, correlated by saga_id, example {
-    let StockReplenished { saga_id, shipment_id, store_id, product_id, quantity } = StockReplenished::example();
-    Self { saga_id, shipment_id, store_id, product_id, quantity }
-});
 
 struct Receipt {
     saga_id: Uuid,

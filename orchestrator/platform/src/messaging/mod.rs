@@ -13,7 +13,7 @@ pub mod outbox;
 pub mod relay;
 pub mod topology;
 
-pub use topology::{Exchange, Participant, Queue, Topology};
+pub use topology::{EventExchange, Exchange, Participant, Queue, Topology};
 
 use std::{fmt::Display, future::Future, sync::Arc, time::Duration};
 

@@ -93,7 +93,7 @@ impl Outgoing {
     pub fn event<E: DomainEvent>(event: &E) -> Self {
         Self {
             message_id: Uuid::now_v7(),
-            exchange: E::EXCHANGE,
+            exchange: Exchange::Events(E::EXCHANGE),
             routing_key: E::NAME.into(),
             message_type: E::NAME.into(),
             correlation_id: event.correlation_id(),
@@ -125,7 +125,7 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
     let mut headers = Vec::with_capacity(messages.len());
     for m in messages {
         ids.push(m.message_id);
-        exchanges.push(m.exchange.as_ref().to_owned());
+        exchanges.push(m.exchange.name().to_owned());
         routes.push(m.routing_key.clone());
         types.push(m.message_type.clone());
         correlations.push(m.correlation_id);
@@ -176,7 +176,7 @@ pub async fn enqueue_raw(conn: &mut PgConnection, message: &RawOutgoing<'_>) -> 
              RETURNING id)
          INSERT INTO outbox_pending (id) SELECT id FROM written",
         message.message_id,
-        Exchange::ToQueue.as_ref(),
+        Exchange::ToQueue.name(),
         message.queue,
         message.message_type.unwrap_or(""),
         message.correlation_id,
@@ -192,8 +192,8 @@ pub async fn enqueue_raw(conn: &mut PgConnection, message: &RawOutgoing<'_>) -> 
 #[derive(Clone, Debug)]
 pub struct Claimed {
     pub id: i64,
-    /// `None` for a row naming an exchange this build does not know (never written by it).
-    pub exchange: Option<Exchange>,
+    /// The exchange's logical name, which the relay looks up in its topology.
+    pub exchange: String,
     pub routing_key: String,
     pub envelope: Envelope,
     /// The exact bytes to publish, for a raw message; otherwise the envelope is encoded.
@@ -219,7 +219,7 @@ pub async fn claim(tx: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Claime
         .into_iter()
         .map(|row| Claimed {
             id: row.id,
-            exchange: row.exchange.parse().ok(),
+            exchange: row.exchange,
             routing_key: row.routing_key,
             envelope: Envelope {
                 version: PROTOCOL_VERSION,

@@ -119,7 +119,7 @@ impl Relay {
         let mut confirms = Vec::with_capacity(rows.len() * copies);
         for row in &rows {
             let envelope = &row.envelope;
-            let exchange = row.exchange.ok_or(RelayError::UnknownExchange(row.id))?;
+            let exchange = self.topology.parse_exchange(&row.exchange).ok_or(RelayError::UnknownExchange(row.id))?;
             if self.faults.lose(exchange, &envelope.message_type) {
                 tracing::warn!(message_id = %envelope.message_id, "fault injection: reply lost");
                 continue;
@@ -150,7 +150,7 @@ impl Relay {
         }
         tx.commit().await?;
         for row in &rows {
-            if let Some(exchange) = row.exchange {
+            if let Some(exchange) = self.topology.parse_exchange(&row.exchange) {
                 metrics::counter!("messages_published_total", "queue" => destination(exchange, &row.routing_key))
                     .increment(1);
             }

@@ -15,36 +15,43 @@ use lapin::{
 
 use std::sync::Arc;
 
+/// A topic exchange of domain events, for downstream teams. The saga kind whose flow emits the
+/// events names it (`order.events`); the deployment declares those its registered kinds use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventExchange(pub &'static str);
+
 /// Logical exchanges; [`Topology::exchange`] gives the deployed name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::EnumString, strum::EnumIter)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Exchange {
-    /// Domain events for downstream teams: order.created, order.cancelled.
-    #[strum(serialize = "order.events")]
-    OrderEvents,
-    /// stock.low, stock.replenished.
-    #[strum(serialize = "inventory.events")]
-    InventoryEvents,
-    /// replenishment.created, shipment.dispatched, shipment.received, and replenishment.aborted
-    /// when a replenishment ends compensated or failed.
-    #[strum(serialize = "warehouse.events")]
-    WarehouseEvents,
+    /// Domain events, on the exchange their kind names.
+    Events(EventExchange),
     /// Saga commands, routed by participant name to one queue per participant.
-    #[strum(serialize = "saga.commands")]
     Commands,
     /// Participants' replies, routed to the orchestrator's queue.
-    #[strum(serialize = "saga.replies")]
     Replies,
     /// Where every queue sends what it rejects.
-    #[strum(serialize = "dead-letter")]
     DeadLetter,
     /// Not an exchange of ours: the broker's default exchange, which delivers straight to the
     /// queue the routing key names (a logical queue name). A replayed dead letter goes back to the
     /// queue it died in this way.
-    #[strum(serialize = "queue")]
     ToQueue,
 }
 
 impl Exchange {
+    /// The saga engine's own exchanges, in every deployment whatever its kinds.
+    pub const ENGINE: [Self; 3] = [Self::Commands, Self::Replies, Self::DeadLetter];
+
+    /// The logical name, without the namespace: as the outbox stores it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Events(EventExchange(name)) => name,
+            Self::Commands => "saga.commands",
+            Self::Replies => "saga.replies",
+            Self::DeadLetter => "dead-letter",
+            Self::ToQueue => "queue",
+        }
+    }
+
     /// Saga traffic must reach a queue: it is published as mandatory and an unroutable message is
     /// an error. Domain events may have no subscriber yet.
     pub fn requires_route(self) -> bool {
@@ -55,11 +62,17 @@ impl Exchange {
     /// which is never declared.
     pub fn kind(self) -> Option<ExchangeType> {
         match self {
-            Self::OrderEvents | Self::InventoryEvents | Self::WarehouseEvents => Some(ExchangeType::Topic),
+            Self::Events(_) => Some(ExchangeType::Topic),
             Self::Commands | Self::Replies => Some(ExchangeType::Direct),
             Self::DeadLetter => Some(ExchangeType::Fanout),
             Self::ToQueue => None,
         }
+    }
+}
+
+impl AsRef<str> for Exchange {
+    fn as_ref(&self) -> &str {
+        self.name()
     }
 }
 
@@ -143,15 +156,27 @@ impl std::fmt::Display for Queue {
 pub struct Topology {
     namespace: String,
     participants: Arc<[Participant]>,
+    events: Arc<[EventExchange]>,
 }
 
 /// Redeliveries before the broker itself dead-letters a message that keeps killing its consumer.
 pub const DELIVERY_LIMIT: i32 = 20;
 
 impl Topology {
-    /// The names of a deployment whose saga kinds command `participants`.
-    pub fn new(namespace: impl Into<String>, participants: &[Participant]) -> Self {
-        Self { namespace: namespace.into(), participants: participants.into() }
+    /// The names of a deployment whose saga kinds command `participants` and publish their
+    /// events on `events`.
+    pub fn new(namespace: impl Into<String>, participants: &[Participant], events: &[EventExchange]) -> Self {
+        Self { namespace: namespace.into(), participants: participants.into(), events: events.into() }
+    }
+
+    /// Every exchange the deployment declares: the engine's, and its kinds' event exchanges.
+    pub fn exchanges(&self) -> impl Iterator<Item = Exchange> + '_ {
+        Exchange::ENGINE.into_iter().chain(self.events.iter().map(|e| Exchange::Events(*e)))
+    }
+
+    /// The exchange a logical name (as the outbox stores it) stands for, in this deployment.
+    pub fn parse_exchange(&self, name: &str) -> Option<Exchange> {
+        self.exchanges().chain([Exchange::ToQueue]).find(|e| e.name() == name)
     }
 
     pub fn participants(&self) -> &[Participant] {
@@ -175,7 +200,7 @@ impl Topology {
     pub fn exchange(&self, exchange: Exchange) -> String {
         match exchange {
             Exchange::ToQueue => String::new(),
-            _ => format!("{}.{}", self.namespace, exchange.as_ref()),
+            _ => format!("{}.{}", self.namespace, exchange.name()),
         }
     }
 
@@ -223,7 +248,7 @@ impl Topology {
     /// versions: RabbitMQ refuses to re-declare a queue with other arguments.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        for exchange in <Exchange as strum::IntoEnumIterator>::iter() {
+        for exchange in self.exchanges() {
             if let Some(kind) = exchange.kind() {
                 let name = self.name(self.exchange(exchange));
                 channel.exchange_declare(name, kind.into(), durable, FieldTable::default()).await?;
@@ -246,7 +271,7 @@ impl Topology {
         for queue in self.queues() {
             channel.queue_delete(self.name(self.queue(queue)), QueueDeleteOptions::default()).await?;
         }
-        for exchange in <Exchange as strum::IntoEnumIterator>::iter().filter(|e| *e != Exchange::ToQueue) {
+        for exchange in self.exchanges() {
             channel.exchange_delete(self.name(self.exchange(exchange)), ExchangeDeleteOptions::default()).await?;
         }
         Ok(())

@@ -19,6 +19,7 @@ use std::{fmt::Debug, future::Future, str::FromStr};
 
 use crate::{
     config::SagaTiming,
+    contract::Event,
     messaging::{Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
 };
@@ -194,6 +195,9 @@ pub trait SagaKind: Send + Sync + 'static {
     type Data: Serialize + DeserializeOwned + Clone + Debug + Send + Sync;
     /// Every participant the kind's commands go to: each gets a queue.
     const PARTICIPANTS: &'static [Participant];
+    /// The domain events the kind's flow emits, its rules' and its participants': their exchanges
+    /// are declared, and the published contract lists them.
+    const EVENTS: &'static [Event];
 
     /// The one transition function: `(state, input) → (next state, commands)`. Pure.
     fn transition(

@@ -7,8 +7,8 @@ use std::{collections::HashMap, future::Future, marker::PhantomData, pin::Pin};
 
 use crate::{
     config::SagaTiming,
-    contract::{self, MessageContract, Role},
-    messaging::{Participant, outbox::Outgoing},
+    contract::{self, Event, MessageContract, Role},
+    messaging::{EventExchange, Participant, Topology, outbox::Outgoing},
     protocol::Envelope,
 };
 use serde_json::Value;
@@ -73,6 +73,9 @@ pub trait Driver: Send + Sync {
 
     /// The kind's commands, then its replies, as the published contract documents them.
     fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract>;
+
+    /// The domain events of the kind's flow.
+    fn events(&self) -> &'static [Event];
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -139,6 +142,10 @@ impl<K: SagaKind> Driver for Kind<K> {
         messages.extend(contract::family::<K::Reply>(generator, K::KIND, Role::Reply, Outgoing::reply));
         messages
     }
+
+    fn events(&self) -> &'static [Event] {
+        K::EVENTS
+    }
 }
 
 /// The kinds a build drives, and the participants they command.
@@ -184,6 +191,28 @@ impl Registry {
     /// Every participant of the registered kinds, in the order the kinds declare them.
     pub fn participants(&self) -> &[Participant] {
         &self.participants
+    }
+
+    /// The domain events of every registered kind, each once, by name.
+    pub fn events(&self) -> Vec<Event> {
+        let mut events: Vec<Event> =
+            self.kinds().into_iter().flat_map(|kind| self.kinds[kind].events()).copied().collect();
+        events.sort_by_key(|event| event.name);
+        events.dedup_by_key(|event| event.name);
+        events
+    }
+
+    /// The exchanges those events are published on, each once.
+    pub fn event_exchanges(&self) -> Vec<EventExchange> {
+        let mut exchanges: Vec<EventExchange> = self.events().iter().map(|event| event.exchange).collect();
+        exchanges.sort();
+        exchanges.dedup();
+        exchanges
+    }
+
+    /// The names of a deployment of these kinds, under `namespace`.
+    pub fn topology(&self, namespace: impl Into<String>) -> Topology {
+        Topology::new(namespace, &self.participants, &self.event_exchanges())
     }
 
     pub fn driver(&self, kind: &str) -> Result<&dyn Driver, EngineError> {
