@@ -99,9 +99,7 @@ impl Application {
             tasks.spawn(Janitor::new(ctx.pool.clone(), services.config.retention).run(shutdown.clone()));
         }
         for participant in &roles.workers {
-            if !participants::spawn(&services, *participant, &mut tasks, &shutdown) {
-                anyhow::bail!("this build has no worker for participant {:?}", participant.name);
-            }
+            participants::spawn(&services, *participant, &mut tasks, &shutdown)?;
         }
         let reported = roles.reported();
         if !reported.is_empty() {

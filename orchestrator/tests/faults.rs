@@ -76,9 +76,9 @@ impl Run {
             // saga ends within the test.
             person_timeout: Duration::from_millis(3_000),
         };
-        env.config.simulation.receipt_failure_rate = 0.05;
-        env.config.simulation.payment_decline_rate = 0.05;
-        env.config.simulation.picking_failure_rate = 0.05;
+        for rate in ["RECEIPT_FAILURE_RATE", "PAYMENT_DECLINE_RATE", "PICKING_FAILURE_RATE"] {
+            env.config.vars.set(rate, 0.05);
+        }
         env.config.db_max_connections = 6;
         configure(&mut env.config);
         let mut extra_env = Vec::new();

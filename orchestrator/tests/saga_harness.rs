@@ -15,9 +15,10 @@ use orchestrator::{
     inventory,
     orders::{self, OrderLine, Placed},
 };
-use participants::{inventory::InventoryWorker, payment::PaymentWorker, warehouse::WarehouseWorker};
+use participants::{
+    inventory::InventoryWorker, payment::PaymentWorker, simulation::Simulation, warehouse::WarehouseWorker,
+};
 use platform::{
-    config::Simulation,
     db,
     messaging::{
         Exchange,

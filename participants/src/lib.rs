@@ -6,48 +6,79 @@
 //! - [`inventory`]: takes shipments into a store's stock, keeps its pick list, releases orders;
 //! - [`payment`]: charges and refunds orders (a simulated payment provider).
 //!
-//! [`spawn`] starts the worker of a participant the saga kinds declare; the binaries and
-//! `orchestrator all` start them through it.
+//! [`spawn`] starts the worker of a participant the saga kinds declare, from [`WORKERS`]; the
+//! binaries and `orchestrator all` start them through it. The workers act in a [`simulation`] of
+//! the physical world.
 
 pub mod inventory;
 pub mod payment;
+pub mod simulation;
 pub mod warehouse;
 
+use anyhow::Context as _;
 use platform::{
     messaging::{Participant, Queue},
     process::Services,
     shutdown::Shutdown,
 };
 use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
+use simulation::Simulation;
 use stock::Cache;
 use tokio::task::JoinSet;
 
-/// Every participant this build has a worker for.
-pub const ALL: [Participant; 3] = [WAREHOUSE, INVENTORY, PAYMENT];
+/// A participant's worker: how to start the consumer of its queue.
+pub struct Worker {
+    pub participant: Participant,
+    start: fn(&Services, Queue, Simulation, &mut JoinSet<()>, &Shutdown),
+}
 
-/// Starts the consumer of `participant`'s queue; `false` when this build has no worker for it.
-pub fn spawn(services: &Services, participant: Participant, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> bool {
-    let queue = Queue::Commands(participant);
-    if participant == WAREHOUSE {
-        tasks.spawn(services.consumer(queue, warehouse::WarehouseWorker).run(shutdown.clone()));
-    } else if participant == INVENTORY {
-        let cache = Cache::new(services.redis.clone(), &services.config.namespace);
-        let worker = inventory::InventoryWorker { cache, simulation: services.config.simulation };
-        tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
-    } else if participant == PAYMENT {
-        let worker = payment::PaymentWorker { decline_rate: services.config.simulation.payment_decline_rate };
-        tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
-    } else {
-        return false;
-    }
-    true
+/// Every participant this build has a worker for.
+pub const WORKERS: &[Worker] = &[
+    Worker {
+        participant: WAREHOUSE,
+        start: |services, queue, _, tasks, shutdown| {
+            tasks.spawn(services.consumer(queue, warehouse::WarehouseWorker).run(shutdown.clone()));
+        },
+    },
+    Worker {
+        participant: INVENTORY,
+        start: |services, queue, simulation, tasks, shutdown| {
+            let cache = Cache::new(services.redis.clone(), &services.config.namespace);
+            let worker = inventory::InventoryWorker { cache, simulation };
+            tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
+        },
+    },
+    Worker {
+        participant: PAYMENT,
+        start: |services, queue, simulation, tasks, shutdown| {
+            let worker = payment::PaymentWorker { decline_rate: simulation.payment_decline_rate };
+            tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
+        },
+    },
+];
+
+/// Starts the consumer of `participant`'s queue. Fails when this build has no worker for it, or
+/// the simulation's settings are not valid.
+pub fn spawn(
+    services: &Services,
+    participant: Participant,
+    tasks: &mut JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    let worker = WORKERS
+        .iter()
+        .find(|worker| worker.participant == participant)
+        .with_context(|| format!("this build has no worker for participant {:?}", participant.name))?;
+    let simulation = services.config.section::<Simulation>()?;
+    (worker.start)(services, Queue::Commands(participant), simulation, tasks, shutdown);
+    Ok(())
 }
 
 /// The whole life of a standalone worker process for `participant`.
 pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
     let registry = sagas::registry();
     platform::process::run_worker(&registry, vec![participant.name], |services, tasks, shutdown| {
-        spawn(services, participant, tasks, shutdown);
+        spawn(services, participant, tasks, shutdown)
     })
     .await
 }

@@ -157,7 +157,7 @@ fn store_worker() -> participants::inventory::InventoryWorker {
     let redis = platform::redis::Redis::new("redis://127.0.0.1:1").unwrap();
     participants::inventory::InventoryWorker {
         cache: stock::Cache::new(redis, "test"),
-        simulation: platform::config::Simulation::default(),
+        simulation: participants::simulation::Simulation::default(),
     }
 }
 

@@ -23,22 +23,24 @@ pub struct Heartbeat {
     pub pool: PgPool,
     pub instance_id: Uuid,
     pub roles: Vec<&'static str>,
+    /// The machine it runs on, as the configuration read it.
+    pub hostname: String,
 }
 
 impl Heartbeat {
-    pub fn new(pool: PgPool, roles: Vec<&'static str>) -> Self {
-        Self { pool, instance_id: Uuid::new_v4(), roles }
+    pub fn new(pool: PgPool, roles: Vec<&'static str>, hostname: String) -> Self {
+        Self { pool, instance_id: Uuid::new_v4(), roles, hostname }
     }
 
     /// Reports until shutdown, then says the process stopped. A failed report (database away) is
     /// tried again at the next beat: missing beats is exactly what the liveness view shows.
     pub async fn run(self, mut shutdown: Shutdown) {
-        let hostname = hostname();
+        let hostname = &self.hostname;
         let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
         loop {
             let beat = async {
                 let mut conn = self.pool.acquire().await?;
-                beat(&mut conn, self.instance_id, &self.roles, &hostname, pid).await
+                beat(&mut conn, self.instance_id, &self.roles, hostname, pid).await
             };
             if let Err(error) = beat.await {
                 tracing::warn!(%error, "heartbeat not recorded");
@@ -54,15 +56,6 @@ impl Heartbeat {
             tracing::warn!(%error, "could not record the process as stopped");
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 pub async fn beat(

@@ -81,7 +81,7 @@ impl Services {
 
     /// Starts this process's heartbeat, reporting `roles`.
     pub fn spawn_heartbeat(&self, tasks: &mut JoinSet<()>, roles: Vec<&'static str>, shutdown: &Shutdown) {
-        tasks.spawn(Heartbeat::new(self.pool.clone(), roles).run(shutdown.clone()));
+        tasks.spawn(Heartbeat::new(self.pool.clone(), roles, self.config.hostname.clone()).run(shutdown.clone()));
     }
 }
 
@@ -154,14 +154,14 @@ pub async fn run_until_signal(trigger: ShutdownTrigger, mut tasks: JoinSet<()>) 
 pub async fn run_worker(
     registry: &Registry,
     roles: Vec<&'static str>,
-    spawn: impl FnOnce(&Services, &mut JoinSet<()>, &Shutdown),
+    spawn: impl FnOnce(&Services, &mut JoinSet<()>, &Shutdown) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     init_logging(config.log_json);
     let services = Services::connect(config, registry).await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut tasks = JoinSet::new();
-    spawn(&services, &mut tasks, &shutdown);
+    spawn(&services, &mut tasks, &shutdown)?;
     tracing::info!(?roles, namespace = services.topology.namespace(), "worker started");
     services.spawn_heartbeat(&mut tasks, roles, &shutdown);
     tasks.spawn(services.relay(relay_faults(&services.config)).run(shutdown.clone()));

@@ -27,7 +27,7 @@ use platform::{
     contract::Event,
     domain_event,
     messaging::{EventExchange, Participant, outbox::Outgoing},
-    protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
         Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
@@ -40,7 +40,7 @@ use sqlx::PgConnection;
 use stock::level;
 use uuid::Uuid;
 
-use crate::{INVENTORY, PAYMENT, replenishment};
+use crate::{INVENTORY, PAYMENT, example, replenishment};
 
 /// One line of the order, as the store needs it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

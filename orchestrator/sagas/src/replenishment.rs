@@ -28,7 +28,7 @@ use platform::{
         EventExchange, Participant,
         outbox::{self, Outgoing},
     },
-    protocol::{CommandFamily, MessageFamily, ReplyFamily, example},
+    protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
         Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
@@ -41,7 +41,7 @@ use sqlx::PgConnection;
 use stock::{StockLevel, level, shipment};
 use uuid::Uuid;
 
-use crate::{INVENTORY, WAREHOUSE};
+use crate::{INVENTORY, WAREHOUSE, example};
 
 /// Commands of the replenishment saga. Every command is idempotent by its saga id, so the engine
 /// may send it again after a deadline without knowing whether the first one ran.

@@ -36,7 +36,7 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(180);
 fn routes(config: &Config) -> Vec<(String, String, String)> {
     let inventory = InventoryWorker {
         cache: Cache::new(Redis::new(&config.redis_url).expect("a valid Redis URL"), &config.namespace),
-        simulation: config.simulation,
+        simulation: Default::default(),
     };
     let replies = ReplyHandler { registry: sagas::registry().into(), timing: config.saga };
     let commands = Exchange::Commands.as_ref().to_owned();

@@ -35,7 +35,7 @@ async fn next_reply_lost(world: &mut World) {
 
 #[given("deliveries fail at the store")]
 async fn deliveries_fail(world: &mut World) {
-    world.configure("deliveries fail at the store").config.simulation.receipt_failure_rate = 1.0;
+    world.configure("deliveries fail at the store").config.vars.set("RECEIPT_FAILURE_RATE", 1.0);
 }
 
 #[given("the stock cache is down")]

@@ -18,12 +18,12 @@ async fn order(world: &mut World, order_id: Uuid) -> Value {
 
 #[given("payments are declined")]
 async fn payments_declined(world: &mut World) {
-    world.configure("payments are declined").config.simulation.payment_decline_rate = 1.0;
+    world.configure("payments are declined").config.vars.set("PAYMENT_DECLINE_RATE", 1.0);
 }
 
 #[given("the store cannot pick orders")]
 async fn picking_fails(world: &mut World) {
-    world.configure("the store cannot pick orders").config.simulation.picking_failure_rate = 1.0;
+    world.configure("the store cannot pick orders").config.vars.set("PICKING_FAILURE_RATE", 1.0);
 }
 
 #[then("the order is paid")]

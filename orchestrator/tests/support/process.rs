@@ -18,6 +18,9 @@ pub fn command(binary: &Path, config: &Config, http: Option<SocketAddr>, log: &P
     let timing = config.saga;
     let mut command = Command::new(binary);
     command
+        // The variables the configuration was read from, which the parts of the system read for
+        // themselves too (a participant's simulation); the typed values below take precedence.
+        .envs(config.vars.iter())
         .env("DATABASE_URL", &config.database_url)
         .env("REDIS_URL", &config.redis_url)
         .env("AMQP_URL", &config.amqp_url)
@@ -29,10 +32,6 @@ pub fn command(binary: &Path, config: &Config, http: Option<SocketAddr>, log: &P
         .env("COMMAND_MAX_TIMEOUT_MS", timing.max_timeout.as_millis().to_string())
         .env("COMMAND_MAX_ATTEMPTS", timing.max_attempts.to_string())
         .env("PERSON_STEP_TIMEOUT_MS", timing.person_timeout.as_millis().to_string())
-        .env("PAYMENT_DECLINE_RATE", config.simulation.payment_decline_rate.to_string())
-        .env("PICKING_FAILURE_RATE", config.simulation.picking_failure_rate.to_string())
-        .env("RECEIPT_FAILURE_RATE", config.simulation.receipt_failure_rate.to_string())
-        .env("TRANSIT_DELAY_MS", config.simulation.transit_delay.as_millis().to_string())
         .env("FAULT_DUPLICATE_DELIVERY", config.duplicate_delivery.to_string())
         .env("BOOTSTRAP_ADMIN_KEY", super::ADMIN_KEY)
         .env("LOG_JSON", "false")

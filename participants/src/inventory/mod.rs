@@ -8,7 +8,6 @@ pub mod receipt;
 use std::time::Duration;
 
 use platform::{
-    config::Simulation,
     messaging::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
@@ -17,6 +16,8 @@ use platform::{
 };
 use sqlx::PgConnection;
 use stock::{Cache, Movement, StockLevel, ledger};
+
+use crate::simulation::Simulation;
 
 /// The inventory worker: handles the replenishment's `ReceiveShipment` and the fulfilment's
 /// `HandOver` and `ReleaseReservation`.
