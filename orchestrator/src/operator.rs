@@ -7,6 +7,7 @@ use uuid::Uuid;
 use platform::saga::{
     Action, Actor,
     engine::{Applied, EngineError},
+    registry::Driver,
     store,
 };
 
@@ -22,8 +23,9 @@ pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Resu
     let mut tx = ctx.pool.begin().await?;
     let row = store::lock(&mut tx, id).await?.ok_or_else(|| Error::NotFound(format!("no saga {id}")))?;
     let actor = audit.actor();
-    let driver = engine_outcome(ctx.registry.driver(&row.kind))?;
-    let applied = engine_outcome(driver.act(&mut tx, &ctx.timing, &row, action, Actor::Caller(&actor)).await)?;
+    let driver = engine_outcome(ctx.registry.driver(&row.kind), None)?;
+    let acted = driver.act(&mut tx, &ctx.timing, &row, action, Actor::Caller(&actor)).await;
+    let applied = engine_outcome(acted, Some(driver))?;
     // A refusal is recorded in the timeline, so its audit row goes with it.
     audit.record(&mut tx, if matches!(applied, Applied::Moved { .. }) { 200 } else { 409 }).await?;
     tx.commit().await?;
@@ -40,18 +42,12 @@ pub async fn act(ctx: &Context, audit: &Audit, id: Uuid, action: Action) -> Resu
     }
 }
 
-/// What an engine failure means to the operator who asked.
-pub(crate) fn engine_outcome<T>(outcome: Result<T, EngineError>) -> Result<T> {
+/// What an engine failure means to whoever asked; a violated constraint as the saga's kind
+/// (`driver`) explains it.
+pub(crate) fn engine_outcome<T>(outcome: Result<T, EngineError>, driver: Option<&dyn Driver>) -> Result<T> {
     outcome.or_else(|error| match error {
-        // Taking up a failed saga again can meet the kind's one-open guard.
         EngineError::Database(error) => Err(error).on_constraint(|constraint| {
-            (constraint == "replenishment_one_open").then(|| {
-                Error::Conflict(
-                    "another replenishment of this product for this store has opened since; \
-                     it must close before this one can be taken up again"
-                        .into(),
-                )
-            })
+            driver.and_then(|driver| driver.conflict(constraint)).map(|meaning| Error::Conflict(meaning.into()))
         }),
         EngineError::Fenced(id) => Err(Error::Conflict(format!("saga {id} changed meanwhile; try again"))),
         other => Err(Error::Conflict(format!("the engine cannot drive this saga: {other}"))),

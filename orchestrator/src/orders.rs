@@ -362,7 +362,7 @@ async fn apply(
     let row = store::lock(tx, order_id)
         .await?
         .ok_or_else(|| Error::Conflict("the order has no fulfilment to act on".into()))?;
-    engine_outcome(engine::apply::<Fulfilment>(tx, &ctx.timing, &row, input, Actor::Caller(actor)).await)
+    engine_outcome(engine::apply::<Fulfilment>(tx, &ctx.timing, &row, input, Actor::Caller(actor)).await, None)
 }
 
 #[cfg(test)]

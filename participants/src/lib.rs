@@ -11,6 +11,7 @@
 //! the physical world.
 
 pub mod inventory;
+pub mod locks;
 pub mod payment;
 pub mod simulation;
 pub mod warehouse;

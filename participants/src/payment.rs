@@ -16,7 +16,10 @@ use sagas::fulfilment::{Command, Reply};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::decided;
+use crate::{
+    decided,
+    locks::{self, Space},
+};
 
 /// Where an order's money is; stored as text, checked by the schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
@@ -75,9 +78,7 @@ impl Handler for PaymentWorker {
 
 /// The order's payment, under the order's lock.
 async fn lock(tx: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<(PaymentStatus, i64)>> {
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 2))", order_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    locks::lock(tx, Space::Payment, &[order_id.to_string()]).await?;
     let row = sqlx::query!("SELECT status, amount_cents FROM payment WHERE order_id = $1", order_id)
         .fetch_optional(&mut *tx)
         .await?;

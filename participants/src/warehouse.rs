@@ -25,6 +25,8 @@ use stock::{
     warehouse,
 };
 
+use crate::locks::{self, Space};
+
 pub struct WarehouseWorker;
 
 impl Handler for WarehouseWorker {
@@ -53,13 +55,7 @@ impl Handler for WarehouseWorker {
             .filter_map(|m| m.payload.get("saga_id")?.as_str()?.parse::<Uuid>().ok())
             .map(|id| id.to_string())
             .collect();
-        sqlx::query!(
-            "SELECT pg_advisory_xact_lock(hashtextextended(saga, 0))
-             FROM unnest($1::text[]) WITH ORDINALITY AS s(saga, n) ORDER BY n",
-            &sagas
-        )
-        .execute(&mut *tx)
-        .await?;
+        locks::lock(tx, Space::Shipment, &sagas).await?;
         Ok(Vec::new())
     }
 

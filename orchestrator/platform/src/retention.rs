@@ -4,7 +4,7 @@
 //! its timeline and its kinds' rows grow for as long as the deployment runs. Every
 //! [`Retention::interval`] the [`Janitor`] removes, from each in turn, what is older than its
 //! [`Retention`]: published messages, inbox rows past the deduplication window, and sagas closed
-//! long ago (never a `failed` one, which waits for an operator). The SQL lives with each table
+//! long ago (never one that waits for an operator). The SQL lives with each table
 //! ([`outbox::delete_published`], [`inbox::delete_old`], [`store::delete_closed`]).
 //!
 //! Each batch is one short statement, its own transaction, over rows found through an index and

@@ -269,6 +269,14 @@ impl SagaKind for Replenishment {
         Concerns { store: Some(data.store_id), products: vec![data.product_id] }
     }
 
+    fn conflict(constraint: &str) -> Option<&'static str> {
+        // Taking up a failed replenishment again reopens it: another may have opened meanwhile.
+        (constraint == "replenishment_one_open").then_some(
+            "another replenishment of this product for this store has opened since; it must close before this one \
+             can be taken up again",
+        )
+    }
+
     fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
         let Data { store_id, product_id, .. } = *data;
         match state {

@@ -11,7 +11,10 @@ use sqlx::PgConnection;
 use stock::{Movement, MovementReason, StockLevel, ledger, level};
 use uuid::Uuid;
 
-use crate::decided;
+use crate::{
+    decided,
+    locks::{self, Space},
+};
 
 /// Where an order is on the store's pick list; stored as text, checked by the schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
@@ -28,9 +31,7 @@ pub enum PickStatus {
 
 /// Serializes everything the store does for one order, and reads where the order is.
 async fn lock(tx: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Option<PickStatus>> {
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", order_id.to_string())
-        .execute(&mut *tx)
-        .await?;
+    locks::lock(tx, Space::Pick, &[order_id.to_string()]).await?;
     let status =
         sqlx::query_scalar!("SELECT status FROM pick WHERE order_id = $1", order_id).fetch_optional(&mut *tx).await?;
     status.map(|s| s.parse().map_err(|_| sqlx::Error::Decode(format!("pick status {s:?}").into()))).transpose()

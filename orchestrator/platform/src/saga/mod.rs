@@ -213,6 +213,13 @@ pub trait SagaKind: Send + Sync + 'static {
     /// The store and products a saga with `data` concerns.
     fn concerns(data: &Self::Data) -> Concerns;
 
+    /// What a violated constraint of the kind's own tables means to whoever asked, when an input
+    /// meets it (taking up a failed saga again can meet a one-open rule, say); `None` for one the
+    /// kind does not know.
+    fn conflict(_constraint: &str) -> Option<&'static str> {
+        None
+    }
+
     /// After each applied transition, in its transaction: keeps the kind's own rows in step (the
     /// `replenishment` row, say) and applies the kind's rules that follow from the new state.
     /// Not called at [`engine::start`]: whoever starts a saga writes the kind's rows itself.

@@ -76,6 +76,9 @@ pub trait Driver: Send + Sync {
 
     /// The domain events of the kind's flow.
     fn events(&self) -> &'static [Event];
+
+    /// What a violated constraint of the kind's tables means; see [`SagaKind::conflict`].
+    fn conflict(&self, constraint: &str) -> Option<&'static str>;
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -145,6 +148,10 @@ impl<K: SagaKind> Driver for Kind<K> {
 
     fn events(&self) -> &'static [Event] {
         K::EVENTS
+    }
+
+    fn conflict(&self, constraint: &str) -> Option<&'static str> {
+        K::conflict(constraint)
     }
 }
 
