@@ -10,7 +10,7 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::Envelope,
+    protocol::{CommandFamily, Received},
 };
 use sagas::fulfilment::{Command, Reply};
 use sqlx::PgConnection;
@@ -40,6 +40,7 @@ pub struct PaymentWorker {
 impl Handler for PaymentWorker {
     type Committed = ();
     type Batch = ();
+    type Message = Command;
 
     fn name(&self) -> &'static str {
         "payment"
@@ -49,18 +50,19 @@ impl Handler for PaymentWorker {
         Duration::ZERO
     }
 
-    fn lock_order(&self, message: &Envelope) -> String {
-        message.payload["order_id"].to_string()
+    fn lock_order(&self, command: &Command) -> String {
+        command.saga_id().to_string()
     }
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        message: &Envelope,
+        received: &Received<Command>,
         (): &mut (),
         out: &mut Vec<Outgoing>,
     ) -> Result<(), HandleError> {
-        let reply = match message.body::<Command>()? {
+        let message = &received.envelope;
+        let reply = match received.message.clone() {
             Command::ChargePayment { order_id, amount_cents } => {
                 charge(tx, order_id, amount_cents, self.decline_rate).await?
             }

@@ -16,7 +16,7 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::Envelope,
+    protocol::{CommandFamily, Received},
 };
 use sagas::replenishment::{Command, Reply, ShipmentDispatched};
 use stock::{
@@ -33,6 +33,7 @@ impl Handler for WarehouseWorker {
     type Committed = ();
     /// The batch's ledger entries, written together at its end.
     type Batch = Vec<Movement>;
+    type Message = Command;
 
     fn name(&self) -> &'static str {
         "warehouse"
@@ -43,18 +44,23 @@ impl Handler for WarehouseWorker {
     }
 
     /// A command locks its saga's shipment, then its product's warehouse stock.
-    fn lock_order(&self, message: &Envelope) -> String {
-        format!("{}/{}", message.payload["product_id"], message.payload["saga_id"])
+    fn lock_order(&self, command: &Command) -> String {
+        let (saga_id, product_id) = match command {
+            Command::DispatchShipment { saga_id, product_id, .. }
+            | Command::CancelShipment { saga_id, product_id, .. }
+            | Command::ReceiveShipment { saga_id, product_id, .. } => (saga_id, product_id),
+        };
+        format!("{product_id}/{saga_id}")
     }
 
     /// Takes the lock of every saga in the batch, in the batch's order, in one statement. Its own
     /// statement: what the commands then read is read after the locks are held.
-    async fn prepare(&self, tx: &mut PgConnection, messages: &[&Envelope]) -> Result<Vec<Movement>, HandleError> {
-        let sagas: Vec<String> = messages
-            .iter()
-            .filter_map(|m| m.payload.get("saga_id")?.as_str()?.parse::<Uuid>().ok())
-            .map(|id| id.to_string())
-            .collect();
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        commands: &[&Received<Command>],
+    ) -> Result<Vec<Movement>, HandleError> {
+        let sagas: Vec<String> = commands.iter().map(|c| c.message.saga_id().to_string()).collect();
         locks::lock(tx, Space::Shipment, &sagas).await?;
         Ok(Vec::new())
     }
@@ -62,12 +68,11 @@ impl Handler for WarehouseWorker {
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        message: &Envelope,
+        received: &Received<Command>,
         movements: &mut Vec<Movement>,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), HandleError> {
-        let command: Command = message.body()?;
-        let messages = match command {
+        let messages = match received.message.clone() {
             Command::DispatchShipment { saga_id, store_id, product_id, quantity } => {
                 dispatch(tx, movements, saga_id, store_id, product_id, quantity).await?
             }

@@ -177,7 +177,7 @@ mod tests {
     use crate::messaging::{Exchange, outbox::Outgoing, topology::REPLY_ROUTE};
 
     /// Answers of a kind, one documented.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
     #[serde(tag = "type", content = "payload")]
     enum Answer {
         /// The work is done.
@@ -194,8 +194,6 @@ mod tests {
     }
 
     impl MessageFamily for Answer {
-        const TYPES: &'static [&'static str] = &["Done", "Refused"];
-
         fn examples() -> Vec<Self> {
             vec![
                 Self::Refused { saga_id: example::SAGA },

@@ -83,13 +83,14 @@ impl Envelope {
     }
 }
 
-/// A closed set of message types carried as `{"type", "payload"}`.
+/// A closed set of message types carried as `{"type", "payload"}`: an adjacently tagged enum
+/// whose variant names are the types (strum's `VariantNames` lists them).
 ///
-/// Its JSON Schema (an adjacently tagged enum) and [`examples`](Self::examples) make its part of
-/// the published contract; each variant's doc comment is that message's description.
-pub trait MessageFamily: Serialize + DeserializeOwned + JsonSchema {
+/// Its JSON Schema and [`examples`](Self::examples) make its part of the published contract;
+/// each variant's doc comment is that message's description.
+pub trait MessageFamily: Serialize + DeserializeOwned + JsonSchema + strum::VariantNames {
     /// Every `type` the family knows; anything else is an unknown type.
-    const TYPES: &'static [&'static str];
+    const TYPES: &'static [&'static str] = <Self as strum::VariantNames>::VARIANTS;
 
     /// One message of each type, for the contract's examples (ids from [`example`]).
     fn examples() -> Vec<Self>;
@@ -100,9 +101,28 @@ pub trait MessageFamily: Serialize + DeserializeOwned + JsonSchema {
             unreachable!("adjacently tagged enums serialize to objects")
         };
         let name = tagged.remove("type").and_then(|t| t.as_str().map(str::to_owned));
-        let name = Self::TYPES.iter().find(|t| Some(**t) == name.as_deref()).expect("every variant is listed in TYPES");
+        let name = Self::TYPES.iter().find(|t| Some(**t) == name.as_deref()).expect("TYPES lists every variant");
         (name, tagged.remove("payload").unwrap_or(Value::Null))
     }
+}
+
+/// What a consumer reads a message as, from its envelope. A message it cannot read so will never
+/// be readable, and goes to the dead letters at once.
+pub trait Decode: Sized + Send + Sync + 'static {
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError>;
+}
+
+impl<F: MessageFamily + Send + Sync + 'static> Decode for F {
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        envelope.body()
+    }
+}
+
+/// A message as a consumer received it: its envelope, and its body read as the consumer reads it.
+#[derive(Clone, Debug)]
+pub struct Received<M> {
+    pub envelope: Envelope,
+    pub message: M,
 }
 
 /// A family of saga commands: each is carried out by one participant and belongs to one saga.
@@ -121,7 +141,7 @@ pub trait ReplyFamily: MessageFamily {
 /// with its [`NAME`](Self::NAME) as both its type and its routing key.
 ///
 /// The type's doc comment becomes the event's description in the published contract: it says
-/// when the event is emitted. Each event type is listed in the orchestrator's `asyncapi` module.
+/// when the event is emitted. The saga kind whose flow emits it lists it in `SagaKind::EVENTS`.
 pub trait DomainEvent: Serialize + JsonSchema {
     /// `order.created`, `stock.low`, …
     const NAME: &'static str;
@@ -179,7 +199,7 @@ mod tests {
     use super::*;
 
     /// A family of two messages, as a saga kind declares its own.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
     #[serde(tag = "type", content = "payload")]
     enum Answer {
         Done { saga_id: Uuid, quantity: i64 },
@@ -187,8 +207,6 @@ mod tests {
     }
 
     impl MessageFamily for Answer {
-        const TYPES: &'static [&'static str] = &["Done", "Refused"];
-
         fn examples() -> Vec<Self> {
             vec![
                 Self::Done { saga_id: example::SAGA, quantity: 7 },

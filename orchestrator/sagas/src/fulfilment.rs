@@ -50,7 +50,7 @@ pub struct Line {
 }
 
 /// Commands of the fulfilment saga; each is idempotent by order id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
 #[serde(tag = "type", content = "payload")]
 #[schemars(rename = "FulfilmentCommand")]
 pub enum Command {
@@ -65,8 +65,6 @@ pub enum Command {
 }
 
 impl MessageFamily for Command {
-    const TYPES: &'static [&'static str] = &["ChargePayment", "RefundPayment", "HandOver", "ReleaseReservation"];
-
     fn examples() -> Vec<Self> {
         let (order_id, store_id) = (example::ORDER, example::STORE);
         let items = vec![Line { product_id: example::PRODUCT, quantity: 2 }];
@@ -98,7 +96,7 @@ impl CommandFamily for Command {
 }
 
 /// The payment worker's and the store's answers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
 #[serde(tag = "type", content = "payload")]
 #[schemars(rename = "FulfilmentReply")]
 pub enum Reply {
@@ -119,16 +117,6 @@ pub enum Reply {
 }
 
 impl MessageFamily for Reply {
-    const TYPES: &'static [&'static str] = &[
-        "PaymentApproved",
-        "PaymentDeclined",
-        "PaymentRefunded",
-        "HandedOver",
-        "HandOverFailed",
-        "ReservationReleased",
-        "ReleaseRefused",
-    ];
-
     fn examples() -> Vec<Self> {
         let order_id = example::ORDER;
         vec![

@@ -45,7 +45,7 @@ use crate::{INVENTORY, WAREHOUSE, example};
 
 /// Commands of the replenishment saga. Every command is idempotent by its saga id, so the engine
 /// may send it again after a deadline without knowing whether the first one ran.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
 #[serde(tag = "type", content = "payload")]
 #[schemars(rename = "ReplenishmentCommand")]
 pub enum Command {
@@ -60,8 +60,6 @@ pub enum Command {
 }
 
 impl MessageFamily for Command {
-    const TYPES: &'static [&'static str] = &["DispatchShipment", "CancelShipment", "ReceiveShipment"];
-
     fn examples() -> Vec<Self> {
         let (saga_id, store_id, product_id) = (example::SAGA, example::STORE, example::PRODUCT);
         vec![
@@ -90,7 +88,7 @@ impl CommandFamily for Command {
 }
 
 /// Participants' answers to [`Command`]s.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, strum::VariantNames)]
 #[serde(tag = "type", content = "payload")]
 #[schemars(rename = "ReplenishmentReply")]
 pub enum Reply {
@@ -112,15 +110,6 @@ pub enum Reply {
 }
 
 impl MessageFamily for Reply {
-    const TYPES: &'static [&'static str] = &[
-        "ShipmentDispatched",
-        "ShipmentRejected",
-        "StockReceived",
-        "ReceiptFailed",
-        "ShipmentCancelled",
-        "CancelRefused",
-    ];
-
     fn examples() -> Vec<Self> {
         let (saga_id, shipment_id) = (example::SAGA, example::SHIPMENT);
         vec![

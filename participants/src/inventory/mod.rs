@@ -12,12 +12,32 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
-    protocol::{Envelope, MessageFamily},
+    protocol::{Decode, DecodeError, Envelope, MessageFamily, Received},
 };
+use sagas::{fulfilment, replenishment};
 use sqlx::PgConnection;
 use stock::{Cache, Movement, StockLevel, ledger};
+use uuid::Uuid;
 
 use crate::simulation::Simulation;
+
+/// What the store's queue carries: the replenishment's commands (its receipts) and the
+/// fulfilment's (its pick list).
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoreCommand {
+    Receipt(replenishment::Command),
+    Pick(fulfilment::Command),
+}
+
+impl Decode for StoreCommand {
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        if replenishment::Command::TYPES.contains(&envelope.message_type.as_str()) {
+            envelope.body().map(Self::Receipt)
+        } else {
+            envelope.body().map(Self::Pick)
+        }
+    }
+}
 
 /// The inventory worker: handles the replenishment's `ReceiveShipment` and the fulfilment's
 /// `HandOver` and `ReleaseReservation`.
@@ -31,6 +51,7 @@ impl Handler for InventoryWorker {
     type Committed = Vec<StockLevel>;
     /// The ledger entries of the batch's receipts, written together at its end.
     type Batch = Vec<Movement>;
+    type Message = StoreCommand;
 
     fn name(&self) -> &'static str {
         "inventory"
@@ -40,27 +61,40 @@ impl Handler for InventoryWorker {
         self.simulation.transit_delay
     }
 
-    /// A message locks its store's inventory rows, as orders do, after its shipment or its pick.
-    fn lock_order(&self, message: &Envelope) -> String {
-        let payload = &message.payload;
-        let product = payload.get("product_id").or_else(|| payload.pointer("/items/0/product_id"));
-        let saga = payload.get("saga_id").or_else(|| payload.get("order_id"));
-        format!("{}/{}/{}", payload["store_id"], product.unwrap_or(&serde_json::Value::Null), saga.unwrap_or_default())
+    /// A message locks its store's inventory rows, as orders do (by store, then product), after
+    /// its shipment or its pick.
+    fn lock_order(&self, command: &StoreCommand) -> String {
+        let (store_id, product_id, saga_id) = match command {
+            StoreCommand::Receipt(
+                replenishment::Command::ReceiveShipment { store_id, product_id, saga_id, .. }
+                | replenishment::Command::DispatchShipment { store_id, product_id, saga_id, .. }
+                | replenishment::Command::CancelShipment { store_id, product_id, saga_id },
+            ) => (*store_id, Some(*product_id), *saga_id),
+            StoreCommand::Pick(
+                fulfilment::Command::HandOver { order_id, store_id, items }
+                | fulfilment::Command::ReleaseReservation { order_id, store_id, items },
+            ) => (*store_id, items.iter().map(|line| line.product_id).min(), *order_id),
+            StoreCommand::Pick(
+                fulfilment::Command::ChargePayment { order_id, .. } | fulfilment::Command::RefundPayment { order_id },
+            ) => (Uuid::nil(), None, *order_id),
+        };
+        format!("{store_id}/{}/{saga_id}", product_id.unwrap_or_default())
     }
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        message: &Envelope,
+        received: &Received<StoreCommand>,
         movements: &mut Vec<Movement>,
         out: &mut Vec<Outgoing>,
     ) -> Result<Vec<StockLevel>, HandleError> {
-        let (messages, levels) = if sagas::replenishment::Command::TYPES.contains(&message.message_type.as_str()) {
-            let (messages, level) =
-                receipt::handle(tx, movements, message, self.simulation.receipt_failure_rate).await?;
-            (messages, level.into_iter().collect())
-        } else {
-            pick::handle(tx, message, self.simulation.picking_failure_rate).await?
+        let (messages, levels) = match &received.message {
+            StoreCommand::Receipt(command) => {
+                let (messages, level) =
+                    receipt::handle(tx, movements, command, self.simulation.receipt_failure_rate).await?;
+                (messages, level.into_iter().collect())
+            }
+            StoreCommand::Pick(command) => pick::handle(tx, command, self.simulation.picking_failure_rate).await?,
         };
         out.extend(messages);
         // Gone before the commit, put back after it: see `Cache::forget`.

@@ -4,7 +4,7 @@
 
 use platform::{
     messaging::{consumer::HandleError, outbox::Outgoing},
-    protocol::Envelope,
+    protocol::MessageFamily,
 };
 use sagas::fulfilment::{Command, Line, Reply};
 use sqlx::PgConnection;
@@ -112,10 +112,10 @@ pub async fn hand_over(
 /// `HandOver` and `ReleaseReservation`: the replies to send and the levels changed.
 pub(super) async fn handle(
     tx: &mut PgConnection,
-    message: &Envelope,
+    command: &Command,
     failure_rate: f64,
 ) -> Result<(Vec<Outgoing>, Vec<StockLevel>), HandleError> {
-    let (reply, levels) = match message.body::<Command>()? {
+    let (reply, levels) = match command.clone() {
         Command::HandOver { order_id, store_id, .. } => match lock(tx, order_id).await? {
             // The picker's answer comes through the API: nothing to say until then.
             Some(PickStatus::Picking) => (None, Vec::new()),
@@ -147,7 +147,7 @@ pub(super) async fn handle(
             }
         },
         Command::ChargePayment { .. } | Command::RefundPayment { .. } => {
-            return Err(HandleError::Poison(format!("{} is a payment command", message.message_type)));
+            return Err(HandleError::Poison(format!("{} is a payment command", command.to_parts().0)));
         }
     };
     Ok((reply.iter().map(Outgoing::reply).collect(), levels))

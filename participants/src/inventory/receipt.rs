@@ -2,7 +2,7 @@
 
 use platform::{
     messaging::{consumer::HandleError, outbox::Outgoing},
-    protocol::Envelope,
+    protocol::MessageFamily,
 };
 use sagas::replenishment::{Command, Reply, ShipmentReceived, StockReplenished};
 use sqlx::PgConnection;
@@ -19,11 +19,12 @@ use crate::decided;
 pub(super) async fn handle(
     tx: &mut PgConnection,
     movements: &mut Vec<Movement>,
-    message: &Envelope,
+    command: &Command,
     failure_rate: f64,
 ) -> Result<(Vec<Outgoing>, Option<StockLevel>), HandleError> {
-    let Command::ReceiveShipment { saga_id, shipment_id, store_id, product_id, quantity } = message.body()? else {
-        return Err(HandleError::Poison(format!("{} is not a store inventory command", message.message_type)));
+    let Command::ReceiveShipment { saga_id, shipment_id, store_id, product_id, quantity } = *command else {
+        let (name, _) = command.to_parts();
+        return Err(HandleError::Poison(format!("{name} is not a store inventory command")));
     };
     let receipt = Receipt { saga_id, shipment_id, store_id, product_id, quantity };
     let (reply, level) = receive(tx, movements, &receipt, failure_rate).await?;

@@ -33,7 +33,7 @@ use super::{
     outbox::{self, OutboxSignal, Outgoing},
 };
 use crate::{
-    protocol::{DecodeError, Envelope},
+    protocol::{Decode, DecodeError, Envelope, Received},
     shutdown::Shutdown,
     trace::{self, TraceContext},
 };
@@ -88,6 +88,9 @@ pub trait Handler: Send + Sync + 'static {
     /// What the messages of one batch share: rows locked for all of them at once, say.
     type Batch: Default + Send;
 
+    /// What the handler reads each message as (its command family, say).
+    type Message: Decode;
+
     /// Inbox key: one consumer name per queue.
     fn name(&self) -> &'static str;
 
@@ -96,14 +99,14 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The order in which a batch applies its messages: the rows a message locks, so that every
     /// transaction takes its locks in the same order.
-    fn lock_order(&self, message: &Envelope) -> String;
+    fn lock_order(&self, message: &Self::Message) -> String;
 
     /// Prepares a batch, in its transaction, before any of its `messages` (those not handled
     /// before, in lock order) is handled. Not called when every message was handled before.
     fn prepare<'a>(
         &'a self,
         _tx: &'a mut PgConnection,
-        _messages: &'a [&'a Envelope],
+        _messages: &'a [&'a Received<Self::Message>],
     ) -> impl Future<Output = Result<Self::Batch, HandleError>> + Send + 'a {
         async { Ok(Self::Batch::default()) }
     }
@@ -113,7 +116,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
-        message: &'a Envelope,
+        message: &'a Received<Self::Message>,
         batch: &'a mut Self::Batch,
         out: &'a mut Vec<Outgoing>,
     ) -> impl Future<Output = Result<Self::Committed, HandleError>> + Send + 'a;
@@ -255,10 +258,12 @@ impl<H: Handler> Batch<H> {
         let queue = self.queue;
         let mut messages = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            match Envelope::decode(&delivery.data) {
-                Ok(mut message) => {
-                    message.trace = trace_of(&delivery);
-                    messages.push((self.handler.lock_order(&message), message, delivery));
+            let read = Envelope::decode(&delivery.data)
+                .and_then(|envelope| Ok(Received { message: H::Message::decode(&envelope)?, envelope }));
+            match read {
+                Ok(mut received) => {
+                    received.envelope.trace = trace_of(&delivery);
+                    messages.push((self.handler.lock_order(&received.message), received, delivery));
                 }
                 Err(error) => self.rejecter.reject(&delivery, &error.to_string(), true).await,
             }
@@ -275,8 +280,8 @@ impl<H: Handler> Batch<H> {
             }
         }
         if messages.len() > 1 {
-            let envelopes: Vec<&Envelope> = messages.iter().map(|(_, message, _)| message).collect();
-            match handle_together(&*self.handler, &self.pool, &envelopes).await {
+            let received: Vec<&Received<H::Message>> = messages.iter().map(|(_, received, _)| received).collect();
+            match handle_together(&*self.handler, &self.pool, &received).await {
                 Ok(outcomes) => {
                     self.signal.notify();
                     for ((_, _, delivery), outcome) in messages.iter().zip(outcomes) {
@@ -291,7 +296,8 @@ impl<H: Handler> Batch<H> {
                 }
             }
         }
-        for (_, message, delivery) in &messages {
+        for (_, received, delivery) in &messages {
+            let message = &received.envelope;
             let span = tracing::info_span!("message", queue, message_id = %message.message_id,
                 r#type = message.message_type, saga_id = tracing::field::Empty, trace_id = tracing::field::Empty);
             if let Some(saga_id) = message.correlation_id {
@@ -300,16 +306,16 @@ impl<H: Handler> Batch<H> {
             if let Some(trace) = message.trace {
                 span.record("trace_id", trace.trace_id_hex());
             }
-            self.alone(message, delivery).instrument(span).await;
+            self.alone(received, delivery).instrument(span).await;
         }
     }
 
     /// Handles one message in its own transaction, retrying what may pass.
-    async fn alone(&mut self, message: &Envelope, delivery: &Delivery) {
+    async fn alone(&mut self, message: &Received<H::Message>, delivery: &Delivery) {
         let queue = self.queue;
         let mut attempt = 1;
         loop {
-            match handle_once(&*self.handler, &self.pool, message).await {
+            match handle_together(&*self.handler, &self.pool, &[message]).await.map(|mut o| o.pop().flatten()) {
                 Ok(outcome) => {
                     if outcome.is_some() {
                         self.signal.notify();
@@ -352,24 +358,28 @@ impl<H: Handler> Batch<H> {
     }
 }
 
-/// One attempt: inbox row, effect, outbox rows, commit. `None` when the message was handled before.
+/// One attempt at a message as it arrives: read, then inbox row, effect, outbox rows, commit.
+/// `None` when the message was handled before.
 pub async fn handle_once<H: Handler>(
     handler: &H,
     pool: &PgPool,
-    message: &Envelope,
+    envelope: &Envelope,
 ) -> Result<Option<H::Committed>, HandleError> {
-    Ok(handle_together(handler, pool, &[message]).await?.pop().flatten())
+    let received = Received { message: H::Message::decode(envelope)?, envelope: envelope.clone() };
+    Ok(handle_together(handler, pool, &[&received]).await?.pop().flatten())
 }
 
 /// Several messages in one transaction, in the order given; all or nothing.
 async fn handle_together<H: Handler>(
     handler: &H,
     pool: &PgPool,
-    messages: &[&Envelope],
+    messages: &[&Received<H::Message>],
 ) -> Result<Vec<Option<H::Committed>>, HandleError> {
     let mut tx = pool.begin().await?;
-    let fresh = inbox::record(&mut tx, handler.name(), messages).await?;
-    let new: Vec<&Envelope> = messages.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(m, _)| *m).collect();
+    let envelopes: Vec<&Envelope> = messages.iter().map(|m| &m.envelope).collect();
+    let fresh = inbox::record(&mut tx, handler.name(), &envelopes).await?;
+    let new: Vec<&Received<H::Message>> =
+        messages.iter().zip(&fresh).filter(|(_, fresh)| **fresh).map(|(m, _)| *m).collect();
     // A batch of repeats only acknowledges: nothing to prepare.
     let mut batch = if new.is_empty() { H::Batch::default() } else { handler.prepare(&mut tx, &new).await? };
     let mut outcomes = Vec::with_capacity(messages.len());
@@ -378,12 +388,12 @@ async fn handle_together<H: Handler>(
         let outcome = if fresh {
             let sent = out.len();
             let handled = handler.handle(&mut tx, message, &mut batch, &mut out);
-            let outcome = match message.trace {
+            let outcome = match message.envelope.trace {
                 Some(trace) => trace::scope(trace, handled).await?,
                 None => handled.await?,
             };
             // Whatever the handler sends continues the trace of the message it handles.
-            if let Some(trace) = message.trace {
+            if let Some(trace) = message.envelope.trace {
                 out[sent..].iter_mut().for_each(|m| _ = m.trace.get_or_insert(trace));
             }
             Some(outcome)

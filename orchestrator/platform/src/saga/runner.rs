@@ -20,7 +20,7 @@ use crate::{
         consumer::{HandleError, Handler},
         outbox::{self, OutboxSignal, Outgoing},
     },
-    protocol::Envelope,
+    protocol::{Decode, DecodeError, Envelope, Received},
     shutdown::Shutdown,
 };
 
@@ -33,10 +33,26 @@ pub struct ReplyHandler {
     pub timing: SagaTiming,
 }
 
+/// A reply, as the engine first reads it: the saga it answers. Its body is read by the saga's
+/// kind, once the saga is locked.
+#[derive(Clone, Copy, Debug)]
+pub struct SagaReply {
+    pub saga_id: Uuid,
+}
+
+impl Decode for SagaReply {
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        let saga_id =
+            envelope.correlation_id.ok_or_else(|| DecodeError::Malformed("a reply without a correlation id".into()))?;
+        Ok(Self { saga_id })
+    }
+}
+
 impl Handler for ReplyHandler {
     type Committed = ();
     /// The batch's sagas, locked together up front.
     type Batch = HashMap<Uuid, SagaRow>;
+    type Message = SagaReply;
 
     fn name(&self) -> &'static str {
         "orchestrator"
@@ -47,24 +63,27 @@ impl Handler for ReplyHandler {
     }
 
     /// A reply locks its saga's row first.
-    fn lock_order(&self, message: &Envelope) -> String {
-        message.correlation_id.map(|id| id.to_string()).unwrap_or_default()
+    fn lock_order(&self, message: &SagaReply) -> String {
+        message.saga_id.to_string()
     }
 
-    async fn prepare(&self, tx: &mut PgConnection, messages: &[&Envelope]) -> Result<Self::Batch, HandleError> {
-        let ids: Vec<Uuid> = messages.iter().filter_map(|m| m.correlation_id).collect();
+    async fn prepare(
+        &self,
+        tx: &mut PgConnection,
+        messages: &[&Received<SagaReply>],
+    ) -> Result<Self::Batch, HandleError> {
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.message.saga_id).collect();
         Ok(store::lock_all(tx, &ids).await?.into_iter().map(|row| (row.id, row)).collect())
     }
 
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        message: &Envelope,
+        received: &Received<SagaReply>,
         locked: &mut Self::Batch,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), HandleError> {
-        let saga_id =
-            message.correlation_id.ok_or_else(|| HandleError::Poison("a reply without a correlation id".into()))?;
+        let (message, saga_id) = (&received.envelope, received.message.saga_id);
         // A second reply to one saga in the batch reads the row the first one wrote.
         let row = match locked.remove(&saga_id) {
             Some(row) => row,
