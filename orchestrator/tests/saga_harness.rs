@@ -60,7 +60,7 @@ async fn audit(pool: &PgPool) -> Audit {
     let ring = keys::KeyRing::default();
     ring.reload(pool).await.unwrap();
     let caller = ring.find(support::ADMIN_KEY).unwrap().expect("the bootstrap key is in use");
-    Audit::new(caller, "PUT".into(), "/harness", Default::default(), "harness".into(), String::new())
+    Audit::new(caller, "PUT".into(), "/harness".into(), Default::default(), "harness".into(), String::new())
 }
 
 /// Stock the scenario starts with: the warehouse holds 100; the store 10, refilled at 3 to 20.

@@ -21,7 +21,7 @@ pub struct Audit {
     pub caller: Arc<Caller>,
     pub method: String,
     /// The operation's path pattern, e.g. `/orders/{id}/cancel`.
-    pub route: &'static str,
+    pub route: Arc<str>,
     pub request_id: String,
     pub trace_id: String,
     /// Path parameters, then whatever the handler names (e.g. what it created).
@@ -34,7 +34,7 @@ impl Audit {
     pub fn new(
         caller: Arc<Caller>,
         method: String,
-        route: &'static str,
+        route: Arc<str>,
         ids: Map<String, Value>,
         request_id: String,
         trace_id: String,
@@ -70,7 +70,7 @@ impl Audit {
         let written = async { self.insert(&mut *pool.acquire().await?, status).await }.await;
         if let Err(error) = written {
             metrics::counter!("audit_write_failures_total").increment(1);
-            tracing::error!(%error, route = self.route, status, "audit row could not be written");
+            tracing::error!(%error, route = &*self.route, status, "audit row could not be written");
         }
     }
 
@@ -83,7 +83,7 @@ impl Audit {
             self.caller.name,
             self.caller.role.as_ref(),
             self.method,
-            self.route,
+            &*self.route,
             ids,
             self.request_id,
             self.trace_id,

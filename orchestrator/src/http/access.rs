@@ -1,5 +1,5 @@
-//! The API's door: which role each operation needs ([`OPERATIONS`], the one place it is
-//! written), and the layer every request passes before its handler ([`Door::guard`]).
+//! The API's door: the layer every request passes before its handler ([`Door::guard`]), guarding
+//! each operation as its handler declares ([`super::role`]).
 //!
 //! In order, a request is: matched to its operation; authenticated by its bearer key, if it
 //! sends one; charged a token from its key's bucket, or its client address's when it has no
@@ -32,7 +32,7 @@ use sqlx::PgPool;
 
 use platform::config::ApiConfig;
 
-use super::{problem::Problem, server::OverClientCap};
+use super::{problem::Problem, role::Access, server::OverClientCap};
 use crate::access::{
     Caller, Role,
     audit::Audit,
@@ -41,73 +41,28 @@ use crate::access::{
     limit::{Bucket, Decision, Limiter},
 };
 
-/// Who may call an operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone, without a key.
-    Public,
-    /// A key of this role or a higher one.
-    Needs(Role),
-}
-
 use Access::{Needs, Public};
-use Role::{Admin, Client, Operator};
-
-/// Every operation, with who may call it. The table in docs/api.md says the same, and a test holds
-/// both to what the server does.
-///
-/// - Health and the docs are public: a load balancer and a person exploring need no key.
-/// - `client` (a store front, a picker app) places, reads, fulfils and cancels orders, and reads
-///   stores, products and a store's inventory: what serving customers needs.
-/// - `operator` runs the network: it creates stores and products, sets and adjusts stock (stores
-///   and the warehouse), reads the warehouse, the ledger, sagas, dead letters, participants and
-///   metrics, and acts on sagas and dead letters.
-/// - `admin` manages keys and reads the audit trail, which name who did what.
-pub const OPERATIONS: &[(&str, &str, Access)] = &[
-    ("GET", "/health/live", Public),
-    ("GET", "/health/ready", Public),
-    ("GET", "/stores", Needs(Client)),
-    ("POST", "/stores", Needs(Operator)),
-    ("GET", "/stores/{id}", Needs(Client)),
-    ("GET", "/products", Needs(Client)),
-    ("POST", "/products", Needs(Operator)),
-    ("GET", "/products/{id}", Needs(Client)),
-    ("GET", "/stores/{store_id}/inventory", Needs(Client)),
-    ("GET", "/stores/{store_id}/inventory/{product_id}", Needs(Client)),
-    ("PUT", "/stores/{store_id}/inventory/{product_id}", Needs(Operator)),
-    ("POST", "/stores/{store_id}/inventory/{product_id}/adjustments", Needs(Operator)),
-    ("GET", "/warehouse/stock/{product_id}", Needs(Operator)),
-    ("PUT", "/warehouse/stock/{product_id}", Needs(Operator)),
-    ("POST", "/orders", Needs(Client)),
-    ("GET", "/orders/{id}", Needs(Client)),
-    ("POST", "/orders/{id}/fulfil", Needs(Client)),
-    ("POST", "/orders/{id}/cancel", Needs(Client)),
-    ("GET", "/stock-movements", Needs(Operator)),
-    ("GET", "/sagas", Needs(Operator)),
-    ("GET", "/sagas/stats", Needs(Operator)),
-    ("GET", "/sagas/{id}", Needs(Operator)),
-    ("POST", "/sagas/{id}/retry", Needs(Operator)),
-    ("POST", "/sagas/{id}/compensate", Needs(Operator)),
-    ("POST", "/sagas/{id}/resolve", Needs(Operator)),
-    ("POST", "/replenishments", Needs(Operator)),
-    ("GET", "/dead-letters", Needs(Operator)),
-    ("GET", "/dead-letters/{id}", Needs(Operator)),
-    ("DELETE", "/dead-letters/{id}", Needs(Operator)),
-    ("POST", "/dead-letters/{id}/replay", Needs(Operator)),
-    ("GET", "/participants", Needs(Operator)),
-    ("GET", "/metrics", Needs(Operator)),
-    ("POST", "/api-keys", Needs(Admin)),
-    ("GET", "/api-keys", Needs(Admin)),
-    ("DELETE", "/api-keys/{id}", Needs(Admin)),
-    ("GET", "/audit", Needs(Admin)),
-];
 
 /// Routes outside the spec, also public: Swagger UI and the spec itself.
 pub const DOCUMENTS: &[&str] = &["/docs", "/docs/", "/openapi.json"];
 
-/// Who may call `method path`, as [`OPERATIONS`] says; `None` for an operation it does not list.
-pub fn access(method: &str, path: &str) -> Option<Access> {
-    OPERATIONS.iter().find(|(m, p, _)| *m == method && *p == path).map(|(.., access)| *access)
+/// Every operation of `spec` (the finished OpenAPI document) with who may call it, as its handler
+/// declares ([`super::role`]): (method, path, access).
+///
+/// # Panics
+/// When an operation declares no role: no operation is left unguarded by accident.
+pub fn operations(spec: &Value) -> Vec<(String, String, Access)> {
+    let mut operations = Vec::new();
+    for (path, item) in spec["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            let method = method.to_uppercase();
+            let access = operation["x-role"].as_str().and_then(Access::parse).unwrap_or_else(|| {
+                panic!("{method} {path} declares no role: give its handler a `_: Needs<…>` parameter")
+            });
+            operations.push((method, path.clone(), access));
+        }
+    }
+    operations
 }
 
 /// Requests to a keyed operation without a valid key: none presented, or one that is not valid.
@@ -127,15 +82,15 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 /// The operation a request was matched to, as metrics label it: a pattern of the spec, so that
 /// answers the door gave itself (401, 403, 429) are labelled like those the handler gave.
-#[derive(Clone, Copy, Debug)]
-pub struct RouteLabel(pub &'static str);
+#[derive(Clone, Debug)]
+pub struct RouteLabel(pub Arc<str>);
 
 /// An operation as the door knows it: its access, and what the spec says it takes.
 #[derive(Clone, Debug)]
 pub struct Route {
     pub method: Method,
     /// In the spec's form: `/orders/{id}`.
-    pub path: &'static str,
+    pub path: Arc<str>,
     pub access: Access,
     /// The query parameters it takes.
     pub query: BTreeSet<String>,
@@ -197,32 +152,26 @@ enum Target<'a> {
 pub struct Refused(pub Option<ClientAddr>);
 
 impl Door {
-    /// The door for the operations of `spec` (the finished OpenAPI document). Panics when an
-    /// operation of the spec has no entry in [`OPERATIONS`]: no operation is left unguarded.
+    /// The door for the operations of `spec` (the finished OpenAPI document), each guarded as its
+    /// handler declares ([`operations`]).
     pub fn new(spec: &Value, keys: KeyRing, limiter: Limiter, pool: PgPool, api: &ApiConfig) -> Self {
         let mut routes = Vec::new();
-        for (path, operations) in spec["paths"].as_object().into_iter().flatten() {
-            for (method, operation) in operations.as_object().into_iter().flatten() {
-                let method = method.to_uppercase();
-                let (_, path, access) = OPERATIONS
-                    .iter()
-                    .find(|(m, p, _)| *m == method && p == path)
-                    .unwrap_or_else(|| panic!("{method} {path} has no role in http::access::OPERATIONS"));
-                let query = operation["parameters"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|p| p["in"] == "query")
-                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                    .collect();
-                routes.push(Route {
-                    method: method.parse().expect("the spec's methods are HTTP methods"),
-                    path,
-                    access: *access,
-                    query,
-                    body: operation.get("requestBody").is_some(),
-                });
-            }
+        for (method, path, access) in operations(spec) {
+            let operation = &spec["paths"][&path][method.to_lowercase()];
+            let query = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query")
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect();
+            routes.push(Route {
+                method: method.parse().expect("the spec's methods are HTTP methods"),
+                body: operation.get("requestBody").is_some(),
+                path: path.into(),
+                access,
+                query,
+            });
         }
         Self {
             routes: Arc::new(routes),
@@ -247,7 +196,7 @@ impl Door {
             Target::Elsewhere
         } else {
             let candidates: Vec<(&Route, Map<String, Value>)> =
-                self.routes.iter().filter_map(|r| matches(r.path, &path).map(|params| (r, params))).collect();
+                self.routes.iter().filter_map(|r| matches(&r.path, &path).map(|params| (r, params))).collect();
             match candidates.iter().position(|(r, _)| r.method == request.method()) {
                 Some(found) => {
                     let (route, params) = candidates.into_iter().nth(found).expect("found above");
@@ -258,8 +207,8 @@ impl Door {
             }
         };
         let label = match &target {
-            Target::Operation(route, _) => Some(route.path),
-            Target::WrongMethod(routes) => Some(routes[0].path),
+            Target::Operation(route, _) => Some(route.path.clone()),
+            Target::WrongMethod(routes) => Some(routes[0].path.clone()),
             Target::Elsewhere => None,
         };
         let mut response = self.admit(next, request, target, client).await;
@@ -314,9 +263,9 @@ impl Door {
         }
         let (request_id, trace_id) = super::request_ids(&request);
         let method = super::method_label(request.method());
-        let audit_of = |caller: &Arc<Caller>, route: &'static str, params: &Map<String, Value>| {
+        let audit_of = |caller: &Arc<Caller>, route: &Arc<str>, params: &Map<String, Value>| {
             let (method, request_id, trace_id) = (method.to_owned(), request_id.clone(), trace_id.clone());
-            Arc::new(Audit::new(caller.clone(), method, route, params.clone(), request_id, trace_id))
+            Arc::new(Audit::new(caller.clone(), method, route.clone(), params.clone(), request_id, trace_id))
         };
         let (route, params) = match target {
             Target::Operation(route, params) => (route, params),
@@ -326,7 +275,7 @@ impl Door {
             }
             Target::WrongMethod(routes) => {
                 if let Some(caller) = &caller {
-                    audit_of(caller, routes[0].path, &Map::new()).finish(&self.pool, 405).await;
+                    audit_of(caller, &routes[0].path, &Map::new()).finish(&self.pool, 405).await;
                 }
                 return limited(method_not_allowed(&routes));
             }
@@ -344,14 +293,14 @@ impl Door {
             }
             (Needs(role), Some(caller)) if caller.role < role => {
                 // An attempt beyond the key's role is on record, reads included.
-                audit_of(caller, route.path, &params).finish(&self.pool, StatusCode::FORBIDDEN.as_u16()).await;
+                audit_of(caller, &route.path, &params).finish(&self.pool, StatusCode::FORBIDDEN.as_u16()).await;
                 return limited(forbidden(role, caller).into_response());
             }
             _ => self.check_input(route, &mut request).await.err(),
         };
         // Every change a known key asks for is on record, whatever its outcome.
         let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
-        let mut audit = caller.as_ref().filter(|_| changes).map(|c| audit_of(c, route.path, &params));
+        let mut audit = caller.as_ref().filter(|_| changes).map(|c| audit_of(c, &route.path, &params));
         let mut timed_out = false;
         let response = match refusal {
             Some(problem) => refuse(problem.into_response()),
@@ -368,7 +317,7 @@ impl Door {
                 };
                 // No handler answers 403: this is CORS refusing the page's origin.
                 if response.status() == StatusCode::FORBIDDEN {
-                    audit = audit.or_else(|| caller.as_ref().map(|c| audit_of(c, route.path, &params)));
+                    audit = audit.or_else(|| caller.as_ref().map(|c| audit_of(c, &route.path, &params)));
                     refuse(response)
                 } else {
                     response
@@ -609,10 +558,8 @@ mod tests {
     }
 
     #[test]
-    fn every_operation_is_listed_once() {
-        let mut seen = BTreeSet::new();
-        for (method, path, _) in OPERATIONS {
-            assert!(seen.insert((method, path)), "{method} {path} is listed twice");
-        }
+    #[should_panic(expected = "GET /loose declares no role")]
+    fn an_operation_that_declares_no_role_is_refused() {
+        operations(&serde_json::json!({ "paths": { "/loose": { "get": {} } } }));
     }
 }

@@ -6,6 +6,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Admin, Needs};
 use super::{
     Tag,
     input::{Handle, Id, Text},
@@ -69,6 +70,7 @@ impl ApiKeysApi {
     #[oai(path = "/api-keys", method = "post")]
     async fn create(
         &self,
+        _role: Needs<Admin>,
         body: Json<NewKey>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Created, { CONFLICT | UNAVAILABLE }> {
@@ -90,6 +92,7 @@ impl ApiKeysApi {
     #[oai(path = "/api-keys", method = "get")]
     async fn list(
         &self,
+        _role: Needs<Admin>,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
         cursor: Query<Option<Id>>,
@@ -110,6 +113,7 @@ impl ApiKeysApi {
     #[oai(path = "/api-keys/:id", method = "delete")]
     async fn revoke(
         &self,
+        _role: Needs<Admin>,
         id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Revoked, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {

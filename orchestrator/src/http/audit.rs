@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{OpenApi, param::Query, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Admin, Needs};
 use super::{
     Tag,
     input::{Id, Line},
@@ -32,6 +33,7 @@ impl AuditApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        _role: Needs<Admin>,
         key_id: Query<Option<Id>>,
         /// A path pattern as the spec writes it, e.g. `/orders/{id}/cancel`.
         route: Query<Option<Line<200>>>,

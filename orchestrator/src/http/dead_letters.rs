@@ -13,6 +13,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payl
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::role::{Needs, Operator};
 use super::{
     Tag,
     input::Line,
@@ -99,6 +100,7 @@ impl DeadLettersApi {
     #[oai(path = "/dead-letters", method = "get")]
     async fn list(
         &self,
+        _role: Needs<Operator>,
         /// The queue they died in, e.g. `darkstores.warehouse.commands`.
         queue: Query<Option<Line<255>>>,
         replayed: Query<Option<bool>>,
@@ -116,7 +118,11 @@ impl DeadLettersApi {
 
     /// Get a dead letter
     #[oai(path = "/dead-letters/:id", method = "get")]
-    async fn get(&self, id: Path<i64>) -> ApiResult<Json<DeadLetter>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(
+        &self,
+        _role: Needs<Operator>,
+        id: Path<i64>,
+    ) -> ApiResult<Json<DeadLetter>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let letter = dead_letter::get(&mut conn, id.0).await?;
         Ok(Json(letter.ok_or_else(|| Problem::not_found(format!("no dead letter {}", id.0)))?.into()))
@@ -129,6 +135,7 @@ impl DeadLettersApi {
     #[oai(path = "/dead-letters/:id/replay", method = "post")]
     async fn replay(
         &self,
+        _role: Needs<Operator>,
         id: Path<i64>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<DeadLetter>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
@@ -172,7 +179,12 @@ impl DeadLettersApi {
 
     /// Delete a dead letter
     #[oai(path = "/dead-letters/:id", method = "delete")]
-    async fn delete(&self, id: Path<i64>, audit: Data<&Arc<Audit>>) -> ApiResult<Deleted, { NOT_FOUND | UNAVAILABLE }> {
+    async fn delete(
+        &self,
+        _role: Needs<Operator>,
+        id: Path<i64>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Deleted, { NOT_FOUND | UNAVAILABLE }> {
         let mut tx = self.ctx.pool.begin().await?;
         if !dead_letter::delete(&mut tx, id.0).await? {
             return Err(Problem::not_found(format!("no dead letter {}", id.0)).into());

@@ -10,6 +10,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
 use tokio::{sync::Mutex, time::Instant};
 
 use super::Tag;
+use super::role::{Anyone, Needs};
 use crate::Context;
 
 /// How long one dependency check may take before it counts as down.
@@ -114,7 +115,7 @@ impl HealthApi {
 impl HealthApi {
     /// Liveness
     #[oai(path = "/health/live", method = "get")]
-    async fn live(&self) -> Json<Health> {
+    async fn live(&self, _role: Needs<Anyone>) -> Json<Health> {
         Json(Health { status: Status::Ok, checks: None })
     }
 
@@ -123,7 +124,7 @@ impl HealthApi {
     /// Postgres and RabbitMQ must answer; Redis is reported but not required. The answer is
     /// reused for a second.
     #[oai(path = "/health/ready", method = "get")]
-    async fn ready(&self) -> Readiness {
+    async fn ready(&self, _role: Needs<Anyone>) -> Readiness {
         let mut last = self.last.lock().await;
         let health = match last.as_ref() {
             Some((at, health)) if at.elapsed() < FRESH_FOR => health.clone(),

@@ -13,78 +13,75 @@ use poem_openapi::{
     registry::{MetaParamIn, MetaSchema, MetaSchemaRef, Registry},
     types::{ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type},
 };
+use regex::Regex;
 use serde_json::Value;
 use uuid::Uuid;
 
 use stock::MAX_QUANTITY;
 
-/// What a kind of text admits: its pattern (ECMA-262 and Rust `regex` alike) and the same rule
-/// as code.
+/// What a kind of text admits, written once, as its pattern: the spec states it (ECMA-262) and
+/// the server checks it (Rust's `regex`; both read these patterns alike).
 pub trait Rule: Send + Sync + 'static {
     const PATTERN: &'static str;
     /// How the rule reads in an error message.
     const SAYS: &'static str;
-    fn admits(text: &str) -> bool;
-}
 
-/// A control character: C0, DEL and C1 (what `char::is_control` means).
-fn control(c: char) -> bool {
-    c.is_control()
-}
-
-/// One line: no control character, and no space at either end.
-#[derive(Clone, Copy, Debug)]
-pub struct OneLine;
-
-impl Rule for OneLine {
-    const PATTERN: &'static str = r"^[^\x00-\x1F\x7F-\x9F ]([^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F ])?$";
-    const SAYS: &'static str = "one line, without control characters or spaces at either end";
+    /// [`PATTERN`](Self::PATTERN), compiled once.
+    fn pattern() -> &'static Regex;
 
     fn admits(text: &str) -> bool {
-        !text.starts_with(' ') && !text.ends_with(' ') && !text.chars().any(control)
+        Self::pattern().is_match(text)
     }
 }
 
-/// Free text: tabs and line breaks allowed, no other control character.
-#[derive(Clone, Copy, Debug)]
-pub struct Prose;
+/// Declares a [`Rule`]: its name, its pattern and how it reads in an error message.
+macro_rules! rule {
+    ($(#[$doc:meta])* $name:ident, $pattern:literal, $says:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name;
 
-impl Rule for Prose {
-    const PATTERN: &'static str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$";
-    const SAYS: &'static str = "text without control characters other than tabs and line breaks";
+        impl $crate::http::input::Rule for $name {
+            const PATTERN: &'static str = $pattern;
+            const SAYS: &'static str = $says;
 
-    fn admits(text: &str) -> bool {
-        !text.chars().any(|c| control(c) && !matches!(c, '\t' | '\n' | '\r'))
-    }
+            fn pattern() -> &'static regex::Regex {
+                static PATTERN: std::sync::LazyLock<regex::Regex> =
+                    std::sync::LazyLock::new(|| regex::Regex::new($pattern).expect("a rule's pattern is a regex"));
+                &PATTERN
+            }
+        }
+    };
 }
+pub(crate) use rule;
 
-/// A key's name: what the timeline shows as the actor, so plain and short.
-#[derive(Clone, Copy, Debug)]
-pub struct Handle;
+rule!(
+    /// One line: no control character (C0, DEL, C1), and no space at either end.
+    OneLine,
+    r"^[^\x00-\x1F\x7F-\x9F ]([^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F ])?$",
+    "one line, without control characters or spaces at either end"
+);
 
-impl Rule for Handle {
-    const PATTERN: &'static str = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$";
-    const SAYS: &'static str = "a letter or digit, then letters, digits and . _ @ + -";
+rule!(
+    /// Free text: tabs and line breaks allowed, no other control character.
+    Prose,
+    r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$",
+    "text without control characters other than tabs and line breaks"
+);
 
-    fn admits(text: &str) -> bool {
-        let mut chars = text.chars();
-        chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-            && chars.all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
-    }
-}
+rule!(
+    /// A key's name: what the timeline shows as the actor, so plain and short.
+    Handle,
+    r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$",
+    "a letter or digit, then letters, digits and . _ @ + -"
+);
 
-/// A token a client chooses, carried in a header: visible ASCII only.
-#[derive(Clone, Copy, Debug)]
-pub struct Token;
-
-impl Rule for Token {
-    const PATTERN: &'static str = r"^[\x21-\x7E]+$";
-    const SAYS: &'static str = "visible ASCII characters, without spaces";
-
-    fn admits(text: &str) -> bool {
-        text.bytes().all(|b| b.is_ascii_graphic())
-    }
-}
+rule!(
+    /// A token a client chooses, carried in a header: visible ASCII only.
+    Token,
+    r"^[\x21-\x7E]+$",
+    "visible ASCII characters, without spaces"
+);
 
 /// A string of 1 to `MAX` characters that `R` admits, and only a JSON string.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -508,25 +505,28 @@ impl<'a, T: ParseFromParameter> ApiExtractor<'a> for OneHeader<T> {
 mod tests {
     use super::*;
 
-    /// The pattern in the spec and the code that enforces it agree on every character up to
-    /// U+3000 (the controls, the spaces, Latin, the marks) and a spread of those above, alone
-    /// and at either end of a line.
-    fn agree<R: Rule>() {
-        let pattern = regex::Regex::new(R::PATTERN).unwrap();
+    /// What each rule admits, character by character: every character up to U+3000 (the
+    /// controls, the spaces, Latin, the marks) and a spread of those above, alone and at either
+    /// end of a line, against the rule stated in words.
+    fn admits_as_stated<R: Rule>(stated: impl Fn(&str) -> bool) {
         let chars = (0..0x3000).chain((0x3000..=0x10FFFF).step_by(97)).filter_map(char::from_u32);
         for c in chars {
             for text in [c.to_string(), format!("a{c}"), format!("{c}a"), format!("a{c}a")] {
-                assert_eq!(pattern.is_match(&text), R::admits(&text), "{} on {text:?}", std::any::type_name::<R>());
+                assert_eq!(R::admits(&text), stated(&text), "{} on {text:?}", std::any::type_name::<R>());
             }
         }
     }
 
     #[test]
-    fn patterns_and_code_agree() {
-        agree::<OneLine>();
-        agree::<Prose>();
-        agree::<Handle>();
-        agree::<Token>();
+    fn each_rule_admits_what_it_says() {
+        admits_as_stated::<OneLine>(|t| !t.starts_with(' ') && !t.ends_with(' ') && !t.chars().any(char::is_control));
+        admits_as_stated::<Prose>(|t| !t.chars().any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')));
+        admits_as_stated::<Handle>(|t| {
+            let mut chars = t.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && chars.all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+        });
+        admits_as_stated::<Token>(|t| t.bytes().all(|b| b.is_ascii_graphic()));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
 use stock::{StockLevel, level};
 use uuid::Uuid;
 
+use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
     input::{Delta, Free, Id},
@@ -85,6 +86,7 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put")]
     async fn set(
         &self,
+        _role: Needs<Operator>,
         store_id: Path<Id>,
         product_id: Path<Id>,
         body: Json<SetInventory>,
@@ -106,6 +108,7 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
     async fn get(
         &self,
+        _role: Needs<Client>,
         store_id: Path<Id>,
         product_id: Path<Id>,
     ) -> ApiResult<Json<Inventory>, { NOT_FOUND | UNAVAILABLE }> {
@@ -119,6 +122,7 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory", method = "get")]
     async fn list(
         &self,
+        _role: Needs<Client>,
         store_id: Path<Id>,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
@@ -144,6 +148,7 @@ impl InventoryApi {
     #[oai(path = "/stores/:store_id/inventory/:product_id/adjustments", method = "post")]
     async fn adjust(
         &self,
+        _role: Needs<Operator>,
         store_id: Path<Id>,
         product_id: Path<Id>,
         body: Json<Adjustment>,

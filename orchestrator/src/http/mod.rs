@@ -17,6 +17,7 @@ pub mod problem;
 pub mod products;
 pub mod prometheus;
 pub mod refused;
+pub mod role;
 pub mod sagas;
 pub mod server;
 pub mod spec;
@@ -208,7 +209,7 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
                 // (Swagger UI, the spec).
                 let route = response
                     .data::<access::RouteLabel>()
-                    .map(|r| r.0.into())
+                    .map(|r| r.0.to_string().into())
                     .or_else(|| response.data::<PathPattern>().map(|p| p.0.clone()));
                 (response, route)
             }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Needs, Operator};
 use super::{
     Tag,
     input::Id,
@@ -47,8 +48,10 @@ impl MovementsApi {
     /// Oldest first, filtered by store, product and a time range (`from` inclusive, `to`
     /// exclusive; a range that ends before it starts holds nothing).
     #[oai(path = "/stock-movements", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        _role: Needs<Operator>,
         store_id: Query<Option<Id>>,
         product_id: Query<Option<Id>>,
         from: Query<Option<DateTime<Utc>>>,

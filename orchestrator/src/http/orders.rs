@@ -7,6 +7,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Client, Needs};
 use super::{
     Tag,
     input::{Id, OneHeader, Text, Token},
@@ -84,6 +85,7 @@ impl OrdersApi {
     #[oai(path = "/orders", method = "post")]
     async fn place(
         &self,
+        _role: Needs<Client>,
         body: Json<NewOrder>,
         /// Any token of up to 255 visible ASCII characters, unique to this order: a retry with the
         /// same key and body returns the first order. The same key with another body is a 422.
@@ -103,7 +105,7 @@ impl OrdersApi {
 
     /// Get an order
     #[oai(path = "/orders/:id", method = "get")]
-    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let order =
             orders::load(&mut conn, *id.0).await?.ok_or_else(|| Problem::not_found(format!("no order {}", *id.0)))?;
@@ -119,6 +121,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id/fulfil", method = "post")]
     async fn fulfil(
         &self,
+        _role: Needs<Client>,
         id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
@@ -133,6 +136,7 @@ impl OrdersApi {
     #[oai(path = "/orders/:id/cancel", method = "post")]
     async fn cancel(
         &self,
+        _role: Needs<Client>,
         id: Path<Id>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Json<Order>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {

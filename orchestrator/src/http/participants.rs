@@ -5,6 +5,7 @@ use platform::{heartbeat, messaging::Queue, saga::runner};
 use poem_openapi::{Object, OpenApi, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Needs, Operator};
 use super::{
     Tag,
     problem::{ApiResult, UNAVAILABLE},
@@ -67,7 +68,7 @@ pub struct ParticipantsApi {
 impl ParticipantsApi {
     /// Worker processes, their liveness and their queues
     #[oai(path = "/participants", method = "get")]
-    async fn list(&self) -> ApiResult<Json<Participants>, UNAVAILABLE> {
+    async fn list(&self, _role: Needs<Operator>) -> ApiResult<Json<Participants>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let instances = heartbeat::instances(&mut conn).await?;
         drop(conn);

@@ -7,6 +7,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
     input::{Id, Line, Optional},
@@ -64,6 +65,7 @@ impl ProductsApi {
     #[oai(path = "/products", method = "post")]
     async fn create(
         &self,
+        _role: Needs<Operator>,
         body: Json<NewProduct>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Created, { CONFLICT | UNAVAILABLE }> {
@@ -92,6 +94,7 @@ impl ProductsApi {
     #[oai(path = "/products", method = "get")]
     async fn list(
         &self,
+        _role: Needs<Client>,
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
         cursor: Query<Option<Id>>,
@@ -112,7 +115,7 @@ impl ProductsApi {
 
     /// Get a product
     #[oai(path = "/products/:id", method = "get")]
-    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
         let product =
             sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", *id.0)
                 .fetch_optional(&self.ctx.pool)

@@ -4,6 +4,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use poem_openapi::{OpenApi, payload::PlainText};
 
 use super::Tag;
+use super::role::{Needs, Operator};
 use crate::Context;
 
 pub struct MetricsApi {
@@ -19,7 +20,7 @@ impl MetricsApi {
     /// backlog, dead letters waiting) are read at each scrape, so every instance reports the same
     /// truth; the rest count what this process did. docs/operations.md lists every metric.
     #[oai(path = "/metrics", method = "get")]
-    async fn metrics(&self) -> PlainText<String> {
+    async fn metrics(&self, _role: Needs<Operator>) -> PlainText<String> {
         if let Err(error) = crate::observe::record_database_gauges(&self.ctx).await {
             tracing::warn!(%error, "database gauges not refreshed for this scrape");
         }

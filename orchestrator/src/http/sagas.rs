@@ -11,9 +11,10 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::role::{Needs, Operator};
 use super::{
     Tag,
-    input::{Free, Id, Line, Optional, Rule, Text},
+    input::{self, Free, Id, Line, Optional, Text},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
 };
@@ -207,28 +208,17 @@ pub struct SagasApi {
     pub ctx: Context,
 }
 
-/// The saga list's cursor: the creation time (µs since the epoch) and id of a page's last saga.
-#[derive(Clone, Copy, Debug)]
-pub struct SagaCursor;
+input::rule!(
+    /// The saga list's cursor: the creation time (µs since the epoch) and id of a page's last saga.
+    SagaCursor,
+    "^[0-9]{1,16}-[0-9a-f]{32}$",
+    "a cursor from a page's next_cursor"
+);
 
-impl Rule for SagaCursor {
-    const PATTERN: &'static str = "^[0-9]{1,16}-[0-9a-f]{32}$";
-    const SAYS: &'static str = "a cursor from a page's next_cursor";
-
-    fn admits(text: &str) -> bool {
-        parse_cursor(text).is_some()
-    }
-}
-
+/// A cursor [`SagaCursor`]'s pattern admitted: 16 digits of microseconds are within any date
+/// chrono holds, so it always reads.
 fn parse_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = cursor.split_once('-')?;
-    let digits = |s: &str, n: std::ops::RangeInclusive<usize>, hex: bool| {
-        n.contains(&s.len())
-            && s.bytes().all(|b| if hex { matches!(b, b'0'..=b'9' | b'a'..=b'f') } else { b.is_ascii_digit() })
-    };
-    if !digits(micros, 1..=16, false) || !digits(id, 32..=32, true) {
-        return None;
-    }
     Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, Uuid::try_parse(id).ok()?))
 }
 
@@ -362,6 +352,7 @@ impl SagasApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        _role: Needs<Operator>,
         /// e.g. `replenishment`.
         kind: Query<Option<Line<64>>>,
         /// e.g. `dispatched`.
@@ -403,7 +394,7 @@ impl SagasApi {
 
     /// Saga counts, the oldest open saga, and step latency
     #[oai(path = "/sagas/stats", method = "get")]
-    async fn stats(&self) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
+    async fn stats(&self, _role: Needs<Operator>) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let counts = store::count_by_state(&mut conn).await?;
         let totals = sqlx::query!(
@@ -446,7 +437,11 @@ impl SagasApi {
 
     /// Get a saga: its timeline, the command it waits on, and its messages
     #[oai(path = "/sagas/:id", method = "get")]
-    async fn get(&self, id: Path<Id>) -> ApiResult<Json<SagaDetail>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(
+        &self,
+        _role: Needs<Operator>,
+        id: Path<Id>,
+    ) -> ApiResult<Json<SagaDetail>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         Ok(Json(saga_detail(&mut conn, &self.ctx, *id.0).await?))
     }
@@ -459,6 +454,7 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/retry", method = "post")]
     async fn retry(
         &self,
+        _role: Needs<Operator>,
         id: Path<Id>,
         body: Json<OperatorRequest>,
         audit: Data<&Arc<Audit>>,
@@ -472,6 +468,7 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/compensate", method = "post")]
     async fn compensate(
         &self,
+        _role: Needs<Operator>,
         id: Path<Id>,
         body: Json<OperatorRequest>,
         audit: Data<&Arc<Audit>>,
@@ -485,6 +482,7 @@ impl SagasApi {
     #[oai(path = "/sagas/:id/resolve", method = "post")]
     async fn resolve(
         &self,
+        _role: Needs<Operator>,
         id: Path<Id>,
         body: Json<ResolveRequest>,
         audit: Data<&Arc<Audit>>,
@@ -507,6 +505,7 @@ impl ReplenishmentsApi {
     #[oai(path = "/replenishments", method = "post")]
     async fn start(
         &self,
+        _role: Needs<Operator>,
         body: Json<NewReplenishment>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<Created, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {

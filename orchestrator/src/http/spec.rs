@@ -1,14 +1,17 @@
 //! The published contract. poem-openapi derives the document from the handlers: their
-//! parameters, bodies and the statuses their types list. What the layers before a handler do is
-//! added here, from the same tables those layers run on, so the document says exactly what the
-//! server does: the bearer scheme and each operation's role ([`access::OPERATIONS`]), and the
+//! parameters, bodies, the statuses their types list and the role each declares ([`role`]). What
+//! the layers before a handler do is added here, so the document says exactly what the server
+//! does: the bearer scheme and each operation's role (as `x-role`), and the
 //! answers of the door (400, 401, 403, 408, 413, 415, 429, and 503 when keys cannot be
 //! verified or a request runs out of time) with their headers. Request bodies refuse unknown fields, so their schemas say
 //! `additionalProperties: false`.
 
 use serde_json::{Map, Value, json};
 
-use super::access::{self, Access, MAX_BODY};
+use super::{
+    access::MAX_BODY,
+    role::{Access, SCHEME_PREFIX},
+};
 
 const SCHEME: &str = "bearer";
 
@@ -19,6 +22,7 @@ pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
     if let Some(tags) = spec["tags"].as_array_mut() {
         tags.sort_by_key(|tag| tag_order.iter().position(|name| tag["name"] == *name).unwrap_or(usize::MAX));
     }
+    // The roles' placeholder schemes give way to the one bearer scheme every key is sent with.
     spec["components"]["securitySchemes"] = json!({
         SCHEME: {
             "type": "http",
@@ -33,8 +37,17 @@ pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
     for (path, operations) in paths.iter_mut() {
         for (method, operation) in operations.as_object_mut().expect("a path item is an object") {
             let method = method.to_uppercase();
-            let access = access::access(&method, path)
-                .unwrap_or_else(|| panic!("{method} {path} has no role in http::access::OPERATIONS"));
+            let declared: Vec<Access> = operation["security"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object)
+                .flat_map(|requirement| requirement.keys())
+                .filter_map(|scheme| scheme.strip_prefix(SCHEME_PREFIX).and_then(Access::parse))
+                .collect();
+            let [access] = declared[..] else {
+                panic!("{method} {path} declares {} roles, not one: give its handler one `_: Needs<…>`", declared.len())
+            };
             if let Some(content) = operation.pointer("/requestBody/content").and_then(Value::as_object) {
                 content.values().for_each(|media| collect_references(media, &mut request_schemas));
             }
@@ -248,7 +261,9 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
             }
         }
     }
-    if let Access::Needs(_) = access {
-        operation.insert("security".into(), json!([{ SCHEME: [] }]));
-    }
+    match access {
+        Access::Needs(_) => operation.insert("security".into(), json!([{ SCHEME: [] }])),
+        Access::Public => operation.remove("security"),
+    };
+    operation.insert("x-role".into(), Value::String(access.name().to_owned()));
 }

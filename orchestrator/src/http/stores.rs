@@ -7,6 +7,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
     input::{Id, Line},
@@ -48,7 +49,12 @@ pub struct StoresApi {
 impl StoresApi {
     /// Create a store
     #[oai(path = "/stores", method = "post")]
-    async fn create(&self, body: Json<NewStore>, audit: Data<&Arc<Audit>>) -> ApiResult<Created, UNAVAILABLE> {
+    async fn create(
+        &self,
+        _role: Needs<Operator>,
+        body: Json<NewStore>,
+        audit: Data<&Arc<Audit>>,
+    ) -> ApiResult<Created, UNAVAILABLE> {
         let mut tx = self.ctx.pool.begin().await?;
         let store = sqlx::query_as!(
             Store,
@@ -68,6 +74,7 @@ impl StoresApi {
     #[oai(path = "/stores", method = "get")]
     async fn list(
         &self,
+        _role: Needs<Client>,
         limit: Query<Option<Limit>>,
         cursor: Query<Option<Id>>,
     ) -> ApiResult<Json<StorePage>, UNAVAILABLE> {
@@ -87,7 +94,7 @@ impl StoresApi {
 
     /// Get a store
     #[oai(path = "/stores/:id", method = "get")]
-    async fn get(&self, id: Path<Id>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
         let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", *id.0)
             .fetch_optional(&self.ctx.pool)
             .await?

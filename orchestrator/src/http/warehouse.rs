@@ -6,6 +6,7 @@ use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 use uuid::Uuid;
 
+use super::role::{Needs, Operator};
 use super::{
     Tag,
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
@@ -45,6 +46,7 @@ impl WarehouseApi {
     #[oai(path = "/warehouse/stock/:product_id", method = "put")]
     async fn set(
         &self,
+        _role: Needs<Operator>,
         product_id: Path<Uuid>,
         body: Json<SetWarehouseStock>,
         audit: Data<&Arc<Audit>>,
@@ -54,7 +56,11 @@ impl WarehouseApi {
 
     /// Get the warehouse's stock of a product
     #[oai(path = "/warehouse/stock/:product_id", method = "get")]
-    async fn get(&self, product_id: Path<Uuid>) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | UNAVAILABLE }> {
+    async fn get(
+        &self,
+        _role: Needs<Operator>,
+        product_id: Path<Uuid>,
+    ) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let level = stock::warehouse::level(&mut conn, product_id.0).await?.ok_or_else(|| {
             Problem::not_found(format!("the warehouse holds no stock record for product {}", product_id.0))
