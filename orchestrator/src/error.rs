@@ -19,8 +19,10 @@ pub enum Error {
     Database(#[from] sqlx::Error),
 }
 
+// The API lists them with its 409, under the name its clients know.
 /// An order item the store cannot cover.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, poem_openapi::Object)]
+#[oai(rename = "ShortItem")]
 pub struct Shortage {
     pub product_id: Uuid,
     pub requested: i64,

@@ -15,7 +15,7 @@ use platform::{
         store,
     },
 };
-use sagas::fulfilment::{self, Fulfilment, OrderCreated};
+use sagas::fulfilment::{self, Fulfilment, Line, OrderCreated, OrderStatus};
 use sqlx::PgConnection;
 use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
 use uuid::Uuid;
@@ -37,41 +37,11 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_ORDER_CENTS: i64 = 100_000_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrderLine {
-    pub product_id: Uuid,
-    pub quantity: i64,
-}
-
-// Stored as text, checked by the schema.
-/// Where an order is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString, poem_openapi::Enum)]
-#[strum(serialize_all = "snake_case")]
-#[oai(rename_all = "snake_case")]
-pub enum OrderStatus {
-    /// Its items are held for it; its payment is being taken.
-    Reserved,
-    /// Paid: on the store's pick list until the picker hands it over.
-    Paid,
-    /// Being unwound: its payment refunded, its items released.
-    Cancelling,
-    /// Handed to the customer.
-    Fulfilled,
-    /// Refunded, and its items back in available stock.
-    Cancelled,
-    /// Its cancellation could not be completed: an operator steps in (see its saga).
-    Failed,
-}
-
-fn order_status(text: &str) -> sqlx::Result<OrderStatus> {
-    text.parse().map_err(|_| sqlx::Error::Decode(format!("order status {text:?}").into()))
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Order {
     pub id: Uuid,
     pub store_id: Uuid,
     pub status: OrderStatus,
-    pub items: Vec<OrderLine>,
+    pub items: Vec<Line>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -86,13 +56,13 @@ pub enum Placed {
 
 /// The request in canonical form, stored with the key: the same key with another request is
 /// refused rather than silently answered with an unrelated order.
-fn fingerprint(store_id: Uuid, items: &[OrderLine]) -> String {
+fn fingerprint(store_id: Uuid, items: &[Line]) -> String {
     let mut parts: Vec<String> = items.iter().map(|i| format!("{}x{}", i.product_id, i.quantity)).collect();
     parts.sort();
     format!("{store_id}:{}", parts.join(","))
 }
 
-fn validate(items: &[OrderLine]) -> Result<Vec<OrderLine>> {
+fn validate(items: &[Line]) -> Result<Vec<Line>> {
     if items.is_empty() {
         return Err(Error::Invalid("an order needs at least one item".into()));
     }
@@ -141,13 +111,7 @@ pub fn register_metrics() {
 }
 
 /// Places an order for the key in `audit`; `key` is the client's `Idempotency-Key`.
-pub async fn place(
-    ctx: &Context,
-    audit: &Audit,
-    store_id: Uuid,
-    items: &[OrderLine],
-    key: Option<&str>,
-) -> Result<Placed> {
+pub async fn place(ctx: &Context, audit: &Audit, store_id: Uuid, items: &[Line], key: Option<&str>) -> Result<Placed> {
     let items = validate(items)?;
     let fingerprint = fingerprint(store_id, &items);
     let mut tx = ctx.pool.begin().await?;
@@ -202,8 +166,7 @@ pub async fn place(
     .fetch_all(&mut *tx)
     .await?;
     let amount_cents = total(&amounts)?;
-    let lines = items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
-    let data = fulfilment::Data { store_id, items: lines, amount_cents };
+    let data = fulfilment::Data { store_id, items: items.clone(), amount_cents };
     let movements: Vec<Movement> = items
         .iter()
         .map(|i| Movement {
@@ -237,7 +200,7 @@ pub async fn place(
 }
 
 /// What the short items lack, for the 409. Unknown products are a different mistake: a 404.
-async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&OrderLine]) -> Result<Vec<Shortage>> {
+async fn shortages(tx: &mut PgConnection, store_id: Uuid, short: &[&Line]) -> Result<Vec<Shortage>> {
     let ids: Vec<Uuid> = short.iter().map(|i| i.product_id).collect();
     let known = level::available(tx, store_id, &ids).await?;
     let store_exists = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM store WHERE id = $1) AS "e!""#, store_id)
@@ -281,7 +244,7 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Optio
         return Ok(None);
     };
     let items = sqlx::query_as!(
-        OrderLine,
+        Line,
         "SELECT product_id, quantity FROM order_item WHERE order_id = $1 ORDER BY product_id",
         order_id
     )
@@ -290,7 +253,10 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Optio
     Ok(Some(Order {
         id: head.id,
         store_id: head.store_id,
-        status: order_status(&head.status)?,
+        status: head
+            .status
+            .parse()
+            .map_err(|_| sqlx::Error::Decode(format!("order status {:?}", head.status).into()))?,
         items,
         created_at: head.created_at,
         updated_at: head.updated_at,
@@ -306,9 +272,7 @@ pub async fn fulfil(ctx: &Context, audit: &Audit, order_id: Uuid) -> Result<Orde
     if order.status == OrderStatus::Fulfilled {
         return Ok(order);
     }
-    let lines: Vec<fulfilment::Line> =
-        order.items.iter().map(|i| fulfilment::Line { product_id: i.product_id, quantity: i.quantity }).collect();
-    let levels = match pick::hand_over(&mut tx, order_id, order.store_id, &lines).await {
+    let levels = match pick::hand_over(&mut tx, order_id, order.store_id, &order.items).await {
         Ok(levels) => levels.unwrap_or_default(),
         Err(HandOverError::Database(error)) => return Err(error.into()),
         Err(refused) => return Err(Error::Conflict(format!("the order is {}: {refused}", order.status))),

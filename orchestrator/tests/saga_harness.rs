@@ -13,7 +13,7 @@ use orchestrator::{
     Context,
     access::{audit::Audit, keys},
     inventory,
-    orders::{self, OrderLine, Placed},
+    orders::{self, Placed},
 };
 use participants::{
     inventory::InventoryWorker, payment::PaymentWorker, simulation::Simulation, warehouse::WarehouseWorker,
@@ -106,7 +106,7 @@ impl Harness {
     /// Places an order of 8, which starts its fulfilment and leaves the store low; returns the
     /// order's id (its fulfilment saga's id).
     async fn place_order(&self) -> Uuid {
-        let line = OrderLine { product_id: self.product_id, quantity: ORDERED };
+        let line = sagas::fulfilment::Line { product_id: self.product_id, quantity: ORDERED };
         let placed = orders::place(&self.ctx, &audit(self.pool()).await, self.store_id, &[line], None).await.unwrap();
         let Placed::Created(order) = placed else { panic!("a new order, not a replay") };
         order.id

@@ -192,15 +192,38 @@ pub struct Data {
     pub amount_cents: i64,
 }
 
-/// The order's status for each state of its saga.
-pub fn order_status(state: State) -> &'static str {
-    match state {
-        State::Reserved => "reserved",
-        State::Charged => "paid",
-        State::Refunding | State::Releasing => "cancelling",
-        State::Fulfilled => "fulfilled",
-        State::Cancelled => "cancelled",
-        State::Failed | State::Resolved => "failed",
+// An order's saga's state, named for its customer and store; stored as text in
+// `customer_order.status`, which the schema checks.
+/// Where an order is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(poem_openapi::Enum))]
+#[cfg_attr(feature = "openapi", oai(rename_all = "snake_case"))]
+pub enum OrderStatus {
+    /// Its items are held for it; its payment is being taken.
+    Reserved,
+    /// Paid: on the store's pick list until the picker hands it over.
+    Paid,
+    /// Being unwound: its payment refunded, its items released.
+    Cancelling,
+    /// Handed to the customer.
+    Fulfilled,
+    /// Refunded, and its items back in available stock.
+    Cancelled,
+    /// Its cancellation could not be completed: an operator steps in (see its saga).
+    Failed,
+}
+
+impl From<State> for OrderStatus {
+    fn from(state: State) -> Self {
+        match state {
+            State::Reserved => Self::Reserved,
+            State::Charged => Self::Paid,
+            State::Refunding | State::Releasing => Self::Cancelling,
+            State::Fulfilled => Self::Fulfilled,
+            State::Cancelled => Self::Cancelled,
+            State::Failed | State::Resolved => Self::Failed,
+        }
     }
 }
 
@@ -287,10 +310,11 @@ impl SagaKind for Fulfilment {
         state: State,
         data: &Data,
     ) -> sqlx::Result<()> {
+        let status = OrderStatus::from(state);
         sqlx::query!(
             "UPDATE customer_order SET status = $2, updated_at = now() WHERE id = $1",
             saga_id,
-            order_status(state)
+            status.as_ref()
         )
         .execute(&mut *tx)
         .await?;
@@ -529,7 +553,7 @@ mod tests {
         let step = Fulfilment::transition(order_id, State::Releasing, &data, &released).unwrap();
         assert_eq!(step.next, State::Cancelled);
         assert_eq!(step.events[0].message_type, "order.cancelled");
-        assert_eq!(order_status(State::Refunding), "cancelling");
+        assert_eq!(OrderStatus::from(State::Refunding).as_ref(), "cancelling");
     }
 
     #[test]

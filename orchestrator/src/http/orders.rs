@@ -16,15 +16,30 @@ use super::{
 use crate::{
     Context,
     access::audit::Audit,
-    orders::{self, OrderLine, OrderStatus, Placed},
+    orders::{self, Placed},
 };
+use sagas::fulfilment::{Line, OrderStatus};
 
+// The API's form of a `Line`: the same fields, with the API's strict id.
+/// One line of an order: a product, and how many.
 #[derive(Clone, Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct OrderItem {
     pub product_id: Id,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
+}
+
+impl From<&OrderItem> for Line {
+    fn from(item: &OrderItem) -> Self {
+        Self { product_id: *item.product_id, quantity: item.quantity }
+    }
+}
+
+impl From<Line> for OrderItem {
+    fn from(line: Line) -> Self {
+        Self { product_id: Id(line.product_id), quantity: line.quantity }
+    }
 }
 
 #[derive(Clone, Debug, Object)]
@@ -51,11 +66,7 @@ impl From<orders::Order> for Order {
             id: o.id,
             store_id: o.store_id,
             status: o.status,
-            items: o
-                .items
-                .into_iter()
-                .map(|i| OrderItem { product_id: Id(i.product_id), quantity: i.quantity })
-                .collect(),
+            items: o.items.into_iter().map(OrderItem::from).collect(),
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
@@ -93,8 +104,7 @@ impl OrdersApi {
         idempotency_key: OneHeader<Option<Text<Token, 255>>>,
         audit: Data<&Arc<Audit>>,
     ) -> ApiResult<PlaceResponse, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
-        let items: Vec<OrderLine> =
-            body.items.iter().map(|i| OrderLine { product_id: *i.product_id, quantity: i.quantity }).collect();
+        let items: Vec<Line> = body.items.iter().map(Line::from).collect();
         let key = idempotency_key.0.as_deref();
         audit.name("store_id", *body.store_id);
         Ok(match orders::place(&self.ctx, &audit, *body.store_id, &items, key).await? {

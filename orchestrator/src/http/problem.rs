@@ -13,7 +13,6 @@ use poem_openapi::{
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
-use uuid::Uuid;
 
 use crate::error::{Error, Shortage};
 
@@ -30,15 +29,7 @@ pub struct ProblemDetails {
     pub detail: String,
     /// With a 409 for short stock: each item the store cannot cover.
     #[oai(skip_serializing_if_is_none)]
-    pub short_items: Option<Vec<ShortItem>>,
-}
-
-/// An order item the store cannot cover.
-#[derive(Clone, Debug, Object)]
-pub struct ShortItem {
-    pub product_id: Uuid,
-    pub requested: i64,
-    pub available: i64,
+    pub short_items: Option<Vec<Shortage>>,
 }
 
 /// One error answer, whatever its status.
@@ -107,7 +98,7 @@ impl From<Error> for Problem {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let mut problem = Self::conflict(format!("not enough stock, nothing was reserved; short: {list}"));
-                problem.details.short_items = Some(shortages.into_iter().map(ShortItem::from).collect());
+                problem.details.short_items = Some(shortages);
                 problem
             }
             Error::Database(error) => database(&error),
@@ -163,12 +154,6 @@ pub fn unavailable(error: &sqlx::Error) -> bool {
 impl From<sqlx::Error> for Problem {
     fn from(error: sqlx::Error) -> Self {
         Error::Database(error).into()
-    }
-}
-
-impl From<Shortage> for ShortItem {
-    fn from(s: Shortage) -> Self {
-        Self { product_id: s.product_id, requested: s.requested, available: s.available }
     }
 }
 
