@@ -336,16 +336,29 @@ async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limit
     let namespace = format!("test-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let bucket = Bucket::Key(Uuid::new_v4());
     // The same requests, at the same pace, through Redis's script (on Redis's clock) and the
-    // Rust arithmetic (on the intended times). The pauses leave every bucket at least 0.3 of a
-    // token away from a whole number, so the milliseconds between the clocks decide nothing.
+    // Rust arithmetic (on the intended times). Time passes by moving the bucket's last count back
+    // by each pause, as if the pause had been waited; a limiter of its own for each request knows
+    // nothing in process, so Redis's script decides. The pauses leave every bucket at least 0.3 of
+    // a token away from a whole number, so the milliseconds the test itself takes decide nothing.
     let pace = Budget { per_second: 10, burst: 3 };
     let budgets = RateLimits { anonymous: pace, client: pace, operator: pace, admin: pace };
-    let shared = Limiter::new(Redis::new(&config.redis_url).unwrap(), &namespace, budgets);
+    let key = bucket.redis_key(&namespace);
+    let redis = deadpool_redis::redis::Client::open(config.redis_url.as_str()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let mut state = None;
     let mut at = 0;
-    for (i, pause) in [0, 0, 0, 0, 150, 0, 120, 0, 350, 0, 0, 0].into_iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(pause)).await;
+    for (i, pause) in [0u64, 0, 0, 0, 150, 0, 120, 0, 350, 0, 0, 0].into_iter().enumerate() {
+        if state.is_some() && pause > 0 {
+            let _: i64 = deadpool_redis::redis::cmd("HINCRBY")
+                .arg(&key)
+                .arg("at")
+                .arg(-(pause as i64))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
         at += pause;
+        let shared = Limiter::new(Redis::new(&config.redis_url).unwrap(), &namespace, budgets);
         let decision = shared.take(&bucket, None).await;
         let (next, taken) = take_token(state, at, pace);
         state = Some(next);
@@ -378,19 +391,18 @@ async fn a_flood_is_refused_in_process_until_a_token_can_have_appeared() {
     assert!(!refused.allowed && refused.retry_after_secs == 1, "{refused:?}");
     // Redis forgets the bucket (as if it had refilled): this process still knows that no token
     // can be there for another half second, and refuses without asking.
-    let key = format!(
-        "{namespace}:ratelimit:key:{}",
-        match &bucket {
-            Bucket::Key(id) => id.to_string(),
-            _ => unreachable!(),
-        }
-    );
+    let key = bucket.redis_key(&namespace);
     let client = deadpool_redis::redis::Client::open(config.redis_url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = deadpool_redis::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    let refused_at = std::time::Instant::now();
     assert!(!limiter.take(&bucket, None).await.allowed, "refused in process");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(limiter.take(&bucket, None).await.allowed, "asked Redis again once a token could be there");
+    support::eventually(Duration::from_secs(3), "a token to appear", || async {
+        limiter.take(&bucket, None).await.allowed.then_some(())
+    })
+    .await;
+    let waited = refused_at.elapsed();
+    assert!(waited >= Duration::from_millis(400), "allowed again after {waited:?}, before a token could be there");
 }
 
 /// A budget of 2 requests at once, refilled at 1 a second.

@@ -80,7 +80,8 @@ impl Bucket {
         Self::Address(client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()))
     }
 
-    fn redis_key(&self, namespace: &str) -> String {
+    /// Where Redis keeps the bucket of the deployment `namespace`.
+    pub fn redis_key(&self, namespace: &str) -> String {
         match self {
             Self::Key(id) => format!("{namespace}:ratelimit:key:{id}"),
             Self::Address(address) => format!("{namespace}:ratelimit:addr:{address}"),
