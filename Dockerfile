@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# The orchestrator and the participant workers in one image.
+# Every binary of the system in one image.
 #   docker build -t darkstores-orchestrator .
 #   docker run --rm -p 8080:8080 -e DATABASE_URL=... -e REDIS_URL=... -e AMQP_URL=... darkstores-orchestrator
-# The entrypoint is the orchestrator (`all`, `serve`, `openapi`); the workers run with
-# --entrypoint warehouse-worker / inventory-worker / payment-worker.
+# It runs `darkstores` (the API, the saga engine and every worker in one process) unless told
+# otherwise: `orchestrator serve` (API and engine), `warehouse-worker`, `inventory-worker`,
+# `payment-worker`, or `orchestrator openapi`.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -18,10 +19,10 @@ ENV SQLX_OFFLINE=true
 # target/ lives in a cache mount, so the binaries are copied out within the same RUN.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p orchestrator -p participants \
+    cargo build --release --locked --workspace --bins \
     && mkdir -p /out \
-    && cp target/release/orchestrator target/release/warehouse-worker target/release/inventory-worker \
-       target/release/payment-worker /out/
+    && cp target/release/darkstores target/release/orchestrator target/release/warehouse-worker \
+       target/release/inventory-worker target/release/payment-worker /out/
 
 FROM debian:bookworm-slim
 # ca-certificates follows the base image's release: pinning its version only breaks builds.
@@ -36,5 +37,4 @@ ENV HTTP_ADDR=0.0.0.0:8080 \
     RUST_LOG=info
 USER 10001:10001
 EXPOSE 8080
-ENTRYPOINT ["orchestrator"]
-CMD ["all"]
+CMD ["darkstores"]

@@ -1,14 +1,14 @@
-//! Builds a running orchestrator from a [`Config`]: the API, the saga engine and, in the
-//! all-in-one mode, every participant's worker. Tests start it on port 0 with their own database
-//! and namespace.
+//! Builds a running orchestrator from a [`Config`]: the API, the saga engine and, when it is
+//! handed them, participants' workers (the all-in-one `darkstores` binary hands it every one).
+//! Tests start it on port 0 with their own database and namespace.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use platform::{
     config::Config,
-    messaging::{Participant, Queue, relay::RelayFaults},
-    process::{self, Services},
+    messaging::{Queue, relay::RelayFaults},
+    process::{self, Services, Worker},
     retention::Janitor,
     saga::{
         registry::Registry,
@@ -35,8 +35,8 @@ pub struct Roles {
     pub api: bool,
     /// Reply consumer, deadline sweeper, dead-letter keeper, retention janitor.
     pub engine: bool,
-    /// The participants whose workers run here.
-    pub workers: Vec<Participant>,
+    /// The participants' workers that run here.
+    pub workers: Vec<Worker>,
 }
 
 impl Roles {
@@ -45,16 +45,18 @@ impl Roles {
         Self { api: true, engine: true, workers: Vec::new() }
     }
 
-    /// `orchestrator all`: everything in one process, the workers of every participant the saga
-    /// kinds declare.
-    pub fn all() -> Self {
-        Self { api: true, engine: true, workers: sagas::registry().participants().to_vec() }
+    /// Everything in one process: the API, the engine, and the worker of every participant the
+    /// saga kinds declare, from `workers`. Fails when one has none there.
+    pub fn all(workers: &[Worker]) -> anyhow::Result<Self> {
+        let participants = sagas::registry().participants().to_vec();
+        let workers = participants.into_iter().map(|p| Worker::of(workers, p)).collect::<anyhow::Result<_>>()?;
+        Ok(Self { api: true, engine: true, workers })
     }
 
     /// The roles this process reports heartbeats for (the API alone is seen through its health routes).
     fn reported(&self) -> Vec<&'static str> {
         let engine = self.engine.then_some(runner::ROLE);
-        engine.into_iter().chain(self.workers.iter().map(|p| p.name)).collect()
+        engine.into_iter().chain(self.workers.iter().map(|w| w.participant.name)).collect()
     }
 }
 
@@ -98,8 +100,8 @@ impl Application {
             // workers' outbox and inbox rows share the database, so this one prunes theirs too.
             tasks.spawn(Janitor::new(ctx.pool.clone(), services.config.retention).run(shutdown.clone()));
         }
-        for participant in &roles.workers {
-            participants::spawn(&services, *participant, &mut tasks, &shutdown)?;
+        for worker in &roles.workers {
+            worker.spawn(&services, &mut tasks, &shutdown)?;
         }
         let reported = roles.reported();
         if !reported.is_empty() {

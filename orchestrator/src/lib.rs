@@ -3,10 +3,12 @@
 //! Customers' orders reserve stock in a store ([`orders`]); people count and adjust stock
 //! ([`inventory`]); every change that leaves a product low starts a replenishment saga in the
 //! same transaction ([`sagas::replenishment`]). The saga engine ([`platform::saga`]) drives the
-//! sagas with commands to the participant workers ([`participants`]); operators steer them
+//! sagas with commands to the participants' workers, which this crate does not link: each owns its
+//! tables, and hears from the saga only through its queue. Operators steer the sagas
 //! ([`operator`]) and keep what no consumer could handle ([`dead_letters`]). The REST API
 //! ([`http`]) serves clients and operators, behind [`access`] control. [`app::Application`]
-//! assembles all of it, so `main` and the tests start exactly the same thing. The message
+//! assembles all of it (and the workers it is handed), so the binaries and the tests start exactly
+//! the same thing. The message
 //! contract downstream teams bind to is published as an AsyncAPI document ([`asyncapi`]).
 
 pub mod access;

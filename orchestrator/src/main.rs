@@ -1,4 +1,4 @@
-//! `orchestrator serve | all | openapi | asyncapi`: see `--help`.
+//! `orchestrator serve | openapi | asyncapi`: see `--help`.
 
 use orchestrator::{
     Context,
@@ -10,10 +10,11 @@ use platform::{
     process::{init_logging, relay_faults},
 };
 
-const USAGE: &str = "usage: orchestrator <serve | all | openapi | asyncapi>
+const USAGE: &str = "usage: orchestrator <serve | openapi | asyncapi>
 
-  serve     the API and the saga engine
-  all       the API, the saga engine and every participant's worker in one process
+  serve     the API and the saga engine; the participants' workers run as their own processes
+            (warehouse-worker, inventory-worker, payment-worker), or all of it in one process
+            with the `darkstores` binary
   openapi   print the OpenAPI document and exit
   asyncapi  print the AsyncAPI document of the messages (exchanges, queues, commands, replies,
             events) and exit
@@ -27,7 +28,12 @@ async fn main() -> anyhow::Result<()> {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let roles = match mode.as_str() {
         "serve" => Roles::serve(),
-        "all" => Roles::all(),
+        "all" => {
+            eprintln!(
+                "`orchestrator all` is now its own binary: run `darkstores` (the API, the engine and every worker)"
+            );
+            std::process::exit(2);
+        }
         "openapi" => {
             let config = Config::from_env()?;
             println!("{}", http::spec(&Context::offline(&config)?));

@@ -6,16 +6,15 @@
 //! event, and the low-stock rule for every touched product. Any short item rolls back everything.
 
 use chrono::{DateTime, Utc};
-use participants::inventory::pick::{self, HandOverError};
 use platform::{
     messaging::outbox::Outgoing,
     saga::{
-        Action, Actor, Input,
+        Action, Actor, Input, InputOf,
         engine::{self, Applied},
         store,
     },
 };
-use sagas::fulfilment::{self, Fulfilment, Line, OrderCreated, OrderStatus};
+use sagas::fulfilment::{self, Fulfilment, Line, OrderCreated, OrderStatus, Picker};
 use sqlx::PgConnection;
 use stock::{MAX_QUANTITY, Movement, MovementReason, ledger, level};
 use uuid::Uuid;
@@ -166,7 +165,7 @@ pub async fn place(ctx: &Context, audit: &Audit, store_id: Uuid, items: &[Line],
     .fetch_all(&mut *tx)
     .await?;
     let amount_cents = total(&amounts)?;
-    let data = fulfilment::Data { store_id, items: items.clone(), amount_cents };
+    let data = fulfilment::Data { store_id, items: items.clone(), amount_cents, handed_over: false };
     let movements: Vec<Movement> = items
         .iter()
         .map(|i| Movement {
@@ -263,30 +262,29 @@ pub async fn load(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<Optio
     }))
 }
 
-/// The picker hands the order over (the store's answer to the fulfilment saga's `HandOver`): its
-/// goods leave the shelf and it is fulfilled. Only a paid order can be; handing it over again
-/// returns it unchanged.
+/// The picker hands the order over: the tap is the fulfilment saga's person input, and the saga
+/// has the store record the hand-over (its goods leave the stock). The answer shows the order
+/// `fulfilled`, as the customer now has it. Only a paid order can be handed over, and only once:
+/// a tap that comes too early, too late or again is a 409 that says why.
 pub async fn fulfil(ctx: &Context, audit: &Audit, order_id: Uuid) -> Result<Order> {
     let mut tx = ctx.pool.begin().await?;
-    let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
-    if order.status == OrderStatus::Fulfilled {
-        return Ok(order);
+    if load(&mut tx, order_id).await?.is_none() {
+        return Err(Error::NotFound("no such order".into()));
     }
-    let levels = match pick::hand_over(&mut tx, order_id, order.store_id, &order.items).await {
-        Ok(levels) => levels.unwrap_or_default(),
-        Err(HandOverError::Database(error)) => return Err(error.into()),
-        Err(refused) => return Err(Error::Conflict(format!("the order is {}: {refused}", order.status))),
-    };
-    // The store's answer goes straight to the saga, in the same transaction as the hand-over.
-    let reply = Input::Reply(fulfilment::Reply::HandedOver { order_id });
     let actor = audit.actor();
-    if let Applied::Refused { state, .. } = apply(&mut tx, ctx, order_id, &reply, &actor).await? {
-        // Being cancelled meanwhile: the hand-over rolls back with this transaction.
-        return Err(Error::Conflict(format!("the order can no longer be handed over: its fulfilment is {state}")));
-    }
+    let applied = apply(&mut tx, ctx, order_id, &Input::Person(Picker::HandedOver), &actor).await?;
+    // Read under the saga's lock, so the refusal names where the order is now.
     let order = load(&mut tx, order_id).await?.ok_or_else(|| Error::NotFound("no such order".into()))?;
+    if let Applied::Refused { .. } = applied {
+        return Err(Error::Conflict(match order.status {
+            OrderStatus::Reserved => "the order cannot be handed over yet: its payment has not been approved".into(),
+            OrderStatus::Fulfilled => "the order was already handed over".into(),
+            status => format!("the order is {status} and can no longer be handed over"),
+        }));
+    }
     audit.record(&mut tx, 200).await?;
-    commit_stock_change(ctx, tx, &levels).await?;
+    tx.commit().await?;
+    ctx.outbox.notify();
     Ok(order)
 }
 
@@ -320,7 +318,7 @@ async fn apply(
     tx: &mut PgConnection,
     ctx: &Context,
     order_id: Uuid,
-    input: &Input<fulfilment::Reply>,
+    input: &InputOf<Fulfilment>,
     actor: &str,
 ) -> Result<Applied> {
     let row = store::lock(tx, order_id)

@@ -142,7 +142,12 @@ fn every_command_reply_and_event_is_documented_with_its_route() {
     let inventory = operation_messages(&document["operations"]["consume.inventory.commands"]);
     assert_eq!(
         inventory,
-        ["order_fulfilment.HandOver", "order_fulfilment.ReleaseReservation", "replenishment.ReceiveShipment"]
+        [
+            "order_fulfilment.ListForPicking",
+            "order_fulfilment.RecordHandOver",
+            "order_fulfilment.ReleaseReservation",
+            "replenishment.ReceiveShipment"
+        ]
     );
     let replies = operation_messages(&document["operations"]["consume.orchestrator.replies"]);
     assert_eq!(replies.len(), replenishment::Reply::TYPES.len() + fulfilment::Reply::TYPES.len());

@@ -33,7 +33,7 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable, LongString},
 };
-use orchestrator::{app::Roles, asyncapi};
+use orchestrator::asyncapi;
 use platform::{
     contract,
     messaging::{
@@ -113,7 +113,7 @@ async fn every_documented_message_travels_the_broker_as_documented() {
             });
         }
     }
-    assert_eq!(documented.len(), 7 + 13 + 11, "seven commands, thirteen replies, eleven events");
+    assert_eq!(documented.len(), 8 + 14 + 11, "eight commands, fourteen replies, eleven events");
 
     // Each message as the code writes it to the outbox, and published by the relay's own code: to
     // the documented exchange and routing key, which must be the code's.
@@ -330,7 +330,7 @@ fn decode(kind: &str, envelope: &Envelope) -> Result<Value, DecodeError> {
 /// The document's dead-letter example: its body, published where its headers say it came from,
 /// with the application's consumers running, is kept with the reason the document gives.
 async fn dead_letter_as_documented(env: &TestEnv, document: &Value) {
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let app = env.start(support::everything(), RelayFaults::default()).await;
     let namespace = &env.config.namespace;
     let example = &document["components"]["messages"]["dead-letter"]["examples"][0];
     let headers = &example["headers"];

@@ -10,7 +10,6 @@ use lapin::{
     BasicProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
-use orchestrator::app::Roles;
 use platform::{
     messaging::{Exchange, Queue, connect, relay::RelayFaults},
     saga::Actor,
@@ -24,7 +23,7 @@ use uuid::Uuid;
 #[tokio::test]
 async fn poison_messages_are_stored_with_their_reason_and_can_be_replayed_once() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let app = env.start(support::everything(), RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
     let topology = sagas::registry().topology(env.config.namespace.clone());
     let connection = connect(&env.config.amqp_url, "test").await.unwrap();
@@ -109,7 +108,7 @@ async fn a_command_refused_for_good_fails_its_step_at_once_with_the_real_reason(
     // A deadline far longer than the test: whatever unwinds the saga, it is not a resend.
     env.config.saga.command_timeout = Duration::from_secs(30);
     env.config.saga.max_timeout = Duration::from_secs(30);
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let app = env.start(support::everything(), RelayFaults::default()).await;
     let api = client(&app, ADMIN_KEY);
     let (store, product) = stocked_store(&api).await;
     let (store_id, product_id): (Uuid, Uuid) = (store.parse().unwrap(), product.parse().unwrap());
@@ -121,7 +120,7 @@ async fn a_command_refused_for_good_fails_its_step_at_once_with_the_real_reason(
     let mut tx = pool.begin().await.unwrap();
     stock::level::reserve(&mut tx, store_id, product_id, 1).await.unwrap().expect("the store has stock");
     let items = vec![fulfilment::Line { product_id, quantity: 1 }];
-    let data = fulfilment::Data { store_id, items, amount_cents: -100 };
+    let data = fulfilment::Data { store_id, items, amount_cents: -100, handed_over: false };
     fulfilment::start(&mut tx, &env.config.saga, order_id, &data, Actor::Engine, Vec::new()).await.unwrap();
     tx.commit().await.unwrap();
     app.context().outbox.notify();

@@ -24,7 +24,7 @@ async fn saga(api: &Api, id: &str) -> Value {
 #[tokio::test]
 async fn one_trace_runs_from_the_request_through_every_message_and_operators_see_it_all() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let app = env.start(support::everything(), RelayFaults::default()).await;
     let api: Api = client(&app, ADMIN_KEY);
     let (store_id, product_id) = stocked_store(&api).await;
 
@@ -79,9 +79,13 @@ async fn one_trace_runs_from_the_request_through_every_message_and_operators_see
         (answer.0.status() == StatusCode::OK).then_some(())
     })
     .await;
-    let fulfilment = saga(&api, &order_id).await;
+    // The store records the hand-over, and the saga closes.
+    let fulfilment = eventually(Duration::from_secs(10), "the hand-over recorded", || async {
+        let fulfilment = saga(&api, &order_id).await;
+        (fulfilment["state"] == "fulfilled").then_some(fulfilment)
+    })
+    .await;
     assert_eq!(fulfilment["trace_id"], trace_id, "the order's saga continues the request's trace");
-    assert_eq!(fulfilment["state"], "fulfilled", "{fulfilment}");
 
     let stats = body(api.get("/sagas/stats").send().await, StatusCode::OK).await;
     assert!(stats["counts"].as_array().unwrap().iter().any(|c| c["state"] == "received" && c["count"] == 1), "{stats}");
@@ -224,7 +228,7 @@ async fn operator_actions_the_state_does_not_allow_are_refused_with_the_reason()
 #[tokio::test]
 async fn sagas_are_found_by_the_store_and_products_they_concern_whatever_their_kind() {
     let env = TestEnv::new().await;
-    let app = env.start(Roles::all(), RelayFaults::default()).await;
+    let app = env.start(support::everything(), RelayFaults::default()).await;
     let api: Api = client(&app, ADMIN_KEY);
     let (store_id, product_id) = stocked_store(&api).await;
     // An order that leaves the product low: its own fulfilment saga, and a replenishment.

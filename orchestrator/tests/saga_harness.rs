@@ -26,7 +26,11 @@ use platform::{
         outbox,
     },
     protocol::Envelope,
-    saga::runner::{ReplyHandler, Sweeper},
+    protocol::MessageFamily,
+    saga::{
+        Awaits, SagaKind, SagaState,
+        runner::{ReplyHandler, Sweeper},
+    },
 };
 use sqlx::PgPool;
 use stock::level::Levels;
@@ -51,6 +55,8 @@ struct Harness {
     sweeper: Sweeper,
     store_id: Uuid,
     product_id: Uuid,
+    /// Every saga message delivered: (saga, route, message type), in order.
+    delivered: std::sync::Mutex<Vec<(Uuid, String, String)>>,
 }
 
 /// What the harness's own changes are recorded as: the deployment's bootstrap admin key.
@@ -96,6 +102,7 @@ impl Harness {
             ctx,
             store_id,
             product_id,
+            delivered: Default::default(),
         }
     }
 
@@ -143,6 +150,9 @@ impl Harness {
                     Fate::Lose => 0,
                 };
                 for _ in 0..copies {
+                    let saga = message.envelope.correlation_id.unwrap_or_default();
+                    let seen = (saga, message.routing_key.clone(), message.envelope.message_type.clone());
+                    self.delivered.lock().unwrap().push(seen);
                     self.deliver(&message.routing_key, &message.envelope).await;
                 }
             }
@@ -157,6 +167,23 @@ impl Harness {
             "orchestrator" => handle(&self.replies, self.pool(), message).await,
             other => panic!("no participant routes {other}"),
         }
+    }
+
+    /// The saga's commands as they were delivered, each with the answer that came back before the
+    /// next command (none for a command whose answer is a person's, or was lost).
+    fn traffic(&self, saga: Uuid) -> Vec<(String, Option<String>)> {
+        let mut traffic: Vec<(String, Option<String>)> = Vec::new();
+        for (_, route, message_type) in self.delivered.lock().unwrap().iter().filter(|(s, ..)| *s == saga) {
+            let repeated = traffic.last().is_some_and(|(last, _)| last == message_type);
+            match (route.as_str(), traffic.last_mut()) {
+                ("orchestrator", Some((_, answer @ None))) => *answer = Some(message_type.clone()),
+                ("orchestrator", _) => {}
+                // A command delivered twice, or sent again, is the same step.
+                _ if repeated => {}
+                _ => traffic.push((message_type.clone(), None)),
+            }
+        }
+        traffic
     }
 
     /// Lets time pass: every open deadline is due now, and the sweeper acts on it.
@@ -234,7 +261,7 @@ async fn seed(pool: &PgPool) -> (Uuid, Uuid) {
     (store, product)
 }
 
-fn is(message_type: &'static str) -> impl Fn(&Envelope) -> Fate {
+fn is(message_type: &'static str) -> impl Fn(&Envelope) -> Fate + Copy {
     move |m| if m.message_type == message_type { Fate::Lose } else { Fate::Deliver }
 }
 
@@ -440,82 +467,193 @@ async fn a_reply_for_a_state_already_left_is_recorded_not_applied() {
     h.finish().await;
 }
 
-// The harness generic over saga kinds: every step of a kind is refused, left unanswered, and
-// answered with the answer lost, in turn, and the whole saga runs with every message delivered
-// twice; each run must end where the kind says and leave its effects exactly once.
+// The harness generic over saga kinds. It learns a kind's steps from the kind itself: a run with
+// nothing lost shows the commands its forward path sends and the answer to each; every command
+// the kind declares that the forward path does not send is an undo. Then every forward step is
+// refused, left unanswered, and answered with the answer lost, in turn; every undo's answer is
+// lost; and the whole saga runs with every message delivered twice. Each run must close the saga
+// (done, or waiting for an operator) with its effects where the end says, exactly once. A new step
+// or a new kind is covered without a change here; a kind says only how to start a saga, how its
+// participants refuse, what people do, and what its effects must be.
 
-/// One forward step of a kind, and where the saga ends when it goes wrong.
-struct StepUnderTest {
-    command: &'static str,
-    /// The participant's answer that completes it; `None` when a person answers through the API.
-    answer: Option<&'static str>,
-    refused: &'static str,
-    unanswered: &'static str,
-    /// Where the saga ends when every answer to the step is lost (if it has one).
-    answer_lost: &'static str,
-}
-
-/// An undo step whose every answer is lost: the saga must end `failed`, its undo done once.
-struct UndoUnderTest {
-    /// The forward command refused, so that the saga unwinds.
-    refusing: &'static str,
-    /// The undo's answer, lost at every send.
-    answer: &'static str,
-}
-
+/// What the harness needs from a kind's tests.
 trait KindUnderTest {
-    const NAME: &'static str;
-    const DONE: &'static str;
-    const STEPS: &'static [StepUnderTest];
-    const UNDOS: &'static [UndoUnderTest];
+    type Kind: SagaKind;
     /// Starts one saga; returns its id.
     async fn start(h: &Harness) -> Uuid;
-    /// Makes the participant of `command` refuse it; before the saga starts.
-    async fn refuse(h: &mut Harness, command: &str);
+    /// Makes the participant of `command` refuse it, before the saga starts; `false` for a
+    /// command no participant refuses.
+    async fn refuse(h: &mut Harness, command: &str) -> bool;
     /// What people do for the saga when it waits on them (a picker handing an order over).
     async fn act(_h: &Harness, _saga: Uuid) {}
     /// The saga's effects agree with where it ended, and happened once.
     async fn check_effects(h: &Harness, saga: Uuid, end: &str);
 }
 
+/// How a run disturbs the saga: a refused command, and the message type lost at every send.
+#[derive(Clone, Debug, Default)]
+struct Disturbance {
+    refusing: Option<&'static str>,
+    losing: Vec<&'static str>,
+    twice: bool,
+}
+
+impl Disturbance {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.refusing.map(|c| format!("{c} refused")));
+        parts.extend(self.losing.iter().map(|m| format!("every {m} lost")));
+        if self.twice {
+            parts.push("every message delivered twice".into());
+        }
+        if parts.is_empty() { "nothing lost".into() } else { parts.join(", then ") }
+    }
+}
+
+/// One run's result: where the saga ended, and its traffic as (command, answer) pairs in order.
+struct Run {
+    end: String,
+    traffic: Vec<(String, Option<String>)>,
+}
+
+/// Drives a saga until it closes: messages as `fate` decides, people acting, deadlines passing.
+async fn run_to_the_end<K: KindUnderTest>(h: &Harness, saga: Uuid, fate: impl Fn(&Envelope) -> Fate) -> String {
+    for _ in 0..12 {
+        h.pump(&fate).await;
+        K::act(h, saga).await;
+        h.pump(&fate).await;
+        let (closed, state) = h.ended(saga).await;
+        if closed {
+            return state;
+        }
+        h.expire_deadlines().await;
+    }
+    panic!("{} {saga} did not end: {:?}", K::Kind::KIND, h.saga(saga).await)
+}
+
+/// One run on a fresh harness: the saga must close with its effects where its end says.
+async fn one_run<K: KindUnderTest>(how: &Disturbance) -> Option<Run> {
+    let mut h = Harness::new(Simulation::default()).await;
+    if let Some(command) = how.refusing
+        && !K::refuse(&mut h, command).await
+    {
+        h.finish().await;
+        return None;
+    }
+    let saga = K::start(&h).await;
+    let fate = |m: &Envelope| {
+        if how.losing.contains(&m.message_type.as_str()) {
+            Fate::Lose
+        } else if how.twice {
+            Fate::Twice
+        } else {
+            Fate::Deliver
+        }
+    };
+    let end = run_to_the_end::<K>(&h, saga, fate).await;
+    let what = format!("{} with {}", K::Kind::KIND, how.describe());
+    assert!(awaits::<K>(&end).is_closed(), "{what}: ended {end}, which is not closed");
+    K::check_effects(&h, saga, &end).await;
+    let traffic = h.traffic(saga);
+    h.finish().await;
+    Some(Run { end, traffic })
+}
+
+/// What a saga of the kind waits on in state `state`, as the kind declares it.
+fn awaits<K: KindUnderTest>(state: &str) -> Awaits {
+    let parsed: Option<<K::Kind as SagaKind>::State> = state.parse().ok();
+    parsed.unwrap_or_else(|| panic!("{} has no state {state}", K::Kind::KIND)).awaits()
+}
+
+/// The commands of a run, in order.
+fn commands(run: &Run) -> Vec<&str> {
+    run.traffic.iter().map(|(command, _)| command.as_str()).collect()
+}
+
+/// Every step of kind `K` fails in turn; returns how many runs it took.
+async fn every_step_fails_in_turn<K: KindUnderTest>() -> usize {
+    let kind = K::Kind::KIND;
+    let declared = <<K::Kind as SagaKind>::Command as MessageFamily>::TYPES;
+    let happy = one_run::<K>(&Disturbance::default()).await.expect("a run that refuses nothing runs");
+    assert_eq!(awaits::<K>(&happy.end), Awaits::Nothing, "{kind} with nothing lost ended {}", happy.end);
+    let twice = one_run::<K>(&Disturbance { twice: true, ..Default::default() }).await.unwrap();
+    assert_eq!(twice.end, happy.end, "{kind} with every message delivered twice");
+    let mut runs = 2;
+
+    let forward: Vec<(&'static str, Option<String>)> = happy
+        .traffic
+        .iter()
+        .map(|(command, answer)| (*declared.iter().find(|d| *d == command).unwrap(), answer.clone()))
+        .collect();
+    // Where each undo was seen, with its answer: the run that made the saga unwind.
+    let mut undos: Vec<(&'static str, Disturbance, String)> = Vec::new();
+    for &(command, ref answer) in &forward {
+        let mut disturbances = vec![
+            Disturbance { refusing: Some(command), ..Default::default() },
+            Disturbance { losing: vec![command], ..Default::default() },
+        ];
+        if let Some(answer) = answer {
+            let answer = *<<K::Kind as SagaKind>::Reply as MessageFamily>::TYPES.iter().find(|r| *r == answer).unwrap();
+            disturbances.push(Disturbance { losing: vec![answer], ..Default::default() });
+        }
+        for how in disturbances {
+            let Some(run) = one_run::<K>(&how).await else { continue };
+            runs += 1;
+            if how.refusing.is_some() {
+                assert_ne!(run.end, happy.end, "{kind} with {}: a refused step cannot end done", how.describe());
+            }
+            for (sent, answer) in &run.traffic {
+                let undo = !forward.iter().any(|(f, _)| f == sent);
+                if undo && !undos.iter().any(|(u, ..)| u == sent) {
+                    let undo = *declared.iter().find(|d| *d == sent).unwrap();
+                    let answer = answer.clone().unwrap_or_else(|| panic!("{kind}: the undo {undo} was not answered"));
+                    undos.push((undo, how.clone(), answer));
+                }
+            }
+        }
+    }
+    for (undo, how, answer) in &undos {
+        // The undo's answer, lost at every send: the saga waits for an operator, the undo done once.
+        let answer = *<<K::Kind as SagaKind>::Reply as MessageFamily>::TYPES.iter().find(|r| *r == answer).unwrap();
+        let mut lost = how.clone();
+        lost.losing.push(answer);
+        let run = one_run::<K>(&lost).await.expect("the unwinding run ran before");
+        runs += 1;
+        assert_eq!(awaits::<K>(&run.end), Awaits::Operator, "{kind} with {}: ended {}", lost.describe(), run.end);
+        assert!(commands(&run).contains(undo), "{kind} with {}: {undo} was sent", lost.describe());
+    }
+    let covered: Vec<&str> = forward.iter().map(|(c, _)| *c).chain(undos.iter().map(|(u, ..)| *u)).collect();
+    for command in declared {
+        assert!(covered.contains(command), "{kind}: no run sent {command}, so the harness cannot fail it");
+    }
+    eprintln!(
+        "{kind}: {runs} runs over {} forward steps ({:?}) and {} undos ({:?})",
+        forward.len(),
+        forward.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        undos.len(),
+        undos.iter().map(|(u, ..)| *u).collect::<Vec<_>>()
+    );
+    runs
+}
+
 struct ReplenishmentUnderTest;
 
 impl KindUnderTest for ReplenishmentUnderTest {
-    const NAME: &'static str = "replenishment";
-    const DONE: &'static str = "received";
-    const STEPS: &'static [StepUnderTest] = &[
-        StepUnderTest {
-            command: "DispatchShipment",
-            answer: Some("ShipmentDispatched"),
-            refused: "compensated",
-            unanswered: "compensated",
-            answer_lost: "compensated",
-        },
-        // The goods are in the store when the receipt's answer is lost: the cancel is refused.
-        StepUnderTest {
-            command: "ReceiveShipment",
-            answer: Some("StockReceived"),
-            refused: "compensated",
-            unanswered: "compensated",
-            answer_lost: "failed",
-        },
-    ];
-
-    const UNDOS: &'static [UndoUnderTest] =
-        &[UndoUnderTest { refusing: "ReceiveShipment", answer: "ShipmentCancelled" }];
+    type Kind = sagas::replenishment::Replenishment;
 
     async fn start(h: &Harness) -> Uuid {
         h.start_saga().await
     }
 
-    async fn refuse(h: &mut Harness, command: &str) {
+    async fn refuse(h: &mut Harness, command: &str) -> bool {
         match command {
             "DispatchShipment" => {
                 inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
             }
             "ReceiveShipment" => h.inventory.simulation.receipt_failure_rate = 1.0,
-            other => panic!("no refusal for {other}"),
+            other => panic!("say how a participant refuses {other}"),
         }
+        true
     }
 
     async fn check_effects(h: &Harness, saga: Uuid, end: &str) {
@@ -526,7 +664,13 @@ impl KindUnderTest for ReplenishmentUnderTest {
             .await
             .unwrap();
         let received = shipment.as_deref() == Some("received");
-        assert_eq!(received, matches!(end, "received") || (end == "failed" && received), "ended {end}");
+        match end {
+            "received" => assert!(received, "{shipment:?}"),
+            "compensated" => assert!(!received, "{shipment:?}"),
+            // The cancel was refused (the goods are in the store) or never confirmed (it ran).
+            "failed" => assert!(matches!(shipment.as_deref(), Some("received" | "cancelled")), "{shipment:?}"),
+            other => panic!("no effects defined for a replenishment that ended {other}"),
+        }
         let (store, warehouse) = h.stock().await;
         let warehouse_had = if warehouse == 0 { 0 } else { WAREHOUSE };
         let moved = if received { REQUESTED } else { 0 };
@@ -537,53 +681,35 @@ impl KindUnderTest for ReplenishmentUnderTest {
 struct FulfilmentUnderTest;
 
 impl KindUnderTest for FulfilmentUnderTest {
-    const NAME: &'static str = "order_fulfilment";
-    const DONE: &'static str = "fulfilled";
-    const STEPS: &'static [StepUnderTest] = &[
-        // Unanswered or answer lost, the charge's outcome is unknown: the refund is safe either way.
-        StepUnderTest {
-            command: "ChargePayment",
-            answer: Some("PaymentApproved"),
-            refused: "cancelled",
-            unanswered: "cancelled",
-            answer_lost: "cancelled",
-        },
-        // The picker answers through the API; a pick list never reached is never picked.
-        StepUnderTest {
-            command: "HandOver",
-            answer: None,
-            refused: "cancelled",
-            unanswered: "cancelled",
-            answer_lost: "cancelled",
-        },
-    ];
-
-    const UNDOS: &'static [UndoUnderTest] = &[
-        UndoUnderTest { refusing: "HandOver", answer: "PaymentRefunded" },
-        UndoUnderTest { refusing: "HandOver", answer: "ReservationReleased" },
-    ];
+    type Kind = sagas::fulfilment::Fulfilment;
 
     async fn start(h: &Harness) -> Uuid {
         h.place_order().await
     }
 
-    async fn refuse(h: &mut Harness, command: &str) {
+    async fn refuse(h: &mut Harness, command: &str) -> bool {
         match command {
             "ChargePayment" => h.payment.decline_rate = 1.0,
-            "HandOver" => h.inventory.simulation.picking_failure_rate = 1.0,
-            other => panic!("no refusal for {other}"),
+            "ListForPicking" => h.inventory.simulation.picking_failure_rate = 1.0,
+            // The store refuses the record only for goods it released, which the saga never does
+            // once the picker handed them over.
+            "RecordHandOver" => return false,
+            other => panic!("say how a participant refuses {other}"),
         }
+        true
     }
 
     async fn act(h: &Harness, saga: Uuid) {
-        // The picker taps "handed over" on whatever is paid; before that, the API refuses.
+        // The picker taps "handed over" on whatever is paid.
         let status: String = sqlx::query_scalar("SELECT status FROM customer_order WHERE id = $1")
             .bind(saga)
             .fetch_one(h.pool())
             .await
             .unwrap();
         if status == "paid" {
-            let _ = orders::fulfil(&h.ctx, &audit(h.pool()).await, saga).await;
+            let order =
+                orders::fulfil(&h.ctx, &audit(h.pool()).await, saga).await.expect("a paid order is handed over");
+            assert_eq!(order.status.as_ref(), "fulfilled", "the answer to the tap");
         }
     }
 
@@ -603,11 +729,24 @@ impl KindUnderTest for FulfilmentUnderTest {
                 .fetch_optional(h.pool())
                 .await
                 .unwrap();
+        let handed_over: bool =
+            sqlx::query_scalar("SELECT coalesce((data->>'handed_over')::bool, false) FROM saga WHERE id = $1")
+                .bind(saga)
+                .fetch_one(h.pool())
+                .await
+                .unwrap();
         let kept = payment.as_ref().filter(|(status, _)| status == "charged").map_or(0, |(_, amount)| *amount);
         let value = ORDERED * 100; // the products' default price
         match end {
             "fulfilled" => assert_eq!((reserved, sold, released, kept), (1, 1, 0, value), "{payment:?}"),
             "cancelled" => assert_eq!((reserved, sold, released, kept), (1, 0, 1, 0), "{payment:?}"),
+            // Handed over, but the store's record never confirmed: paid, never released; the
+            // goods left the books once if the record ran at all.
+            "failed" if handed_over => {
+                assert_eq!((reserved, released, kept), (1, 0, value), "{payment:?}");
+                assert!(sold <= 1);
+                return;
+            }
             // An undo never confirmed: whatever ran, ran once; nothing was sold or kept.
             "failed" => {
                 assert_eq!((reserved, sold, kept), (1, 0, 0), "{payment:?}");
@@ -626,64 +765,14 @@ impl KindUnderTest for FulfilmentUnderTest {
     }
 }
 
-/// Drives a saga until it ends: messages as `fate` decides, people acting, deadlines passing.
-async fn run_to_the_end<K: KindUnderTest>(h: &Harness, saga: Uuid, fate: impl Fn(&Envelope) -> Fate) -> String {
-    for _ in 0..12 {
-        h.pump(&fate).await;
-        K::act(h, saga).await;
-        h.pump(&fate).await;
-        let (closed, state) = h.ended(saga).await;
-        if closed {
-            return state;
-        }
-        h.expire_deadlines().await;
-    }
-    panic!("{} {saga} did not end: {:?}", K::NAME, h.saga(saga).await)
-}
-
-/// One run: a fresh harness, `refusing` made to refuse its command, the saga started and driven
-/// with `fate`; it must end `expected` with its effects once.
-async fn one_run<K: KindUnderTest>(
-    refusing: Option<&str>,
-    fate: impl Fn(&Envelope) -> Fate,
-    expected: &str,
-    what: &str,
-) {
-    let mut h = Harness::new(Simulation::default()).await;
-    if let Some(command) = refusing {
-        K::refuse(&mut h, command).await;
-    }
-    let saga = K::start(&h).await;
-    let end = run_to_the_end::<K>(&h, saga, fate).await;
-    assert_eq!(end, expected, "{} {what}: {:?}; timeline {:?}", K::NAME, h.saga(saga).await, h.timeline(saga).await);
-    K::check_effects(&h, saga, &end).await;
-    h.finish().await;
-}
-
-async fn every_step_fails_in_turn<K: KindUnderTest>() {
-    one_run::<K>(None, |_| Fate::Deliver, K::DONE, "with nothing lost").await;
-    one_run::<K>(None, |_| Fate::Twice, K::DONE, "with every message delivered twice").await;
-    for step in K::STEPS {
-        one_run::<K>(Some(step.command), |_| Fate::Deliver, step.refused, &format!("{} refused", step.command)).await;
-        let unanswered = format!("{} never delivered", step.command);
-        one_run::<K>(None, is(step.command), step.unanswered, &unanswered).await;
-        if let Some(answer) = step.answer {
-            let lost = format!("{} answered and every {answer} lost", step.command);
-            one_run::<K>(None, is(answer), step.answer_lost, &lost).await;
-        }
-    }
-    for undo in K::UNDOS {
-        let what = format!("{} refused, then every {} lost", undo.refusing, undo.answer);
-        one_run::<K>(Some(undo.refusing), is(undo.answer), "failed", &what).await;
-    }
-}
-
 #[tokio::test]
 async fn every_replenishment_step_fails_in_turn_and_unwinds_cleanly() {
-    every_step_fails_in_turn::<ReplenishmentUnderTest>().await;
+    let runs = every_step_fails_in_turn::<ReplenishmentUnderTest>().await;
+    assert!(runs >= 9, "{runs} runs");
 }
 
 #[tokio::test]
 async fn every_fulfilment_step_fails_in_turn_and_unwinds_cleanly() {
-    every_step_fails_in_turn::<FulfilmentUnderTest>().await;
+    let runs = every_step_fails_in_turn::<FulfilmentUnderTest>().await;
+    assert!(runs >= 11, "{runs} runs");
 }

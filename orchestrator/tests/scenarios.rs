@@ -92,7 +92,7 @@ impl World {
     async fn new() -> Self {
         Self {
             env: Some(TestEnv::new().await),
-            roles: Roles::all(),
+            roles: support::everything(),
             faults: RelayFaults::default(),
             app: None,
             api: None,

@@ -6,9 +6,9 @@
 //! - [`inventory`]: takes shipments into a store's stock, keeps its pick list, releases orders;
 //! - [`payment`]: charges and refunds orders (a simulated payment provider).
 //!
-//! [`spawn`] starts the worker of a participant the saga kinds declare, from [`WORKERS`]; the
-//! binaries and `orchestrator all` start them through it. The workers act in a [`simulation`] of
-//! the physical world.
+//! [`WORKERS`] says how to start the worker of each participant the saga kinds declare; the
+//! binaries and `orchestrator all` start them from it. The workers act in a [`simulation`] of the
+//! physical world.
 
 pub mod inventory;
 pub mod locks;
@@ -16,72 +16,46 @@ pub mod payment;
 pub mod simulation;
 pub mod warehouse;
 
-use anyhow::Context as _;
-use platform::{
-    messaging::{Participant, Queue},
-    process::Services,
-    shutdown::Shutdown,
-};
+use platform::{process::Worker, saga::registry::Registry};
 use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
 use simulation::Simulation;
 use stock::Cache;
-use tokio::task::JoinSet;
 
-/// A participant's worker: how to start the consumer of its queue.
-pub struct Worker {
-    pub participant: Participant,
-    start: fn(&Services, Queue, Simulation, &mut JoinSet<()>, &Shutdown),
-}
-
-/// Every participant this build has a worker for.
+/// Every participant this build has a worker for. A process that hosts workers (a worker binary,
+/// or `orchestrator all`) is handed this list.
 pub const WORKERS: &[Worker] = &[
     Worker {
         participant: WAREHOUSE,
-        start: |services, queue, _, tasks, shutdown| {
+        start: |services, queue, tasks, shutdown| {
             tasks.spawn(services.consumer(queue, warehouse::WarehouseWorker).run(shutdown.clone()));
+            Ok(())
         },
     },
     Worker {
         participant: INVENTORY,
-        start: |services, queue, simulation, tasks, shutdown| {
+        start: |services, queue, tasks, shutdown| {
             let cache = Cache::new(services.redis.clone(), &services.config.namespace);
+            let simulation = services.config.section::<Simulation>()?;
             let worker = inventory::InventoryWorker { cache, simulation };
             tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
+            Ok(())
         },
     },
     Worker {
         participant: PAYMENT,
-        start: |services, queue, simulation, tasks, shutdown| {
+        start: |services, queue, tasks, shutdown| {
+            let simulation = services.config.section::<Simulation>()?;
             let worker = payment::PaymentWorker { decline_rate: simulation.payment_decline_rate };
             tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
+            Ok(())
         },
     },
 ];
 
-/// Starts the consumer of `participant`'s queue. Fails when this build has no worker for it, or
-/// the simulation's settings are not valid.
-pub fn spawn(
-    services: &Services,
-    participant: Participant,
-    tasks: &mut JoinSet<()>,
-    shutdown: &Shutdown,
-) -> anyhow::Result<()> {
-    let worker = WORKERS
-        .iter()
-        .find(|worker| worker.participant == participant)
-        .with_context(|| format!("this build has no worker for participant {:?}", participant.name))?;
-    let simulation = services.config.section::<Simulation>()?;
-    (worker.start)(services, Queue::Commands(participant), simulation, tasks, shutdown);
-    Ok(())
-}
-
 /// The whole life of a standalone worker process for `participant`.
-pub async fn run_worker(participant: Participant) -> anyhow::Result<()> {
-    let registry = sagas::registry();
-    platform::process::run_worker(&registry, vec![participant.name], |services, tasks, shutdown| {
-        spawn(services, participant, tasks, shutdown)
-    })
-    .await
+pub async fn run_worker(participant: platform::messaging::Participant) -> anyhow::Result<()> {
+    let registry: Registry = sagas::registry();
+    platform::process::run_worker(&registry, Worker::of(WORKERS, participant)?).await
 }
 
 /// Whether the simulated world fails the thing named by `id`, with probability `rate`. Decided by

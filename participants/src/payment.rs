@@ -67,7 +67,7 @@ impl Handler for PaymentWorker {
                 charge(tx, order_id, amount_cents, self.decline_rate).await?
             }
             Command::RefundPayment { order_id } => refund(tx, order_id).await?,
-            Command::HandOver { .. } | Command::ReleaseReservation { .. } => {
+            Command::ListForPicking { .. } | Command::RecordHandOver { .. } | Command::ReleaseReservation { .. } => {
                 return Err(HandleError::Poison(format!("{} is a store command", message.message_type)));
             }
         };

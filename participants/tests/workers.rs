@@ -1,12 +1,9 @@
 //! The fulfilment's participants against a real Postgres: the payment worker moves money at most
 //! once per order whatever is sent again, and the store's pick list lets an order be handed over
-//! or released, never both.
+//! or released, never both, each recorded once.
 
 use chrono::Utc;
-use participants::{
-    inventory::pick::{self, HandOverError, PickStatus},
-    payment::PaymentWorker,
-};
+use participants::payment::PaymentWorker;
 use platform::{
     config::Config,
     messaging::consumer::{Handler, handle_once},
@@ -162,25 +159,27 @@ fn store_worker() -> participants::inventory::InventoryWorker {
 }
 
 #[tokio::test]
-async fn an_order_handed_over_cannot_be_released_and_a_second_tap_changes_nothing() {
+async fn an_order_handed_over_cannot_be_released_and_a_second_record_changes_nothing() {
     let pool = database().await;
     let (order_id, store_id, items) = reserved_order(&pool).await;
     let store = store_worker();
     // On the pick list: nothing to answer until the picker acts.
-    let replies = handle(&store, &pool, &Command::HandOver { order_id, store_id, items: items.clone() }).await;
+    let replies = handle(&store, &pool, &Command::ListForPicking { order_id, store_id, items: items.clone() }).await;
     assert!(replies.is_empty(), "{replies:?}");
 
-    let mut tx = pool.begin().await.unwrap();
-    assert!(pick::hand_over(&mut tx, order_id, store_id, &items).await.unwrap().is_some());
-    tx.commit().await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    assert!(pick::hand_over(&mut tx, order_id, store_id, &items).await.unwrap().is_none(), "the second tap");
-    tx.commit().await.unwrap();
-    assert_eq!(stock(&pool, store_id).await, (7, 0));
+    let record = Command::RecordHandOver { order_id, store_id, items: items.clone() };
+    let replies = handle(&store, &pool, &record).await;
+    assert_eq!(replies, [Reply::HandOverRecorded { order_id }]);
+    let replies = handle(&store, &pool, &record).await;
+    assert_eq!(replies.last(), Some(&Reply::HandOverRecorded { order_id }), "the record sent again");
+    assert_eq!(stock(&pool, store_id).await, (7, 0), "the goods left once");
+    let listed_again =
+        handle(&store, &pool, &Command::ListForPicking { order_id, store_id, items: items.clone() }).await;
+    assert_eq!(listed_again.len(), replies.len(), "a late listing says nothing: {listed_again:?}");
 
     let release = Command::ReleaseReservation { order_id, store_id, items };
     let replies = handle(&store, &pool, &release).await;
-    assert!(matches!(replies.as_slice(), [Reply::ReleaseRefused { .. }]), "{replies:?}");
+    assert!(matches!(replies.last(), Some(Reply::ReleaseRefused { .. })), "{replies:?}");
     assert_eq!(stock(&pool, store_id).await, (7, 0));
 }
 
@@ -195,10 +194,9 @@ async fn an_order_released_cannot_be_handed_over_and_a_release_sent_twice_releas
     assert_eq!(replies, [Reply::ReservationReleased { order_id }, Reply::ReservationReleased { order_id }]);
     assert_eq!(stock(&pool, store_id).await, (10, 0));
 
-    let mut tx = pool.begin().await.unwrap();
-    let refused = pick::hand_over(&mut tx, order_id, store_id, &items).await;
-    assert!(matches!(refused, Err(HandOverError::Closed(PickStatus::Released))), "{refused:?}");
-    drop(tx); // it holds the order's lock
-    let replies = handle(&store, &pool, &Command::HandOver { order_id, store_id, items }).await;
-    assert!(matches!(replies.last(), Some(Reply::HandOverFailed { .. })), "{replies:?}");
+    let replies = handle(&store, &pool, &Command::RecordHandOver { order_id, store_id, items: items.clone() }).await;
+    assert!(matches!(replies.last(), Some(Reply::HandOverRefused { .. })), "{replies:?}");
+    let replies = handle(&store, &pool, &Command::ListForPicking { order_id, store_id, items }).await;
+    assert!(matches!(replies.last(), Some(Reply::PickingFailed { .. })), "{replies:?}");
+    assert_eq!(stock(&pool, store_id).await, (10, 0));
 }

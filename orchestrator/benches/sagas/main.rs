@@ -1,4 +1,4 @@
-//! End-to-end benchmark: `orchestrator all` (API, engine, every worker) as its own process on
+//! End-to-end benchmark: `darkstores` (API, engine, every worker) as its own process on
 //! real Postgres, RabbitMQ and Redis, every step durable. Prints one JSON object on stdout.
 //!
 //! `cargo bench -p orchestrator --bench sagas`. Knobs (defaults in brackets):
@@ -15,7 +15,8 @@
 //! - BENCH_HISTORY [0]: closed sagas stored before an extra run at the first in-flight level,
 //!   reported as a ratio to the same level on an empty database;
 //! - BENCH_RUNS [3]: runs, each on a fresh deployment; every figure is the median of the runs.
-//! - BENCH_BINARY [this build's]: the orchestrator binary to run, to compare two builds side by
+//! - BENCH_BINARY [this build's `darkstores`]: the command to run instead, with its arguments
+//!   (`…/orchestrator all` for a build from before `darkstores`), to compare two builds side by
 //!   side under the same workload;
 //! - BENCH_SOAK_SECS [0]: instead of all the above, replenishments at 16 in flight for that long
 //!   under a short retention (closed sagas and inbox rows kept 60 s, published outbox rows 10 s,

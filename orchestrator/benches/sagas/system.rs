@@ -1,4 +1,4 @@
-//! The system under test, `orchestrator all` as its own process, and what the benchmark reads
+//! The system under test, `darkstores` (the whole system in one process) as its own process, and what the benchmark reads
 //! about it and about the services: CPU time per process from `/proc`, resident memory, and
 //! Postgres's own counters.
 
@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 use crate::support::{ADMIN_KEY, TestEnv, eventually};
 
-/// A running `orchestrator all` on its own database and broker namespace.
+/// A running `darkstores` on its own database and broker namespace.
 pub struct System {
     pub env: TestEnv,
     pub pool: PgPool,
@@ -33,10 +33,13 @@ impl System {
         std::fs::create_dir_all(&log_dir).expect("can create the log folder");
         let log = std::fs::File::create(log_dir.join(format!("{}.log", env.config.namespace))).unwrap();
         const UNLIMITED: &str = "1000000,1000000";
-        // BENCH_BINARY runs another build (an earlier commit's, say) under the same workload.
-        let binary = std::env::var("BENCH_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_orchestrator").to_owned());
+        // BENCH_BINARY runs another build (an earlier commit's, say) under the same workload: a
+        // command and its arguments (`…/orchestrator all` for a build from before `darkstores`).
+        let other = std::env::var("BENCH_BINARY").unwrap_or_default();
+        let mut words = other.split_whitespace();
+        let binary = words.next().map_or_else(|| crate::support::process::built("darkstores"), PathBuf::from);
         let child = Command::new(binary)
-            .arg("all")
+            .args(words)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &env.config.database_url)

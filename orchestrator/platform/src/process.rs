@@ -12,7 +12,7 @@ use crate::{
     db,
     heartbeat::Heartbeat,
     messaging::{
-        Queue, Topology,
+        Participant, Queue, Topology,
         consumer::{Consumer, Handler},
         outbox::OutboxSignal,
         relay::{Relay, RelayFaults},
@@ -21,6 +21,47 @@ use crate::{
     saga::registry::Registry,
     shutdown::{Shutdown, ShutdownTrigger},
 };
+
+/// A participant's worker, as the crate that carries out the participant's commands declares it:
+/// how to start the consumer of its queue. A process that hosts workers is handed the list, so
+/// neither the platform nor the API links a participant's code.
+#[derive(Clone, Copy)]
+pub struct Worker {
+    pub participant: Participant,
+    /// Starts the consumer of `queue` (the participant's) and anything else the worker runs; fails
+    /// when its settings are not valid.
+    pub start: fn(&Services, Queue, &mut JoinSet<()>, &Shutdown) -> anyhow::Result<()>,
+}
+
+impl Worker {
+    /// The worker of `participant` among `workers`.
+    pub fn of(workers: &[Worker], participant: Participant) -> anyhow::Result<Worker> {
+        workers
+            .iter()
+            .find(|worker| worker.participant == participant)
+            .copied()
+            .with_context(|| format!("this build has no worker for participant {:?}", participant.name))
+    }
+
+    /// Starts this worker's consumer in `tasks`.
+    pub fn spawn(&self, services: &Services, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> anyhow::Result<()> {
+        (self.start)(services, Queue::Commands(self.participant), tasks, shutdown)
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Worker").field(&self.participant.name).finish()
+    }
+}
+
+impl PartialEq for Worker {
+    fn eq(&self, other: &Self) -> bool {
+        self.participant == other.participant
+    }
+}
+
+impl Eq for Worker {}
 
 /// How long start-up waits for the broker before giving up with a clear error.
 const BROKER_WAIT: Duration = Duration::from_secs(30);
@@ -136,7 +177,9 @@ pub fn redacted(url: &str) -> String {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours for a person at a terminal only: in a file or a log collector they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
 
@@ -149,19 +192,16 @@ pub async fn run_until_signal(trigger: ShutdownTrigger, mut tasks: JoinSet<()>) 
     tracing::info!("stopped");
 }
 
-/// The whole life of a standalone worker process: `spawn` starts its consumers (and anything else
-/// it runs) for `roles`, in a deployment of the `registry`'s kinds.
-pub async fn run_worker(
-    registry: &Registry,
-    roles: Vec<&'static str>,
-    spawn: impl FnOnce(&Services, &mut JoinSet<()>, &Shutdown) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+/// The whole life of a standalone worker process: `worker`'s consumer (and anything else it
+/// runs), in a deployment of the `registry`'s kinds.
+pub async fn run_worker(registry: &Registry, worker: Worker) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     init_logging(config.log_json);
     let services = Services::connect(config, registry).await?;
     let (trigger, shutdown) = crate::shutdown::channel();
     let mut tasks = JoinSet::new();
-    spawn(&services, &mut tasks, &shutdown)?;
+    worker.spawn(&services, &mut tasks, &shutdown)?;
+    let roles = vec![worker.participant.name];
     tracing::info!(?roles, namespace = services.topology.namespace(), "worker started");
     services.spawn_heartbeat(&mut tasks, roles, &shutdown);
     tasks.spawn(services.relay(relay_faults(&services.config)).run(shutdown.clone()));

@@ -4,23 +4,32 @@
 //!
 //! ```text
 //! reserved ──ChargePayment──▶ payment
-//!    │ PaymentApproved                 PaymentDeclined ──▶ releasing ──ReleaseReservation──▶ store
-//!    ▼                                                        │ ReservationReleased
-//! charged ──HandOver──▶ store (the picker confirms)           ▼
-//!    │ HandedOver (stock leaves the shelf)                 cancelled (done)
-//!    ▼              HandOverFailed ──▶ refunding ──RefundPayment──▶ payment ──▶ releasing
+//!    │ PaymentApproved              PaymentDeclined ───────────────────────┐
+//!    ▼                                                                      ▼
+//! charged ──ListForPicking──▶ store            refunding ──RefundPayment──▶ payment
+//!    │ PickerHandedOver (the picker, via the API)  ▲   │ PaymentRefunded
+//!    │                        PickingFailed ───────┘   ▼
+//!    ▼                                             releasing ──ReleaseReservation──▶ store
+//! handing_over ──RecordHandOver──▶ store               │ ReservationReleased
+//!    │ HandOverRecorded (its goods leave the stock)    ▼
+//!    ▼                                             cancelled (done)
 //! fulfilled (done)
 //! ```
+//!
+//! The picker's tap is a person's answer ([`Picker`]), given through the API: the saga takes it
+//! like an operator's action, with who gave it, and commands the store to record the hand-over.
+//! Only the store writes its pick list and its stock, and it replies as every participant does.
 //!
 //! A customer's cancel, or an operator's, while the order is `reserved` or `charged` unwinds it:
 //! `refunding`, then `releasing`. Refunding is safe whether or not the charge ever ran: a refund
 //! that comes first voids the payment, so a late charge is declined. A charge never answered
-//! unwinds the same way. The hand-over waits on a person, the picker, so its deadline is the
-//! person timeout; a pickup window that runs out unwinds the order too, and the release closes
-//! the pick so that a late confirmation is refused. An undo that cannot be done (the store
-//! refuses the release because the order was handed over meanwhile, or the refund or release is
-//! never confirmed) leaves the saga `failed` for an operator, who can retry the undo from the
-//! refund (both steps are idempotent) or, having put things right by hand, resolve it.
+//! unwinds the same way. The pick waits on a person, so its deadline is the person timeout; a
+//! pickup window that runs out unwinds the order too, and once it unwinds the picker's tap is
+//! refused. Once handed over, the order cannot be unwound: the goods are with the customer. An
+//! undo that cannot be done (the store refuses the release because the order was handed over
+//! meanwhile, or the refund or release is never confirmed), or a hand-over the store never
+//! confirms, leaves the saga `failed` for an operator, who can retry (the undo from the refund, or
+//! the hand-over's record; each step is idempotent) or, having put things right by hand, resolve it.
 
 use platform::{
     config::SagaTiming,
@@ -29,7 +38,7 @@ use platform::{
     messaging::{EventExchange, Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
-        Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, InputOf, PersonAnswer, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -58,8 +67,11 @@ pub enum Command {
     ChargePayment { order_id: Uuid, amount_cents: i64 },
     /// Payment: give back what was taken for the order, if anything; void it otherwise.
     RefundPayment { order_id: Uuid },
-    /// Store: put the order on the pick list; the answer comes when the picker hands it over.
-    HandOver { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
+    /// Store: put the order on the pick list. Nothing is answered unless the store cannot pick
+    /// it: the picker's tap, through the API, is what the saga waits for.
+    ListForPicking { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
+    /// Store: the picker handed the order over; take its goods out of stock and off the pick list.
+    RecordHandOver { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
     /// Store: put the order's goods back to available stock, and take it off the pick list.
     ReleaseReservation { order_id: Uuid, store_id: Uuid, items: Vec<Line> },
 }
@@ -71,7 +83,8 @@ impl MessageFamily for Command {
         vec![
             Self::ChargePayment { order_id, amount_cents: 598 },
             Self::RefundPayment { order_id },
-            Self::HandOver { order_id, store_id, items: items.clone() },
+            Self::ListForPicking { order_id, store_id, items: items.clone() },
+            Self::RecordHandOver { order_id, store_id, items: items.clone() },
             Self::ReleaseReservation { order_id, store_id, items },
         ]
     }
@@ -81,7 +94,7 @@ impl CommandFamily for Command {
     fn participant(&self) -> Participant {
         match self {
             Self::ChargePayment { .. } | Self::RefundPayment { .. } => PAYMENT,
-            Self::HandOver { .. } | Self::ReleaseReservation { .. } => INVENTORY,
+            Self::ListForPicking { .. } | Self::RecordHandOver { .. } | Self::ReleaseReservation { .. } => INVENTORY,
         }
     }
 
@@ -89,7 +102,8 @@ impl CommandFamily for Command {
         match self {
             Self::ChargePayment { order_id, .. }
             | Self::RefundPayment { order_id }
-            | Self::HandOver { order_id, .. }
+            | Self::ListForPicking { order_id, .. }
+            | Self::RecordHandOver { order_id, .. }
             | Self::ReleaseReservation { order_id, .. } => *order_id,
         }
     }
@@ -106,10 +120,12 @@ pub enum Reply {
     PaymentDeclined { order_id: Uuid, reason: String },
     /// Payment: `amount_cents` went back to the customer (0 when nothing had been charged).
     PaymentRefunded { order_id: Uuid, amount_cents: i64 },
-    /// Store: the picker handed the order over: its goods left the shelf.
-    HandedOver { order_id: Uuid },
-    /// Store: the order cannot be handed over (the goods are not on the shelf, or it was released).
-    HandOverFailed { order_id: Uuid, reason: String },
+    /// Store: the order cannot be picked (its goods are not on the shelf).
+    PickingFailed { order_id: Uuid, reason: String },
+    /// Store: the hand-over is recorded: the order's goods left its stock.
+    HandOverRecorded { order_id: Uuid },
+    /// Store: the hand-over cannot be recorded: the order's goods were released back to stock.
+    HandOverRefused { order_id: Uuid, reason: String },
     /// Store: the order's goods are back in available stock and off the pick list.
     ReservationReleased { order_id: Uuid },
     /// Store: the release cannot be done: the order was handed over.
@@ -123,8 +139,9 @@ impl MessageFamily for Reply {
             Self::PaymentApproved { order_id, amount_cents: 598 },
             Self::PaymentDeclined { order_id, reason: "the card was declined (simulated)".into() },
             Self::PaymentRefunded { order_id, amount_cents: 598 },
-            Self::HandedOver { order_id },
-            Self::HandOverFailed { order_id, reason: "the order's goods are not on the shelf".into() },
+            Self::PickingFailed { order_id, reason: "the order's goods are not on the shelf".into() },
+            Self::HandOverRecorded { order_id },
+            Self::HandOverRefused { order_id, reason: "the order's goods were released back to stock".into() },
             Self::ReservationReleased { order_id },
             Self::ReleaseRefused { order_id, reason: "the order was handed over".into() },
         ]
@@ -137,10 +154,26 @@ impl ReplyFamily for Reply {
             Self::PaymentApproved { order_id, .. }
             | Self::PaymentDeclined { order_id, .. }
             | Self::PaymentRefunded { order_id, .. }
-            | Self::HandedOver { order_id }
-            | Self::HandOverFailed { order_id, .. }
+            | Self::PickingFailed { order_id, .. }
+            | Self::HandOverRecorded { order_id }
+            | Self::HandOverRefused { order_id, .. }
             | Self::ReservationReleased { order_id }
             | Self::ReleaseRefused { order_id, .. } => *order_id,
+        }
+    }
+}
+
+/// What the picker answers a paid order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Picker {
+    /// The picker handed the order to the customer.
+    HandedOver,
+}
+
+impl PersonAnswer for Picker {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::HandedOver => "PickerHandedOver",
         }
     }
 }
@@ -162,6 +195,8 @@ impl ReplyFamily for Reply {
 pub enum State {
     Reserved,
     Charged,
+    /// The picker handed it over; the store is recording it.
+    HandingOver,
     Refunding,
     Releasing,
     Fulfilled,
@@ -174,7 +209,7 @@ pub enum State {
 impl SagaState for State {
     fn awaits(self) -> Awaits {
         match self {
-            Self::Reserved | Self::Refunding | Self::Releasing => Awaits::Participant,
+            Self::Reserved | Self::HandingOver | Self::Refunding | Self::Releasing => Awaits::Participant,
             // The picker hands the order over; people take minutes.
             Self::Charged => Awaits::Person,
             Self::Failed => Awaits::Operator,
@@ -190,6 +225,9 @@ pub struct Data {
     pub items: Vec<Line>,
     /// What the order costs, at the prices it was placed at.
     pub amount_cents: i64,
+    /// The picker handed it over: from here on it is finished forward, never unwound.
+    #[serde(default)]
+    pub handed_over: bool,
 }
 
 // An order's saga's state, named for its customer and store; stored as text in
@@ -220,7 +258,8 @@ impl From<State> for OrderStatus {
             State::Reserved => Self::Reserved,
             State::Charged => Self::Paid,
             State::Refunding | State::Releasing => Self::Cancelling,
-            State::Fulfilled => Self::Fulfilled,
+            // In the customer's hands: the store's record of it follows.
+            State::HandingOver | State::Fulfilled => Self::Fulfilled,
             State::Cancelled => Self::Cancelled,
             State::Failed | State::Resolved => Self::Failed,
         }
@@ -243,17 +282,19 @@ impl SagaKind for Fulfilment {
     type Command = Command;
     type Reply = Reply;
     type Data = Data;
+    type Person = Picker;
 
     fn transition(
         saga_id: Uuid,
         state: State,
         data: &Data,
-        input: &Input<Reply>,
+        input: &InputOf<Self>,
     ) -> Result<Step<State, Data, Command>, Refused> {
         use Action::{Compensate, Resolve, Retry};
         use Input::Operator;
         use Reply as R;
         use State::*;
+        let mut data = data.clone();
         let (next, error) = match (state, input) {
             (Reserved, Input::Reply(R::PaymentApproved { .. })) => (Charged, None),
             // Nothing was taken, so only the goods go back.
@@ -262,13 +303,23 @@ impl SagaKind for Fulfilment {
                 (Refunding, Some(format!("the payment did not answer after {attempts} attempts; unwinding")))
             }
             (Reserved, Input::GaveUp(why)) => (Refunding, Some(format!("the payment failed ({why}); unwinding"))),
-            (Charged, Input::Reply(R::HandedOver { .. })) => (Fulfilled, None),
-            (Charged, Input::Reply(R::HandOverFailed { reason, .. })) => (Refunding, Some(reason.clone())),
+            (Charged, Input::Person(Picker::HandedOver)) => {
+                data.handed_over = true;
+                (HandingOver, None)
+            }
+            (Charged, Input::Reply(R::PickingFailed { reason, .. })) => (Refunding, Some(reason.clone())),
             (Charged, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
                 (Refunding, Some(format!("not handed over within {attempts} pickup windows; unwinding")))
             }
-            (Charged, Input::GaveUp(why)) => (Refunding, Some(format!("the hand-over failed ({why}); unwinding"))),
+            (Charged, Input::GaveUp(why)) => (Refunding, Some(format!("the pick failed ({why}); unwinding"))),
             (Reserved | Charged, Operator(Compensate { reason })) => (Refunding, Some(reason.clone())),
+            (HandingOver, Input::Reply(R::HandOverRecorded { .. })) => (Fulfilled, None),
+            // The customer has the goods: only a person can put the books right.
+            (HandingOver, Input::Reply(R::HandOverRefused { reason, .. })) => (Failed, Some(reason.clone())),
+            (HandingOver, Input::GaveUp(GaveUp::Unanswered { attempts })) => {
+                (Failed, Some(format!("the store did not confirm the hand-over after {attempts} attempts")))
+            }
+            (HandingOver, Input::GaveUp(why)) => (Failed, Some(format!("the hand-over's record failed ({why})"))),
             (Refunding, Input::Reply(R::PaymentRefunded { .. })) => (Releasing, None),
             (Releasing, Input::Reply(R::ReservationReleased { .. })) => (Cancelled, None),
             (Releasing, Input::Reply(R::ReleaseRefused { reason, .. })) => (Failed, Some(reason.clone())),
@@ -277,22 +328,24 @@ impl SagaKind for Fulfilment {
             }
             (Refunding | Releasing, Input::GaveUp(why)) => (Failed, Some(format!("the {state} step failed ({why})"))),
             // The step in hand, again: its command is sent anew with the attempts reset.
-            (Reserved | Charged | Refunding | Releasing, Operator(Retry { .. })) => (state, None),
-            // The undo, again from the refund: both of its steps are safe to repeat.
-            (Failed, Operator(Retry { .. })) => (Refunding, None),
+            (Reserved | Charged | HandingOver | Refunding | Releasing, Operator(Retry { .. })) => (state, None),
+            // Again, the way it was going: the hand-over's record, or the undo from the refund.
+            // Each of their steps is safe to repeat.
+            (Failed, Operator(Retry { .. })) => (if data.handed_over { HandingOver } else { Refunding }, None),
             (Failed, Operator(Resolve { .. })) => (Resolved, None),
             _ => return Err(Refused { state: state.to_string(), event: input.name() }),
         };
-        let commands = Self::outstanding(saga_id, next, data).into_iter().collect();
-        let events = events(saga_id, state, next, data, input, error.as_deref());
-        Ok(Step { next, data: data.clone(), commands, events, error })
+        let commands = Self::outstanding(saga_id, next, &data).into_iter().collect();
+        let events = events(saga_id, state, next, &data, input, error.as_deref());
+        Ok(Step { next, data, commands, events, error })
     }
 
     fn outstanding(saga_id: Uuid, state: State, data: &Data) -> Option<Command> {
         let (order_id, store_id, items) = (saga_id, data.store_id, data.items.clone());
         match state {
             State::Reserved => Some(Command::ChargePayment { order_id, amount_cents: data.amount_cents }),
-            State::Charged => Some(Command::HandOver { order_id, store_id, items }),
+            State::Charged => Some(Command::ListForPicking { order_id, store_id, items }),
+            State::HandingOver => Some(Command::RecordHandOver { order_id, store_id, items }),
             State::Refunding => Some(Command::RefundPayment { order_id }),
             State::Releasing => Some(Command::ReleaseReservation { order_id, store_id, items }),
             State::Fulfilled | State::Cancelled | State::Failed | State::Resolved => None,
@@ -318,10 +371,9 @@ impl SagaKind for Fulfilment {
         )
         .execute(&mut *tx)
         .await?;
-        if state == State::Cancelled {
-            // The store released the goods: the low-stock rule, as after every change. (A
-            // hand-over is the picker's request, which ends through the rule like every change
-            // made through the API, in this same transaction.)
+        if matches!(state, State::Fulfilled | State::Cancelled) {
+            // The store's stock changed (the goods left, or went back to available stock): the
+            // low-stock rule, as after every change.
             for line in &data.items {
                 if let Some(level) = level::fetch(tx, data.store_id, line.product_id).await? {
                     replenishment::replenish_if_low(tx, timing, &level).await?;
@@ -353,7 +405,7 @@ fn events(
     from: State,
     next: State,
     data: &Data,
-    input: &Input<Reply>,
+    input: &InputOf<Fulfilment>,
     error: Option<&str>,
 ) -> Vec<Outgoing> {
     let (store_id, amount_cents) = (data.store_id, data.amount_cents);
@@ -401,7 +453,7 @@ pub struct PaymentDeclined {
 }
 
 /// The picker handed the order over: the sale is complete and its goods left the store's stock.
-/// Emitted once per order, in the transaction that records the hand-over.
+/// Emitted once per order, when the store has recorded the hand-over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct OrderFulfilled {
     pub order_id: Uuid,
@@ -468,17 +520,19 @@ mod tests {
 
     fn saga() -> (Uuid, Data) {
         let items = vec![Line { product_id: Uuid::new_v4(), quantity: 2 }];
-        (Uuid::new_v4(), Data { store_id: Uuid::new_v4(), items, amount_cents: 500 })
+        (Uuid::new_v4(), Data { store_id: Uuid::new_v4(), items, amount_cents: 500, handed_over: false })
     }
 
     /// One input of each kind, built for `order_id`.
-    fn every_input(order_id: Uuid) -> Vec<Input<Reply>> {
+    fn every_input(order_id: Uuid) -> Vec<InputOf<Fulfilment>> {
         vec![
             Input::Reply(Reply::PaymentApproved { order_id, amount_cents: 500 }),
             Input::Reply(Reply::PaymentDeclined { order_id, reason: "card expired".into() }),
             Input::Reply(Reply::PaymentRefunded { order_id, amount_cents: 500 }),
-            Input::Reply(Reply::HandedOver { order_id }),
-            Input::Reply(Reply::HandOverFailed { order_id, reason: "not on the shelf".into() }),
+            Input::Person(Picker::HandedOver),
+            Input::Reply(Reply::PickingFailed { order_id, reason: "not on the shelf".into() }),
+            Input::Reply(Reply::HandOverRecorded { order_id }),
+            Input::Reply(Reply::HandOverRefused { order_id, reason: "released".into() }),
             Input::Reply(Reply::ReservationReleased { order_id }),
             Input::Reply(Reply::ReleaseRefused { order_id, reason: "handed over".into() }),
             Input::GaveUp(GaveUp::Unanswered { attempts: 5 }),
@@ -490,20 +544,22 @@ mod tests {
     }
 
     /// The whole table: for every state and input, the expected next state or a refusal.
-    fn expected(state: State, input: &Input<Reply>) -> Option<State> {
+    fn expected(state: State, input: &InputOf<Fulfilment>) -> Option<State> {
         use State::*;
         let event = input.name();
         match (state, event.as_str()) {
             (Reserved, "PaymentApproved") => Some(Charged),
             (Reserved, "PaymentDeclined") => Some(Releasing),
             (Reserved | Charged, "DeadlineExceeded" | "CommandRefused" | "CompensateRequested") => Some(Refunding),
-            (Charged, "HandedOver") => Some(Fulfilled),
-            (Charged, "HandOverFailed") => Some(Refunding),
+            (Charged, "PickerHandedOver") => Some(HandingOver),
+            (Charged, "PickingFailed") => Some(Refunding),
+            (HandingOver, "HandOverRecorded") => Some(Fulfilled),
+            (HandingOver, "HandOverRefused" | "DeadlineExceeded" | "CommandRefused") => Some(Failed),
             (Refunding, "PaymentRefunded") => Some(Releasing),
             (Releasing, "ReservationReleased") => Some(Cancelled),
             (Releasing, "ReleaseRefused") => Some(Failed),
             (Refunding | Releasing, "DeadlineExceeded" | "CommandRefused") => Some(Failed),
-            (Reserved | Charged | Refunding | Releasing, "RetryRequested") => Some(state),
+            (Reserved | Charged | HandingOver | Refunding | Releasing, "RetryRequested") => Some(state),
             (Failed, "RetryRequested") => Some(Refunding),
             (Failed, "Resolved") => Some(Resolved),
             _ => None,
@@ -515,8 +571,8 @@ mod tests {
         let (order_id, data) = saga();
         let legal = table::check_table::<Fulfilment>(order_id, &data, &every_input(order_id), expected);
         assert_eq!(
-            legal, 23,
-            "the diagram, its deadlines, its refused commands and the operators' actions make 23 legal pairs"
+            legal, 28,
+            "the diagram, its deadlines, its refused commands and the operators' actions make 28 legal pairs"
         );
     }
 
@@ -531,13 +587,37 @@ mod tests {
         let (order_id, data) = saga();
         let approved = Input::Reply(Reply::PaymentApproved { order_id, amount_cents: 500 });
         let step = Fulfilment::transition(order_id, State::Reserved, &data, &approved).unwrap();
-        assert!(matches!(step.commands.as_slice(), [Command::HandOver { .. }]));
+        assert!(matches!(step.commands.as_slice(), [Command::ListForPicking { .. }]));
         assert_eq!(step.next.awaits(), Awaits::Person);
         assert_eq!(step.events[0].message_type, "payment.approved");
         let declined = Input::Reply(Reply::PaymentDeclined { order_id, reason: "card expired".into() });
         let step = Fulfilment::transition(order_id, State::Reserved, &data, &declined).unwrap();
         assert!(matches!(step.commands.as_slice(), [Command::ReleaseReservation { .. }]));
         assert_eq!(step.events[0].message_type, "payment.declined");
+    }
+
+    #[test]
+    fn the_pickers_tap_has_the_store_record_the_hand_over_and_is_never_unwound() {
+        let (order_id, data) = saga();
+        let tap = Input::Person(Picker::HandedOver);
+        let step = Fulfilment::transition(order_id, State::Charged, &data, &tap).unwrap();
+        assert_eq!(step.next, State::HandingOver);
+        assert!(matches!(step.commands.as_slice(), [Command::RecordHandOver { .. }]));
+        assert!(step.data.handed_over, "the tap is remembered");
+        assert_eq!(OrderStatus::from(step.next), OrderStatus::Fulfilled, "the customer has the goods");
+        let cancel = Input::Operator(Action::Compensate { reason: "too late".into() });
+        assert!(Fulfilment::transition(order_id, State::HandingOver, &step.data, &cancel).is_err());
+        assert!(Fulfilment::transition(order_id, State::HandingOver, &step.data, &tap).is_err(), "one tap");
+        // Given up, then taken up again: the record of the hand-over, not a refund.
+        let lost = Input::GaveUp(GaveUp::Unanswered { attempts: 5 });
+        let failed = Fulfilment::transition(order_id, State::HandingOver, &step.data, &lost).unwrap();
+        let retry = Input::Operator(Action::Retry { reason: "the store is back".into() });
+        let again = Fulfilment::transition(order_id, failed.next, &failed.data, &retry).unwrap();
+        assert!(matches!(again.commands.as_slice(), [Command::RecordHandOver { .. }]));
+        let recorded = Input::Reply(Reply::HandOverRecorded { order_id });
+        let done = Fulfilment::transition(order_id, State::HandingOver, &step.data, &recorded).unwrap();
+        assert_eq!(done.next, State::Fulfilled);
+        assert_eq!(done.events[0].message_type, "order.fulfilled");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use platform::{
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
-        Action, Actor, Awaits, Concerns, GaveUp, Input, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, Nobody, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -209,6 +209,7 @@ impl SagaKind for Replenishment {
     type Command = Command;
     type Reply = Reply;
     type Data = Data;
+    type Person = Nobody;
 
     fn transition(
         saga_id: Uuid,

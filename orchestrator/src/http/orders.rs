@@ -124,10 +124,11 @@ impl OrdersApi {
 
     /// Hand an order over
     ///
-    /// The picker's confirmation that the customer has the goods: they leave the store (on_hand
-    /// and reserved both drop) and the order is fulfilled. Only a paid order can be handed over:
-    /// 409 while its payment is pending, or once it is being cancelled. Handing over again is
-    /// harmless.
+    /// The picker's confirmation that the customer has the goods. The answer shows the order
+    /// `fulfilled`; the store then records the hand-over (on_hand and reserved both drop) and the
+    /// order's saga ends `fulfilled`. Only a paid order can be handed over, and only once: 409
+    /// while its payment is pending, once it is being cancelled, or when it was handed over
+    /// already.
     #[oai(path = "/orders/:id/fulfil", method = "post")]
     async fn fulfil(
         &self,

@@ -11,7 +11,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Child,
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use platform::{config::Config, messaging::Queue};
@@ -81,38 +81,8 @@ impl Shape {
     }
 }
 
-/// The built binaries, next to this test's own `orchestrator`. Cargo builds that one for the
-/// test, but not the workers of the other crate: a missing or stale worker would make the suite
-/// test old code.
 fn binary(role: Role) -> PathBuf {
-    let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
-    let path = orchestrator.with_file_name(role.binary());
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).unwrap_or_else(|_| {
-        panic!("{} is missing: build the workers first with `cargo build --workspace --bins`", path.display())
-    });
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
-    let crates = ["participants/src", "orchestrator/platform/src", "orchestrator/stock/src", "orchestrator/sagas/src"];
-    let sources: Vec<PathBuf> =
-        crates.iter().map(|dir| workspace.join(dir)).chain([workspace.join("migrations")]).collect();
-    let newest = sources.iter().map(|dir| newest_file(dir)).max().flatten();
-    assert!(
-        newest.is_none_or(|source| source <= built),
-        "{} is older than the sources it is built from: rebuild it with `cargo build --workspace --bins`",
-        path.display()
-    );
-    path
-}
-
-/// When the newest file under `dir` was last changed.
-fn newest_file(dir: &Path) -> Option<SystemTime> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|entry| {
-            let meta = entry.metadata().ok()?;
-            if meta.is_dir() { newest_file(&entry.path()) } else { meta.modified().ok() }
-        })
-        .max()
+    process::built(role.binary())
 }
 
 /// One process slot: a role, and the process currently filling it (none once killed for good).

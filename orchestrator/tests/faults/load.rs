@@ -184,10 +184,14 @@ async fn hand_over(client: &mut Client, retries: &Mutex<Retries>, id: Uuid) -> &
                     assert_eq!(answer.body["status"], "fulfilled", "handing over order {id}");
                     return "fulfilled";
                 }
-                // Refused only when the store could not pick it: the saga is unwinding it.
+                // Refused when the store could not pick it (the saga is unwinding it), or when a
+                // retry finds the first tap went through.
                 assert_eq!(answer.status, 409, "handing over order {id}: {}", answer.body);
             }
             Some("cancelling" | "cancelled") => return "cancelled",
+            // A tap that went through, though its answer was lost (the process died): the
+            // retry was told it is handed over already.
+            Some("fulfilled") => return "fulfilled",
             other => panic!("order {id} is {other:?} while waiting to hand it over: {}", order.body),
         }
         assert!(started.elapsed() < ANSWER_WITHIN, "order {id} was not paid within {ANSWER_WITHIN:?}");

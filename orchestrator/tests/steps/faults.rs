@@ -48,5 +48,5 @@ async fn cache_down(world: &mut World) {
 #[when("the orchestrator is killed and started again with its workers")]
 async fn killed_and_restarted(world: &mut World) {
     world.ensure_started().await;
-    world.crash_and_restart(Roles::all()).await;
+    world.crash_and_restart(crate::support::everything()).await;
 }

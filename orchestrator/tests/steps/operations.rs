@@ -25,7 +25,7 @@ async fn warehouse_silent(world: &mut World) {
 #[when("the delivery workers come back")]
 async fn workers_back(world: &mut World) {
     world.ensure_started().await;
-    world.restart(Roles::all()).await;
+    world.restart(crate::support::everything()).await;
 }
 
 async fn stuck_ids(world: &mut World) -> Vec<String> {

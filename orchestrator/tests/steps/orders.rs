@@ -7,7 +7,7 @@ use poem::http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Answer, OrderRequest, id, int};
+use super::{Answer, OrderRequest, SAGA_ENDS, id, int};
 use crate::{World, support::eventually};
 
 async fn place(world: &mut World, request: OrderRequest) {
@@ -175,10 +175,19 @@ async fn second_is_replay(world: &mut World) {
 async fn order_collected(world: &mut World) {
     let order_id = id(&last_answer(world).body, "id");
     hand_over(world, order_id).await;
+    // Collected once the store has recorded it: the goods are off the shelf, and the low-stock
+    // rule has run, with the saga's last transition.
+    let api = world.api().await;
+    super::settle(
+        SAGA_ENDS,
+        "the store to record the hand-over",
+        || api.saga(order_id),
+        |saga| saga["closed_at"].is_string(),
+    )
+    .await;
 }
 
-/// The picker hands the order over, once its payment is approved (until then it is not on the
-/// pick list, and the answer is 409).
+/// The picker hands the order over, once its payment is approved (until then the answer is 409).
 pub async fn hand_over(world: &mut World, order_id: Uuid) -> Value {
     let api = world.api().await;
     let path = format!("/orders/{order_id}/fulfil");

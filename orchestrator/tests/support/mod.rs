@@ -19,6 +19,12 @@ use poem::{EndpointExt, endpoint::BoxEndpoint, test::TestClient};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
+/// The whole system in one process, as the `darkstores` binary runs it: the API, the engine and
+/// every participant's worker.
+pub fn everything() -> Roles {
+    Roles::all(participants::WORKERS).expect("this build has a worker for every participant")
+}
+
 /// The admin key every test deployment starts with (`BOOTSTRAP_ADMIN_KEY`).
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdefghijklmnopqrstuv";
 

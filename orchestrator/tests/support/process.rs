@@ -6,7 +6,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use platform::config::Config;
@@ -47,6 +47,49 @@ pub fn target_dir() -> PathBuf {
     let orchestrator = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"));
     // target/<profile>/orchestrator
     orchestrator.ancestors().nth(2).expect("the binary lives in target/<profile>/").to_path_buf()
+}
+
+/// A binary of another crate of the workspace (a worker, `darkstores`), next to this crate's own
+/// `orchestrator`. Cargo builds that one for the test, not the others: a missing or stale one
+/// would make the test run old code, so it stops with what to run.
+pub fn built(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_orchestrator")).with_file_name(name);
+    let release = if path.parent().is_some_and(|dir| dir.ends_with("release")) { " --release" } else { "" };
+    let build = format!("cargo build{release} --workspace --bins");
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: build it first with `{build}`", path.display()));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
+    let sources = ["participants/src", "orchestrator", "migrations"];
+    let newest = sources.iter().filter_map(|dir| newest_source(&workspace.join(dir))).max();
+    assert!(
+        newest.is_none_or(|source| source <= built),
+        "{} is older than the sources it is built from: rebuild it with `{build}`",
+        path.display()
+    );
+    path
+}
+
+/// When the newest source file under `dir` (its `.rs` and `.sql` files, outside `target/` and
+/// the tests) was last changed.
+fn newest_source(dir: &Path) -> Option<SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let meta = entry.metadata().ok()?;
+            let name = entry.file_name();
+            if meta.is_dir() {
+                let skipped = ["target", "tests", "benches"].iter().any(|skip| name == *skip);
+                if skipped { None } else { newest_source(&path) }
+            } else if path.extension().is_some_and(|ext| ext == "rs" || ext == "sql") {
+                meta.modified().ok()
+            } else {
+                None
+            }
+        })
+        .max()
 }
 
 /// A port nothing listens on now. Another program could take it before the orchestrator does,

@@ -1,5 +1,5 @@
 //! The store inventory worker: takes replenishments' shipments into stock ([`receipt`]), and
-//! keeps the pick list of paid orders, which the picker hands over or which is released
+//! keeps the pick list of paid orders and records their hand-over or their release
 //! ([`pick`]).
 
 pub mod pick;
@@ -40,7 +40,7 @@ impl Decode for StoreCommand {
 }
 
 /// The inventory worker: handles the replenishment's `ReceiveShipment` and the fulfilment's
-/// `HandOver` and `ReleaseReservation`.
+/// `ListForPicking`, `RecordHandOver` and `ReleaseReservation`.
 pub struct InventoryWorker {
     pub cache: Cache,
     pub simulation: Simulation,
@@ -71,7 +71,8 @@ impl Handler for InventoryWorker {
                 | replenishment::Command::CancelShipment { store_id, product_id, saga_id },
             ) => (*store_id, Some(*product_id), *saga_id),
             StoreCommand::Pick(
-                fulfilment::Command::HandOver { order_id, store_id, items }
+                fulfilment::Command::ListForPicking { order_id, store_id, items }
+                | fulfilment::Command::RecordHandOver { order_id, store_id, items }
                 | fulfilment::Command::ReleaseReservation { order_id, store_id, items },
             ) => (*store_id, items.iter().map(|line| line.product_id).min(), *order_id),
             StoreCommand::Pick(

@@ -1,6 +1,7 @@
-//! The pick list: a paid order waits on it until the picker hands it over (through the API) or
-//! the fulfilment saga releases it. The `pick` table is the store's record of each order, so a
-//! command sent again, or a picker's second tap, finds what happened and changes nothing.
+//! The pick list: a paid order waits on it until the picker hands it over or the fulfilment saga
+//! releases it. The picker's tap reaches the saga through the API; the saga then has the store
+//! record the hand-over. The `pick` table is the store's record of each order, written by the
+//! store alone, so a command sent again finds what happened and changes nothing.
 
 use platform::{
     messaging::{consumer::HandleError, outbox::Outgoing},
@@ -78,47 +79,15 @@ async fn unreserve(
     Ok(levels)
 }
 
-/// Why the picker cannot hand an order over.
-#[derive(Debug, thiserror::Error)]
-pub enum HandOverError {
-    #[error("the order is not on the pick list yet: its payment has not been approved")]
-    NotReady,
-    #[error("the order can no longer be handed over: it was {0}")]
-    Closed(PickStatus),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-/// The picker hands order `order_id` over: its goods leave the shelf. `Ok(None)` when it was
-/// handed over already.
-pub async fn hand_over(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    store_id: Uuid,
-    items: &[Line],
-) -> Result<Option<Vec<StockLevel>>, HandOverError> {
-    match lock(tx, order_id).await? {
-        None => Err(HandOverError::NotReady),
-        Some(PickStatus::HandedOver) => Ok(None),
-        Some(closed @ (PickStatus::Released | PickStatus::Failed)) => Err(HandOverError::Closed(closed)),
-        Some(PickStatus::Picking) => {
-            let levels = unreserve(tx, order_id, store_id, items, true).await?;
-            set(tx, order_id, store_id, PickStatus::HandedOver).await?;
-            Ok(Some(levels))
-        }
-    }
-}
-
-/// `HandOver` and `ReleaseReservation`: the replies to send and the levels changed.
+/// `ListForPicking`, `RecordHandOver` and `ReleaseReservation`: the replies to send and the levels
+/// changed.
 pub(super) async fn handle(
     tx: &mut PgConnection,
     command: &Command,
     failure_rate: f64,
 ) -> Result<(Vec<Outgoing>, Vec<StockLevel>), HandleError> {
     let (reply, levels) = match command.clone() {
-        Command::HandOver { order_id, store_id, .. } => match lock(tx, order_id).await? {
-            // The picker's answer comes through the API: nothing to say until then.
-            Some(PickStatus::Picking) => (None, Vec::new()),
+        Command::ListForPicking { order_id, store_id, .. } => match lock(tx, order_id).await? {
             None if !decided(order_id, failure_rate) => {
                 set(tx, order_id, store_id, PickStatus::Picking).await?;
                 (None, Vec::new())
@@ -126,12 +95,27 @@ pub(super) async fn handle(
             None => {
                 set(tx, order_id, store_id, PickStatus::Failed).await?;
                 let reason = "the goods could not be found on the shelf (simulated failure)".to_owned();
-                (Some(Reply::HandOverFailed { order_id, reason }), Vec::new())
+                (Some(Reply::PickingFailed { order_id, reason }), Vec::new())
             }
-            Some(PickStatus::HandedOver) => (Some(Reply::HandedOver { order_id }), Vec::new()),
-            Some(closed) => {
-                let reason = format!("the order was {closed} before it could be handed over");
-                (Some(Reply::HandOverFailed { order_id, reason }), Vec::new())
+            // Listed already (this is a resend), or handed over: the picker's tap is the answer.
+            Some(PickStatus::Picking | PickStatus::HandedOver) => (None, Vec::new()),
+            Some(closed @ (PickStatus::Released | PickStatus::Failed)) => {
+                let reason = format!("the order was {closed} before it could be picked");
+                (Some(Reply::PickingFailed { order_id, reason }), Vec::new())
+            }
+        },
+        Command::RecordHandOver { order_id, store_id, items } => match lock(tx, order_id).await? {
+            // The picker had the goods in hand, whatever the list said: the listing may not have
+            // arrived yet, or may have failed to find what the picker then found.
+            None | Some(PickStatus::Picking | PickStatus::Failed) => {
+                let levels = unreserve(tx, order_id, store_id, &items, true).await?;
+                set(tx, order_id, store_id, PickStatus::HandedOver).await?;
+                (Some(Reply::HandOverRecorded { order_id }), levels)
+            }
+            Some(PickStatus::HandedOver) => (Some(Reply::HandOverRecorded { order_id }), Vec::new()),
+            Some(PickStatus::Released) => {
+                let reason = "the order's goods were released back to available stock".to_owned();
+                (Some(Reply::HandOverRefused { order_id, reason }), Vec::new())
             }
         },
         Command::ReleaseReservation { order_id, store_id, items } => match lock(tx, order_id).await? {

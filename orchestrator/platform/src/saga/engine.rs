@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{
-    Action, Actor, Awaits, GaveUp, Input, SagaKind, SagaState,
+    Action, Actor, Awaits, GaveUp, Input, InputOf, PersonAnswer, SagaKind, SagaState,
     store::{self, SagaRow, SagaUpdate, TransitionRecord},
 };
 use crate::{
@@ -162,9 +162,10 @@ pub(crate) fn parse_parts<K: SagaKind>(
     Ok((typed, data))
 }
 
-fn detail<R: MessageFamily>(input: &Input<R>) -> Value {
+fn detail<R: MessageFamily, P: PersonAnswer>(input: &Input<R, P>) -> Value {
     match input {
         Input::Reply(reply) => reply.to_parts().1,
+        Input::Person(_) => Value::Null,
         Input::GaveUp(GaveUp::Unanswered { attempts }) => json!({ "attempts": attempts }),
         Input::GaveUp(GaveUp::Refused { command, reason }) => json!({ "command": command, "reason": reason }),
         Input::Operator(Action::Compensate { reason } | Action::Retry { reason }) => json!({ "reason": reason }),
@@ -182,7 +183,7 @@ pub async fn apply<K: SagaKind>(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     row: &SagaRow,
-    input: &Input<K::Reply>,
+    input: &InputOf<K>,
     actor: Actor<'_>,
 ) -> Result<Applied, EngineError> {
     let mut out = Vec::new();
@@ -197,7 +198,7 @@ pub async fn decide<K: SagaKind>(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     row: &SagaRow,
-    input: &Input<K::Reply>,
+    input: &InputOf<K>,
     actor: Actor<'_>,
     out: &mut Vec<Outgoing>,
 ) -> Result<Applied, EngineError> {

@@ -28,11 +28,15 @@ use sqlx::PgConnection;
 use strum::IntoEnumIterator;
 use uuid::Uuid;
 
-/// What can happen to a saga.
+/// What can happen to a saga: `R` are its participants' replies, `P` the answers of the people
+/// it waits on.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Input<R> {
+pub enum Input<R, P = Nobody> {
     /// A participant answered.
     Reply(R),
+    /// A person the saga waits on answered (a picker's tap), through the API: the timeline names
+    /// who, as it does for an operator.
+    Person(P),
     /// The engine gave up on the outstanding command: the step cannot be carried out.
     GaveUp(GaveUp),
     /// An operator asked for something.
@@ -74,11 +78,32 @@ pub enum Action {
     Resolve { note: String },
 }
 
-impl<R: MessageFamily> Input<R> {
+/// What a person can answer a saga that waits on them, as its kind declares it: a typed input,
+/// like an operator's action, never a reply made up on a participant's behalf.
+pub trait PersonAnswer: Clone + Debug + PartialEq + Send + Sync + 'static {
+    /// The answer's name in the timeline.
+    fn name(&self) -> &'static str;
+}
+
+/// The people of a kind that waits on none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nobody {}
+
+impl PersonAnswer for Nobody {
+    fn name(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+/// The input type of kind `K`.
+pub type InputOf<K> = Input<<K as SagaKind>::Reply, <K as SagaKind>::Person>;
+
+impl<R: MessageFamily, P: PersonAnswer> Input<R, P> {
     /// The event's name in the timeline.
     pub fn name(&self) -> String {
         match self {
             Self::Reply(reply) => reply.to_parts().0.to_owned(),
+            Self::Person(answer) => answer.name().to_owned(),
             Self::GaveUp(GaveUp::Unanswered { .. }) => "DeadlineExceeded".into(),
             Self::GaveUp(GaveUp::Refused { .. }) => "CommandRefused".into(),
             Self::Operator(Action::Compensate { .. }) => "CompensateRequested".into(),
@@ -193,6 +218,9 @@ pub trait SagaKind: Send + Sync + 'static {
     type Command: CommandFamily + Clone + Debug + PartialEq + Send + Sync;
     type Reply: ReplyFamily + Debug + Send + Sync;
     type Data: Serialize + DeserializeOwned + Clone + Debug + Send + Sync;
+    /// What the people it waits on (in the states that await [`Awaits::Person`]) can answer;
+    /// [`Nobody`] for a kind that waits on none.
+    type Person: PersonAnswer;
     /// Every participant the kind's commands go to: each gets a queue.
     const PARTICIPANTS: &'static [Participant];
     /// The domain events the kind's flow emits, its rules' and its participants': their exchanges
@@ -204,7 +232,7 @@ pub trait SagaKind: Send + Sync + 'static {
         saga_id: Uuid,
         state: Self::State,
         data: &Self::Data,
-        input: &Input<Self::Reply>,
+        input: &InputOf<Self>,
     ) -> Result<StepOf<Self>, Refused>;
 
     /// The command a state waits on, which the engine sends again when its deadline passes.

@@ -6,15 +6,15 @@ use std::fmt::Debug;
 use strum::IntoEnumIterator;
 use uuid::Uuid;
 
-use super::{Input, SagaKind, SagaState};
+use super::{InputOf, SagaKind, SagaState};
 
 /// Applies every input in every state and compares with `expected` (the next state, or `None`
 /// for a refusal); returns how many pairs are legal. Panics at the first disagreement.
 pub fn check_table<K: SagaKind>(
     saga_id: Uuid,
     data: &K::Data,
-    inputs: &[Input<K::Reply>],
-    expected: impl Fn(K::State, &Input<K::Reply>) -> Option<K::State>,
+    inputs: &[InputOf<K>],
+    expected: impl Fn(K::State, &InputOf<K>) -> Option<K::State>,
 ) -> usize
 where
     K::State: IntoEnumIterator + Debug,
@@ -40,7 +40,7 @@ where
 
 /// Every legal step sends exactly the command its next state awaits, and only a closed state
 /// awaits nothing.
-pub fn check_awaits_what_it_sent<K: SagaKind>(saga_id: Uuid, data: &K::Data, inputs: &[Input<K::Reply>])
+pub fn check_awaits_what_it_sent<K: SagaKind>(saga_id: Uuid, data: &K::Data, inputs: &[InputOf<K>])
 where
     K::State: IntoEnumIterator,
 {
