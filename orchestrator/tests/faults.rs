@@ -64,10 +64,10 @@ impl Run {
     async fn start(name: &'static str, shape: Shape, configure: impl FnOnce(&mut Config)) -> Self {
         let mut env = TestEnv::new().await;
         let admin_url = Config::from_env().expect("test environment is valid").database_url;
-        // Deadlines long enough that an ordinary restart is ridden out by resending (a step is
-        // given up after 1 + 2 + 4 + 8 × 3 = 31 s; a broker restart here takes 10 to 20 s, and
-        // the consumers' reconnect backoff adds up to 5 s), short enough that a saga whose step
-        // is lost gives up, unwinds and ends within the test.
+        // Deadlines short enough that a saga whose step is lost gives up, unwinds and ends within
+        // the test (a step is given up after 1 + 2 + 4 + 8 × 3 = 31 s). A broker restart (10 to
+        // 35 s here) uses up no attempts: a deadline that passes while the saga's message still
+        // waits in the outbox counts none.
         env.config.saga = SagaTiming {
             command_timeout: Duration::from_millis(1_000),
             max_timeout: Duration::from_millis(8_000),

@@ -416,6 +416,26 @@ async fn every_command_sent_again_after_its_deadline_has_one_effect() {
 }
 
 #[tokio::test]
+async fn deadlines_that_pass_while_the_broker_is_away_use_up_no_attempt() {
+    let h = Harness::new(Simulation::default()).await;
+    let saga = h.start_saga().await;
+    // The first dispatch is lost; from then on the broker is away, so the resend waits in the
+    // outbox through far more deadlines than a step has attempts.
+    h.pump(is("DispatchShipment")).await;
+    for _ in 0..10 {
+        h.expire_deadlines().await;
+    }
+    let (state, attempt): (String, i32) =
+        sqlx::query_as("SELECT state, attempt FROM saga WHERE id = $1").bind(saga).fetch_one(h.pool()).await.unwrap();
+    assert_eq!((state.as_str(), attempt), ("requested", 2), "one resend, held while it waits to be published");
+    // The broker is back: the held resend goes out and the saga carries on.
+    h.pump(|_| Fate::Deliver).await;
+    assert_eq!(h.saga(saga).await.0, "received");
+    assert_eq!(h.stock().await, (10 + REQUESTED, WAREHOUSE - REQUESTED));
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn an_unreadable_saga_is_set_aside_without_stalling_other_deadlines() {
     let h = Harness::new(Simulation::default()).await;
     let mystery = Uuid::new_v4();

@@ -151,6 +151,23 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[Outgoing]) -> sqlx::Re
     Ok(())
 }
 
+/// Which of `correlations` have a message the broker has not taken yet: a command still waiting
+/// here, or a reply or event on its way back.
+pub async fn still_waiting(conn: &mut PgConnection, correlations: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    if correlations.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The pending set is small except while the broker is away; each of its rows is one lookup
+    // by primary key.
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT o.correlation_id AS "correlation_id!" FROM outbox_pending p JOIN outbox o ON o.id = p.id
+           WHERE o.correlation_id = ANY($1)"#,
+        correlations
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// A message to publish byte for byte as it was once received: a dead letter sent back.
 #[derive(Clone, Debug)]
 pub struct RawOutgoing<'a> {

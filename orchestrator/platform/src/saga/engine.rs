@@ -265,10 +265,14 @@ pub async fn decide<K: SagaKind>(
 }
 
 /// A locked saga's deadline passed: send its command again (into `out`), or give up on the step.
+/// `held`: a message of the saga still waits in the outbox, so the broker never took the last
+/// send (or the answer is on its way back): the wait starts again and no attempt is counted, so
+/// a broker outage, however long, never uses up a step's attempts.
 pub async fn on_deadline<K: SagaKind>(
     tx: &mut PgConnection,
     timing: &SagaTiming,
     row: &SagaRow,
+    held: bool,
     out: &mut Vec<Outgoing>,
 ) -> Result<(), EngineError> {
     let (state, data) = parse::<K>(row)?;
@@ -285,6 +289,22 @@ pub async fn on_deadline<K: SagaKind>(
         store::update(tx, row, &update, None).await?;
         return Ok(());
     };
+    if held {
+        let update = SagaUpdate {
+            state: state.as_ref(),
+            data: &row.data,
+            attempt: row.attempt,
+            deadline_at: Some(deadline::<K>(timing, state, row.attempt)),
+            last_error: None,
+            awaits: state.awaits(),
+        };
+        if !store::update(tx, row, &update, None).await? {
+            return Err(EngineError::Fenced(row.id));
+        }
+        metrics::counter!("saga_deadline_held_total", "kind" => K::KIND).increment(1);
+        tracing::debug!(saga_id = %row.id, state = state.as_ref(), "deadline passed while a message waits in the outbox; waiting again");
+        return Ok(());
+    }
     if row.attempt >= timing.max_attempts {
         let gave_up = Input::GaveUp(GaveUp::Unanswered { attempts: row.attempt });
         decide::<K>(tx, timing, row, &gave_up, Actor::Engine, out).await?;

@@ -40,6 +40,7 @@ pub trait Driver: Send + Sync {
         tx: &'a mut PgConnection,
         timing: &'a SagaTiming,
         row: &'a SagaRow,
+        held: bool,
         out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>>;
 
@@ -103,9 +104,10 @@ impl<K: SagaKind> Driver for Kind<K> {
         tx: &'a mut PgConnection,
         timing: &'a SagaTiming,
         row: &'a SagaRow,
+        held: bool,
         out: &'a mut Vec<Outgoing>,
     ) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(engine::on_deadline::<K>(tx, timing, row, out))
+        Box::pin(engine::on_deadline::<K>(tx, timing, row, held, out))
     }
 
     fn on_refused<'a>(

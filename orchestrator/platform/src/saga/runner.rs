@@ -149,11 +149,16 @@ impl Sweeper {
     pub async fn sweep(&self) -> Result<usize, EngineError> {
         let mut tx = self.pool.begin().await?;
         let due = store::lock_due(&mut tx, SWEEP_BATCH).await?;
+        let ids: Vec<Uuid> = due.iter().map(|row| row.id).collect();
+        let held = outbox::still_waiting(&mut tx, &ids).await?;
         let mut out = Vec::new();
         for row in &due {
             let span = tracing::info_span!("deadline", saga_id = %row.id, trace_id = row.trace_id.as_deref());
+            let held = held.contains(&row.id);
             let outcome = match self.registry.driver(&row.kind) {
-                Ok(driver) => driver.on_deadline(&mut tx, &self.timing, row, &mut out).instrument(span.clone()).await,
+                Ok(driver) => {
+                    driver.on_deadline(&mut tx, &self.timing, row, held, &mut out).instrument(span.clone()).await
+                }
                 Err(error) => Err(error),
             };
             match outcome {
