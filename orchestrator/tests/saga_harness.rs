@@ -436,6 +436,57 @@ async fn deadlines_that_pass_while_the_broker_is_away_use_up_no_attempt() {
 }
 
 #[tokio::test]
+async fn each_kinds_invariants_find_the_rows_that_break_them() {
+    let h = Harness::new(Simulation::default()).await;
+    // The order leaves the store low: a replenishment starts with it.
+    let replenishment = h.start_saga().await;
+    let order: Uuid = sqlx::query_scalar("SELECT id FROM customer_order").fetch_one(h.pool()).await.unwrap();
+    for _ in 0..2 {
+        h.pump(|_| Fate::Deliver).await;
+        FulfilmentUnderTest::act(&h, order).await;
+    }
+    assert_eq!(h.ended(replenishment).await, (true, "received".to_owned()));
+    assert_eq!(h.ended(order).await, (true, "fulfilled".to_owned()));
+    let broken = || async {
+        let mut broken = Vec::new();
+        for (kind, invariant) in sagas::registry().invariants() {
+            let breaches: Vec<String> = sqlx::query_scalar(invariant.breaches).fetch_all(h.pool()).await.unwrap();
+            broken.extend(breaches.into_iter().map(|breach| (kind, invariant.rule, breach)));
+        }
+        broken
+    };
+    assert_eq!(broken().await, [], "a clean run breaks nothing");
+    // Rows tampered with behind the sagas' back.
+    for tamper in [
+        "UPDATE shipment SET status = 'dispatched' WHERE replenishment_id = $1",
+        "UPDATE replenishment SET closed_at = NULL WHERE saga_id = $1",
+        "UPDATE pick SET status = 'released' WHERE order_id = $2",
+        "UPDATE customer_order SET status = 'paid' WHERE id = $2",
+    ] {
+        sqlx::query(tamper).bind(replenishment).bind(order).execute(h.pool()).await.unwrap();
+    }
+    let (replenishment, order) = (replenishment.to_string(), order.to_string());
+    let mut found: Vec<(&str, &str)> = broken()
+        .await
+        .iter()
+        .map(|(kind, rule, breach)| (*kind, if *breach == replenishment || *breach == order { *rule } else { "" }))
+        .collect();
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [
+            ("order_fulfilment", "a fulfilled order's goods were handed over at its store"),
+            ("order_fulfilment", "an order whose saga closed is not half-way"),
+            ("replenishment", "a received replenishment's shipment is in the store"),
+            ("replenishment", "a replenishment's row follows its saga"),
+        ]
+    );
+    // Not finish(): the rows are broken on purpose.
+    h.ctx.pool.close().await;
+    h.env.teardown().await;
+}
+
+#[tokio::test]
 async fn an_unreadable_saga_is_set_aside_without_stalling_other_deadlines() {
     let h = Harness::new(Simulation::default()).await;
     let mystery = Uuid::new_v4();

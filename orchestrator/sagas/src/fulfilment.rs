@@ -38,7 +38,8 @@ use platform::{
     messaging::{EventExchange, Participant, outbox::Outgoing},
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
-        Action, Actor, Awaits, Concerns, GaveUp, Input, InputOf, PersonAnswer, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, InputOf, Invariant, PersonAnswer, Refused, SagaKind, SagaState,
+        Step,
         engine::{self, Start},
     },
 };
@@ -277,6 +278,24 @@ impl SagaKind for Fulfilment {
         Event::of::<PaymentDeclined>(),
         Event::of::<OrderFulfilled>(),
         Event::of::<OrderCancelled>(),
+    ];
+    const INVARIANTS: &'static [Invariant] = &[
+        Invariant {
+            rule: "an order whose saga closed is not half-way",
+            breaches: "SELECT o.id::text FROM customer_order o JOIN saga s ON s.id = o.id
+                       WHERE s.closed_at IS NOT NULL AND o.status IN ('reserved', 'paid', 'cancelling')",
+        },
+        Invariant {
+            rule: "a fulfilled order's goods were handed over at its store",
+            breaches: "SELECT s.id::text FROM saga s LEFT JOIN pick p ON p.order_id = s.id
+                       WHERE s.kind = 'order_fulfilment' AND s.state = 'fulfilled'
+                         AND p.status IS DISTINCT FROM 'handed_over'",
+        },
+        Invariant {
+            rule: "a cancelled order's goods were not handed over",
+            breaches: "SELECT s.id::text FROM saga s JOIN pick p ON p.order_id = s.id
+                       WHERE s.kind = 'order_fulfilment' AND s.state = 'cancelled' AND p.status = 'handed_over'",
+        },
     ];
     type State = State;
     type Command = Command;

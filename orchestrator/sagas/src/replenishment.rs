@@ -30,7 +30,7 @@ use platform::{
     },
     protocol::{CommandFamily, MessageFamily, ReplyFamily},
     saga::{
-        Action, Actor, Awaits, Concerns, GaveUp, Input, Nobody, Refused, SagaKind, SagaState, Step,
+        Action, Actor, Awaits, Concerns, GaveUp, Input, Invariant, Nobody, Refused, SagaKind, SagaState, Step,
         engine::{self, Start},
     },
 };
@@ -204,6 +204,28 @@ impl SagaKind for Replenishment {
         Event::of::<ShipmentDispatched>(),
         Event::of::<ShipmentReceived>(),
         Event::of::<ReplenishmentAborted>(),
+    ];
+    const INVARIANTS: &'static [Invariant] = &[
+        Invariant {
+            rule: "at most one replenishment is open per store and product",
+            breaches: "SELECT store_id::text || ' ' || product_id::text FROM replenishment
+                       WHERE closed_at IS NULL GROUP BY store_id, product_id HAVING count(*) > 1",
+        },
+        Invariant {
+            rule: "a replenishment's row follows its saga",
+            breaches: "SELECT r.saga_id::text FROM replenishment r JOIN saga s ON s.id = r.saga_id
+                       WHERE r.status <> s.state OR (r.closed_at IS NULL) <> (s.closed_at IS NULL)",
+        },
+        Invariant {
+            rule: "a received replenishment's shipment is in the store",
+            breaches: "SELECT r.saga_id::text FROM replenishment r JOIN shipment sh ON sh.replenishment_id = r.saga_id
+                       WHERE r.status = 'received' AND sh.status <> 'received'",
+        },
+        Invariant {
+            rule: "a compensated replenishment left nothing on the road",
+            breaches: "SELECT r.saga_id::text FROM replenishment r JOIN shipment sh ON sh.replenishment_id = r.saga_id
+                       WHERE r.status = 'compensated' AND sh.status = 'dispatched'",
+        },
     ];
     type State = State;
     type Command = Command;

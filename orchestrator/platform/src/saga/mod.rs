@@ -210,6 +210,17 @@ pub struct Concerns {
     pub products: Vec<Uuid>,
 }
 
+/// A rule about a kind's own rows that holds whatever happened: any crash, redelivery or race.
+/// Tests check every registered kind's after each run.
+#[derive(Clone, Copy, Debug)]
+pub struct Invariant {
+    /// The rule, in words.
+    pub rule: &'static str,
+    /// A query that returns one text (a saga or a row) for each breach of the rule: no row when
+    /// the rule holds.
+    pub breaches: &'static str,
+}
+
 /// One kind of saga.
 pub trait SagaKind: Send + Sync + 'static {
     /// Stored in `saga.kind`.
@@ -226,6 +237,8 @@ pub trait SagaKind: Send + Sync + 'static {
     /// The domain events the kind's flow emits, its rules' and its participants': their exchanges
     /// are declared, and the published contract lists them.
     const EVENTS: &'static [Event];
+    /// The rules its own rows keep.
+    const INVARIANTS: &'static [Invariant] = &[];
 
     /// The one transition function: `(state, input) → (next state, commands)`. Pure.
     fn transition(

@@ -17,7 +17,7 @@ use strum::IntoEnumIterator;
 use uuid::Uuid;
 
 use super::{
-    Action, Actor, Input, SagaKind,
+    Action, Actor, Input, Invariant, SagaKind,
     engine::{self, Applied, EngineError},
     store::SagaRow,
 };
@@ -80,6 +80,8 @@ pub trait Driver: Send + Sync {
 
     /// What a violated constraint of the kind's tables means; see [`SagaKind::conflict`].
     fn conflict(&self, constraint: &str) -> Option<&'static str>;
+
+    fn invariants(&self) -> &'static [Invariant];
 }
 
 struct Kind<K>(PhantomData<fn() -> K>);
@@ -155,6 +157,10 @@ impl<K: SagaKind> Driver for Kind<K> {
     fn conflict(&self, constraint: &str) -> Option<&'static str> {
         K::conflict(constraint)
     }
+
+    fn invariants(&self) -> &'static [Invariant] {
+        K::INVARIANTS
+    }
 }
 
 /// The kinds a build drives, and the participants they command.
@@ -222,6 +228,14 @@ impl Registry {
     /// The names of a deployment of these kinds, under `namespace`.
     pub fn topology(&self, namespace: impl Into<String>) -> Topology {
         Topology::new(namespace, &self.participants, &self.event_exchanges())
+    }
+
+    /// Every registered kind's invariants, with its name.
+    pub fn invariants(&self) -> Vec<(&'static str, Invariant)> {
+        self.kinds()
+            .into_iter()
+            .flat_map(|kind| self.kinds[kind].invariants().iter().map(move |rule| (kind, *rule)))
+            .collect()
     }
 
     pub fn driver(&self, kind: &str) -> Result<&dyn Driver, EngineError> {
