@@ -7,7 +7,7 @@
 //! - [`payment`]: charges and refunds orders (a simulated payment provider).
 //!
 //! [`WORKERS`] says how to start the worker of each participant the saga kinds declare; the
-//! binaries and `orchestrator all` start them from it. The workers act in a [`simulation`] of the
+//! binaries and `darkstores` start them from it. The workers act in a [`simulation`] of the
 //! physical world.
 
 pub mod inventory;
@@ -22,7 +22,7 @@ use simulation::Simulation;
 use stock::Cache;
 
 /// Every participant this build has a worker for. A process that hosts workers (a worker binary,
-/// or `orchestrator all`) is handed this list.
+/// or `darkstores`) is handed this list.
 pub const WORKERS: &[Worker] = &[
     Worker {
         participant: WAREHOUSE,

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Why stock moved; stored as text in the ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::AsRefStr, strum::Display, strum::EnumString, strum::EnumIter)]
 #[strum(serialize_all = "snake_case")]
 pub enum MovementReason {
     /// An inventory row created or overwritten by `PUT` (the opening count).
@@ -19,6 +19,21 @@ pub enum MovementReason {
     WarehouseSet,
     ShipmentDispatched,
     ShipmentCancelled,
+}
+
+impl MovementReason {
+    /// Whether goods came into the network or left it (a count, an adjustment, a sale), rather
+    /// than moved within it: the conservation law adds these up against what the network holds.
+    pub fn crosses_the_edge(self) -> bool {
+        match self {
+            Self::StockSet | Self::WarehouseSet | Self::Adjustment | Self::OrderFulfilled => true,
+            Self::OrderReserved
+            | Self::OrderCancelled
+            | Self::ReplenishmentReceived
+            | Self::ShipmentDispatched
+            | Self::ShipmentCancelled => false,
+        }
+    }
 }
 
 /// One ledger entry; `store_id` `None` is the central warehouse.

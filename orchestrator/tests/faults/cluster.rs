@@ -1,5 +1,5 @@
-//! The system under test as real OS processes: `orchestrator serve`, `warehouse-worker` and
-//! `inventory-worker`, built by cargo and configured by environment variables, as in production.
+//! The system under test as real OS processes: `orchestrator serve` and the worker binary of every
+//! participant, built by cargo and configured by environment variables, as in production.
 //! A kill is a real SIGKILL: no destructor, no graceful shutdown, unacknowledged deliveries and
 //! uncommitted transactions left to the broker and the database.
 //!
@@ -14,7 +14,10 @@ use std::{
     time::Duration,
 };
 
-use platform::{config::Config, messaging::Queue};
+use platform::{
+    config::Config,
+    messaging::{Participant, Queue},
+};
 use serde_json::Value;
 
 use super::{broker, http::Client};
@@ -27,23 +30,27 @@ use crate::support::{
 /// How long a process may take to start and be ready: the first one also migrates the database.
 const START_WITHIN: Duration = Duration::from_secs(60);
 
+/// What a process of the cluster runs: the orchestrator (API and engine), or the worker of one
+/// participant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     Orchestrator,
-    Warehouse,
-    Inventory,
-    Payment,
+    Worker(Participant),
 }
 
 impl Role {
-    pub const ALL: [Self; 4] = [Self::Orchestrator, Self::Warehouse, Self::Inventory, Self::Payment];
+    /// The orchestrator, and the worker of every participant the registered kinds declare.
+    pub fn all() -> Vec<Self> {
+        let workers =
+            sagas::registry().participants().iter().map(|participant| Self::Worker(*participant)).collect::<Vec<_>>();
+        std::iter::once(Self::Orchestrator).chain(workers).collect()
+    }
 
-    fn binary(self) -> &'static str {
+    /// Its binary: `orchestrator`, or `<participant>-worker`.
+    fn binary(self) -> String {
         match self {
-            Self::Orchestrator => "orchestrator",
-            Self::Warehouse => "warehouse-worker",
-            Self::Inventory => "inventory-worker",
-            Self::Payment => "payment-worker",
+            Self::Orchestrator => "orchestrator".to_owned(),
+            Self::Worker(participant) => format!("{}-worker", participant.name),
         }
     }
 
@@ -51,9 +58,7 @@ impl Role {
     pub fn queue(self) -> Queue {
         match self {
             Self::Orchestrator => Queue::Replies,
-            Self::Warehouse => Queue::Commands(sagas::WAREHOUSE),
-            Self::Inventory => Queue::Commands(sagas::INVENTORY),
-            Self::Payment => Queue::Commands(sagas::PAYMENT),
+            Self::Worker(participant) => Queue::Commands(participant),
         }
     }
 }
@@ -61,28 +66,16 @@ impl Role {
 /// How many processes of each role run.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
-    pub orchestrators: usize,
-    pub warehouses: usize,
-    pub inventories: usize,
-    pub payments: usize,
+    pub copies: usize,
 }
 
 impl Shape {
-    pub const SINGLE: Self = Self { orchestrators: 1, warehouses: 1, inventories: 1, payments: 1 };
-    pub const DOUBLE: Self = Self { orchestrators: 2, warehouses: 2, inventories: 2, payments: 2 };
-
-    fn count(self, role: Role) -> usize {
-        match role {
-            Role::Orchestrator => self.orchestrators,
-            Role::Warehouse => self.warehouses,
-            Role::Inventory => self.inventories,
-            Role::Payment => self.payments,
-        }
-    }
+    pub const SINGLE: Self = Self { copies: 1 };
+    pub const DOUBLE: Self = Self { copies: 2 };
 }
 
 fn binary(role: Role) -> PathBuf {
-    process::built(role.binary())
+    process::built(&role.binary())
 }
 
 /// One process slot: a role, and the process currently filling it (none once killed for good).
@@ -112,8 +105,8 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&log_dir);
         std::fs::create_dir_all(&log_dir).expect("can create the log directory");
         let mut cluster = Self { config: config.clone(), extra_env, log_dir, slots: Vec::new(), killed: 0 };
-        for role in Role::ALL {
-            for n in 1..=shape.count(role) {
+        for role in Role::all() {
+            for n in 1..=shape.copies {
                 let http = (role == Role::Orchestrator).then(free_port);
                 let name = format!("{}-{n}", role.binary());
                 cluster.slots.push(Slot { role, name, http, child: None, logs: Vec::new() });
@@ -200,7 +193,7 @@ impl Cluster {
             })
             .await;
         }
-        for role in Role::ALL {
+        for role in Role::all() {
             let expected = self.slots.iter().filter(|s| s.role == role && s.child.is_some()).count() as u32;
             let (amqp_url, namespace) = (&self.config.amqp_url, &self.config.namespace);
             // At least, not exactly: after a broker restart a quorum queue may go on counting a
