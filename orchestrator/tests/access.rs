@@ -336,10 +336,11 @@ async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limit
     let namespace = format!("test-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let bucket = Bucket::Key(Uuid::new_v4());
     // The same requests, at the same pace, through Redis's script (on Redis's clock) and the
-    // Rust arithmetic (on the intended times). Time passes by moving the bucket's last count back
-    // by each pause, as if the pause had been waited; a limiter of its own for each request knows
-    // nothing in process, so Redis's script decides. The pauses leave every bucket at least 0.3 of
-    // a token away from a whole number, so the milliseconds the test itself takes decide nothing.
+    // Rust arithmetic (on the intended times). Time passes by setting the bucket's last count to
+    // Redis's now less each pause, as if exactly the pause had been waited, whatever time the
+    // test itself took; a limiter of its own for each request knows nothing in process, so
+    // Redis's script decides. The pauses leave every bucket at least 0.3 of a token away from a
+    // whole number, so the milliseconds between setting the clock and counting decide nothing.
     let pace = Budget { per_second: 10, burst: 3 };
     let budgets = RateLimits { anonymous: pace, client: pace, operator: pace, admin: pace };
     let key = bucket.redis_key(&namespace);
@@ -348,17 +349,15 @@ async fn redis_and_the_in_process_buckets_count_alike_and_redis_down_still_limit
     let mut state = None;
     let mut at = 0;
     for (i, pause) in [0u64, 0, 0, 0, 150, 0, 120, 0, 350, 0, 0, 0].into_iter().enumerate() {
-        if state.is_some() && pause > 0 {
-            let _: i64 = deadpool_redis::redis::cmd("HINCRBY")
-                .arg(&key)
-                .arg("at")
-                .arg(-(pause as i64))
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+        let shared = Limiter::new(Redis::new(&config.redis_url).unwrap(), &namespace, budgets);
+        if state.is_some() {
+            let (seconds, micros): (i64, i64) =
+                deadpool_redis::redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+            let last = seconds * 1000 + micros / 1000 - pause as i64;
+            let _: i64 =
+                deadpool_redis::redis::cmd("HSET").arg(&key).arg("at").arg(last).query_async(&mut conn).await.unwrap();
         }
         at += pause;
-        let shared = Limiter::new(Redis::new(&config.redis_url).unwrap(), &namespace, budgets);
         let decision = shared.take(&bucket, None).await;
         let (next, taken) = take_token(state, at, pace);
         state = Some(next);
