@@ -60,8 +60,15 @@ pub fn built(name: &str) -> PathBuf {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: build it first with `{build}`", path.display()));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
-    let sources = ["participants/src", "orchestrator", "migrations"];
-    let newest = sources.iter().filter_map(|dir| newest_source(&workspace.join(dir))).max();
+    // What each binary is built from, exactly: cargo relinks a binary only when one of its own
+    // sources changed, so a directory it does not depend on would make it look stale for ever.
+    let shared = ["orchestrator/platform", "orchestrator/sagas", "orchestrator/stock", "migrations"];
+    let own: &[&str] = match name {
+        "orchestrator" => &["orchestrator/src"],
+        "darkstores" => &["orchestrator/darkstores", "orchestrator/src", "participants/src"],
+        _ => &["participants/src"],
+    };
+    let newest = shared.iter().chain(own).filter_map(|dir| newest_source(&workspace.join(dir))).max();
     assert!(
         newest.is_none_or(|source| source <= built),
         "{} is older than the sources it is built from: rebuild it with `{build}`",
