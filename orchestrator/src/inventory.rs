@@ -1,6 +1,6 @@
-//! Stock changed by people through the API — counts, adjustments, the warehouse's stock, a
-//! replenishment started by hand — and the one way every change to store stock ends
-//! ([`commit_stock_change`]): through the replenishment saga's low-stock rule.
+//! Stock changed by people through the API — counts, adjustments, the warehouse's stock and its
+//! reorder levels, a replenishment started by hand — and the one way every change to store stock
+//! ends ([`commit_stock_change`]): through the replenishment saga's low-stock rule.
 
 use platform::saga::Actor;
 use sagas::replenishment;
@@ -19,7 +19,7 @@ use crate::{
     error::{Error, OnConstraint, Result},
 };
 
-fn check_quantity(name: &str, value: i64, min: i64) -> Result<()> {
+pub(crate) fn check_quantity(name: &str, value: i64, min: i64) -> Result<()> {
     if (min..=MAX_QUANTITY).contains(&value) {
         Ok(())
     } else {
@@ -115,8 +115,35 @@ pub async fn adjust(
     Ok(level)
 }
 
-pub async fn set_warehouse(ctx: &Context, audit: &Audit, product_id: Uuid, on_hand: i64) -> Result<WarehouseLevel> {
+/// The warehouse's reorder levels of a product, as a request sets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reorder {
+    /// Left as they are.
+    Keep,
+    /// Never reordered by the rule.
+    Never,
+    /// At or below `point` (counting what is on order), reorder up to `target`.
+    At { point: i64, target: i64 },
+}
+
+pub async fn set_warehouse(
+    ctx: &Context,
+    audit: &Audit,
+    product_id: Uuid,
+    on_hand: i64,
+    reorder: Reorder,
+) -> Result<WarehouseLevel> {
     check_quantity("on_hand", on_hand, 0)?;
+    if let Reorder::At { point, target } = reorder {
+        check_quantity("reorder_point", point, 0)?;
+        check_quantity("reorder_target", target, 1)?;
+        if target <= point {
+            return Err(Error::Invalid(format!(
+                "reorder_target ({target}) must be above reorder_point ({point}), or every purchase would leave \
+                 the warehouse low"
+            )));
+        }
+    }
     let mut tx = ctx.pool.begin().await?;
     let previous = warehouse::set_on_hand(&mut tx, product_id, on_hand).await.on_constraint(|c| {
         missing_store_or_product(c).or_else(|| {
@@ -124,12 +151,21 @@ pub async fn set_warehouse(ctx: &Context, audit: &Audit, product_id: Uuid, on_ha
                 .then(|| Error::Conflict(format!("on_hand {on_hand} is below the warehouse's reserved stock")))
         })
     })?;
+    let levels = match reorder {
+        Reorder::Keep => None,
+        Reorder::Never => Some(None),
+        Reorder::At { point, target } => Some(Some((point, target))),
+    };
+    if let Some(levels) = levels {
+        warehouse::set_reorder_levels(&mut tx, product_id, levels).await?;
+    }
     let movement =
         Movement::on_hand(None, product_id, on_hand - previous, MovementReason::WarehouseSet, Uuid::new_v4());
     ledger::record(&mut tx, &[movement]).await?;
     let level = warehouse::level(&mut tx, product_id).await?;
     audit.record(&mut tx, 200).await?;
     tx.commit().await?;
+    ctx.outbox.notify();
     level.ok_or_else(|| Error::NotFound("no such product".into()))
 }
 

@@ -12,7 +12,7 @@ mod support;
 use orchestrator::{
     Context,
     access::{audit::Audit, keys},
-    inventory,
+    inventory::{self, Reorder},
     orders::{self, Placed},
 };
 use participants::{
@@ -89,7 +89,7 @@ impl Harness {
         let registry = ctx.registry.clone();
         let (store_id, product_id) = seed(&pool).await;
         let audit = audit(&pool).await;
-        inventory::set_warehouse(&ctx, &audit, product_id, WAREHOUSE).await.unwrap();
+        inventory::set_warehouse(&ctx, &audit, product_id, WAREHOUSE, Reorder::Keep).await.unwrap();
         let levels = Levels { on_hand: 10, reorder_threshold: 3, target_level: 20 };
         inventory::set_levels(&ctx, &audit, store_id, product_id, levels).await.unwrap();
         Self {
@@ -284,7 +284,7 @@ async fn a_replenishment_completes_and_moves_the_stock_once() {
 #[tokio::test]
 async fn a_rejected_dispatch_ends_compensated_with_nothing_moved() {
     let h = Harness::new(Simulation::default()).await;
-    inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
+    inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0, Reorder::Keep).await.unwrap();
     let saga = h.start_saga().await;
     h.pump(|_| Fate::Deliver).await;
     let (state, error) = h.saga(saga).await;
@@ -719,7 +719,7 @@ impl KindUnderTest for ReplenishmentUnderTest {
     async fn refuse(h: &mut Harness, command: &str) -> bool {
         match command {
             "DispatchShipment" => {
-                inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0).await.unwrap();
+                inventory::set_warehouse(&h.ctx, &audit(h.pool()).await, h.product_id, 0, Reorder::Keep).await.unwrap();
             }
             "ReceiveShipment" => h.inventory.simulation.receipt_failure_rate = 1.0,
             other => panic!("say how a participant refuses {other}"),

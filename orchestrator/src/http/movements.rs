@@ -24,7 +24,8 @@ pub struct StockMovement {
     pub on_hand_delta: i64,
     pub reserved_delta: i64,
     /// stock_set, adjustment, order_reserved, order_fulfilled, order_cancelled,
-    /// replenishment_received, warehouse_set, shipment_dispatched or shipment_cancelled.
+    /// replenishment_received, warehouse_set, shipment_dispatched, shipment_cancelled or
+    /// purchase_received.
     pub reason: String,
     /// The order, saga or adjustment that caused it.
     #[oai(nullable)]

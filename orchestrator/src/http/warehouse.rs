@@ -3,15 +3,19 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined};
 use uuid::Uuid;
 
 use super::role::{Needs, Operator};
 use super::{
     Tag,
-    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
 };
-use crate::{Context, access::audit::Audit, inventory};
+use crate::{
+    Context,
+    access::audit::Audit,
+    inventory::{self, Reorder},
+};
 
 #[derive(Clone, Debug, Object)]
 pub struct WarehouseStock {
@@ -20,12 +24,29 @@ pub struct WarehouseStock {
     pub reserved: i64,
     /// Shipped to stores and not yet received.
     pub in_transit: i64,
+    /// When the product is reordered from its supplier; `null`: never by the rule.
+    #[oai(nullable)]
+    pub reorder: Option<ReorderLevels>,
 }
 
 impl From<stock::warehouse::WarehouseLevel> for WarehouseStock {
     fn from(l: stock::warehouse::WarehouseLevel) -> Self {
-        Self { product_id: l.product_id, on_hand: l.on_hand, reserved: l.reserved, in_transit: l.in_transit }
+        let reorder = l.reorder_point.zip(l.reorder_target).map(|(point, target)| ReorderLevels { point, target });
+        Self { product_id: l.product_id, on_hand: l.on_hand, reserved: l.reserved, in_transit: l.in_transit, reorder }
     }
+}
+
+/// The warehouse's reorder levels of a product: when what it has and has on order (on hand −
+/// reserved + open purchase orders) falls to `point` or below, a purchase order opens for enough
+/// to reach `target`.
+#[derive(Clone, Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ReorderLevels {
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
+    pub point: i64,
+    /// Above `point` (422 otherwise).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
+    pub target: i64,
 }
 
 #[derive(Debug, Object)]
@@ -34,6 +55,9 @@ pub struct SetWarehouseStock {
     /// Not below what the warehouse has reserved (409 otherwise).
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
     pub on_hand: i64,
+    /// The reorder levels; absent: left as they are; `null`: never reordered by the rule.
+    #[oai(nullable)]
+    pub reorder: MaybeUndefined<ReorderLevels>,
 }
 
 pub struct WarehouseApi {
@@ -43,6 +67,9 @@ pub struct WarehouseApi {
 #[OpenApi(tag = "Tag::Warehouse")]
 impl WarehouseApi {
     /// Set the warehouse's stock of a product
+    ///
+    /// With `reorder`, also when it is reordered from its supplier. A stock left at or below its
+    /// reorder point opens a purchase order in the same transaction.
     #[oai(path = "/warehouse/stock/:product_id", method = "put")]
     async fn set(
         &self,
@@ -50,8 +77,14 @@ impl WarehouseApi {
         product_id: Path<Uuid>,
         body: Json<SetWarehouseStock>,
         audit: Data<&Arc<Audit>>,
-    ) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | CONFLICT | UNAVAILABLE }> {
-        Ok(Json(inventory::set_warehouse(&self.ctx, &audit, product_id.0, body.on_hand).await?.into()))
+    ) -> ApiResult<Json<WarehouseStock>, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
+        let SetWarehouseStock { on_hand, reorder } = body.0;
+        let reorder = match reorder {
+            MaybeUndefined::Undefined => Reorder::Keep,
+            MaybeUndefined::Null => Reorder::Never,
+            MaybeUndefined::Value(ReorderLevels { point, target }) => Reorder::At { point, target },
+        };
+        Ok(Json(inventory::set_warehouse(&self.ctx, &audit, product_id.0, on_hand, reorder).await?.into()))
     }
 
     /// Get the warehouse's stock of a product

@@ -19,6 +19,8 @@ pub enum MovementReason {
     WarehouseSet,
     ShipmentDispatched,
     ShipmentCancelled,
+    /// A supplier's delivery booked into the warehouse.
+    PurchaseReceived,
 }
 
 impl MovementReason {
@@ -26,7 +28,9 @@ impl MovementReason {
     /// than moved within it: the conservation law adds these up against what the network holds.
     pub fn crosses_the_edge(self) -> bool {
         match self {
-            Self::StockSet | Self::WarehouseSet | Self::Adjustment | Self::OrderFulfilled => true,
+            Self::StockSet | Self::WarehouseSet | Self::Adjustment | Self::OrderFulfilled | Self::PurchaseReceived => {
+                true
+            }
             Self::OrderReserved
             | Self::OrderCancelled
             | Self::ReplenishmentReceived
@@ -99,4 +103,16 @@ pub async fn record(conn: &mut PgConnection, movements: &[Movement]) -> sqlx::Re
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The on-hand change recorded for `reason` and `reference`, if any: whether a one-time movement
+/// (a supplier's delivery booked in, say) happened already.
+pub async fn recorded(conn: &mut PgConnection, reason: MovementReason, reference: Uuid) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar!(
+        r#"SELECT on_hand_delta AS "delta!" FROM stock_movement WHERE reason = $1 AND reference = $2 LIMIT 1"#,
+        reason.as_ref(),
+        reference
+    )
+    .fetch_optional(conn)
+    .await
 }

@@ -45,6 +45,13 @@ pub async fn fetch(conn: &mut PgConnection, store_id: Uuid, product_id: Uuid) ->
         .await
 }
 
+/// Every store's level of a product, by store id.
+pub async fn of_product(conn: &mut PgConnection, product_id: Uuid) -> sqlx::Result<Vec<StockLevel>> {
+    sqlx::query_as!(StockLevel, "SELECT * FROM inventory WHERE product_id = $1 ORDER BY store_id", product_id)
+        .fetch_all(conn)
+        .await
+}
+
 /// A page of a store's levels, by product id after `after`.
 pub async fn list(conn: &mut PgConnection, store_id: Uuid, after: Uuid, limit: i64) -> sqlx::Result<Vec<StockLevel>> {
     sqlx::query_as!(
