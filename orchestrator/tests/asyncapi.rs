@@ -9,8 +9,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use orchestrator::asyncapi;
-use platform::protocol::MessageFamily;
-use sagas::{fulfilment, replenishment};
+use platform::contract::Role;
 use serde_json::{Value, json};
 use support::asyncapi::{channel_of, committed_text, errors, operation_messages, validator};
 
@@ -95,34 +94,25 @@ fn the_document_is_asyncapi_3_and_every_reference_resolves() {
 fn every_command_reply_and_event_is_documented_with_its_route() {
     let document = generated();
     let messages = document["components"]["messages"].as_object().unwrap();
-    let kinds: [(&str, &[&str]); 4] = [
-        ("replenishment", replenishment::Command::TYPES),
-        ("replenishment", replenishment::Reply::TYPES),
-        ("order_fulfilment", fulfilment::Command::TYPES),
-        ("order_fulfilment", fulfilment::Reply::TYPES),
-    ];
-    let mut expected: BTreeSet<String> =
-        kinds.iter().flat_map(|(kind, types)| types.iter().map(move |t| format!("{kind}.{t}"))).collect();
-    // The events downstream teams bind to, and their exchanges: renaming one, or moving it, is a
-    // breaking change that must be made on purpose.
-    let events = [
-        ("order.created", "order.events"),
-        ("payment.approved", "order.events"),
-        ("payment.declined", "order.events"),
-        ("order.fulfilled", "order.events"),
-        ("order.cancelled", "order.events"),
-        ("stock.low", "inventory.events"),
-        ("stock.replenished", "inventory.events"),
-        ("replenishment.created", "warehouse.events"),
-        ("shipment.dispatched", "warehouse.events"),
-        ("shipment.received", "warehouse.events"),
-        ("replenishment.aborted", "warehouse.events"),
-    ];
-    expected.extend(events.iter().map(|(name, _)| name.to_string()));
+    // Every kind's commands and replies, from the kinds' own type lists (each kind pins its events'
+    // names and exchanges in its own tests).
+    let registry = sagas::registry();
+    let typed = |role| -> BTreeSet<String> {
+        let of_kind = |kind: &'static str| {
+            let types = registry.driver(kind).unwrap().message_types(role);
+            types.iter().map(move |t| format!("{kind}.{t}"))
+        };
+        registry.kinds().into_iter().flat_map(of_kind).collect()
+    };
+    let (commands, replies) = (typed(Role::Command), typed(Role::Reply));
+    let events = registry.events();
+    let mut expected: BTreeSet<String> = commands.union(&replies).cloned().collect();
+    expected.extend(events.iter().map(|event| event.name.to_string()));
     expected.insert("dead-letter".into());
     assert_eq!(messages.keys().cloned().collect::<BTreeSet<_>>(), expected);
 
-    for (name, exchange) in events {
+    for event in &events {
+        let (name, exchange) = (event.name, event.exchange.0);
         let operation = &document["operations"][format!("publish.{name}")];
         let channel = channel_of(&document, operation);
         assert_eq!(channel["address"], name);
@@ -132,25 +122,20 @@ fn every_command_reply_and_event_is_documented_with_its_route() {
         assert_eq!(operation["bindings"]["amqp"]["cc"], json!([name]));
         assert_eq!(operation_messages(operation), [name]);
     }
-    // Commands go to their participant's queue, replies to the engine's.
+    // Commands go to their participant's queue, each command to one; replies to the engine's.
+    let mut routed = BTreeSet::new();
+    for participant in registry.participants() {
+        let operation = &document["operations"][format!("consume.{}", participant.queue)];
+        for message in operation_messages(operation) {
+            assert!(commands.contains(&message), "{}'s queue takes {message}, which is no command", participant.name);
+            assert!(routed.insert(message.clone()), "{message} goes to two queues");
+        }
+    }
+    assert_eq!(routed, commands, "every command goes to a participant's queue");
+    let answered = operation_messages(&document["operations"]["consume.orchestrator.replies"]);
+    assert_eq!(answered.into_iter().collect::<BTreeSet<_>>(), replies);
+    // How a participant's queue is declared and bound.
     let commands = &document["operations"]["consume.warehouse.commands"];
-    assert_eq!(
-        operation_messages(commands),
-        ["replenishment.DispatchShipment", "replenishment.CancelShipment"],
-        "the warehouse takes the replenishment's dispatches and cancels"
-    );
-    let inventory = operation_messages(&document["operations"]["consume.inventory.commands"]);
-    assert_eq!(
-        inventory,
-        [
-            "order_fulfilment.ListForPicking",
-            "order_fulfilment.RecordHandOver",
-            "order_fulfilment.ReleaseReservation",
-            "replenishment.ReceiveShipment"
-        ]
-    );
-    let replies = operation_messages(&document["operations"]["consume.orchestrator.replies"]);
-    assert_eq!(replies.len(), replenishment::Reply::TYPES.len() + fulfilment::Reply::TYPES.len());
     let queue = &channel_of(&document, commands)["bindings"]["amqp"];
     assert_eq!(queue["queue"]["name"], "{namespace}.warehouse.commands");
     assert_eq!(

@@ -76,8 +76,9 @@ impl Run {
             // saga ends within the test.
             person_timeout: Duration::from_millis(3_000),
         };
-        for rate in ["RECEIPT_FAILURE_RATE", "PAYMENT_DECLINE_RATE", "PICKING_FAILURE_RATE"] {
-            env.config.vars.set(rate, 0.05);
+        // Every worker in its rough world: failing some of what it is asked, taking its time.
+        for (name, value) in participants::WORKERS.iter().flat_map(|worker| worker.rough) {
+            env.config.vars.set(name, value);
         }
         env.config.db_max_connections = 6;
         configure(&mut env.config);

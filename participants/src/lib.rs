@@ -7,8 +7,8 @@
 //! - [`payment`]: charges and refunds orders (a simulated payment provider).
 //!
 //! [`WORKERS`] says how to start the worker of each participant the saga kinds declare; the
-//! binaries and `darkstores` start them from it. The workers act in a [`simulation`] of the
-//! physical world.
+//! binaries and `darkstores` start them from it. Each worker reads its own settings, which
+//! simulate the physical world it acts in (the store's are in [`simulation`]).
 
 pub mod inventory;
 pub mod locks;
@@ -17,40 +17,10 @@ pub mod simulation;
 pub mod warehouse;
 
 use platform::{process::Worker, saga::registry::Registry};
-use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
-use simulation::Simulation;
-use stock::Cache;
 
-/// Every participant this build has a worker for. A process that hosts workers (a worker binary,
-/// or `darkstores`) is handed this list.
-pub const WORKERS: &[Worker] = &[
-    Worker {
-        participant: WAREHOUSE,
-        start: |services, queue, tasks, shutdown| {
-            tasks.spawn(services.consumer(queue, warehouse::WarehouseWorker).run(shutdown.clone()));
-            Ok(())
-        },
-    },
-    Worker {
-        participant: INVENTORY,
-        start: |services, queue, tasks, shutdown| {
-            let cache = Cache::new(services.redis.clone(), &services.config.namespace);
-            let simulation = services.config.section::<Simulation>()?;
-            let worker = inventory::InventoryWorker { cache, simulation };
-            tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
-            Ok(())
-        },
-    },
-    Worker {
-        participant: PAYMENT,
-        start: |services, queue, tasks, shutdown| {
-            let simulation = services.config.section::<Simulation>()?;
-            let worker = payment::PaymentWorker { decline_rate: simulation.payment_decline_rate };
-            tasks.spawn(services.consumer(queue, worker).run(shutdown.clone()));
-            Ok(())
-        },
-    },
-];
+/// Every participant this build has a worker for, each declared by its own module. A process that
+/// hosts workers (a worker binary, or `darkstores`) is handed this list.
+pub const WORKERS: &[Worker] = &[warehouse::WORKER, inventory::WORKER, payment::WORKER];
 
 /// The whole life of a standalone worker process for `participant`.
 pub async fn run_worker(participant: platform::messaging::Participant) -> anyhow::Result<()> {

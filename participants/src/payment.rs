@@ -6,13 +6,18 @@
 use std::time::Duration;
 
 use platform::{
+    config::{ConfigError, Section, Vars},
     messaging::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
+    process::{Services, Worker, WorkerHandler},
     protocol::{CommandFamily, Received},
 };
-use sagas::fulfilment::{Command, Reply};
+use sagas::{
+    PAYMENT,
+    fulfilment::{Command, Reply},
+};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -32,9 +37,29 @@ pub enum PaymentStatus {
     Voided,
 }
 
+/// The payment provider, as its settings make it. Default: it declines nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PaymentWorker {
-    /// Fraction of charges declined.
+    /// `PAYMENT_DECLINE_RATE`: the fraction (0.0–1.0) of charges declined.
     pub decline_rate: f64,
+}
+
+impl Section for PaymentWorker {
+    fn read(vars: &Vars) -> Result<Self, ConfigError> {
+        let mut worker = Self::default();
+        vars.rate("PAYMENT_DECLINE_RATE", &mut worker.decline_rate)?;
+        Ok(worker)
+    }
+}
+
+/// Its consumer.
+pub const WORKER: Worker =
+    Worker { rough: &[("PAYMENT_DECLINE_RATE", "0.05")], ..Worker::consuming::<PaymentWorker>(PAYMENT) };
+
+impl WorkerHandler for PaymentWorker {
+    fn build(services: &Services) -> anyhow::Result<Self> {
+        Ok(services.config.section()?)
+    }
 }
 
 impl Handler for PaymentWorker {

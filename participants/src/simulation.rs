@@ -1,6 +1,7 @@
-//! The simulated physical world the workers act in: the road between the warehouse and a store,
-//! and how often a receipt, a payment or a pick fails. Default: instant and reliable. Read from
-//! the same environment as the rest of the configuration, and checked at start-up.
+//! The simulated physical world the store's worker acts in: the road between the warehouse and a
+//! store, and how often a receipt or a pick fails. Default: instant and reliable. Read from the
+//! same environment as the rest of the configuration, and checked at start-up. Every other worker
+//! reads its own settings the same way (`payment::PaymentWorker`).
 
 use std::time::Duration;
 
@@ -13,8 +14,6 @@ pub struct Simulation {
     /// `RECEIPT_FAILURE_RATE`: the fraction (0.0–1.0) of receipts the store refuses (damaged
     /// goods, a refused delivery).
     pub receipt_failure_rate: f64,
-    /// `PAYMENT_DECLINE_RATE`: the fraction of payments the payment provider declines.
-    pub payment_decline_rate: f64,
     /// `PICKING_FAILURE_RATE`: the fraction of paid orders the store cannot pick (goods not found
     /// on the shelf).
     pub picking_failure_rate: f64,
@@ -25,7 +24,6 @@ impl Section for Simulation {
         let mut simulation = Self::default();
         vars.millis("TRANSIT_DELAY_MS", &mut simulation.transit_delay)?;
         vars.rate("RECEIPT_FAILURE_RATE", &mut simulation.receipt_failure_rate)?;
-        vars.rate("PAYMENT_DECLINE_RATE", &mut simulation.payment_decline_rate)?;
         vars.rate("PICKING_FAILURE_RATE", &mut simulation.picking_failure_rate)?;
         Ok(simulation)
     }
@@ -42,15 +40,15 @@ mod tests {
     #[test]
     fn the_world_is_instant_and_reliable_unless_told_otherwise() {
         assert_eq!(read(&[]).unwrap(), Simulation::default());
-        let set = read(&[("TRANSIT_DELAY_MS", "250"), ("PAYMENT_DECLINE_RATE", "0.25")]).unwrap();
+        let set = read(&[("TRANSIT_DELAY_MS", "250"), ("RECEIPT_FAILURE_RATE", "0.25")]).unwrap();
         assert_eq!(set.transit_delay, Duration::from_millis(250));
-        assert!((set.payment_decline_rate - 0.25).abs() < f64::EPSILON);
+        assert!((set.receipt_failure_rate - 0.25).abs() < f64::EPSILON);
     }
 
     #[test]
     fn a_rate_outside_zero_to_one_names_its_variable() {
         for (name, value) in
-            [("RECEIPT_FAILURE_RATE", "1.5"), ("PICKING_FAILURE_RATE", "-0.1"), ("PAYMENT_DECLINE_RATE", "x")]
+            [("RECEIPT_FAILURE_RATE", "1.5"), ("PICKING_FAILURE_RATE", "-0.1"), ("RECEIPT_FAILURE_RATE", "x")]
         {
             let err = read(&[(name, value)]).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");

@@ -16,9 +16,13 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
+    process::{Services, Worker, WorkerHandler},
     protocol::{CommandFamily, Received},
 };
-use sagas::replenishment::{Command, Reply, ShipmentDispatched};
+use sagas::{
+    WAREHOUSE,
+    replenishment::{Command, Reply, ShipmentDispatched},
+};
 use stock::{
     Movement, MovementReason, ledger,
     shipment::{self, NewShipment, Shipment, ShipmentStatus},
@@ -28,6 +32,15 @@ use stock::{
 use crate::locks::{self, Space};
 
 pub struct WarehouseWorker;
+
+/// Its consumer.
+pub const WORKER: Worker = Worker::consuming::<WarehouseWorker>(WAREHOUSE);
+
+impl WorkerHandler for WarehouseWorker {
+    fn build(_services: &Services) -> anyhow::Result<Self> {
+        Ok(Self)
+    }
+}
 
 impl Handler for WarehouseWorker {
     type Committed = ();

@@ -7,6 +7,7 @@ use participants::payment::PaymentWorker;
 use platform::{
     config::Config,
     messaging::consumer::{Handler, handle_once},
+    process::Services,
     protocol::{Envelope, MessageFamily, PROTOCOL_VERSION},
 };
 use sagas::fulfilment::{Command, Line, Reply};
@@ -199,4 +200,21 @@ async fn an_order_released_cannot_be_handed_over_and_a_release_sent_twice_releas
     let replies = handle(&store, &pool, &Command::ListForPicking { order_id, store_id, items }).await;
     assert!(matches!(replies.last(), Some(Reply::PickingFailed { .. })), "{replies:?}");
     assert_eq!(stock(&pool, store_id).await, (10, 0));
+}
+
+#[tokio::test]
+async fn each_worker_keeps_its_inbox_under_its_participants_name() {
+    let config = Config::from_env().expect("test environment is valid");
+    let services = Services {
+        pool: database().await,
+        redis: platform::redis::Redis::new(&config.redis_url).unwrap(),
+        topology: sagas::registry().topology(config.namespace.clone()),
+        amqp_url: config.amqp_url.as_str().into(),
+        outbox_signal: Default::default(),
+        config,
+    };
+    for worker in participants::WORKERS {
+        let handler = (worker.handler)(&services).expect("the default settings are valid");
+        assert_eq!(handler.inbox_name(), worker.participant.name);
+    }
 }

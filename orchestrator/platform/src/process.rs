@@ -13,7 +13,7 @@ use crate::{
     heartbeat::Heartbeat,
     messaging::{
         Participant, Queue, Topology,
-        consumer::{Consumer, Handler},
+        consumer::{Consumer, Deliver, Handler},
         outbox::OutboxSignal,
         relay::{Relay, RelayFaults},
     },
@@ -22,18 +22,43 @@ use crate::{
     shutdown::{Shutdown, ShutdownTrigger},
 };
 
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A worker's clock, run once: how many things it did.
+pub type Clock = for<'a> fn(&'a PgPool) -> BoxFuture<'a, anyhow::Result<usize>>;
+
 /// A participant's worker, as the crate that carries out the participant's commands declares it:
 /// how to start the consumer of its queue. A process that hosts workers is handed the list, so
-/// neither the platform nor the API links a participant's code.
+/// neither the platform nor the API links a participant's code; a test that plays the broker and
+/// the clock drives the same handlers through it, whatever the participant.
 #[derive(Clone, Copy)]
 pub struct Worker {
     pub participant: Participant,
     /// Starts the consumer of `queue` (the participant's) and anything else the worker runs; fails
     /// when its settings are not valid.
     pub start: fn(&Services, Queue, &mut JoinSet<()>, &Shutdown) -> anyhow::Result<()>,
+    /// Its handler alone, made as `start` makes it.
+    pub handler: fn(&Services) -> anyhow::Result<Box<dyn Deliver>>,
+    /// What the worker does on its own clock, done once for whatever is due now (ships what a
+    /// simulated lead time let go, say); returns how many things it did. `start` runs it in a
+    /// loop; a test that plays the clock calls it.
+    pub clock: Option<Clock>,
+    /// Its settings in a rough world, where it fails some of what it is asked and takes its time:
+    /// what the fault suite runs it with.
+    pub rough: &'static [(&'static str, &'static str)],
+}
+
+/// A participant's handler, made from what its process has (its settings, its connections).
+pub trait WorkerHandler: Handler + Sized {
+    fn build(services: &Services) -> anyhow::Result<Self>;
 }
 
 impl Worker {
+    /// The worker of `participant` that runs a consumer of `H`, and nothing else.
+    pub const fn consuming<H: WorkerHandler>(participant: Participant) -> Self {
+        Self { participant, start: start_consumer::<H>, handler: erased::<H>, clock: None, rough: &[] }
+    }
+
     /// The worker of `participant` among `workers`.
     pub fn of(workers: &[Worker], participant: Participant) -> anyhow::Result<Worker> {
         workers
@@ -47,6 +72,21 @@ impl Worker {
     pub fn spawn(&self, services: &Services, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> anyhow::Result<()> {
         (self.start)(services, Queue::Commands(self.participant), tasks, shutdown)
     }
+}
+
+/// Starts the consumer of `queue` with a handler of type `H`.
+pub fn start_consumer<H: WorkerHandler>(
+    services: &Services,
+    queue: Queue,
+    tasks: &mut JoinSet<()>,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
+    tasks.spawn(services.consumer(queue, H::build(services)?).run(shutdown.clone()));
+    Ok(())
+}
+
+fn erased<H: WorkerHandler>(services: &Services) -> anyhow::Result<Box<dyn Deliver>> {
+    Ok(Box::new(H::build(services)?))
 }
 
 impl std::fmt::Debug for Worker {

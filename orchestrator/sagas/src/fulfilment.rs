@@ -662,4 +662,22 @@ mod tests {
         assert_eq!(Fulfilment::outstanding(order_id, State::Charged, &data).unwrap().participant(), INVENTORY);
         assert_eq!(Fulfilment::outstanding(order_id, State::Releasing, &data).unwrap().saga_id(), order_id);
     }
+
+    /// The events downstream teams bind to, and their exchanges: renaming one, or moving it, is a
+    /// breaking change that must be made on purpose, here.
+    #[test]
+    fn its_events_are_the_published_contract() {
+        let events: Vec<(&str, &str)> =
+            <Fulfilment as SagaKind>::EVENTS.iter().map(|event| (event.name, event.exchange.0)).collect();
+        assert_eq!(
+            events,
+            [
+                ("order.created", "order.events"),
+                ("payment.approved", "order.events"),
+                ("payment.declined", "order.events"),
+                ("order.fulfilled", "order.events"),
+                ("order.cancelled", "order.events")
+            ]
+        );
+    }
 }

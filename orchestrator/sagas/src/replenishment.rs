@@ -716,4 +716,23 @@ mod tests {
         assert_eq!(State::Compensating.as_ref(), "compensating");
         assert_eq!("received".parse::<State>().unwrap(), State::Received);
     }
+
+    /// The events downstream teams bind to, and their exchanges: renaming one, or moving it, is a
+    /// breaking change that must be made on purpose, here.
+    #[test]
+    fn its_events_are_the_published_contract() {
+        let events: Vec<(&str, &str)> =
+            <Replenishment as SagaKind>::EVENTS.iter().map(|event| (event.name, event.exchange.0)).collect();
+        assert_eq!(
+            events,
+            [
+                ("stock.low", "inventory.events"),
+                ("stock.replenished", "inventory.events"),
+                ("replenishment.created", "warehouse.events"),
+                ("shipment.dispatched", "warehouse.events"),
+                ("shipment.received", "warehouse.events"),
+                ("replenishment.aborted", "warehouse.events")
+            ]
+        );
+    }
 }

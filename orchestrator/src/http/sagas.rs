@@ -151,7 +151,7 @@ pub struct NewReplenishment {
 }
 
 #[derive(ApiResponse)]
-enum Created {
+pub(super) enum Created {
     /// Started; the saga as it is now.
     #[oai(status = 201)]
     Saga(Json<SagaDetail>),
@@ -278,7 +278,7 @@ async fn find(conn: &mut PgConnection, filter: SagaFilter, limit: i64) -> sqlx::
     .await
 }
 
-async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result<SagaDetail, Problem> {
+pub(super) async fn saga_detail(conn: &mut PgConnection, ctx: &Context, id: Uuid) -> Result<SagaDetail, Problem> {
     // The saga, its timeline and its messages in one statement, each list aggregated to JSON in
     // its order.
     let row = sqlx::query!(

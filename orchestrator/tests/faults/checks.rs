@@ -4,16 +4,12 @@
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use participants::{inventory::InventoryWorker, payment::PaymentWorker, warehouse::WarehouseWorker};
 use platform::{
     config::Config,
     messaging::{Exchange, consumer::Handler, topology::REPLY_ROUTE},
-    redis::Redis,
     saga::runner::ReplyHandler,
 };
-use sagas::{INVENTORY, PAYMENT, WAREHOUSE};
 use sqlx::PgPool;
-use stock::Cache;
 use uuid::Uuid;
 
 use serde_json::Value;
@@ -31,21 +27,18 @@ use crate::support::assert_invariants;
 const SETTLE_WITHIN: Duration = Duration::from_secs(180);
 
 /// Where each kind of saga message must end up: (exchange, routing key, consumer's inbox name).
-/// The names come from the handlers themselves, so a renamed consumer cannot make this check
-/// look at the wrong rows.
+/// A worker's inbox name is its participant's name (`participants/tests/workers.rs` checks it);
+/// the engine's comes from its handler.
 fn routes(config: &Config) -> Vec<(String, String, String)> {
-    let inventory = InventoryWorker {
-        cache: Cache::new(Redis::new(&config.redis_url).expect("a valid Redis URL"), &config.namespace),
-        simulation: Default::default(),
-    };
     let replies = ReplyHandler { registry: sagas::registry().into(), timing: config.saga };
     let commands = Exchange::Commands.as_ref().to_owned();
-    vec![
-        (commands.clone(), WAREHOUSE.name.to_owned(), WarehouseWorker.name().to_owned()),
-        (commands.clone(), INVENTORY.name.to_owned(), inventory.name().to_owned()),
-        (commands, PAYMENT.name.to_owned(), PaymentWorker { decline_rate: 0.0 }.name().to_owned()),
-        (Exchange::Replies.as_ref().to_owned(), REPLY_ROUTE.to_owned(), replies.name().to_owned()),
-    ]
+    let mut routes: Vec<(String, String, String)> = sagas::registry()
+        .participants()
+        .iter()
+        .map(|participant| (commands.clone(), participant.name.to_owned(), participant.name.to_owned()))
+        .collect();
+    routes.push((Exchange::Replies.as_ref().to_owned(), REPLY_ROUTE.to_owned(), replies.name().to_owned()));
+    routes
 }
 
 /// Saga messages without an inbox row at their consumer (not handled, or not yet), by consumer;
@@ -177,7 +170,7 @@ pub async fn verify(
     checks.pass("ledger sums to stock; conservation; no oversell; one open replenishment per pair");
 
     conservation(pool, shop, report).await;
-    checks.pass("warehouse + stores + in transit = opening stock - sales the clients made");
+    checks.pass("product by product: warehouse + stores + in transit = opening stock - sales the clients made");
 
     let doubled: Vec<Doubled> = sqlx::query_as(
         "SELECT reason, reference, store_id, product_id, count(*)::int8 AS count FROM stock_movement
@@ -261,34 +254,36 @@ async fn sagas_ended(pool: &PgPool) -> Sagas {
     sagas
 }
 
-/// The conservation law against the clients' own record: every unit the setup put in is in the
-/// warehouse, in a store or on the road, except those the clients sold.
+/// The conservation law against the clients' own record, product by product: every unit the
+/// setup put in is in the warehouse, in a store or on the road, except those the clients sold.
 async fn conservation(pool: &PgPool, shop: &Shop, report: &Report) {
-    let sold: i64 = report
-        .outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Accepted(Accepted { status: "fulfilled", items, .. }) => {
-                Some(items.iter().map(|i| i.1).sum::<i64>())
+    let mut sold: HashMap<Uuid, i64> = HashMap::new();
+    for outcome in &report.outcomes {
+        if let Outcome::Accepted(Accepted { status: "fulfilled", items, .. }) = outcome {
+            for (product, quantity) in items {
+                *sold.entry(*product).or_default() += quantity;
             }
-            _ => None,
-        })
-        .sum();
-    let (warehouse, stores, in_transit): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(sum(on_hand), 0) FROM warehouse_stock)::int8,
-                (SELECT COALESCE(sum(on_hand), 0) FROM inventory)::int8,
-                (SELECT COALESCE(sum(quantity), 0) FROM shipment WHERE status = 'dispatched')::int8",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        warehouse + stores + in_transit,
-        shop.opening_stock - sold,
-        "warehouse {warehouse} + stores {stores} + in transit {in_transit} \
-         != opening stock {} - sold {sold}",
-        shop.opening_stock
-    );
+        }
+    }
+    for &product in &shop.products {
+        let (warehouse, stores, in_transit): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(sum(on_hand), 0) FROM warehouse_stock WHERE product_id = $1)::int8,
+                    (SELECT COALESCE(sum(on_hand), 0) FROM inventory WHERE product_id = $1)::int8,
+                    (SELECT COALESCE(sum(quantity), 0) FROM shipment WHERE product_id = $1 AND status = 'dispatched')::int8",
+        )
+        .bind(product)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let sold = sold.get(&product).copied().unwrap_or_default();
+        assert_eq!(
+            warehouse + stores + in_transit,
+            shop.opening_stock - sold,
+            "product {product}: warehouse {warehouse} + stores {stores} + in transit {in_transit} \
+             != opening stock {} - sold {sold}",
+            shop.opening_stock
+        );
+    }
 }
 
 /// Each saga's ledger rows follow from its shipment, and its end state from the shipment's:
@@ -310,7 +305,8 @@ async fn saga_movements(pool: &PgPool) {
                     COALESCE(m.left_warehouse, 0) AS left_warehouse, COALESCE(m.arrived, 0) AS arrived, COALESCE(m.back, 0) AS back
              FROM saga s
              LEFT JOIN shipment sh ON sh.replenishment_id = s.id
-             LEFT JOIN moved m ON m.saga_id = s.id) x
+             LEFT JOIN moved m ON m.saga_id = s.id
+             WHERE s.kind = 'replenishment') x
          WHERE NOT COALESCE(CASE
              WHEN status IS NULL THEN state <> 'received' AND left_warehouse = 0 AND arrived = 0 AND back = 0
              WHEN status = 'received' THEN state IN ('received', 'failed')

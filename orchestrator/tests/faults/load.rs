@@ -68,7 +68,8 @@ impl Plan {
 pub struct Shop {
     pub stores: Vec<Uuid>,
     pub products: Vec<Uuid>,
-    /// Units the setup put into the system: every store's and the warehouse's opening stock.
+    /// Units of each product the setup put into the system: every store's and the warehouse's
+    /// opening stock.
     pub opening_stock: i64,
 }
 
@@ -238,7 +239,7 @@ pub async fn stock_shop(api: &[SocketAddr], plan: &Plan, run: &str) -> Shop {
         }
         stores.push(store);
     }
-    let opening_stock = (plan.stores as i64 * plan.store_on_hand + plan.warehouse_on_hand) * plan.products as i64;
+    let opening_stock = plan.stores as i64 * plan.store_on_hand + plan.warehouse_on_hand;
     Shop { stores, products, opening_stock }
 }
 

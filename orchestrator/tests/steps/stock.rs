@@ -34,7 +34,7 @@ async fn store(world: &mut World, name: &str) -> Uuid {
 }
 
 /// The product named, added to the catalogue the first time it is named.
-async fn product(world: &mut World, name: &str) -> Uuid {
+pub async fn product(world: &mut World, name: &str) -> Uuid {
     if let Some(id) = world.products.get(name) {
         return *id;
     }

@@ -12,9 +12,10 @@ use platform::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
+    process::{Services, Worker, WorkerHandler},
     protocol::{Decode, DecodeError, Envelope, MessageFamily, Received},
 };
-use sagas::{fulfilment, replenishment};
+use sagas::{INVENTORY, fulfilment, replenishment};
 use sqlx::PgConnection;
 use stock::{Cache, Movement, StockLevel, ledger};
 use uuid::Uuid;
@@ -44,6 +45,19 @@ impl Decode for StoreCommand {
 pub struct InventoryWorker {
     pub cache: Cache,
     pub simulation: Simulation,
+}
+
+/// Its consumer, which writes the levels it changes to the cache.
+pub const WORKER: Worker = Worker {
+    rough: &[("RECEIPT_FAILURE_RATE", "0.05"), ("PICKING_FAILURE_RATE", "0.05")],
+    ..Worker::consuming::<InventoryWorker>(INVENTORY)
+};
+
+impl WorkerHandler for InventoryWorker {
+    fn build(services: &Services) -> anyhow::Result<Self> {
+        let cache = Cache::new(services.redis.clone(), &services.config.namespace);
+        Ok(Self { cache, simulation: services.config.section()? })
+    }
 }
 
 impl Handler for InventoryWorker {

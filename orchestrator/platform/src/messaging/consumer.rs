@@ -134,6 +134,40 @@ pub trait Handler: Send + Sync + 'static {
     fn after_commit(&self, committed: Self::Committed) -> impl Future<Output = ()> + Send;
 }
 
+/// A handler with its message types erased: what a test that plays the broker drives, one
+/// delivery at a time, whatever the participant.
+pub trait Deliver: Send + Sync {
+    /// The name its inbox records deliveries under.
+    fn inbox_name(&self) -> &'static str;
+
+    /// Handles one delivery as the consumer would (decode, inbox, transaction), then runs what
+    /// follows its commit.
+    fn deliver<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send + 'a>>;
+}
+
+impl<H: Handler> Deliver for H {
+    fn inbox_name(&self) -> &'static str {
+        self.name()
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(committed) = handle_once(self, pool, envelope).await? {
+                self.after_commit(committed).await;
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A consumer of one queue.
 pub struct Consumer<H> {
     pub handler: Arc<H>,

@@ -9,7 +9,7 @@ use crate::{
     config::SagaTiming,
     contract::{self, Event, MessageContract, Role},
     messaging::{EventExchange, Participant, Topology, outbox::Outgoing},
-    protocol::Envelope,
+    protocol::{DecodeError, Envelope, MessageFamily},
 };
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -74,6 +74,12 @@ pub trait Driver: Send + Sync {
 
     /// The kind's commands, then its replies, as the published contract documents them.
     fn messages(&self, generator: &mut schemars::SchemaGenerator) -> Vec<MessageContract>;
+
+    /// The type names of its commands or of its replies (`role` is never an event).
+    fn message_types(&self, role: Role) -> &'static [&'static str];
+
+    /// A command or a reply of this kind read as its consumer reads it; its body, as sent.
+    fn decode(&self, message: &Envelope) -> Result<Value, DecodeError>;
 
     /// The domain events of the kind's flow.
     fn events(&self) -> &'static [Event];
@@ -148,6 +154,22 @@ impl<K: SagaKind> Driver for Kind<K> {
         let mut messages = contract::family::<K::Command>(generator, K::KIND, Role::Command, Outgoing::command);
         messages.extend(contract::family::<K::Reply>(generator, K::KIND, Role::Reply, Outgoing::reply));
         messages
+    }
+
+    fn message_types(&self, role: Role) -> &'static [&'static str] {
+        match role {
+            Role::Command => K::Command::TYPES,
+            Role::Reply => K::Reply::TYPES,
+            Role::Event => &[],
+        }
+    }
+
+    fn decode(&self, message: &Envelope) -> Result<Value, DecodeError> {
+        if K::Command::TYPES.contains(&message.message_type.as_str()) {
+            Ok(message.body::<K::Command>()?.to_parts().1)
+        } else {
+            Ok(message.body::<K::Reply>()?.to_parts().1)
+        }
     }
 
     fn events(&self) -> &'static [Event] {
