@@ -1,9 +1,10 @@
 //! Stock changed by people through the API — counts, adjustments, the warehouse's stock and its
 //! reorder levels, a replenishment started by hand — and the one way every change to store stock
-//! ends ([`commit_stock_change`]): through the replenishment saga's low-stock rule.
+//! ends ([`commit_stock_change`]): through the replenishment saga's low-stock rule. A change to
+//! the warehouse's stock goes through the purchase order's.
 
 use platform::saga::Actor;
-use sagas::replenishment;
+use sagas::{purchase_order, replenishment};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use stock::{
@@ -162,6 +163,7 @@ pub async fn set_warehouse(
     let movement =
         Movement::on_hand(None, product_id, on_hand - previous, MovementReason::WarehouseSet, Uuid::new_v4());
     ledger::record(&mut tx, &[movement]).await?;
+    purchase_order::reorder_if_low(&mut tx, &ctx.timing, product_id).await?;
     let level = warehouse::level(&mut tx, product_id).await?;
     audit.record(&mut tx, 200).await?;
     tx.commit().await?;

@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod observe;
 pub mod operator;
 pub mod orders;
+pub mod purchasing;
 
 use std::{sync::Arc, time::Duration};
 

@@ -12,6 +12,8 @@ mod support;
 // Each kind's runs, in a file of its own.
 #[path = "saga_harness/fulfilment.rs"]
 mod fulfilment;
+#[path = "saga_harness/purchase_order.rs"]
+mod purchase_order;
 #[path = "saga_harness/replenishment.rs"]
 mod replenishment;
 

@@ -4,7 +4,8 @@
 //!
 //! - [`warehouse`]: dispatches and cancels shipments;
 //! - [`inventory`]: takes shipments into a store's stock, keeps its pick list, releases orders;
-//! - [`payment`]: charges and refunds orders (a simulated payment provider).
+//! - [`payment`]: charges and refunds orders (a simulated payment provider);
+//! - [`supplier`]: takes purchase orders and ships them after its lead time (a simulated supplier).
 //!
 //! [`WORKERS`] says how to start the worker of each participant the saga kinds declare; the
 //! binaries and `darkstores` start them from it. Each worker reads its own settings, which
@@ -14,13 +15,14 @@ pub mod inventory;
 pub mod locks;
 pub mod payment;
 pub mod simulation;
+pub mod supplier;
 pub mod warehouse;
 
 use platform::{process::Worker, saga::registry::Registry};
 
 /// Every participant this build has a worker for, each declared by its own module. A process that
 /// hosts workers (a worker binary, or `darkstores`) is handed this list.
-pub const WORKERS: &[Worker] = &[warehouse::WORKER, inventory::WORKER, payment::WORKER];
+pub const WORKERS: &[Worker] = &[warehouse::WORKER, inventory::WORKER, payment::WORKER, supplier::WORKER];
 
 /// The whole life of a standalone worker process for `participant`.
 pub async fn run_worker(participant: platform::messaging::Participant) -> anyhow::Result<()> {

@@ -9,12 +9,15 @@ use sqlx::PgConnection;
 /// The lock spaces, one per kind of record a worker serializes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Space {
-    /// A replenishment's shipment, by saga id: the warehouse's dispatch and cancel.
+    /// A replenishment's shipment or a purchase order's delivery, by saga id: the warehouse's
+    /// dispatch, cancel and booking.
     Shipment = 0,
     /// An order's pick, by order id: the store's hand-over and release.
     Pick = 1,
     /// An order's payment, by order id: the payment provider's charge and refund.
     Payment = 2,
+    /// A purchase order at the supplier, by its id: taking, shipping and cancelling it.
+    SupplierOrder = 3,
 }
 
 /// Takes the locks of `keys` in `space`, in the order given (a batch gives them in its lock order,

@@ -1,6 +1,7 @@
-//! The warehouse worker: dispatches shipments and cancels them.
+//! The warehouse worker: dispatches replenishments' shipments and cancels them, and books
+//! suppliers' deliveries in.
 //!
-//! Both commands are idempotent by saga id, and every command of one saga first takes that saga's
+//! Every command is idempotent by saga id, and every command of one saga first takes that saga's
 //! advisory lock (a batch takes all of its own at once, in lock order), so a dispatch and its
 //! cancel (or two sends of either) never interleave. A cancel that arrives before the dispatch
 //! leaves a cancelled, empty shipment behind, which the late dispatch finds: the undo is safe
@@ -12,15 +13,16 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use platform::{
+    config::SagaTiming,
     messaging::{
         consumer::{HandleError, Handler},
         outbox::Outgoing,
     },
     process::{Services, Worker, WorkerHandler},
-    protocol::{CommandFamily, Received},
+    protocol::{CommandFamily, Decode, DecodeError, Envelope, MessageFamily, Received},
 };
 use sagas::{
-    WAREHOUSE,
+    WAREHOUSE, purchase_order,
     replenishment::{Command, Reply, ShipmentDispatched},
 };
 use stock::{
@@ -31,14 +33,52 @@ use stock::{
 
 use crate::locks::{self, Space};
 
-pub struct WarehouseWorker;
+/// What the warehouse's queue carries: the replenishment's commands (its shipments) and the
+/// purchase order's (its deliveries).
+#[derive(Clone, Debug, PartialEq)]
+pub enum WarehouseCommand {
+    Shipment(Command),
+    Purchase(purchase_order::Command),
+}
+
+impl Decode for WarehouseCommand {
+    fn decode(envelope: &Envelope) -> Result<Self, DecodeError> {
+        if purchase_order::Command::TYPES.contains(&envelope.message_type.as_str()) {
+            envelope.body().map(Self::Purchase)
+        } else {
+            envelope.body().map(Self::Shipment)
+        }
+    }
+}
+
+impl WarehouseCommand {
+    fn saga_and_product(&self) -> (Uuid, Uuid) {
+        match self {
+            Self::Shipment(
+                Command::DispatchShipment { saga_id, product_id, .. }
+                | Command::CancelShipment { saga_id, product_id, .. }
+                | Command::ReceiveShipment { saga_id, product_id, .. },
+            ) => (*saga_id, *product_id),
+            Self::Purchase(command @ purchase_order::Command::PlacePurchase { product_id, .. })
+            | Self::Purchase(command @ purchase_order::Command::CancelPurchase { product_id, .. })
+            | Self::Purchase(command @ purchase_order::Command::ReceivePurchase { product_id, .. }) => {
+                (command.saga_id(), *product_id)
+            }
+        }
+    }
+}
+
+pub struct WarehouseWorker {
+    /// The deadlines of the purchase orders its low-stock rule opens.
+    pub timing: SagaTiming,
+}
 
 /// Its consumer.
 pub const WORKER: Worker = Worker::consuming::<WarehouseWorker>(WAREHOUSE);
 
 impl WorkerHandler for WarehouseWorker {
-    fn build(_services: &Services) -> anyhow::Result<Self> {
-        Ok(Self)
+    fn build(services: &Services) -> anyhow::Result<Self> {
+        Ok(Self { timing: services.config.saga })
     }
 }
 
@@ -46,7 +86,7 @@ impl Handler for WarehouseWorker {
     type Committed = ();
     /// The batch's ledger entries, written together at its end.
     type Batch = Vec<Movement>;
-    type Message = Command;
+    type Message = WarehouseCommand;
 
     fn name(&self) -> &'static str {
         "warehouse"
@@ -56,13 +96,9 @@ impl Handler for WarehouseWorker {
         Duration::ZERO
     }
 
-    /// A command locks its saga's shipment, then its product's warehouse stock.
-    fn lock_order(&self, command: &Command) -> String {
-        let (saga_id, product_id) = match command {
-            Command::DispatchShipment { saga_id, product_id, .. }
-            | Command::CancelShipment { saga_id, product_id, .. }
-            | Command::ReceiveShipment { saga_id, product_id, .. } => (saga_id, product_id),
-        };
+    /// A command locks its saga's shipment or delivery, then its product's warehouse stock.
+    fn lock_order(&self, command: &WarehouseCommand) -> String {
+        let (saga_id, product_id) = command.saga_and_product();
         format!("{product_id}/{saga_id}")
     }
 
@@ -71,9 +107,9 @@ impl Handler for WarehouseWorker {
     async fn prepare(
         &self,
         tx: &mut PgConnection,
-        commands: &[&Received<Command>],
+        commands: &[&Received<WarehouseCommand>],
     ) -> Result<Vec<Movement>, HandleError> {
-        let sagas: Vec<String> = commands.iter().map(|c| c.message.saga_id().to_string()).collect();
+        let sagas: Vec<String> = commands.iter().map(|c| c.message.saga_and_product().0.to_string()).collect();
         locks::lock(tx, Space::Shipment, &sagas).await?;
         Ok(Vec::new())
     }
@@ -81,19 +117,34 @@ impl Handler for WarehouseWorker {
     async fn handle(
         &self,
         tx: &mut PgConnection,
-        received: &Received<Command>,
+        received: &Received<WarehouseCommand>,
         movements: &mut Vec<Movement>,
         out: &mut Vec<Outgoing>,
     ) -> Result<(), HandleError> {
         let messages = match received.message.clone() {
-            Command::DispatchShipment { saga_id, store_id, product_id, quantity } => {
-                dispatch(tx, movements, saga_id, store_id, product_id, quantity).await?
+            WarehouseCommand::Shipment(Command::DispatchShipment { saga_id, store_id, product_id, quantity }) => {
+                let messages = dispatch(tx, movements, saga_id, store_id, product_id, quantity).await?;
+                // The warehouse's own low-stock rule, in the transaction that took the stock.
+                purchase_order::reorder_if_low(tx, &self.timing, product_id).await?;
+                messages
             }
-            Command::CancelShipment { saga_id, store_id, product_id } => {
+            WarehouseCommand::Shipment(Command::CancelShipment { saga_id, store_id, product_id }) => {
                 vec![Outgoing::reply(&cancel(tx, movements, saga_id, store_id, product_id).await?)]
             }
-            Command::ReceiveShipment { .. } => {
+            WarehouseCommand::Purchase(purchase_order::Command::ReceivePurchase {
+                purchase_id,
+                product_id,
+                quantity,
+            }) => {
+                vec![Outgoing::reply(&book_in(tx, movements, purchase_id, product_id, quantity).await?)]
+            }
+            WarehouseCommand::Shipment(Command::ReceiveShipment { .. }) => {
                 return Err(HandleError::Poison("ReceiveShipment is a store inventory command".into()));
+            }
+            WarehouseCommand::Purchase(
+                purchase_order::Command::PlacePurchase { .. } | purchase_order::Command::CancelPurchase { .. },
+            ) => {
+                return Err(HandleError::Poison(format!("{} is a supplier command", received.envelope.message_type)));
             }
         };
         out.extend(messages);
@@ -186,6 +237,32 @@ async fn cancel(
             Ok(Reply::ShipmentCancelled { saga_id, quantity_returned: quantity })
         }
     }
+}
+
+/// Books a supplier's delivery into the warehouse's stock (into `movements`), once: the ledger
+/// entry is the record that it was, so a receipt sent again answers what was booked.
+async fn book_in(
+    tx: &mut PgConnection,
+    movements: &mut Vec<Movement>,
+    purchase_id: Uuid,
+    product_id: Uuid,
+    quantity: i64,
+) -> Result<purchase_order::Reply, HandleError> {
+    if quantity <= 0 {
+        return Err(HandleError::Poison(format!("cannot book in a quantity of {quantity}")));
+    }
+    let reason = MovementReason::PurchaseReceived;
+    let pending = movements.iter().find(|m| m.reason == reason && m.reference == Some(purchase_id));
+    let booked = match pending {
+        Some(movement) => Some(movement.on_hand_delta),
+        None => ledger::recorded(tx, reason, purchase_id).await?,
+    };
+    if let Some(quantity) = booked {
+        return Ok(purchase_order::Reply::PurchaseReceived { purchase_id, quantity });
+    }
+    warehouse::book_in(tx, product_id, quantity).await?;
+    movements.push(Movement::on_hand(None, product_id, quantity, reason, purchase_id));
+    Ok(purchase_order::Reply::PurchaseReceived { purchase_id, quantity })
 }
 
 /// A cancelled, empty shipment: whatever comes later for this saga finds nothing to ship.

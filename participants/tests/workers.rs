@@ -3,14 +3,19 @@
 //! or released, never both, each recorded once.
 
 use chrono::Utc;
-use participants::payment::PaymentWorker;
+use std::time::Duration;
+
+use participants::{payment::PaymentWorker, supplier, supplier::SupplierWorker};
 use platform::{
     config::Config,
     messaging::consumer::{Handler, handle_once},
     process::Services,
-    protocol::{Envelope, MessageFamily, PROTOCOL_VERSION},
+    protocol::{CommandFamily, Envelope, MessageFamily, PROTOCOL_VERSION},
 };
-use sagas::fulfilment::{Command, Line, Reply};
+use sagas::{
+    fulfilment::{Command, Line, Reply},
+    purchase_order,
+};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -32,12 +37,12 @@ async fn database() -> PgPool {
 }
 
 /// A command as it arrives: every send has its own message id.
-fn sent(command: &Command) -> Envelope {
+fn sent<C: CommandFamily>(command: &C) -> Envelope {
     let (message_type, payload) = command.to_parts();
     Envelope {
         version: PROTOCOL_VERSION,
         message_id: Uuid::new_v4(),
-        correlation_id: Some(command_order(command)),
+        correlation_id: Some(command.saga_id()),
         sent_at: Utc::now(),
         message_type: message_type.into(),
         payload,
@@ -45,23 +50,31 @@ fn sent(command: &Command) -> Envelope {
     }
 }
 
-fn command_order(command: &Command) -> Uuid {
-    <Command as platform::protocol::CommandFamily>::saga_id(command)
+/// Handles one send of an order's command; the replies written to the outbox for the order,
+/// oldest first.
+async fn handle<H: Handler>(handler: &H, pool: &PgPool, command: &Command) -> Vec<Reply> {
+    handle_as(handler, pool, command).await
 }
 
-/// Handles one send; the replies the handler wrote to the outbox for the order, oldest first.
-async fn handle<H: Handler>(handler: &H, pool: &PgPool, command: &Command) -> Vec<Reply> {
+/// Handles one send of any kind's command; the replies written to the outbox for its saga, oldest
+/// first.
+async fn handle_as<H: Handler, C: CommandFamily, R: MessageFamily>(handler: &H, pool: &PgPool, command: &C) -> Vec<R> {
     handle_once(handler, pool, &sent(command)).await.expect("the handler succeeds");
+    replies(pool, command).await
+}
+
+/// The replies written to the outbox for the saga of `command`, oldest first.
+async fn replies<C: CommandFamily, R: MessageFamily>(pool: &PgPool, command: &C) -> Vec<R> {
     let rows: Vec<(String, serde_json::Value)> =
         sqlx::query_as("SELECT message_type, body FROM outbox WHERE correlation_id = $1 ORDER BY id")
-            .bind(command_order(command))
+            .bind(command.saga_id())
             .fetch_all(pool)
             .await
             .unwrap();
     rows.into_iter()
         .map(|(message_type, payload)| {
             let envelope = Envelope { message_type, payload, ..sent(command) };
-            envelope.body::<Reply>().expect("the outbox holds replies")
+            envelope.body::<R>().expect("the outbox holds replies")
         })
         .collect()
 }
@@ -200,6 +213,45 @@ async fn an_order_released_cannot_be_handed_over_and_a_release_sent_twice_releas
     let replies = handle(&store, &pool, &Command::ListForPicking { order_id, store_id, items }).await;
     assert!(matches!(replies.last(), Some(Reply::PickingFailed { .. })), "{replies:?}");
     assert_eq!(stock(&pool, store_id).await, (10, 0));
+}
+
+#[tokio::test]
+async fn a_purchase_order_is_taken_once_and_shipped_once_its_lead_time_has_passed() {
+    let pool = database().await;
+    let worker = SupplierWorker { decline_rate: 0.0, lead_time: Duration::from_secs(3600) };
+    let (purchase_id, product_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let place = purchase_order::Command::PlacePurchase { purchase_id, product_id, quantity: 40 };
+    let replies: Vec<purchase_order::Reply> = handle_as(&worker, &pool, &place).await;
+    assert_eq!(replies, [], "taken: the answer comes when it ships");
+    assert_eq!(supplier::ship_due(&pool).await.unwrap(), 0, "its lead time has not passed");
+    // The lead time passes.
+    sqlx::query("UPDATE supplier_order SET ships_at = now() - interval '1 second' WHERE purchase_id = $1")
+        .bind(purchase_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(supplier::ship_due(&pool).await.unwrap(), 1);
+    assert_eq!(supplier::ship_due(&pool).await.unwrap(), 0, "shipped once");
+    // A resend after the shipment answers what happened; a cancel comes too late.
+    let _: Vec<purchase_order::Reply> = handle_as(&worker, &pool, &place).await;
+    let cancel = purchase_order::Command::CancelPurchase { purchase_id, product_id };
+    let replies: Vec<purchase_order::Reply> = handle_as(&worker, &pool, &cancel).await;
+    let confirmed = purchase_order::Reply::PurchaseConfirmed { purchase_id, quantity: 40 };
+    let late = purchase_order::Reply::PurchaseAlreadyShipped { purchase_id, quantity: 40 };
+    assert_eq!(replies, [confirmed.clone(), confirmed, late]);
+}
+
+#[tokio::test]
+async fn a_purchase_cancel_that_comes_first_makes_the_late_order_declined() {
+    let pool = database().await;
+    let worker = SupplierWorker { decline_rate: 0.0, lead_time: Duration::ZERO };
+    let (purchase_id, product_id) = (Uuid::new_v4(), Uuid::new_v4());
+    let cancel = purchase_order::Command::CancelPurchase { purchase_id, product_id };
+    let _: Vec<purchase_order::Reply> = handle_as(&worker, &pool, &cancel).await;
+    let place = purchase_order::Command::PlacePurchase { purchase_id, product_id, quantity: 40 };
+    let replies: Vec<purchase_order::Reply> = handle_as(&worker, &pool, &place).await;
+    assert!(matches!(replies[1], purchase_order::Reply::PurchaseDeclined { .. }), "{replies:?}");
+    assert_eq!(supplier::ship_due(&pool).await.unwrap(), 0, "nothing ships");
 }
 
 #[tokio::test]

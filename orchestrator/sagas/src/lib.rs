@@ -3,14 +3,16 @@
 //! and follow from it. The engine that drives them all is [`platform::saga`].
 //!
 //! - [`replenishment`]: refill one product in one store from the central warehouse;
-//! - [`fulfilment`]: take the customer's payment and hand the order over, or undo both.
+//! - [`fulfilment`]: take the customer's payment and hand the order over, or undo both;
+//! - [`purchase_order`]: reorder a product for the central warehouse from its supplier.
 
 pub mod fulfilment;
+pub mod purchase_order;
 pub mod replenishment;
 
 use platform::{messaging::Participant, saga::registry::Registry};
 
-/// The central warehouse: dispatches and cancels shipments.
+/// The central warehouse: dispatches and cancels shipments, books suppliers' deliveries in.
 pub const WAREHOUSE: Participant = Participant { name: "warehouse", queue: "warehouse.commands" };
 /// A store's inventory: takes shipments into stock, hands orders over, releases reservations.
 pub const INVENTORY: Participant = Participant { name: "inventory", queue: "inventory.commands" };
@@ -32,5 +34,8 @@ pub mod example {
 
 /// Every saga kind this build drives.
 pub fn registry() -> Registry {
-    Registry::empty().with::<replenishment::Replenishment>().with::<fulfilment::Fulfilment>()
+    Registry::empty()
+        .with::<replenishment::Replenishment>()
+        .with::<fulfilment::Fulfilment>()
+        .with::<purchase_order::PurchaseOrder>()
 }

@@ -16,6 +16,7 @@ pub mod participants;
 pub mod problem;
 pub mod products;
 pub mod prometheus;
+pub mod purchase_orders;
 pub mod refused;
 pub mod role;
 pub mod sagas;
@@ -61,6 +62,9 @@ pub enum Tag {
     Sagas,
     /// Replenishments started by hand.
     Replenishments,
+    /// Purchase orders from the warehouse's supplier, started by hand.
+    #[oai(rename = "Purchase orders")]
+    PurchaseOrders,
     /// Messages no consumer could handle: inspect, replay once, delete.
     #[oai(rename = "Dead letters")]
     DeadLetters,
@@ -87,6 +91,7 @@ type Apis = (
     orders::OrdersApi,
     sagas::SagasApi,
     sagas::ReplenishmentsApi,
+    purchase_orders::PurchaseOrdersApi,
     dead_letters::DeadLettersApi,
     participants::ParticipantsApi,
     movements::MovementsApi,
@@ -105,6 +110,7 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         orders::OrdersApi { ctx: ctx.clone() },
         sagas::SagasApi { ctx: ctx.clone() },
         sagas::ReplenishmentsApi { ctx: ctx.clone() },
+        purchase_orders::PurchaseOrdersApi { ctx: ctx.clone() },
         dead_letters::DeadLettersApi { ctx: ctx.clone() },
         participants::ParticipantsApi { ctx: ctx.clone() },
         movements::MovementsApi { ctx: ctx.clone() },

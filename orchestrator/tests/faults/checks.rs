@@ -169,8 +169,15 @@ pub async fn verify(
     assert_invariants(pool).await;
     checks.pass("ledger sums to stock; conservation; no oversell; one open replenishment per pair");
 
-    conservation(pool, shop, report).await;
-    checks.pass("product by product: warehouse + stores + in transit = opening stock - sales the clients made");
+    let purchases = conservation(pool, shop, report).await;
+    checks.pass(
+        "product by product: warehouse + stores + in transit = opening stock + supplier deliveries - sales the \
+         clients made",
+    );
+    eprintln!(
+        "fault suite | purchase orders: {} opened, {} received, {} cancelled; {} units delivered",
+        purchases.opened, purchases.received, purchases.cancelled, purchases.delivered
+    );
 
     let doubled: Vec<Doubled> = sqlx::query_as(
         "SELECT reason, reference, store_id, product_id, count(*)::int8 AS count FROM stock_movement
@@ -254,9 +261,10 @@ async fn sagas_ended(pool: &PgPool) -> Sagas {
     sagas
 }
 
-/// The conservation law against the clients' own record, product by product: every unit the
-/// setup put in is in the warehouse, in a store or on the road, except those the clients sold.
-async fn conservation(pool: &PgPool, shop: &Shop, report: &Report) {
+/// The conservation law against the clients' and the supplier's own records, product by product:
+/// every unit the setup put in or the supplier delivered is in the warehouse, in a store or on
+/// the road, except those the clients sold. Returns the purchase orders' figures.
+async fn conservation(pool: &PgPool, shop: &Shop, report: &Report) -> Purchases {
     let mut sold: HashMap<Uuid, i64> = HashMap::new();
     for outcome in &report.outcomes {
         if let Outcome::Accepted(Accepted { status: "fulfilled", items, .. }) = outcome {
@@ -265,11 +273,16 @@ async fn conservation(pool: &PgPool, shop: &Shop, report: &Report) {
             }
         }
     }
+    let mut purchases = Purchases::default();
     for &product in &shop.products {
-        let (warehouse, stores, in_transit): (i64, i64, i64) = sqlx::query_as(
+        // Delivered: what the supplier says it shipped, for the orders the warehouse received.
+        let (warehouse, stores, in_transit, delivered): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT COALESCE(sum(on_hand), 0) FROM warehouse_stock WHERE product_id = $1)::int8,
                     (SELECT COALESCE(sum(on_hand), 0) FROM inventory WHERE product_id = $1)::int8,
-                    (SELECT COALESCE(sum(quantity), 0) FROM shipment WHERE product_id = $1 AND status = 'dispatched')::int8",
+                    (SELECT COALESCE(sum(quantity), 0) FROM shipment WHERE product_id = $1 AND status = 'dispatched')::int8,
+                    (SELECT COALESCE(sum(s.quantity), 0) FROM supplier_order s
+                     JOIN purchase_order p ON p.saga_id = s.purchase_id
+                     WHERE s.product_id = $1 AND s.status = 'shipped' AND p.status = 'received')::int8",
         )
         .bind(product)
         .fetch_one(pool)
@@ -278,12 +291,34 @@ async fn conservation(pool: &PgPool, shop: &Shop, report: &Report) {
         let sold = sold.get(&product).copied().unwrap_or_default();
         assert_eq!(
             warehouse + stores + in_transit,
-            shop.opening_stock - sold,
+            shop.opening_stock + delivered - sold,
             "product {product}: warehouse {warehouse} + stores {stores} + in transit {in_transit} \
-             != opening stock {} - sold {sold}",
+             != opening stock {} + delivered {delivered} - sold {sold}",
             shop.opening_stock
         );
+        purchases.delivered += delivered;
     }
+    // Every shipment the supplier made was booked in: none is left at the warehouse's door.
+    let (opened, received, cancelled, undelivered): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE p.status = 'received'), count(*) FILTER (WHERE p.status = 'cancelled'),
+                count(*) FILTER (WHERE s.status = 'shipped' AND p.status <> 'received')
+         FROM purchase_order p LEFT JOIN supplier_order s ON s.purchase_id = p.saga_id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(undelivered, 0, "purchase orders the supplier shipped but the warehouse did not book in");
+    Purchases { opened, received, cancelled, ..purchases }
+}
+
+/// What became of the purchase orders of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Purchases {
+    pub opened: i64,
+    pub received: i64,
+    pub cancelled: i64,
+    /// Units the supplier delivered and the warehouse booked in.
+    pub delivered: i64,
 }
 
 /// Each saga's ledger rows follow from its shipment, and its end state from the shipment's:

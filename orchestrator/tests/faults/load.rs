@@ -42,6 +42,8 @@ pub struct Plan {
     pub reorder_threshold: i64,
     pub target_level: i64,
     pub warehouse_on_hand: i64,
+    /// The warehouse's reorder point and target, for every product.
+    pub warehouse_reorder: (i64, i64),
 }
 
 impl Plan {
@@ -57,8 +59,10 @@ impl Plan {
             reorder_threshold: 4,
             target_level: 12,
             // About half of the demand an order stream of this size makes (an order takes 2.4
-            // units on average), so the warehouse runs dry in the second half of the run.
+            // units on average), so the warehouse runs low in the second half of the run and
+            // reorders from its supplier, whose lead time and declines leave it dry at times.
             warehouse_on_hand: (orders as i64 * 12 / 10 / 6).max(20),
+            warehouse_reorder: ((orders as i64 / 30).max(5), (orders as i64 / 10).max(20)),
         }
     }
 }
@@ -217,7 +221,8 @@ pub async fn stock_shop(api: &[SocketAddr], plan: &Plan, run: &str) -> Shop {
         let body = json!({"sku": format!("{run}-{p}"), "name": format!("product {p}")});
         let answer = answered(&mut client, &retries, "POST", "/products", &[], &body).await;
         let product = expect_status(&answer, 201, "creating a product");
-        let stock = json!({"on_hand": plan.warehouse_on_hand});
+        let (point, target) = plan.warehouse_reorder;
+        let stock = json!({"on_hand": plan.warehouse_on_hand, "reorder": {"point": point, "target": target}});
         let answer = answered(&mut client, &retries, "PUT", &format!("/warehouse/stock/{product}"), &[], &stock).await;
         assert_eq!(answer.status, 200, "setting warehouse stock: {}", answer.body);
         products.push(product);

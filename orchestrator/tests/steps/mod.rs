@@ -6,6 +6,7 @@ pub mod faults;
 pub mod fulfilment;
 pub mod operations;
 pub mod orders;
+pub mod purchasing;
 pub mod replenishment;
 pub mod stock;
 
