@@ -1,4 +1,4 @@
-//! Customer orders: the hot write path (DESIGN.md §3.1).
+//! Customer orders: the hot write path (docs/design.md §3.1).
 //!
 //! Placing an order is one transaction: the order row (its idempotency key makes a retry return
 //! the first order), one conditional `UPDATE` per item that reserves only if the stock is there —

@@ -5,7 +5,7 @@
 //! its own running [`Application`], started by the first step that needs it, so that the steps
 //! that decide how it runs (stopped workers, injected faults) can come first. The API is called
 //! in process through the real routes. After each scenario the application is stopped, the
-//! invariants of DESIGN.md §8 are checked at rest, and the database and broker names are dropped
+//! invariants of docs/design.md §8 are checked at rest, and the database and broker names are dropped
 //! (a failed scenario keeps its database for inspection, and says which it is).
 //!
 //! Run with `cargo test -p orchestrator --test scenarios` (`DATABASE_URL` names the admin

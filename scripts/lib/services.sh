@@ -351,7 +351,8 @@ http_ok() {
 # (1), or SECONDS pass (2, after sending the process Ctrl-C).
 wait_ready() {
     local deadline=$((SECONDS + $3))
-    until http_ok "$1"; do
+    # The process first: another one answering at URL must not pass for it.
+    until kill -0 "$2" 2>/dev/null && http_ok "$1"; do
         kill -0 "$2" 2>/dev/null || return 1
         if ((SECONDS >= deadline)); then
             kill -INT "$2" 2>/dev/null || true

@@ -1,4 +1,4 @@
-//! The inventory cache in Redis (DESIGN.md §5): cache only, never the only copy of anything.
+//! The inventory cache in Redis (docs/design.md §5): cache only, never the only copy of anything.
 //!
 //! Entries are JSON [`StockLevel`]s under `{namespace}:inv:{store}:{product}` with a short TTL.
 //! Every write goes through one Lua script that keeps whichever version is newer, so a slow reader

@@ -171,7 +171,7 @@ where
     }
 }
 
-/// The invariants of DESIGN.md §8 that a database must satisfy at rest.
+/// The invariants of docs/design.md §8 that a database must satisfy at rest.
 pub async fn assert_invariants(pool: &PgPool) {
     // The ledger sums to the current stock, in every store and in the warehouse.
     let drift: Vec<(Option<Uuid>, Uuid, i64, i64)> = sqlx::query_as(

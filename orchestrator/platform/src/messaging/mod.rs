@@ -1,4 +1,4 @@
-//! RabbitMQ plumbing shared by the orchestrator and the workers (DESIGN.md §4).
+//! RabbitMQ plumbing shared by the orchestrator and the workers (docs/design.md §4).
 //!
 //! Nothing is published straight from a request or a handler: state changes write their messages
 //! to the [`outbox`] in the same transaction, and the [`relay`] publishes committed rows with

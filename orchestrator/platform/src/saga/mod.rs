@@ -1,4 +1,4 @@
-//! The saga engine, generic over saga kinds (DESIGN.md §3.2).
+//! The saga engine, generic over saga kinds (docs/design.md §3.2).
 //!
 //! A kind ([`SagaKind`]) supplies its states, the replies it understands, its data, and one pure
 //! transition function. The [`engine`] does everything else, the same way for every kind: it
