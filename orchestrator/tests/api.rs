@@ -142,6 +142,8 @@ async fn health_and_docs_answer_without_a_key() {
         .await;
     api.get("/docs").send().await.assert_status_is_ok();
     api.get("/docs/").send().await.assert_status_is_ok();
+    // The icon a browser asks for with every page: nothing, rather than a 404.
+    api.get("/favicon.ico").send().await.assert_status(StatusCode::NO_CONTENT);
     let spec = api.get("/openapi.json").send().await;
     spec.assert_status_is_ok();
     let spec: Value = spec.0.into_body().into_json().await.unwrap();

@@ -319,6 +319,34 @@ async fn an_id_has_one_spelling_in_paths_queries_and_bodies() {
     env.teardown().await;
 }
 
+/// A parameter that cannot be read is named as the spec names it, and the answer says what a valid
+/// value looks like, in the API's words rather than the framework's.
+#[tokio::test]
+async fn an_unreadable_parameter_is_named_as_the_spec_names_it() {
+    let env = TestEnv::new().await;
+    let app = env.start(API_ONLY, RelayFaults::default()).await;
+    let api = client(&app, ADMIN_KEY);
+    let cases = [
+        ("/sagas/null", "path parameter `id` must be"),
+        ("/stores/00000000-0000-0000-0000-000000000000/inventory/null", "path parameter `product_id` must be"),
+        ("/stores/null/inventory/00000000-0000-0000-0000-000000000000", "path parameter `store_id` must be"),
+        ("/warehouse/stock/null", "path parameter `product_id` must be an id, such as "),
+        ("/dead-letters/abc", "path parameter `id` must be a whole number"),
+        ("/sagas?store_id=null", "parameter `store_id` must be"),
+        ("/sagas?limit=abc", "parameter `limit` must be a whole number from 1 to 500"),
+    ];
+    for (path, says) in cases {
+        let body = problem(api.get(path).send().await, StatusCode::BAD_REQUEST, path).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.starts_with(says), "{path}: {detail}");
+        for internal in ["param0", "param1", "failed to parse", "occurred while", "string_uuid", "integer_int64"] {
+            assert!(!detail.contains(internal), "{path}: the answer speaks the framework's words: {detail}");
+        }
+    }
+    app.stop().await;
+    env.teardown().await;
+}
+
 #[tokio::test]
 async fn a_body_that_names_a_key_twice_is_a_400_not_its_last_value() {
     let env = TestEnv::new().await;

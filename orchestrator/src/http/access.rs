@@ -43,8 +43,12 @@ use crate::access::{
 
 use Access::{Needs, Public};
 
-/// Routes outside the spec, also public: Swagger UI and the spec itself.
-pub const DOCUMENTS: &[&str] = &["/docs", "/docs/", "/openapi.json"];
+/// Routes outside the spec, also public: Swagger UI, the spec itself, and the icon a browser asks
+/// for on its own.
+pub const DOCUMENTS: &[&str] = &["/docs", "/docs/", "/openapi.json", FAVICON];
+
+/// What a browser asks for with every page it opens: answered 204, and logged at debug only.
+pub const FAVICON: &str = "/favicon.ico";
 
 /// Every operation of `spec` (the finished OpenAPI document) with who may call it, as its handler
 /// declares ([`super::role`]): (method, path, access).
@@ -271,7 +275,7 @@ impl Door {
             Target::Operation(route, params) => (route, params),
             // CORS answers its preflight (or refuses its origin): no key is sent with one.
             Target::WrongMethod(_) if self.cors && is_preflight(&request) => {
-                return with_rate_limit(call(next, request).await, &decision);
+                return with_rate_limit(call(next, request, None).await, &decision);
             }
             Target::WrongMethod(routes) => {
                 if let Some(caller) = &caller {
@@ -280,7 +284,7 @@ impl Door {
                 return limited(method_not_allowed(&routes));
             }
             Target::Elsewhere => {
-                let response = call(next, request).await;
+                let response = call(next, request, None).await;
                 // The router's 404 for a path no operation has is a refusal like the door's.
                 let response = if response.status() == StatusCode::NOT_FOUND { refuse(response) } else { response };
                 return with_rate_limit(response, &decision);
@@ -308,13 +312,14 @@ impl Door {
                 if let Some(audit) = &audit {
                     request.set_data(audit.clone());
                 }
-                let response = match tokio::time::timeout(self.request_timeout, call(next, request)).await {
-                    Ok(response) => response,
-                    Err(_) => {
-                        timed_out = true;
-                        self.timed_out()
-                    }
-                };
+                let response =
+                    match tokio::time::timeout(self.request_timeout, call(next, request, Some(&route.path))).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            timed_out = true;
+                            self.timed_out()
+                        }
+                    };
                 // No handler answers 403: this is CORS refusing the page's origin.
                 if response.status() == StatusCode::FORBIDDEN {
                     audit = audit.or_else(|| caller.as_ref().map(|c| audit_of(c, &route.path, &params)));
@@ -443,10 +448,12 @@ impl Door {
 }
 
 /// The answer of the routes behind the door, the framework's errors shaped as problems.
-async fn call<E: Endpoint>(next: &E, request: Request) -> Response {
+/// `route` is the operation matched, in the spec's form, so that a parameter the framework could
+/// not read is named as the spec names it.
+async fn call<E: Endpoint>(next: &E, request: Request, route: Option<&str>) -> Response {
     match next.call(request).await {
         Ok(response) => response.into_response(),
-        Err(error) => super::problem::from_poem(error).await,
+        Err(error) => super::problem::from_poem(error, route).await,
     }
 }
 

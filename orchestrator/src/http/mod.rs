@@ -172,6 +172,7 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
         .at("/openapi.json", document)
         .at("/docs", docs())
         .at("/docs/", docs())
+        .at(access::FAVICON, make_sync(|_| StatusCode::NO_CONTENT))
         .nest("/", api)
         .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(move |next, request| {
@@ -221,7 +222,7 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
             }
             Err(error) => {
                 let route = error.data::<PathPattern>().map(|p| p.0.clone());
-                (problem::from_poem(error).await, route)
+                (problem::from_poem(error, None).await, route)
             }
         }
     }
@@ -235,8 +236,13 @@ async fn observe<E: Endpoint>(next: Arc<E>, mut request: Request) -> PoemResult<
             refused::record(Refusal::Request(status.as_u16()), || refused::describe(*client, method, &path));
         }
         None => {
+            let millis = elapsed.as_secs_f64() * 1000.0;
             span.in_scope(|| {
-                tracing::info!(status = status.as_u16(), millis = elapsed.as_secs_f64() * 1000.0, "request")
+                if path == access::FAVICON {
+                    tracing::debug!(status = status.as_u16(), millis, "request");
+                } else {
+                    tracing::info!(status = status.as_u16(), millis, "request");
+                }
             });
         }
     }

@@ -10,6 +10,7 @@
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{
     ApiResponse, Object,
+    error::{ParseParamError, ParsePathError},
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
     types::Type,
 };
@@ -251,8 +252,11 @@ impl<const S: Statuses> ApiResponse for Errors<S> {
 }
 
 /// The framework's errors as problems. poem-openapi reports unreadable input as 400 with a
-/// plain-text body; this keeps its status and message and gives it the problem shape.
-pub async fn from_poem(error: poem::Error) -> Response {
+/// plain-text body; this keeps its status and gives it the problem shape, and a parameter it could
+/// not read is named as the spec names it: `route` is the operation's path in the spec's form
+/// (`/orders/{id}`), when one was matched, since the framework knows path parameters only by
+/// their place (`param0`).
+pub async fn from_poem(error: poem::Error, route: Option<&str>) -> Response {
     // Our own problems arrive already shaped; only the framework's errors need dressing.
     if error.is_from_response() {
         return error.into_response();
@@ -261,8 +265,38 @@ pub async fn from_poem(error: poem::Error) -> Response {
     let detail = if status.is_server_error() {
         tracing::error!(%error, "request failed");
         "an internal error occurred; it has been logged".to_owned()
+    } else if let Some(ParsePathError { name, reason }) = error.downcast_ref::<ParsePathError>() {
+        let name = route.and_then(|route| path_parameter(route, name)).unwrap_or(name);
+        format!("path parameter `{name}` {}", plain(reason))
+    } else if let Some(ParseParamError { name, reason }) = error.downcast_ref::<ParseParamError>() {
+        format!("parameter `{name}` {}", plain(reason))
     } else {
         error.to_string()
     };
     Problem::new(status, detail).into_response()
+}
+
+/// The name of the framework's `paramN`: the Nth `{name}` of the spec's path.
+fn path_parameter<'a>(route: &'a str, place: &str) -> Option<&'a str> {
+    let index: usize = place.strip_prefix("param")?.parse().ok()?;
+    route.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}')).nth(index)
+}
+
+/// The framework's reason for a value it could not read, in the API's words: without the names of
+/// its own types (`failed to parse "string_uuid": …`, `(occurred while parsing "optional_integer")`),
+/// and with what a valid value looks like where the reason is the standard library's.
+fn plain(reason: &str) -> String {
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    let Some((kind, message)) = reason.strip_prefix("failed to parse \"").and_then(|rest| rest.split_once("\": "))
+    else {
+        return reason.to_owned();
+    };
+    match kind {
+        // The API's own types say what they take.
+        _ if message.starts_with("must ") => message.to_owned(),
+        "string_uuid" => "must be an id, such as 00000000-0000-0000-0000-000000000000".to_owned(),
+        kind if kind.starts_with("integer") => "must be a whole number, such as 42".to_owned(),
+        "boolean" => "must be true or false".to_owned(),
+        _ => message.to_owned(),
+    }
 }
