@@ -25,6 +25,8 @@ use platform::{
 use schemars::SchemaGenerator;
 use serde_json::{Map, Value, json};
 
+use crate::http;
+
 /// How the document writes the deployment's namespace, the prefix of every exchange and queue.
 pub const NAMESPACE: &str = "{namespace}";
 
@@ -101,11 +103,14 @@ pub fn document(registry: &Registry) -> Value {
     schemas.insert("DeadLetterHeaders".into(), dead_letter_headers_schema());
     let defaults = Config::default();
     json!({
-        "asyncapi": "3.0.0",
+        "asyncapi": "3.1.0",
         "info": {
             "title": "Dark-store replenishment: messages",
             "version": env!("CARGO_PKG_VERSION"),
             "description": introduction(),
+            "contact": { "name": http::CONTACT },
+            "license": { "name": http::LICENSE, "url": http::LICENSE_URL },
+            "tags": tags(registry),
         },
         "defaultContentType": "application/json",
         "servers": {
@@ -150,6 +155,22 @@ pub fn contracts(registry: &Registry, generator: &mut SchemaGenerator) -> Vec<Me
     }
     messages.extend(registry.events().iter().map(|event| (event.contract)(generator)));
     messages
+}
+
+/// The tags the messages carry: their role, and the saga kind whose they are.
+fn tags(registry: &Registry) -> Vec<Value> {
+    let mut tags = vec![
+        json!({ "name": "command", "description": "Sent by the saga engine to a participant's queue." }),
+        json!({ "name": "reply", "description": "A participant's answer, to the saga engine's queue." }),
+        json!({ "name": "event", "description": "News for downstream teams, on a topic exchange." }),
+    ];
+    tags.extend(
+        registry
+            .kinds()
+            .into_iter()
+            .map(|kind| json!({ "name": kind, "description": format!("The {kind} saga's messages.") })),
+    );
+    tags
 }
 
 fn introduction() -> String {

@@ -1,6 +1,6 @@
 //! The committed AsyncAPI document is the published message contract: these tests fail when the
 //! code's messages and `openapi/asyncapi.json` differ, and check that the document holds
-//! together (AsyncAPI 3.0's required fields, every reference resolves, every example matches its
+//! together (AsyncAPI 3.1's required fields, every reference resolves, every example matches its
 //! own schemas). Regenerate with `cargo run -p orchestrator -- asyncapi > openapi/asyncapi.json`.
 //! `asyncapi_broker.rs` takes the document to the real broker.
 
@@ -51,7 +51,7 @@ fn references(value: &Value, at: String, found: &mut Vec<(String, String)>) {
 #[test]
 fn the_document_is_asyncapi_3_and_every_reference_resolves() {
     let document = generated();
-    assert_eq!(document["asyncapi"], "3.0.0");
+    assert_eq!(document["asyncapi"], "3.1.0");
     for field in ["title", "version", "description"] {
         assert!(document["info"][field].as_str().is_some_and(|s| !s.is_empty()), "info.{field}");
     }

@@ -67,7 +67,7 @@ impl ApiKeysApi {
     ///
     /// Answers with the key's secret, which is shown this once: only its hash is stored. The key
     /// works on every instance within a second. 409 when a key in use has that name.
-    #[oai(path = "/api-keys", method = "post")]
+    #[oai(path = "/api-keys", method = "post", operation_id = "createApiKey")]
     async fn create(
         &self,
         _role: Needs<Admin>,
@@ -89,7 +89,7 @@ impl ApiKeysApi {
     /// List API keys
     ///
     /// Every key, revoked ones included, without secrets.
-    #[oai(path = "/api-keys", method = "get")]
+    #[oai(path = "/api-keys", method = "get", operation_id = "listApiKeys")]
     async fn list(
         &self,
         _role: Needs<Admin>,
@@ -110,7 +110,7 @@ impl ApiKeysApi {
     /// five, when an instance cannot reach the database). Revoking a revoked key changes
     /// nothing. 409 for the key making the request, and for the last admin key in use: make
     /// another admin key first.
-    #[oai(path = "/api-keys/:id", method = "delete")]
+    #[oai(path = "/api-keys/:id", method = "delete", operation_id = "revokeApiKey")]
     async fn revoke(
         &self,
         _role: Needs<Admin>,

@@ -29,7 +29,7 @@ impl AuditApi {
     /// Newest first. Every change requested through the API by any key, whatever its outcome
     /// (refusals included), and every request a key's role did not allow. Filters combine; a
     /// time range that ends before it starts holds nothing.
-    #[oai(path = "/audit", method = "get")]
+    #[oai(path = "/audit", method = "get", operation_id = "listAudit")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,

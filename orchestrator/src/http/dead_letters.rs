@@ -97,7 +97,7 @@ impl DeadLettersApi {
     /// List dead letters
     ///
     /// Newest first; filter by the queue they died in and whether they were replayed.
-    #[oai(path = "/dead-letters", method = "get")]
+    #[oai(path = "/dead-letters", method = "get", operation_id = "listDeadLetters")]
     async fn list(
         &self,
         _role: Needs<Operator>,
@@ -117,7 +117,7 @@ impl DeadLettersApi {
     }
 
     /// Get a dead letter
-    #[oai(path = "/dead-letters/:id", method = "get")]
+    #[oai(path = "/dead-letters/:id", method = "get", operation_id = "getDeadLetter")]
     async fn get(
         &self,
         _role: Needs<Operator>,
@@ -132,7 +132,7 @@ impl DeadLettersApi {
     ///
     /// Publishes the message again, byte for byte, to the queue it died in: once. 409 when it was
     /// replayed already or came from a queue of another deployment.
-    #[oai(path = "/dead-letters/:id/replay", method = "post")]
+    #[oai(path = "/dead-letters/:id/replay", method = "post", operation_id = "replayDeadLetter")]
     async fn replay(
         &self,
         _role: Needs<Operator>,
@@ -178,7 +178,7 @@ impl DeadLettersApi {
     }
 
     /// Delete a dead letter
-    #[oai(path = "/dead-letters/:id", method = "delete")]
+    #[oai(path = "/dead-letters/:id", method = "delete", operation_id = "deleteDeadLetter")]
     async fn delete(
         &self,
         _role: Needs<Operator>,

@@ -114,7 +114,7 @@ impl HealthApi {
 #[OpenApi(tag = "Tag::Health")]
 impl HealthApi {
     /// Liveness
-    #[oai(path = "/health/live", method = "get")]
+    #[oai(path = "/health/live", method = "get", operation_id = "live")]
     async fn live(&self, _role: Needs<Anyone>) -> Json<Health> {
         Json(Health { status: Status::Ok, checks: None })
     }
@@ -123,7 +123,7 @@ impl HealthApi {
     ///
     /// Postgres and RabbitMQ must answer; Redis is reported but not required. The answer is
     /// reused for a second.
-    #[oai(path = "/health/ready", method = "get")]
+    #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, _role: Needs<Anyone>) -> Readiness {
         let mut last = self.last.lock().await;
         let health = match last.as_ref() {

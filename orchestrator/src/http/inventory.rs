@@ -83,7 +83,7 @@ impl InventoryApi {
     ///
     /// Creates the row or overwrites it (a count). If the result is at or below the reorder
     /// threshold, a replenishment starts.
-    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put")]
+    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "put", operation_id = "setInventory")]
     async fn set(
         &self,
         _role: Needs<Operator>,
@@ -105,7 +105,7 @@ impl InventoryApi {
     ///
     /// Served from the Redis cache, which every change updates after commit (never over a newer
     /// version) and which expires entries after 30 s; on a miss, or with Redis down, from Postgres.
-    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get")]
+    #[oai(path = "/stores/:store_id/inventory/:product_id", method = "get", operation_id = "getInventory")]
     async fn get(
         &self,
         _role: Needs<Client>,
@@ -119,7 +119,7 @@ impl InventoryApi {
     }
 
     /// List a store's inventory
-    #[oai(path = "/stores/:store_id/inventory", method = "get")]
+    #[oai(path = "/stores/:store_id/inventory", method = "get", operation_id = "listInventory")]
     async fn list(
         &self,
         _role: Needs<Client>,
@@ -145,7 +145,11 @@ impl InventoryApi {
     /// Adjust a product's stock in a store
     ///
     /// For stock found, lost or damaged; recorded in the stock ledger with its reason.
-    #[oai(path = "/stores/:store_id/inventory/:product_id/adjustments", method = "post")]
+    #[oai(
+        path = "/stores/:store_id/inventory/:product_id/adjustments",
+        method = "post",
+        operation_id = "adjustInventory"
+    )]
     async fn adjust(
         &self,
         _role: Needs<Operator>,

@@ -35,7 +35,7 @@ use poem::{
     middleware::Cors,
     web::Html,
 };
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{ContactObject, LicenseObject, OpenApiService, ServerObject, Tags};
 use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -119,12 +119,23 @@ pub fn service(ctx: &Context) -> OpenApiService<Apis, ()> {
         api_keys::ApiKeysApi { ctx: ctx.clone() },
         audit::AuditApi { ctx: ctx.clone() },
     );
-    OpenApiService::new(apis, "Dark-store replenishment", env!("CARGO_PKG_VERSION")).description(
-        "Orders reserve stock in dark stores; when a product runs low, the orchestrator refills the store \
-         from the central warehouse with a replenishment saga. Every operation but health needs an API key \
-         (`Authorization: Bearer <key>`) of the role its description names. Errors are application/problem+json.",
-    )
+    OpenApiService::new(apis, "Dark-store replenishment", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Orders reserve stock in dark stores; when a product runs low, the orchestrator refills the store \
+             from the central warehouse with a replenishment saga. Every operation but health needs an API key \
+             (`Authorization: Bearer <key>`) of the role its description names. Errors are application/problem+json.",
+        )
+        // Relative: the instance that serves the document, wherever it listens.
+        .server(ServerObject::new("/").description("this instance"))
+        .contact(ContactObject::new().name(CONTACT))
+        .license(LicenseObject::new(LICENSE).url(LICENSE_URL))
 }
+
+/// Who answers for the API and the messages, and under which license, as both documents say.
+pub const CONTACT: &str = "Dark-store replenishment maintainers";
+pub const LICENSE: &str = env!("CARGO_PKG_LICENSE");
+/// The text of [`LICENSE`], the workspace's (Cargo.toml).
+pub const LICENSE_URL: &str = "https://opensource.org/licenses/MIT";
 
 /// The OpenAPI document, as served at `/openapi.json` and committed in `openapi/`.
 pub fn spec(ctx: &Context) -> String {

@@ -48,7 +48,7 @@ impl MovementsApi {
     ///
     /// Oldest first, filtered by store, product and a time range (`from` inclusive, `to`
     /// exclusive; a range that ends before it starts holds nothing).
-    #[oai(path = "/stock-movements", method = "get")]
+    #[oai(path = "/stock-movements", method = "get", operation_id = "listStockMovements")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,

@@ -93,7 +93,7 @@ impl OrdersApi {
     /// the short items listed. Send an `Idempotency-Key` to retry safely. An order costs at most
     /// 100,000,000,000 cents (its lines at the products' prices): a costlier one is a 422, and
     /// so is a product listed twice.
-    #[oai(path = "/orders", method = "post")]
+    #[oai(path = "/orders", method = "post", operation_id = "placeOrder")]
     async fn place(
         &self,
         _role: Needs<Client>,
@@ -114,7 +114,7 @@ impl OrdersApi {
     }
 
     /// Get an order
-    #[oai(path = "/orders/:id", method = "get")]
+    #[oai(path = "/orders/:id", method = "get", operation_id = "getOrder")]
     async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Order>, { NOT_FOUND | UNAVAILABLE }> {
         let mut conn = self.ctx.pool.acquire().await?;
         let order =
@@ -129,7 +129,7 @@ impl OrdersApi {
     /// order's saga ends `fulfilled`. Only a paid order can be handed over, and only once: 409
     /// while its payment is pending, once it is being cancelled, or when it was handed over
     /// already.
-    #[oai(path = "/orders/:id/fulfil", method = "post")]
+    #[oai(path = "/orders/:id/fulfil", method = "post", operation_id = "fulfilOrder")]
     async fn fulfil(
         &self,
         _role: Needs<Client>,
@@ -144,7 +144,7 @@ impl OrdersApi {
     /// The order's fulfilment unwinds: its payment is refunded (if it was taken) and its goods go
     /// back to available stock. The answer shows it `cancelling`; it becomes `cancelled` when
     /// both are done. Cancelling again is harmless; an order handed over cannot be cancelled (409).
-    #[oai(path = "/orders/:id/cancel", method = "post")]
+    #[oai(path = "/orders/:id/cancel", method = "post", operation_id = "cancelOrder")]
     async fn cancel(
         &self,
         _role: Needs<Client>,

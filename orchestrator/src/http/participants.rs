@@ -67,7 +67,7 @@ pub struct ParticipantsApi {
 #[OpenApi(tag = "Tag::Participants")]
 impl ParticipantsApi {
     /// Worker processes, their liveness and their queues
-    #[oai(path = "/participants", method = "get")]
+    #[oai(path = "/participants", method = "get", operation_id = "listParticipants")]
     async fn list(&self, _role: Needs<Operator>) -> ApiResult<Json<Participants>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let instances = heartbeat::instances(&mut conn).await?;

@@ -62,7 +62,7 @@ impl ProductsApi {
     /// Create a product
     ///
     /// A SKU already in the catalogue is a 409.
-    #[oai(path = "/products", method = "post")]
+    #[oai(path = "/products", method = "post", operation_id = "createProduct")]
     async fn create(
         &self,
         _role: Needs<Operator>,
@@ -91,7 +91,7 @@ impl ProductsApi {
     }
 
     /// List products
-    #[oai(path = "/products", method = "get")]
+    #[oai(path = "/products", method = "get", operation_id = "listProducts")]
     async fn list(
         &self,
         _role: Needs<Client>,
@@ -114,7 +114,7 @@ impl ProductsApi {
     }
 
     /// Get a product
-    #[oai(path = "/products/:id", method = "get")]
+    #[oai(path = "/products/:id", method = "get", operation_id = "getProduct")]
     async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
         let product =
             sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", *id.0)

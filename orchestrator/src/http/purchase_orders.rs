@@ -35,7 +35,7 @@ impl PurchaseOrdersApi {
     ///
     /// Whatever the warehouse's stock. 404 when there is no such product; 409 when a purchase
     /// order of it is already open.
-    #[oai(path = "/purchase-orders", method = "post")]
+    #[oai(path = "/purchase-orders", method = "post", operation_id = "startPurchaseOrder")]
     async fn start(
         &self,
         _role: Needs<Operator>,

@@ -348,7 +348,7 @@ impl SagasApi {
     /// kind: an order's saga concerns each product it lists), when it was created and last
     /// changed, and `stuck=true` for sagas waiting for an operator or that nothing will move on
     /// (past their deadline, or set aside as unreadable).
-    #[oai(path = "/sagas", method = "get")]
+    #[oai(path = "/sagas", method = "get", operation_id = "listSagas")]
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
@@ -393,7 +393,7 @@ impl SagasApi {
     }
 
     /// Saga counts, the oldest open saga, and step latency
-    #[oai(path = "/sagas/stats", method = "get")]
+    #[oai(path = "/sagas/stats", method = "get", operation_id = "sagaStats")]
     async fn stats(&self, _role: Needs<Operator>) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
         let mut conn = self.ctx.pool.acquire().await?;
         let counts = store::count_by_state(&mut conn).await?;
@@ -436,7 +436,7 @@ impl SagasApi {
     }
 
     /// Get a saga: its timeline, the command it waits on, and its messages
-    #[oai(path = "/sagas/:id", method = "get")]
+    #[oai(path = "/sagas/:id", method = "get", operation_id = "getSaga")]
     async fn get(
         &self,
         _role: Needs<Operator>,
@@ -451,7 +451,7 @@ impl SagasApi {
     /// Sends the command the saga waits on again at once, with its attempts reset. For a failed
     /// replenishment, takes up the failed cancellation again (back to compensating). 409 when the
     /// saga waits on nothing that can be retried (received, compensated, resolved).
-    #[oai(path = "/sagas/:id/retry", method = "post")]
+    #[oai(path = "/sagas/:id/retry", method = "post", operation_id = "retrySaga")]
     async fn retry(
         &self,
         _role: Needs<Operator>,
@@ -465,7 +465,7 @@ impl SagasApi {
     /// Unwind the saga now
     ///
     /// Compensates a saga that has not finished its forward steps. 409 when its state does not allow it.
-    #[oai(path = "/sagas/:id/compensate", method = "post")]
+    #[oai(path = "/sagas/:id/compensate", method = "post", operation_id = "compensateSaga")]
     async fn compensate(
         &self,
         _role: Needs<Operator>,
@@ -479,7 +479,7 @@ impl SagasApi {
     /// Close a failed saga after a human fixed things
     ///
     /// 409 unless the saga is `failed`.
-    #[oai(path = "/sagas/:id/resolve", method = "post")]
+    #[oai(path = "/sagas/:id/resolve", method = "post", operation_id = "resolveSaga")]
     async fn resolve(
         &self,
         _role: Needs<Operator>,
@@ -502,7 +502,7 @@ impl ReplenishmentsApi {
     ///
     /// Whatever the store's stock level. 404 when the store does not stock the product; 409 when a
     /// replenishment of it is already open.
-    #[oai(path = "/replenishments", method = "post")]
+    #[oai(path = "/replenishments", method = "post", operation_id = "startReplenishment")]
     async fn start(
         &self,
         _role: Needs<Operator>,

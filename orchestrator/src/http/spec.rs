@@ -129,8 +129,9 @@ fn link(spec: &mut Value) {
                 .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
                 .map(|name| (format!("path.{name}"), json!("$response.body#/id")))
                 .collect();
-            let operation = format!("#/paths/{}/{target_method}", target.replace('/', "~1"));
-            links.insert((*name).to_owned(), json!({ "operationRef": operation, "parameters": parameters }));
+            let operation = spec["paths"][*target][&target_method]["operationId"].clone();
+            assert!(operation.is_string(), "{target_method} {target} has no operationId to link to");
+            links.insert((*name).to_owned(), json!({ "operationId": operation, "parameters": parameters }));
         }
         let response = &mut spec["paths"][*path][method.to_lowercase()]["responses"][*status];
         assert!(response.is_object(), "links from {method} {path} {status}, which is not in the document");

@@ -48,7 +48,7 @@ pub struct StoresApi {
 #[OpenApi(tag = "Tag::Stores")]
 impl StoresApi {
     /// Create a store
-    #[oai(path = "/stores", method = "post")]
+    #[oai(path = "/stores", method = "post", operation_id = "createStore")]
     async fn create(
         &self,
         _role: Needs<Operator>,
@@ -71,7 +71,7 @@ impl StoresApi {
     }
 
     /// List stores
-    #[oai(path = "/stores", method = "get")]
+    #[oai(path = "/stores", method = "get", operation_id = "listStores")]
     async fn list(
         &self,
         _role: Needs<Client>,
@@ -93,7 +93,7 @@ impl StoresApi {
     }
 
     /// Get a store
-    #[oai(path = "/stores/:id", method = "get")]
+    #[oai(path = "/stores/:id", method = "get", operation_id = "getStore")]
     async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
         let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", *id.0)
             .fetch_optional(&self.ctx.pool)

@@ -70,7 +70,7 @@ impl WarehouseApi {
     ///
     /// With `reorder`, also when it is reordered from its supplier. A stock left at or below its
     /// reorder point opens a purchase order in the same transaction.
-    #[oai(path = "/warehouse/stock/:product_id", method = "put")]
+    #[oai(path = "/warehouse/stock/:product_id", method = "put", operation_id = "setWarehouseStock")]
     async fn set(
         &self,
         _role: Needs<Operator>,
@@ -88,7 +88,7 @@ impl WarehouseApi {
     }
 
     /// Get the warehouse's stock of a product
-    #[oai(path = "/warehouse/stock/:product_id", method = "get")]
+    #[oai(path = "/warehouse/stock/:product_id", method = "get", operation_id = "getWarehouseStock")]
     async fn get(
         &self,
         _role: Needs<Operator>,
