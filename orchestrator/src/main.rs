@@ -12,9 +12,9 @@ use platform::{
 
 const USAGE: &str = "usage: orchestrator <serve | openapi | asyncapi>
 
-  serve     the API and the saga engine; the participants' workers run as their own processes
-            (warehouse-worker, inventory-worker, payment-worker), or all of it in one process
-            with the `darkstores` binary
+  serve     the API and the saga engine; each participant's worker runs as its own process
+            (`<participant>-worker`, a binary of the participants crate), or all of it in one
+            process with the `darkstores` binary
   openapi   print the OpenAPI document and exit
   asyncapi  print the AsyncAPI document of the messages (exchanges, queues, commands, replies,
             events) and exit
