@@ -226,6 +226,17 @@ pub async fn start_replenishment(
         let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
         return Err(Error::Conflict(format!("a replenishment of this product for this store is already open{open}")));
     };
+    commit_started(ctx, tx, audit, saga_id).await
+}
+
+/// Ends the transaction that started a saga by hand: the audit names it, and the relay hears of
+/// its first command once committed.
+pub(crate) async fn commit_started(
+    ctx: &Context,
+    mut tx: Transaction<'_, Postgres>,
+    audit: &Audit,
+    saga_id: Uuid,
+) -> Result<Uuid> {
     audit.name("saga_id", saga_id);
     audit.record(&mut tx, 201).await?;
     tx.commit().await?;

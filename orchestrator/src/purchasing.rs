@@ -11,7 +11,7 @@ use crate::{
     Context,
     access::audit::Audit,
     error::{Error, OnConstraint, Result},
-    inventory::check_quantity,
+    inventory::{check_quantity, commit_started},
 };
 
 /// Starts a purchase order by hand, whatever the warehouse's stock, on behalf of the key in
@@ -38,9 +38,5 @@ pub async fn start(
         let open = open.map_or_else(String::new, |id| format!(" (saga {id})"));
         return Err(Error::Conflict(format!("a purchase order of this product is already open{open}")));
     };
-    audit.name("saga_id", saga_id);
-    audit.record(&mut tx, 201).await?;
-    tx.commit().await?;
-    ctx.outbox.notify();
-    Ok(saga_id)
+    commit_started(ctx, tx, audit, saga_id).await
 }

@@ -96,14 +96,7 @@ impl Harness {
             std::sync::Arc::new(sagas::registry()),
         );
         let registry = ctx.registry.clone();
-        let services = Services {
-            config: env.config.clone(),
-            pool: pool.clone(),
-            redis: platform::redis::Redis::new(&env.config.redis_url).unwrap(),
-            topology: registry.topology(env.config.namespace.clone()),
-            amqp_url: env.config.amqp_url.as_str().into(),
-            outbox_signal: Default::default(),
-        };
+        let services = Services::new(env.config.clone(), pool.clone(), &registry).unwrap();
         let (store_id, product_id) = seed(&pool).await;
         let audit = audit(&pool).await;
         inventory::set_warehouse(&ctx, &audit, product_id, WAREHOUSE, Reorder::Keep).await.unwrap();

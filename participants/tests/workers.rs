@@ -257,14 +257,7 @@ async fn a_purchase_cancel_that_comes_first_makes_the_late_order_declined() {
 #[tokio::test]
 async fn each_worker_keeps_its_inbox_under_its_participants_name() {
     let config = Config::from_env().expect("test environment is valid");
-    let services = Services {
-        pool: database().await,
-        redis: platform::redis::Redis::new(&config.redis_url).unwrap(),
-        topology: sagas::registry().topology(config.namespace.clone()),
-        amqp_url: config.amqp_url.as_str().into(),
-        outbox_signal: Default::default(),
-        config,
-    };
+    let services = Services::new(config, database().await, &sagas::registry()).unwrap();
     for worker in participants::WORKERS {
         let handler = (worker.handler)(&services).expect("the default settings are valid");
         assert_eq!(handler.inbox_name(), worker.participant.name);

@@ -125,15 +125,20 @@ impl Services {
         let pool = db::connect(&config)
             .await
             .with_context(|| format!("connecting to Postgres at {}", redacted(&config.database_url)))?;
-        let redis = Redis::new(&config.redis_url)?;
-        let topology = registry.topology(config.namespace.clone());
-        declare_topology(&config.amqp_url, &topology).await?;
+        let services = Self::new(config, pool, registry)?;
+        declare_topology(&services.amqp_url, &services.topology).await?;
+        Ok(services)
+    }
+
+    /// The services of a deployment of the `registry`'s kinds on `pool`, without touching the
+    /// broker: what a test that plays the broker itself hands the workers.
+    pub fn new(config: Config, pool: PgPool, registry: &Registry) -> anyhow::Result<Self> {
         Ok(Self {
+            redis: Redis::new(&config.redis_url)?,
+            topology: registry.topology(config.namespace.clone()),
             amqp_url: config.amqp_url.as_str().into(),
             config,
             pool,
-            redis,
-            topology,
             outbox_signal: OutboxSignal::default(),
         })
     }

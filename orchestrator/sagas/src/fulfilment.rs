@@ -667,10 +667,8 @@ mod tests {
     /// breaking change that must be made on purpose, here.
     #[test]
     fn its_events_are_the_published_contract() {
-        let events: Vec<(&str, &str)> =
-            <Fulfilment as SagaKind>::EVENTS.iter().map(|event| (event.name, event.exchange.0)).collect();
         assert_eq!(
-            events,
+            table::published_events::<Fulfilment>(),
             [
                 ("order.created", "order.events"),
                 ("payment.approved", "order.events"),

@@ -721,10 +721,8 @@ mod tests {
     /// breaking change that must be made on purpose, here.
     #[test]
     fn its_events_are_the_published_contract() {
-        let events: Vec<(&str, &str)> =
-            <Replenishment as SagaKind>::EVENTS.iter().map(|event| (event.name, event.exchange.0)).collect();
         assert_eq!(
-            events,
+            table::published_events::<Replenishment>(),
             [
                 ("stock.low", "inventory.events"),
                 ("stock.replenished", "inventory.events"),

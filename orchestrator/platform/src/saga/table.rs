@@ -8,6 +8,11 @@ use uuid::Uuid;
 
 use super::{InputOf, SagaKind, SagaState};
 
+/// The kind's events as downstream teams bind to them: (name, exchange), in declared order.
+pub fn published_events<K: SagaKind>() -> Vec<(&'static str, &'static str)> {
+    K::EVENTS.iter().map(|event| (event.name, event.exchange.0)).collect()
+}
+
 /// Applies every input in every state and compares with `expected` (the next state, or `None`
 /// for a refusal); returns how many pairs are legal. Panics at the first disagreement.
 pub fn check_table<K: SagaKind>(
