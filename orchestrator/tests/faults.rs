@@ -2,7 +2,8 @@
 //! orders (each a fulfilment saga: paid, handed over or cancelled) and hundreds of replenishments, while processes are killed with SIGKILL, the broker, the cache
 //! and the database are restarted under them, or every message is delivered twice. After each
 //! fault the system must come to rest with every saga ended, stock conserved, no movement twice,
-//! every order as its client was told, and no message lost (see `faults/checks.rs`).
+//! every order as its client was told, and no message lost (see `faults/checks.rs`, and each saga
+//! kind's own checks in `faults/kinds/`).
 //!
 //! It restarts services other test runs may share, so it is not part of `cargo test --workspace`:
 //!
@@ -27,6 +28,8 @@ mod cluster;
 mod figures;
 #[path = "faults/http.rs"]
 mod http;
+#[path = "faults/kinds/mod.rs"]
+mod kinds;
 #[path = "faults/load.rs"]
 mod load;
 #[path = "faults/services.rs"]
@@ -139,6 +142,11 @@ impl Run {
         self.env.teardown().await;
         figures
     }
+}
+
+#[test]
+fn every_saga_kind_has_its_part_in_the_suite() {
+    kinds::assert_complete();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

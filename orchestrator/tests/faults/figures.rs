@@ -67,8 +67,7 @@ impl Figures {
         let s = &self.sagas;
         eprintln!(
             "fault suite | {}: {} orders ({} accepted, {} refused, {} fulfilled, {} cancelled), {} sagas \
-             ({} received, {} compensated, {} fulfilled, {} cancelled, {} failed; {} commands resent, \
-             {} stale replies refused), \
+             ({}; {} awaiting an operator; {} commands resent, {} stale replies refused), \
              {} faults injected, {} processes killed, {} requests retried [{}], {:.1} s, {} checks passed",
             self.test,
             self.orders,
@@ -77,11 +76,8 @@ impl Figures {
             self.fulfilled,
             self.cancelled,
             s.total,
-            s.received,
-            s.compensated,
-            s.fulfilled,
-            s.cancelled,
-            s.failed,
+            s.ended_by_kind(),
+            s.awaiting_operator,
             s.resent,
             s.refused_events,
             self.faults,
@@ -100,25 +96,22 @@ impl Figures {
             writeln!(
                 file,
                 "\n### Fault suite, run of {started}\n\n\
-                 | fault | orders | accepted | refused | sagas | received | compensated | fulfilled | cancelled | failed | \
+                 | fault | orders | accepted | refused | sagas | ended, by kind and state | awaiting an operator | \
                  commands resent | faults injected | processes killed | requests retried | seconds | checks passed |\n\
-                 |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+                 |---|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|"
             )
             .expect("can write the figures");
         });
         writeln!(
             file,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} |",
             self.test,
             self.orders,
             self.accepted,
             self.refused,
             s.total,
-            s.received,
-            s.compensated,
-            s.fulfilled,
-            s.cancelled,
-            s.failed,
+            s.ended_by_kind(),
+            s.awaiting_operator,
             s.resent,
             self.faults,
             self.killed,

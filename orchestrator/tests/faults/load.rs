@@ -25,7 +25,10 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::http::{Answer, Client};
+use super::{
+    http::{Answer, Client},
+    kinds::KINDS,
+};
 
 /// How long one request may go unanswered across retries: longer than any outage the suite
 /// causes, so a client only gives up on a system that does not recover.
@@ -42,8 +45,6 @@ pub struct Plan {
     pub reorder_threshold: i64,
     pub target_level: i64,
     pub warehouse_on_hand: i64,
-    /// The warehouse's reorder point and target, for every product.
-    pub warehouse_reorder: (i64, i64),
 }
 
 impl Plan {
@@ -59,10 +60,8 @@ impl Plan {
             reorder_threshold: 4,
             target_level: 12,
             // About half of the demand an order stream of this size makes (an order takes 2.4
-            // units on average), so the warehouse runs low in the second half of the run and
-            // reorders from its supplier, whose lead time and declines leave it dry at times.
+            // units on average), so the warehouse runs low in the second half of the run.
             warehouse_on_hand: (orders as i64 * 12 / 10 / 6).max(20),
-            warehouse_reorder: ((orders as i64 / 30).max(5), (orders as i64 / 10).max(20)),
         }
     }
 }
@@ -212,26 +211,36 @@ fn expect_status(answer: &Answer, status: u16, what: &str) -> Uuid {
         .unwrap_or_else(|| panic!("{what}: no id in {}", answer.body))
 }
 
-/// Creates the stores, products and stock of `plan` through the API.
+/// The setup's client of the API: it retries what a fault left unanswered.
+pub struct Setup {
+    client: Client,
+    retries: Mutex<Retries>,
+}
+
+impl Setup {
+    /// Sends one request until it is answered (`body` unless it is `Null`).
+    pub async fn send(&mut self, method: &str, path: &str, body: &Value) -> Answer {
+        answered(&mut self.client, &self.retries, method, path, &[], body).await
+    }
+}
+
+/// Creates the stores, products and stock of `plan` through the API, then lets each saga kind
+/// prepare what it needs (`faults/kinds/`).
 pub async fn stock_shop(api: &[SocketAddr], plan: &Plan, run: &str) -> Shop {
-    let mut client = Client::new(api.to_vec(), 0);
-    let retries = Mutex::default();
+    let mut setup = Setup { client: Client::new(api.to_vec(), 0), retries: Mutex::default() };
     let mut products = Vec::with_capacity(plan.products);
     for p in 0..plan.products {
         let body = json!({"sku": format!("{run}-{p}"), "name": format!("product {p}")});
-        let answer = answered(&mut client, &retries, "POST", "/products", &[], &body).await;
-        let product = expect_status(&answer, 201, "creating a product");
-        let (point, target) = plan.warehouse_reorder;
-        let stock = json!({"on_hand": plan.warehouse_on_hand, "reorder": {"point": point, "target": target}});
-        let answer = answered(&mut client, &retries, "PUT", &format!("/warehouse/stock/{product}"), &[], &stock).await;
+        let product = expect_status(&setup.send("POST", "/products", &body).await, 201, "creating a product");
+        let stock = json!({"on_hand": plan.warehouse_on_hand});
+        let answer = setup.send("PUT", &format!("/warehouse/stock/{product}"), &stock).await;
         assert_eq!(answer.status, 200, "setting warehouse stock: {}", answer.body);
         products.push(product);
     }
     let mut stores = Vec::with_capacity(plan.stores);
     for s in 0..plan.stores {
         let body = json!({"name": format!("store {s}"), "service_area": "fault suite"});
-        let answer = answered(&mut client, &retries, "POST", "/stores", &[], &body).await;
-        let store = expect_status(&answer, 201, "creating a store");
+        let store = expect_status(&setup.send("POST", "/stores", &body).await, 201, "creating a store");
         for product in &products {
             let levels = json!({
                 "on_hand": plan.store_on_hand,
@@ -239,13 +248,17 @@ pub async fn stock_shop(api: &[SocketAddr], plan: &Plan, run: &str) -> Shop {
                 "target_level": plan.target_level,
             });
             let path = format!("/stores/{store}/inventory/{product}");
-            let answer = answered(&mut client, &retries, "PUT", &path, &[], &levels).await;
+            let answer = setup.send("PUT", &path, &levels).await;
             assert_eq!(answer.status, 200, "setting store stock: {}", answer.body);
         }
         stores.push(store);
     }
     let opening_stock = plan.stores as i64 * plan.store_on_hand + plan.warehouse_on_hand;
-    Shop { stores, products, opening_stock }
+    let shop = Shop { stores, products, opening_stock };
+    for kind in KINDS {
+        (kind.prepare)(&mut setup, plan, &shop).await;
+    }
+    shop
 }
 
 /// Starts `plan.clients` clients placing `plan.orders` orders between them, spread over the API
