@@ -1,11 +1,14 @@
 //! The fault suite: the real binaries as separate processes, driven over HTTP by a few thousand
-//! orders (each a fulfilment saga: paid, handed over or cancelled) and hundreds of replenishments, while processes are killed with SIGKILL, the broker, the cache
-//! and the database are restarted under them, or every message is delivered twice. After each
-//! fault the system must come to rest with every saga ended, stock conserved, no movement twice,
-//! every order as its client was told, and no message lost (see `faults/checks.rs`, and each saga
-//! kind's own checks in `faults/kinds/`).
+//! orders (each a fulfilment saga: paid, handed over or cancelled), the hundreds of
+//! replenishments and purchase orders they cause, while processes are killed with SIGKILL, the
+//! broker, the cache and the database are restarted under them, or every message is delivered
+//! twice. After each fault the system must come to rest with every saga ended, stock conserved,
+//! no movement twice, every order as its client was told, and no message lost (see
+//! `faults/checks.rs`, and each saga kind's own checks in `faults/kinds/`).
 //!
-//! It restarts services other test runs may share, so it is not part of `cargo test --workspace`:
+//! A test that stops a service stops a server of its own, started from the machine's packages
+//! (`faults/services.rs`); the machine's own servers are only used, never stopped. The suite
+//! takes several minutes per test, so it is not part of `cargo test --workspace`:
 //!
 //! ```sh
 //! cargo build --workspace --bins
@@ -13,8 +16,8 @@
 //! ```
 //!
 //! Each test appends its figures to `target/fault-suite.md`; process logs are kept under
-//! `target/fault-suite/<test>/`. `FAULT_ORDERS` sets the orders per test (default 1,200), and
-//! `FAULT_STOP_*`/`FAULT_START_*` the service commands (see `faults/services.rs`).
+//! `target/fault-suite/<test>/`, and the data and logs of a test's own servers under
+//! `target/fault-suite/services/<test>/`. `FAULT_ORDERS` sets the orders per test (default 1,200).
 
 mod support;
 
@@ -42,7 +45,7 @@ use cluster::{Cluster, Role, Shape};
 use figures::Figures;
 use load::{Load, Plan, Random, Shop};
 use platform::config::{Config, SagaTiming};
-use services::{Outage, Service};
+use services::{Private, Service};
 use sqlx::PgPool;
 use support::TestEnv;
 use uuid::Uuid;
@@ -51,8 +54,6 @@ use uuid::Uuid;
 struct Run {
     name: &'static str,
     env: TestEnv,
-    /// The server's admin database, for probing Postgres while the test database is unreachable.
-    admin_url: String,
     pool: PgPool,
     cluster: Cluster,
     plan: Plan,
@@ -60,13 +61,36 @@ struct Run {
     random: Random,
     started: Instant,
     faults: usize,
+    /// The test's own server of the service it stops, dropped (stopped) after everything else.
+    own: Option<Private>,
 }
 
 impl Run {
     /// Starts the processes of `shape` on a fresh database and namespace, and stocks the shop.
     async fn start(name: &'static str, shape: Shape, configure: impl FnOnce(&mut Config)) -> Self {
-        let mut env = TestEnv::new().await;
-        let admin_url = Config::from_env().expect("test environment is valid").database_url;
+        Self::start_on(name, shape, configure, None).await
+    }
+
+    /// [`Run::start`], with `service` a server of the test's own that it may stop and start:
+    /// the machine's own servers are never stopped.
+    async fn start_with_own(name: &'static str, service: Service) -> Self {
+        let own = Private::start(service, name).await;
+        Self::start_on(name, Shape::SINGLE, |_| {}, Some(own)).await
+    }
+
+    async fn start_on(
+        name: &'static str,
+        shape: Shape,
+        configure: impl FnOnce(&mut Config),
+        own: Option<Private>,
+    ) -> Self {
+        let mut env = TestEnv::on(|config| match &own {
+            Some(own) if own.service == Service::Postgres => config.database_url = own.url(),
+            Some(own) if own.service == Service::RabbitMq => config.amqp_url = own.url(),
+            Some(own) => config.redis_url = own.url(),
+            None => {}
+        })
+        .await;
         // Deadlines short enough that a saga whose step is lost gives up, unwinds and ends within
         // the test (a step is given up after 1 + 2 + 4 + 8 × 3 = 31 s). A broker restart (10 to
         // 35 s here) uses up no attempts: a deadline that passes while the saga's message still
@@ -97,12 +121,17 @@ impl Run {
         let plan = Plan::standard();
         let shop = load::stock_shop(&cluster.api(), &plan, &env.config.namespace).await;
         let random = Random::new(Uuid::new_v4().as_u64_pair().0);
-        Self { name, env, admin_url, pool, cluster, plan, shop, random, started: Instant::now(), faults: 0 }
+        Self { name, env, pool, cluster, plan, shop, random, started: Instant::now(), faults: 0, own }
     }
 
     fn load(&mut self) -> Load {
         self.started = Instant::now();
         load::start(&self.cluster.api(), &self.shop, &self.plan, &self.env.config.namespace)
+    }
+
+    /// The test's own server, which it may stop and start.
+    fn own_server(&mut self) -> &mut Private {
+        self.own.as_mut().expect("the test started with a server of its own")
     }
 
     /// A random-ish point of the run, as a fraction of the orders settled.
@@ -191,11 +220,11 @@ async fn payment_worker_killed_twice_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_restarted_mid_run() {
-    let mut run = Run::start("RabbitMQ restarted", Shape::SINGLE, |_| {}).await;
+    let mut run = Run::start_with_own("RabbitMQ restarted", Service::RabbitMq).await;
     let mut load = run.load();
     let moment = run.moment(0.2, 0.4);
     load.reached(moment).await;
-    Outage::restart(Service::RabbitMq, &run.env.config, &run.admin_url).await;
+    run.own_server().restart().await;
     run.faults += 1;
     // Every process must find the broker again on its own: one consumer per process, back.
     run.cluster.wait_ready().await;
@@ -204,25 +233,25 @@ async fn rabbitmq_restarted_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_then_started_mid_run() {
-    let mut run = Run::start("Redis stopped, started", Shape::SINGLE, |_| {}).await;
+    let mut run = Run::start_with_own("Redis stopped, started", Service::Redis).await;
     let mut load = run.load();
     let moment = run.moment(0.2, 0.4);
     load.reached(moment).await;
-    let outage = Outage::begin(Service::Redis, &run.env.config, &run.admin_url).await;
+    run.own_server().stop().await;
     run.faults += 1;
     // Orders go on without the cache for a fifth of the run.
     load.reached(moment + 0.2).await;
-    outage.end().await;
+    run.own_server().start_again().await;
     run.finish(load).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_run() {
-    let mut run = Run::start("Postgres restarted", Shape::SINGLE, |_| {}).await;
+    let mut run = Run::start_with_own("Postgres restarted", Service::Postgres).await;
     let mut load = run.load();
     let moment = run.moment(0.2, 0.4);
     load.reached(moment).await;
-    Outage::restart(Service::Postgres, &run.env.config, &run.admin_url).await;
+    run.own_server().restart().await;
     run.faults += 1;
     run.cluster.wait_ready().await;
     run.finish(load).await;

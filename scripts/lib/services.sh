@@ -243,7 +243,7 @@ how_to_provide() {
     printf '      or pointing %s at a running server.\n' "$url" >&2
 }
 
-# How each service came to answer: running (found so), compose or package. The fault
+# How each service came to answer: running (found so), compose or package.
 # suite restarts each the same way.
 declare -A PROVIDED_BY=()
 

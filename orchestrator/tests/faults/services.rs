@@ -1,22 +1,23 @@
-//! Stopping and starting the shared services (Postgres, RabbitMQ, Redis) under the running
-//! system.
+//! The suite's own Postgres, RabbitMQ and Redis, for the tests that stop and start one under the
+//! running system: throwaway servers started from the machine's packages, on free ports, with
+//! their data under `target/fault-suite/services/<test>/`. The servers the machine already runs
+//! are never stopped (`scripts/test` checks that they were not restarted).
 //!
-//! The commands default to those of a machine with the Debian packages (the development machine
-//! and CI); each can be replaced through the environment, e.g. for docker compose:
-//! `FAULT_STOP_RABBITMQ='docker compose stop rabbitmq' FAULT_START_RABBITMQ='docker compose start rabbitmq'`.
-//! A stopped service is always started again: by [`Outage::end`], or by the guard's `Drop` when
-//! the test fails in between, since other test runs may share the service.
+//! A server is started as the user its package runs it as when the suite runs as root (Postgres
+//! refuses root), and as the current user otherwise. Dropping one stops it, whatever the test's
+//! outcome; its data and log stay until the next run, for inspection.
 
 use std::{
-    net::{TcpStream, ToSocketAddrs},
+    net::TcpListener,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use platform::{config::Config, messaging, redis::Redis};
+use platform::{messaging, redis::Redis};
 use sqlx::{Connection, PgConnection};
 
-use crate::support::eventually;
+use crate::{cluster::target_dir, support::eventually};
 
 /// A stop or a start (with its readiness) that takes longer than this is a failure.
 const WITHIN: Duration = Duration::from_secs(120);
@@ -28,164 +29,243 @@ pub enum Service {
     Redis,
 }
 
-impl Service {
-    fn var(self, action: &str) -> String {
-        let name = match self {
-            Self::Postgres => "POSTGRES",
-            Self::RabbitMq => "RABBITMQ",
-            Self::Redis => "REDIS",
-        };
-        format!("FAULT_{action}_{name}")
+/// One throwaway server; see the module's documentation.
+pub struct Private {
+    pub service: Service,
+    dir: PathBuf,
+    port: u16,
+    /// RabbitMQ's Erlang distribution port, so that it needs none of the machine's.
+    dist_port: u16,
+    up: bool,
+}
+
+impl Private {
+    /// Starts a fresh server of `service` for `test` and waits until it answers.
+    pub async fn start(service: Service, test: &str) -> Self {
+        let slug: String = test.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let dir = target_dir().join("fault-suite").join("services").join(slug).join(format!("{service:?}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clear {}: {e}", dir.display()));
+        }
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let mut private = Self { service, dir, port: free_port(), dist_port: free_port(), up: false };
+        private.prepare();
+        private.start_again().await;
+        private
     }
 
-    /// The commands that started the services on this machine kind, and their opposites. The
-    /// stops return once the server is down: pg_ctl waits, `rabbitmqctl shutdown` waits for the
-    /// Erlang VM to exit, and Redis closes the connection as it exits.
-    fn default_command(self, action: &str) -> &'static str {
-        match (self, action) {
-            (Self::Postgres, "STOP") => {
-                "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main stop -m fast"
+    /// The URL clients reach it at.
+    pub fn url(&self) -> String {
+        match self.service {
+            Service::Postgres => format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", self.port),
+            Service::RabbitMq => format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port),
+            Service::Redis => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Stops the server (as a crash of the service would look to its clients: connections
+    /// dropped) and waits until it no longer answers.
+    pub async fn stop(&mut self) {
+        eprintln!("stopping the suite's own {:?} ({})", self.service, self.url());
+        self.up = false;
+        let command = self.command("stop");
+        tokio::task::block_in_place(|| run(command));
+        let url = self.url();
+        let service = self.service;
+        eventually(WITHIN, &format!("{service:?} to stop answering"), || {
+            let url = url.clone();
+            async move { (!answers(service, &url).await).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Starts the server on its existing data and waits until it answers.
+    pub async fn start_again(&mut self) {
+        let command = self.command("start");
+        tokio::task::block_in_place(|| run(command));
+        let url = self.url();
+        let service = self.service;
+        eventually(WITHIN, &format!("{service:?} to answer at {url}"), || {
+            let url = url.clone();
+            async move { answers(service, &url).await.then_some(()) }
+        })
+        .await;
+        self.up = true;
+    }
+
+    /// Stops and starts the server at once; returns how long it was down.
+    pub async fn restart(&mut self) -> Duration {
+        let started = Instant::now();
+        self.stop().await;
+        self.start_again().await;
+        let down = started.elapsed();
+        eprintln!("{:?} is back after {down:.1?}", self.service);
+        down
+    }
+
+    /// The one-time set-up before the first start: a Postgres cluster, RabbitMQ's empty plugin
+    /// list (the machine's would start its management listener on the machine's port).
+    fn prepare(&self) {
+        match self.service {
+            Service::Postgres => {
+                self.hand_to("postgres");
+                let mut initdb = self.as_user("postgres", &postgres_bin("initdb"));
+                initdb.arg("-D").arg(self.dir.join("data")).args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]);
+                initdb.arg("--no-sync");
+                run(initdb);
             }
-            (Self::Postgres, _) => "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-            (Self::RabbitMq, "STOP") => "rabbitmqctl shutdown",
-            (Self::RabbitMq, _) => "rabbitmq-server -detached",
-            (Self::Redis, "STOP") => "redis-cli -p 6379 shutdown nosave",
-            (Self::Redis, _) => {
-                "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no \
-                 --dir /var/lib/redis --logfile /var/log/redis/ci.log"
+            Service::RabbitMq => {
+                std::fs::write(self.dir.join("enabled_plugins"), "[].\n").expect("can write the plugin list");
+                self.hand_to("rabbitmq");
+            }
+            Service::Redis => {}
+        }
+    }
+
+    fn command(&self, action: &str) -> Command {
+        let dir = &self.dir;
+        let port = self.port.to_string();
+        match (self.service, action) {
+            (Service::Postgres, "start") => {
+                let mut command = self.as_user("postgres", &postgres_bin("pg_ctl"));
+                let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", dir.display());
+                command.arg("-D").arg(dir.join("data")).arg("-l").arg(dir.join("postgres.log"));
+                command.args(["-w", "-o", &options, "start"]);
+                command
+            }
+            (Service::Postgres, _) => {
+                let mut command = self.as_user("postgres", &postgres_bin("pg_ctl"));
+                command.arg("-D").arg(dir.join("data")).args(["-w", "-m", "fast", "stop"]);
+                command
+            }
+            (Service::RabbitMq, action) => {
+                let (program, args) = match action {
+                    "start" => ("rabbitmq-server", vec!["-detached"]),
+                    // Returns once the Erlang VM has exited, so a start cannot race it.
+                    _ => ("rabbitmqctl", vec!["-n", "", "shutdown"]),
+                };
+                let node = format!("faults-{port}@localhost");
+                let mut command = self.as_user("rabbitmq", &rabbitmq_bin(program));
+                command.args(args.iter().map(|a| if a.is_empty() { node.as_str() } else { a }));
+                command
+                    .current_dir(dir)
+                    .env("HOME", dir)
+                    .env("RABBITMQ_NODENAME", &node)
+                    .env("RABBITMQ_NODE_PORT", &port)
+                    .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+                    .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+                    .env("RABBITMQ_LOG_BASE", dir.join("log"))
+                    .env("RABBITMQ_PID_FILE", dir.join("rabbitmq.pid"))
+                    .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+                    .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+                    .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
+                    .env("RABBITMQ_CONF_ENV_FILE", "/dev/null");
+                command
+            }
+            (Service::Redis, "start") => {
+                let mut command = Command::new("redis-server");
+                command.args(["--daemonize", "yes", "--bind", "127.0.0.1", "--port", &port, "--save", ""]);
+                command.args(["--appendonly", "no", "--dir"]).arg(dir).arg("--logfile").arg(dir.join("redis.log"));
+                command
+            }
+            (Service::Redis, _) => {
+                let mut command = Command::new("redis-cli");
+                command.args(["-p", &port, "shutdown", "nosave"]);
+                command
             }
         }
     }
 
-    fn command(self, action: &str) -> String {
-        std::env::var(self.var(action))
-            .ok()
-            .filter(|c| !c.trim().is_empty())
-            .unwrap_or_else(|| self.default_command(action).to_owned())
+    /// `program`, run as `user` when the suite runs as root.
+    fn as_user(&self, user: &str, program: &Path) -> Command {
+        if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", user, "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
     }
 
-    /// Whether the service answers its own protocol (a TCP accept is not enough: a booting
-    /// RabbitMQ or a recovering Postgres accepts and then refuses).
-    async fn answers(self, config: &Config, admin_url: &str) -> bool {
-        let probe = async {
-            match self {
-                Self::Postgres => match PgConnection::connect(admin_url).await {
-                    Ok(mut conn) => sqlx::query("SELECT 1").execute(&mut conn).await.is_ok(),
-                    Err(_) => false,
-                },
-                Self::RabbitMq => match messaging::connect(&config.amqp_url, "fault-suite-probe").await {
-                    Ok(connection) => {
-                        let usable = connection.create_channel().await.is_ok();
-                        messaging::close(&connection, "probed").await;
-                        usable
-                    }
-                    Err(_) => false,
-                },
-                Self::Redis => match Redis::new(&config.redis_url) {
-                    Ok(redis) => redis.ping().await,
-                    Err(_) => false,
-                },
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), probe).await.unwrap_or(false)
+    /// Gives the server's directory to `user` when the suite runs as root.
+    fn hand_to(&self, user: &str) {
+        if running_as_root() {
+            let mut chown = Command::new("chown");
+            chown.args(["-R", user]).arg(&self.dir);
+            run(chown);
+        }
     }
 }
 
-/// Runs `sh -c command`, panicking with its output when it fails.
-fn run(command: &str) {
-    let output = Command::new("sh").arg("-c").arg(command).output().unwrap_or_else(|e| panic!("cannot run sh: {e}"));
+impl Drop for Private {
+    /// Stops the server, whatever became of the test; blocking, as a destructor must.
+    fn drop(&mut self) {
+        // A server already stopped makes the command fail, which changes nothing.
+        let _ = self.command("stop").output();
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// A port nothing listens on now (the server binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
+}
+
+/// The newest installed Postgres's `program`.
+fn postgres_bin(program: &str) -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort_by_key(|path| {
+        path.parent().and_then(|p| p.file_name()).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok())
+    });
+    versions.pop().map(|bin| bin.join(program)).filter(|path| path.exists()).unwrap_or_else(|| PathBuf::from(program))
+}
+
+/// RabbitMQ's own `program`, not Debian's wrapper, which would run the machine's node.
+fn rabbitmq_bin(program: &str) -> PathBuf {
+    let own = Path::new("/usr/lib/rabbitmq/bin").join(program);
+    if own.exists() { own } else { PathBuf::from(program) }
+}
+
+/// Runs `command`, panicking with its output when it fails.
+fn run(mut command: Command) {
+    let shown = format!("{command:?}");
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
     assert!(
         output.status.success(),
-        "`{command}` failed ({}):\n{}{}",
+        "{shown} failed ({}):\n{}{}",
         output.status,
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
-/// A service stopped by the test. Dropping it without [`Outage::end`] starts the service again.
-pub struct Outage {
-    service: Service,
-    config: Config,
-    admin_url: String,
-    started: Instant,
-    up: bool,
-}
-
-impl Outage {
-    /// Stops `service` and waits until it no longer answers.
-    pub async fn begin(service: Service, config: &Config, admin_url: &str) -> Self {
-        let mut outage = Self {
-            service,
-            config: config.clone(),
-            admin_url: admin_url.to_owned(),
-            started: Instant::now(),
-            up: true,
-        };
-        let command = service.command("STOP");
-        eprintln!("stopping {service:?}: {command}");
-        outage.up = false;
-        tokio::task::block_in_place(|| run(&command));
-        let (config, admin_url) = (&outage.config, outage.admin_url.as_str());
-        eventually(WITHIN, &format!("{service:?} to stop answering"), || async move {
-            (!service.answers(config, admin_url).await).then_some(())
-        })
-        .await;
-        outage
-    }
-
-    /// Starts the service again and waits until it answers; returns how long it was down.
-    pub async fn end(mut self) -> Duration {
-        let command = self.service.command("START");
-        eprintln!("starting {:?}: {command}", self.service);
-        tokio::task::block_in_place(|| run(&command));
-        let (service, config, admin_url) = (self.service, &self.config, self.admin_url.as_str());
-        eventually(WITHIN, &format!("{service:?} to answer again after `{command}`"), || async move {
-            service.answers(config, admin_url).await.then_some(())
-        })
-        .await;
-        self.up = true;
-        let down = self.started.elapsed();
-        eprintln!("{service:?} is back after {down:.1?}");
-        down
-    }
-
-    /// Stops and starts `service` at once: a restart.
-    pub async fn restart(service: Service, config: &Config, admin_url: &str) -> Duration {
-        Self::begin(service, config, admin_url).await.end().await
-    }
-}
-
-impl Drop for Outage {
-    /// The test failed with the service down: start it again for whoever shares it, and wait
-    /// (blocking, as a destructor must) until it accepts connections.
-    fn drop(&mut self) {
-        if self.up {
-            return;
+/// Whether the service answers its own protocol (a TCP accept is not enough: a booting
+/// RabbitMQ or a recovering Postgres accepts and then refuses).
+async fn answers(service: Service, url: &str) -> bool {
+    let probe = async {
+        match service {
+            Service::Postgres => match PgConnection::connect(url).await {
+                Ok(mut conn) => sqlx::query("SELECT 1").execute(&mut conn).await.is_ok(),
+                Err(_) => false,
+            },
+            Service::RabbitMq => match messaging::connect(url, "fault-suite-probe").await {
+                Ok(connection) => {
+                    let usable = connection.create_channel().await.is_ok();
+                    messaging::close(&connection, "probed").await;
+                    usable
+                }
+                Err(_) => false,
+            },
+            Service::Redis => match Redis::new(url) {
+                Ok(redis) => redis.ping().await,
+                Err(_) => false,
+            },
         }
-        let command = self.service.command("START");
-        eprintln!("the test stopped with {:?} down; starting it again: {command}", self.service);
-        let _ = Command::new("sh").arg("-c").arg(&command).status();
-        let url = match self.service {
-            Service::Postgres => &self.admin_url,
-            Service::RabbitMq => &self.config.amqp_url,
-            Service::Redis => &self.config.redis_url,
-        };
-        let deadline = Instant::now() + WITHIN;
-        while Instant::now() < deadline && !accepts(url) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-/// Whether something accepts TCP connections at the host and port of `url`.
-fn accepts(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    host_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+    };
+    tokio::time::timeout(Duration::from_secs(5), probe).await.unwrap_or(false)
 }

@@ -94,7 +94,13 @@ impl TestEnv {
     /// A fresh database (migrated by the first application start) and a fresh namespace, with
     /// short deadlines so that timeouts happen within a test.
     pub async fn new() -> Self {
+        Self::on(|_| {}).await
+    }
+
+    /// [`TestEnv::new`] on other servers: `servers` changes the environment's URLs first.
+    pub async fn on(servers: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::from_env().expect("test environment is valid");
+        servers(&mut config);
         let admin_url = config.database_url.clone();
         let id = Uuid::new_v4().simple().to_string();
         let database = format!("test_{}", &id[..16]);
