@@ -1,6 +1,7 @@
 //! The domain's errors. The HTTP layer maps each variant to one status in one place
 //! (`http::problem`); database details are logged there, never sent.
 
+use poem_openapi::types::Example;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,11 +23,19 @@ pub enum Error {
 // The API lists them with its 409, under the name its clients know.
 /// An order item the store cannot cover.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, poem_openapi::Object)]
+#[oai(example)]
 #[oai(rename = "ShortItem")]
 pub struct Shortage {
     pub product_id: Uuid,
     pub requested: i64,
     pub available: i64,
+}
+
+impl Example for Shortage {
+    fn example() -> Self {
+        // The walk's order of 6, placed when only 4 are available.
+        Self { product_id: crate::http::example::PRODUCT, requested: 6, available: 4 }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

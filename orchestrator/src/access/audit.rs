@@ -8,12 +8,13 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use poem_openapi::Object;
+use poem_openapi::{Object, types::Example};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{Caller, Role};
+use crate::http::example;
 
 /// One request that asked for a change, as the audit keeps it.
 #[derive(Debug)]
@@ -97,6 +98,7 @@ impl Audit {
 
 /// One change requested through the API, or a key's attempt beyond its role, as read back.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -112,6 +114,24 @@ pub struct AuditEntry {
     pub trace_id: String,
     /// The HTTP status it was answered with.
     pub status: u16,
+}
+
+impl Example for AuditEntry {
+    fn example() -> Self {
+        Self {
+            id: 1,
+            at: example::at(0),
+            key_id: example::KEY,
+            key_name: "admin".into(),
+            role: Role::Admin,
+            method: "POST".into(),
+            route: "/stores".into(),
+            ids: serde_json::json!({"store_id": example::STORE}),
+            request_id: "0193f1a2-6b7c-7d8e-9f00-112233445566".into(),
+            trace_id: example::TRACE_ID.into(),
+            status: 201,
+        }
+    }
 }
 
 /// Which rows to read; `None` matches all.

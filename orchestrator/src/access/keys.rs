@@ -16,7 +16,7 @@ use std::{
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use platform::{config::Secret, shutdown::Shutdown};
-use poem_openapi::Object;
+use poem_openapi::{Object, types::Example};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use super::{Caller, Role};
 use crate::error::{Error, OnConstraint, Result};
+use crate::http::example;
 
 /// How often each process reloads the keys in use.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -50,6 +51,7 @@ pub fn generate_secret() -> String {
 
 /// A key, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq, Object)]
+#[oai(example)]
 pub struct ApiKey {
     pub id: Uuid,
     /// Who holds it; the timeline and the audit name it.
@@ -64,6 +66,20 @@ pub struct ApiKey {
     /// When it stopped working; null while it works.
     #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Example for ApiKey {
+    fn example() -> Self {
+        Self {
+            id: example::KEY,
+            name: "picker-app".into(),
+            role: Role::Client,
+            secret_prefix: "dsk_Hq3Z".into(),
+            created_at: example::at(8),
+            created_by: Some(example::KEY),
+            revoked_at: None,
+        }
+    }
 }
 
 /// A key just made, with its secret: the only time the secret is seen.

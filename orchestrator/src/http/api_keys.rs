@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use uuid::Uuid;
 
 use super::role::{Admin, Needs};
@@ -24,6 +24,7 @@ use crate::{
 
 /// A key just made: the only answer that carries its secret.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct CreatedKey {
     #[oai(flatten)]
     pub key: ApiKey,
@@ -33,12 +34,25 @@ pub struct CreatedKey {
     pub secret: String,
 }
 
+impl Example for CreatedKey {
+    fn example() -> Self {
+        Self { key: ApiKey::example(), secret: "dsk_Hq3Zt9kLw2N8vR5xB7cD1fG4hJ6mP0sT3uV9yA2eK5n".into() }
+    }
+}
+
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewKey {
     /// Who will hold it, e.g. `ann` or `picker-app-soho`; unique among keys in use.
     pub name: Text<Handle, 64>,
     pub role: Role,
+}
+
+impl Example for NewKey {
+    fn example() -> Self {
+        Self { name: Text::example("picker-app"), role: Role::Client }
+    }
 }
 
 page_of!(ApiKeyPage, ApiKey);

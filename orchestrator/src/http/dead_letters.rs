@@ -9,10 +9,11 @@ use platform::messaging::{
     outbox::{self, RawOutgoing},
 };
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -27,6 +28,7 @@ use crate::{
 };
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct DeadLetter {
     pub id: i64,
     /// The queue the message died in.
@@ -57,6 +59,26 @@ pub struct DeadLetter {
     /// The id of the replayed message.
     #[oai(nullable)]
     pub replay_message_id: Option<Uuid>,
+}
+
+impl Example for DeadLetter {
+    fn example() -> Self {
+        Self {
+            id: 1,
+            queue: "warehouse.commands".into(),
+            reason: "a command of version 9, which this build does not speak".into(),
+            message_id: Some(example::ORDER.to_string()),
+            kind: Some("DispatchShipment".into()),
+            correlation_id: Some(example::SAGA),
+            exchange: Some("darkstores.commands".into()),
+            routing_key: Some("warehouse".into()),
+            headers: serde_json::json!({"traceparent": example::TRACEPARENT}),
+            body: r#"{"type":"DispatchShipment","version":9}"#.into(),
+            received_at: example::at(6),
+            replayed_at: None,
+            replay_message_id: None,
+        }
+    }
 }
 
 impl From<Stored> for DeadLetter {

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, payload::Json, types::Example};
 use tokio::{sync::Mutex, time::Instant};
 
 use super::Tag;
@@ -33,6 +33,7 @@ pub enum Up {
 }
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Health {
     /// `unavailable` when a dependency the service needs does not answer.
     pub status: Status,
@@ -40,8 +41,18 @@ pub struct Health {
     pub checks: Option<Checks>,
 }
 
+impl Example for Health {
+    fn example() -> Self {
+        Self {
+            status: Status::Ok,
+            checks: Some(Checks { postgres: Check::example(), rabbitmq: Check::example(), redis: Check::example() }),
+        }
+    }
+}
+
 /// One dependency.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Check {
     pub status: Up,
     /// Why it is down: `timed out` or `failed` (the log has the details).
@@ -49,13 +60,26 @@ pub struct Check {
     pub reason: Option<String>,
 }
 
+impl Example for Check {
+    fn example() -> Self {
+        Self { status: Up::Up, reason: None }
+    }
+}
+
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Checks {
     pub postgres: Check,
     pub rabbitmq: Check,
     /// Redis is a cache: without it the service is slower, not wrong, so it does not make the
     /// service unready.
     pub redis: Check,
+}
+
+impl Example for Checks {
+    fn example() -> Self {
+        Self { postgres: Check::example(), rabbitmq: Check::example(), redis: Check::example() }
+    }
 }
 
 #[derive(ApiResponse)]

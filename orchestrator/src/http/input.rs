@@ -108,6 +108,11 @@ impl<R: Rule, const MAX: usize> Text<R, MAX> {
     pub fn into_inner(self) -> String {
         self.value
     }
+
+    /// A value for the spec's examples: one the rule refuses is a bug, found when the spec is built.
+    pub fn example(value: &str) -> Self {
+        Self::parse(value.to_owned()).unwrap_or_else(|why| panic!("the example {value:?} {why}"))
+    }
 }
 
 impl<R, const MAX: usize> Deref for Text<R, MAX> {

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use stock::{StockLevel, level};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
@@ -18,6 +19,7 @@ use crate::{Context, access::audit::Audit, inventory};
 
 /// One product's stock in one store.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Inventory {
     pub store_id: Uuid,
     pub product_id: Uuid,
@@ -32,6 +34,22 @@ pub struct Inventory {
     pub target_level: i64,
     /// Grows with every change.
     pub version: i64,
+}
+
+impl Example for Inventory {
+    fn example() -> Self {
+        // After the walk's order of 6 and the replenishment of 16 it caused.
+        Self {
+            store_id: example::STORE,
+            product_id: example::PRODUCT,
+            on_hand: 26,
+            reserved: 6,
+            available: 20,
+            reorder_threshold: 5,
+            target_level: 20,
+            version: 4,
+        }
+    }
 }
 
 impl From<StockLevel> for Inventory {
@@ -50,6 +68,7 @@ impl From<StockLevel> for Inventory {
 }
 
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct SetInventory {
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
@@ -61,7 +80,14 @@ pub struct SetInventory {
     pub target_level: i64,
 }
 
+impl Example for SetInventory {
+    fn example() -> Self {
+        Self { on_hand: 10, reorder_threshold: 5, target_level: 20 }
+    }
+}
+
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct Adjustment {
     /// Units to add (positive) or remove (negative); not zero. The result must stay between
@@ -69,6 +95,12 @@ pub struct Adjustment {
     pub delta: Delta,
     /// Why, for the stock ledger ("damaged", "recount", …).
     pub reason: Free<500>,
+}
+
+impl Example for Adjustment {
+    fn example() -> Self {
+        Self { delta: Delta(-2), reason: Free::example("two cartons damaged in the cold room") }
+    }
 }
 
 page_of!(InventoryPage, Inventory);

@@ -6,6 +6,7 @@ pub mod access;
 pub mod api_keys;
 pub mod audit;
 pub mod dead_letters;
+pub mod example;
 pub mod health;
 pub mod input;
 pub mod inventory;

@@ -1,9 +1,10 @@
 //! `/stock-movements`: the append-only stock ledger, for reports.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Object, OpenApi, param::Query, payload::Json};
+use poem_openapi::{Object, OpenApi, param::Query, payload::Json, types::Example};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -14,6 +15,7 @@ use super::{
 use crate::Context;
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct StockMovement {
     pub id: i64,
     /// Absent for the central warehouse: a client that follows store ids from a page
@@ -34,6 +36,23 @@ pub struct StockMovement {
     #[oai(nullable)]
     pub note: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+impl Example for StockMovement {
+    fn example() -> Self {
+        // The walk's order of 6 reserving Riverside's oat milk.
+        Self {
+            id: 3,
+            store_id: Some(example::STORE),
+            product_id: example::PRODUCT,
+            on_hand_delta: 0,
+            reserved_delta: 6,
+            reason: "order_reserved".into(),
+            reference: Some(example::ORDER),
+            note: None,
+            at: example::at(3),
+        }
+    }
 }
 
 page_of!(StockMovementPage, StockMovement);

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json, types::Example};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Client, Needs};
 use super::{
     Tag,
     input::{Id, OneHeader, Text, Token},
-    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE, UNPROCESSABLE},
+    problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, SHORT_STOCK, UNAVAILABLE, UNPROCESSABLE},
 };
 use crate::{
     Context,
@@ -23,11 +24,18 @@ use sagas::fulfilment::{Line, OrderStatus};
 // The API's form of a `Line`: the same fields, with the API's strict id.
 /// One line of an order: a product, and how many.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct OrderItem {
     pub product_id: Id,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
+}
+
+impl Example for OrderItem {
+    fn example() -> Self {
+        Self { product_id: Id(example::PRODUCT), quantity: 6 }
+    }
 }
 
 impl From<&OrderItem> for Line {
@@ -43,6 +51,7 @@ impl From<Line> for OrderItem {
 }
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Order {
     pub id: Uuid,
     pub store_id: Uuid,
@@ -52,12 +61,32 @@ pub struct Order {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Example for Order {
+    fn example() -> Self {
+        Self {
+            id: example::ORDER,
+            store_id: example::STORE,
+            status: OrderStatus::Reserved,
+            items: vec![OrderItem::example()],
+            created_at: example::at(3),
+            updated_at: example::at(3),
+        }
+    }
+}
+
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewOrder {
     pub store_id: Id,
     #[oai(validator(min_items = 1, max_items = 100))]
     pub items: Vec<OrderItem>,
+}
+
+impl Example for NewOrder {
+    fn example() -> Self {
+        Self { store_id: Id(example::STORE), items: vec![OrderItem::example()] }
+    }
 }
 
 impl From<orders::Order> for Order {
@@ -103,7 +132,7 @@ impl OrdersApi {
         #[oai(name = "Idempotency-Key")]
         idempotency_key: OneHeader<Option<Text<Token, 255>>>,
         audit: Data<&Arc<Audit>>,
-    ) -> ApiResult<PlaceResponse, { NOT_FOUND | CONFLICT | UNPROCESSABLE | UNAVAILABLE }> {
+    ) -> ApiResult<PlaceResponse, { NOT_FOUND | CONFLICT | SHORT_STOCK | UNPROCESSABLE | UNAVAILABLE }> {
         let items: Vec<Line> = body.items.iter().map(Line::from).collect();
         let key = idempotency_key.0.as_deref();
         audit.name("store_id", *body.store_id);

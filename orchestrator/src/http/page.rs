@@ -81,11 +81,18 @@ pub fn split<T>(mut rows: Vec<T>, fetched: i64, cursor_of: impl Fn(&T) -> String
 macro_rules! page_of {
     ($page:ident, $item:ty) => {
         #[derive(Debug, poem_openapi::Object)]
+        #[oai(example)]
         pub struct $page {
             pub items: Vec<$item>,
             /// Pass as `cursor` to get the next page; absent on the last page.
             #[oai(skip_serializing_if_is_none)]
             pub next_cursor: Option<String>,
+        }
+
+        impl poem_openapi::types::Example for $page {
+            fn example() -> Self {
+                Self { items: vec![<$item as poem_openapi::types::Example>::example()], next_cursor: None }
+            }
         }
     };
 }

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use platform::{heartbeat, messaging::Queue, saga::runner};
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -17,6 +18,7 @@ const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One process running a role.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Instance {
     pub id: Uuid,
     pub hostname: String,
@@ -30,9 +32,24 @@ pub struct Instance {
     pub alive: bool,
 }
 
+impl Example for Instance {
+    fn example() -> Self {
+        Self {
+            id: example::KEY,
+            hostname: "worker-7f9c".into(),
+            pid: 4182,
+            started_at: example::at(0),
+            last_seen_at: example::at(5),
+            stopped_at: None,
+            alive: true,
+        }
+    }
+}
+
 /// A role (the orchestrator's engine, or a participant of the saga kinds), its queue and its
 /// processes.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct ParticipantStatus {
     pub role: String,
     /// The queue the role consumes.
@@ -49,7 +66,21 @@ pub struct ParticipantStatus {
     pub instances: Vec<Instance>,
 }
 
+impl Example for ParticipantStatus {
+    fn example() -> Self {
+        Self {
+            role: "warehouse".into(),
+            queue: "darkstores.warehouse.commands".into(),
+            queue_depth: Some(0),
+            consumers: Some(1),
+            alive: true,
+            instances: vec![Instance::example()],
+        }
+    }
+}
+
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Participants {
     pub participants: Vec<ParticipantStatus>,
     /// Messages waiting in the dead-letter queue (not yet stored).
@@ -58,6 +89,12 @@ pub struct Participants {
     /// Why queue figures are missing, when they are.
     #[oai(nullable)]
     pub broker_error: Option<String>,
+}
+
+impl Example for Participants {
+    fn example() -> Self {
+        Self { participants: vec![ParticipantStatus::example()], dead_letter_queue_depth: Some(0), broker_error: None }
+    }
 }
 
 pub struct ParticipantsApi {

@@ -12,13 +12,15 @@ use poem_openapi::{
     ApiResponse, Object,
     error::{ParseParamError, ParsePathError},
     registry::{MetaMediaType, MetaResponse, MetaResponses, Registry},
-    types::Type,
+    types::{Example, ToJSON, Type},
 };
 
+use super::example;
 use crate::error::{Error, Shortage};
 
 /// An error, as RFC 9457 describes it.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct ProblemDetails {
     /// A URI naming the kind of problem; `about:blank` means the status says it all.
     #[oai(rename = "type")]
@@ -28,9 +30,29 @@ pub struct ProblemDetails {
     pub status: u16,
     /// What went wrong in this case, and what to do about it.
     pub detail: String,
-    /// With a 409 for short stock: each item the store cannot cover.
+}
+
+impl Example for ProblemDetails {
+    fn example() -> Self {
+        details(StatusCode::NOT_FOUND, format!("store {} not found", example::STORE))
+    }
+}
+
+/// The conflict of an operation that reserves stock: a problem that lists what is short.
+#[derive(Clone, Debug, Object)]
+#[oai(example)]
+pub struct ShortStockProblem {
+    #[oai(flatten)]
+    pub problem: ProblemDetails,
+    /// Each item the store cannot cover; absent on a 409 for another conflict.
     #[oai(skip_serializing_if_is_none)]
     pub short_items: Option<Vec<Shortage>>,
+}
+
+impl Example for ShortStockProblem {
+    fn example() -> Self {
+        Problem::from(Error::ShortStock(vec![Shortage::example()])).into_short_stock()
+    }
 }
 
 /// One error answer, whatever its status.
@@ -38,6 +60,8 @@ pub struct ProblemDetails {
 pub struct Problem {
     pub status: StatusCode,
     pub details: ProblemDetails,
+    /// For short stock: each item the store cannot cover.
+    pub short_items: Option<Vec<Shortage>>,
 }
 
 pub fn details(status: StatusCode, detail: impl Into<String>) -> ProblemDetails {
@@ -46,13 +70,16 @@ pub fn details(status: StatusCode, detail: impl Into<String>) -> ProblemDetails 
         title: status.canonical_reason().unwrap_or("Error").into(),
         status: status.as_u16(),
         detail: detail.into(),
-        short_items: None,
     }
 }
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, details: details(status, detail) }
+        Self { status, details: details(status, detail), short_items: None }
+    }
+
+    fn into_short_stock(self) -> ShortStockProblem {
+        ShortStockProblem { problem: self.details, short_items: self.short_items }
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -78,9 +105,13 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = serde_json::to_string(&poem_openapi::types::ToJSON::to_json(&self.details))
-            .unwrap_or_else(|_| "{}".to_owned());
-        Response::builder().status(self.status).content_type(PROBLEM_JSON).body(body)
+        let status = self.status;
+        let json = match self.short_items {
+            Some(_) => self.into_short_stock().to_json(),
+            None => self.details.to_json(),
+        };
+        let body = serde_json::to_string(&json).unwrap_or_else(|_| "{}".to_owned());
+        Response::builder().status(status).content_type(PROBLEM_JSON).body(body)
     }
 }
 
@@ -99,7 +130,7 @@ impl From<Error> for Problem {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let mut problem = Self::conflict(format!("not enough stock, nothing was reserved; short: {list}"));
-                problem.details.short_items = Some(shortages);
+                problem.short_items = Some(shortages);
                 problem
             }
             Error::Database(error) => database(&error),
@@ -168,6 +199,8 @@ pub const CONFLICT: Statuses = 2;
 pub const UNPROCESSABLE: Statuses = 4;
 /// The database is unavailable or busy.
 pub const UNAVAILABLE: Statuses = 8;
+/// Its conflict may be short stock, listed item by item (with [`CONFLICT`]).
+pub const SHORT_STOCK: Statuses = 16;
 
 const STATUSES: [(Statuses, u16, &str); 4] = [
     (NOT_FOUND, 404, "Something the request names does not exist."),
@@ -235,12 +268,19 @@ impl<const S: Statuses> ApiResponse for Errors<S> {
             responses: STATUSES
                 .iter()
                 .filter(|(bit, ..)| S & bit != 0)
-                .map(|&(_, status, description)| MetaResponse {
-                    description,
-                    status: Some(status),
-                    status_range: None,
-                    content: vec![MetaMediaType { content_type: PROBLEM_JSON, schema: ProblemDetails::schema_ref() }],
-                    headers: vec![],
+                .map(|&(_, status, description)| {
+                    let schema = if status == 409 && S & SHORT_STOCK != 0 {
+                        ShortStockProblem::schema_ref()
+                    } else {
+                        ProblemDetails::schema_ref()
+                    };
+                    MetaResponse {
+                        description,
+                        status: Some(status),
+                        status_range: None,
+                        content: vec![MetaMediaType { content_type: PROBLEM_JSON, schema }],
+                        headers: vec![],
+                    }
                 })
                 .collect(),
         }
@@ -248,6 +288,9 @@ impl<const S: Statuses> ApiResponse for Errors<S> {
 
     fn register(registry: &mut Registry) {
         ProblemDetails::register(registry);
+        if S & SHORT_STOCK != 0 {
+            ShortStockProblem::register(registry);
+        }
     }
 }
 

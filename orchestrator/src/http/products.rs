@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
@@ -21,6 +22,7 @@ use crate::{
 };
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Product {
     pub id: Uuid,
     /// Stock-keeping unit, unique across the catalogue.
@@ -31,10 +33,23 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
 }
 
+impl Example for Product {
+    fn example() -> Self {
+        Self {
+            id: example::PRODUCT,
+            sku: example::SKU.into(),
+            name: example::PRODUCT_NAME.into(),
+            price_cents: example::PRICE_CENTS,
+            created_at: example::at(1),
+        }
+    }
+}
+
 /// A unit's price when a new product names none: 1.00.
 const DEFAULT_PRICE_CENTS: i64 = 100;
 
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewProduct {
     pub sku: Line<64>,
@@ -42,6 +57,16 @@ pub struct NewProduct {
     /// What one unit costs, in cents (default 100). Orders keep the price they were placed at.
     #[oai(validator(minimum(value = "0"), maximum(value = "100000000")))]
     pub price_cents: Optional<i64>,
+}
+
+impl Example for NewProduct {
+    fn example() -> Self {
+        Self {
+            sku: Line::example(example::SKU),
+            name: Line::example(example::PRODUCT_NAME),
+            price_cents: Optional(Some(example::PRICE_CENTS)),
+        }
+    }
 }
 
 page_of!(ProductPage, Product);

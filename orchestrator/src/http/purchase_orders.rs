@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi, payload::Json, types::Example};
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -16,12 +17,23 @@ use crate::{Context, access::audit::Audit, purchasing};
 
 /// A purchase order started by hand; the timeline names the key that started it.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewPurchaseOrder {
     pub product_id: Id,
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
     pub reason: Optional<Free<2000>>,
+}
+
+impl Example for NewPurchaseOrder {
+    fn example() -> Self {
+        Self {
+            product_id: Id(example::PRODUCT),
+            quantity: 200,
+            reason: Optional(Some(Free::example("a supplier promotion: stock up before the price rises"))),
+        }
+    }
 }
 
 /// Purchase orders started by hand: a saga of the `purchase_order` kind, answered with its detail.

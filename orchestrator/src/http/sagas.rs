@@ -6,11 +6,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use platform::saga::{Action, store};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -21,6 +22,7 @@ use super::{
 use crate::{Context, access::audit::Audit, inventory, operator};
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Saga {
     pub id: Uuid,
     /// The saga kind, e.g. `replenishment`.
@@ -55,8 +57,35 @@ pub struct Saga {
     pub trace_id: Option<String>,
 }
 
+impl Example for Saga {
+    fn example() -> Self {
+        let data = sagas::replenishment::Data {
+            shipment_id: Some(example::SHIPMENT),
+            quantity_shipped: Some(16),
+            ..sagas::replenishment::Data::new(example::STORE, example::PRODUCT, 16)
+        };
+        Self {
+            id: example::SAGA,
+            kind: "replenishment".into(),
+            state: "received".into(),
+            awaits: "nothing".into(),
+            stuck: false,
+            data: serde_json::to_value(data).unwrap_or_default(),
+            attempt: 1,
+            deadline_at: None,
+            last_error: None,
+            created_at: example::at(3),
+            updated_at: example::at(4),
+            state_entered_at: example::at(4),
+            closed_at: Some(example::at(4)),
+            trace_id: Some(example::TRACE_ID.into()),
+        }
+    }
+}
+
 /// One line of a saga's timeline.
 #[derive(Clone, Debug, Object, serde::Deserialize)]
+#[oai(example)]
 pub struct Transition {
     /// Absent for the first line.
     #[oai(nullable)]
@@ -75,8 +104,24 @@ pub struct Transition {
     pub detail: Value,
 }
 
+impl Example for Transition {
+    fn example() -> Self {
+        Self {
+            from: Some("requested".into()),
+            to: "dispatched".into(),
+            event: "ShipmentDispatched".into(),
+            applied: true,
+            actor: "participant".into(),
+            at: example::at(3),
+            took_ms: Some(41.5),
+            detail: serde_json::json!({"shipment_id": example::SHIPMENT, "quantity": 16}),
+        }
+    }
+}
+
 /// The command a saga waits on.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct OutstandingCommand {
     /// e.g. `DispatchShipment`.
     #[oai(rename = "type")]
@@ -84,8 +129,23 @@ pub struct OutstandingCommand {
     pub payload: Value,
 }
 
+impl Example for OutstandingCommand {
+    fn example() -> Self {
+        Self {
+            kind: "DispatchShipment".into(),
+            payload: serde_json::json!({
+                "saga_id": example::SAGA,
+                "store_id": example::STORE,
+                "product_id": example::PRODUCT,
+                "quantity": 16,
+            }),
+        }
+    }
+}
+
 /// A message of the saga: one it sent (from the outbox) or one a consumer received (from its inbox).
 #[derive(Clone, Debug, Object, serde::Deserialize)]
+#[oai(example)]
 pub struct SagaMessage {
     /// `sent` or `received`.
     pub direction: String,
@@ -106,7 +166,22 @@ pub struct SagaMessage {
     pub traceparent: Option<String>,
 }
 
+impl Example for SagaMessage {
+    fn example() -> Self {
+        Self {
+            direction: "sent".into(),
+            message_id: example::ORDER,
+            kind: Some("DispatchShipment".into()),
+            route: "darkstores.commands warehouse".into(),
+            at: example::at(3),
+            published: Some(true),
+            traceparent: Some(example::TRACEPARENT.into()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct SagaDetail {
     #[oai(flatten)]
     pub saga: Saga,
@@ -122,25 +197,71 @@ pub struct SagaDetail {
     pub messages: Vec<SagaMessage>,
 }
 
+impl Example for SagaDetail {
+    /// The walk's replenishment on the road: dispatched, waiting for the store to take it in.
+    fn example() -> Self {
+        let line = |from: Option<&str>, to: &str, event: &str| Transition {
+            from: from.map(Into::into),
+            to: to.into(),
+            event: event.into(),
+            took_ms: from.map(|_| 41.5),
+            ..Transition::example()
+        };
+        let saga = Saga {
+            state: "dispatched".into(),
+            awaits: "participant".into(),
+            deadline_at: Some(example::at(4)),
+            updated_at: example::at(3),
+            state_entered_at: example::at(3),
+            closed_at: None,
+            ..Saga::example()
+        };
+        Self {
+            saga,
+            outstanding: Some(OutstandingCommand::example()),
+            transitions: vec![
+                line(None, "requested", "Started"),
+                line(Some("requested"), "dispatched", "ShipmentDispatched"),
+            ],
+            messages: vec![SagaMessage::example()],
+        }
+    }
+}
+
 page_of!(SagaPage, Saga);
 
 /// Why an operator acts: it goes into the saga's timeline, beside the key that acted.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct OperatorRequest {
     pub reason: Free<2000>,
 }
 
+impl Example for OperatorRequest {
+    fn example() -> Self {
+        Self { reason: Free::example("the warehouse confirmed by phone that the shipment left") }
+    }
+}
+
 /// Closing a failed saga after a human put things right.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// What was done by hand.
     pub note: Free<2000>,
 }
 
+impl Example for ResolveRequest {
+    fn example() -> Self {
+        Self { note: Free::example("counted on arrival: all 16 units are on the shelf") }
+    }
+}
+
 /// A replenishment started by hand; the timeline names the key that started it.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewReplenishment {
     pub store_id: Id,
@@ -148,6 +269,17 @@ pub struct NewReplenishment {
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000000")))]
     pub quantity: i64,
     pub reason: Optional<Free<2000>>,
+}
+
+impl Example for NewReplenishment {
+    fn example() -> Self {
+        Self {
+            store_id: Id(example::STORE),
+            product_id: Id(example::PRODUCT),
+            quantity: 5,
+            reason: Optional(Some(Free::example("festival weekend"))),
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -158,6 +290,7 @@ pub(super) enum Created {
 }
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct OldestSaga {
     pub id: Uuid,
     pub kind: String,
@@ -166,8 +299,21 @@ pub struct OldestSaga {
     pub age_seconds: f64,
 }
 
+impl Example for OldestSaga {
+    fn example() -> Self {
+        Self {
+            id: example::SAGA,
+            kind: "replenishment".into(),
+            state: "dispatched".into(),
+            created_at: example::at(3),
+            age_seconds: 1.8,
+        }
+    }
+}
+
 /// Latency of one step (leaving `from` for `to`) over the window.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct StepLatency {
     pub kind: String,
     pub from: String,
@@ -178,15 +324,37 @@ pub struct StepLatency {
     pub p99_ms: f64,
 }
 
+impl Example for StepLatency {
+    fn example() -> Self {
+        Self {
+            kind: "replenishment".into(),
+            from: "requested".into(),
+            to: "dispatched".into(),
+            count: 1,
+            p50_ms: 41.5,
+            p95_ms: 41.5,
+            p99_ms: 41.5,
+        }
+    }
+}
+
 /// How many sagas of a kind are in a state.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct StateCount {
     pub kind: String,
     pub state: String,
     pub count: i64,
 }
 
+impl Example for StateCount {
+    fn example() -> Self {
+        Self { kind: "replenishment".into(), state: "received".into(), count: 1 }
+    }
+}
+
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct SagaStats {
     /// Every saga ever started, by kind and state.
     pub counts: Vec<StateCount>,
@@ -199,6 +367,26 @@ pub struct SagaStats {
     /// Steps taken within the last `window_seconds`.
     pub step_latency: Vec<StepLatency>,
     pub window_seconds: i64,
+}
+
+impl Example for SagaStats {
+    fn example() -> Self {
+        let count = |kind: &str, state: &str| StateCount { kind: kind.into(), state: state.into(), count: 1 };
+        Self {
+            counts: vec![count("order_fulfilment", "paid"), count("replenishment", "received")],
+            open: 1,
+            stuck: 0,
+            oldest_open: Some(OldestSaga {
+                id: example::ORDER,
+                kind: "order_fulfilment".into(),
+                state: "paid".into(),
+                created_at: example::at(3),
+                age_seconds: 95.0,
+            }),
+            step_latency: vec![StepLatency::example()],
+            window_seconds: 3600,
+        }
+    }
 }
 
 /// Step latency is reported over this recent window.

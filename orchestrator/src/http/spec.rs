@@ -32,6 +32,7 @@ pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
         }
     });
     link(&mut spec);
+    type_nullable_references(&mut spec["components"]["schemas"]);
     let mut request_schemas = Vec::new();
     let paths = spec["paths"].as_object_mut().expect("the document has paths");
     for (path, operations) in paths.iter_mut() {
@@ -65,6 +66,31 @@ pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
         collect_references(schema, &mut request_schemas);
     }
     spec
+}
+
+/// poem-openapi writes a nullable object field as `nullable` beside an `allOf` of its schema and
+/// again inside it, each without a `type`, which OpenAPI 3.0 does not allow (`nullable` qualifies
+/// a `type`): validators of examples refuse the schema. The field's type is the referenced
+/// schema's, an object, and one `nullable` beside it says the rest.
+fn type_nullable_references(value: &mut Value) {
+    match value {
+        Value::Object(schema) => {
+            if schema.get("nullable") == Some(&Value::Bool(true))
+                && !schema.contains_key("type")
+                && let Some(parts) = schema.get_mut("allOf").and_then(Value::as_array_mut)
+            {
+                for part in parts.iter_mut().filter_map(Value::as_object_mut) {
+                    if !part.contains_key("type") && !part.contains_key("$ref") {
+                        part.remove("nullable");
+                    }
+                }
+                schema.insert("type".into(), "object".into());
+            }
+            schema.values_mut().for_each(type_nullable_references);
+        }
+        Value::Array(items) => items.iter_mut().for_each(type_nullable_references),
+        _ => {}
+    }
 }
 
 /// Where a created resource's id leads: (the creating operation, its status, and the operations,
@@ -170,6 +196,40 @@ fn problem(description: &str) -> Value {
     })
 }
 
+/// An example for a problem answer of `status`, so that Swagger UI shows each answer with its own
+/// status and the kind of words the server uses for it, not one example for all. The conflict of
+/// an operation that reserves stock keeps its schema's example, which lists the short items.
+fn give_problem_example(status: &str, response: &mut Value, access: Access) {
+    let description = response["description"].as_str().unwrap_or_default().trim_end_matches('.').to_owned();
+    let Some(media) = response.pointer_mut("/content/application~1problem+json") else { return };
+    if media.get("example").is_some() || media["schema"]["$ref"] != "#/components/schemas/ProblemDetails" {
+        return;
+    }
+    let role = match access {
+        Access::Needs(role) => role.as_ref().to_owned(),
+        Access::Public => "client".to_owned(),
+    };
+    let detail = match status {
+        "401" => format!(
+            "this operation needs an API key with the role {role} or higher, sent as 'Authorization: Bearer <key>'"
+        ),
+        "403" => format!("this operation needs the role {role} or higher; this key's role is client"),
+        "413" => format!("the request body is larger than {MAX_BODY} bytes"),
+        "429" => "over this caller's budget of 20 requests at once; retry after 1 s".to_owned(),
+        "503" => "the database is unavailable or busy; retry shortly".to_owned(),
+        _ => {
+            let mut detail = description.split(". ").next().unwrap_or_default().to_owned();
+            if let Some(first) = detail.get_mut(..1) {
+                first.make_ascii_lowercase();
+            }
+            detail
+        }
+    };
+    let code: u16 = status.parse().expect("a status is a number");
+    let title = poem::http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+    media["example"] = json!({ "type": "about:blank", "title": title, "status": code, "detail": detail });
+}
+
 fn integer_header(description: &str, required: bool) -> Value {
     json!({ "description": description, "required": required, "schema": { "type": "integer", "format": "int64", "minimum": 0 } })
 }
@@ -261,6 +321,9 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
                 headers.as_object_mut().expect("headers").entry(name).or_insert(header);
             }
         }
+    }
+    for (status, response) in responses.iter_mut() {
+        give_problem_example(status, response, access);
     }
     match access {
         Access::Needs(_) => operation.insert("security".into(), json!([{ SCHEME: [] }])),

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json, types::Example};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
@@ -17,6 +18,7 @@ use super::{
 use crate::{Context, access::audit::Audit};
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct Store {
     pub id: Uuid,
     pub name: String,
@@ -25,11 +27,29 @@ pub struct Store {
     pub created_at: DateTime<Utc>,
 }
 
+impl Example for Store {
+    fn example() -> Self {
+        Self {
+            id: example::STORE,
+            name: example::STORE_NAME.into(),
+            service_area: example::SERVICE_AREA.into(),
+            created_at: example::at(0),
+        }
+    }
+}
+
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct NewStore {
     pub name: Line<200>,
     pub service_area: Line<200>,
+}
+
+impl Example for NewStore {
+    fn example() -> Self {
+        Self { name: Line::example(example::STORE_NAME), service_area: Line::example(example::SERVICE_AREA) }
+    }
 }
 
 page_of!(StorePage, Store);

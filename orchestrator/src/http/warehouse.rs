@@ -3,9 +3,15 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined};
+use poem_openapi::{
+    Object, OpenApi,
+    param::Path,
+    payload::Json,
+    types::{Example, MaybeUndefined},
+};
 use uuid::Uuid;
 
+use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
@@ -18,6 +24,7 @@ use crate::{
 };
 
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 pub struct WarehouseStock {
     pub product_id: Uuid,
     pub on_hand: i64,
@@ -27,6 +34,19 @@ pub struct WarehouseStock {
     /// When the product is reordered from its supplier; `null`: never by the rule.
     #[oai(nullable)]
     pub reorder: Option<ReorderLevels>,
+}
+
+impl Example for WarehouseStock {
+    fn example() -> Self {
+        // After the walk's replenishment of 16 left for Riverside and arrived.
+        Self {
+            product_id: example::PRODUCT,
+            on_hand: 84,
+            reserved: 0,
+            in_transit: 0,
+            reorder: Some(ReorderLevels::example()),
+        }
+    }
 }
 
 impl From<stock::warehouse::WarehouseLevel> for WarehouseStock {
@@ -40,6 +60,7 @@ impl From<stock::warehouse::WarehouseLevel> for WarehouseStock {
 /// reserved + open purchase orders) falls to `point` or below, a purchase order opens for enough
 /// to reach `target`.
 #[derive(Clone, Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct ReorderLevels {
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000")))]
@@ -49,7 +70,14 @@ pub struct ReorderLevels {
     pub target: i64,
 }
 
+impl Example for ReorderLevels {
+    fn example() -> Self {
+        Self { point: 40, target: 200 }
+    }
+}
+
 #[derive(Debug, Object)]
+#[oai(example)]
 #[oai(deny_unknown_fields)]
 pub struct SetWarehouseStock {
     /// Not below what the warehouse has reserved (409 otherwise).
@@ -58,6 +86,12 @@ pub struct SetWarehouseStock {
     /// The reorder levels; absent: left as they are; `null`: never reordered by the rule.
     #[oai(nullable)]
     pub reorder: MaybeUndefined<ReorderLevels>,
+}
+
+impl Example for SetWarehouseStock {
+    fn example() -> Self {
+        Self { on_hand: 100, reorder: MaybeUndefined::Undefined }
+    }
 }
 
 pub struct WarehouseApi {
