@@ -9,6 +9,7 @@ use platform::{
     config::Config,
     messaging::{Queue, relay::RelayFaults},
     process::{self, Services, Worker},
+    replica::{Reads, ReplicaSettings},
     retention::Janitor,
     saga::{
         registry::Registry,
@@ -75,7 +76,7 @@ impl Application {
         let http_addr = config.http_addr;
         let registry = Arc::new(sagas::registry());
         let services = Services::connect(config, &registry).await?;
-        let ctx = Context::new(&services, registry);
+        let mut ctx = Context::new(&services, registry);
         register_known_series(&ctx.registry);
         let (trigger, shutdown) = shutdown::channel();
         let mut tasks = JoinSet::new();
@@ -109,6 +110,8 @@ impl Application {
         }
         let mut addr = None;
         if roles.api {
+            let settings: ReplicaSettings = services.config.section()?;
+            ctx.reads = Reads::start(ctx.pool.clone(), &settings, &shutdown).context("the read replica's settings")?;
             admit_someone(&ctx, &services.config).await?;
             ctx.keys.reload(&ctx.pool).await.context("loading the API keys")?;
             tasks.spawn(ctx.keys.clone().run(ctx.pool.clone(), shutdown.clone()));
@@ -187,4 +190,5 @@ fn register_known_series(registry: &Registry) {
     stock::cache::register_metrics();
     crate::dead_letters::register_metrics();
     crate::orders::register_metrics();
+    platform::replica::register_metrics();
 }

@@ -32,6 +32,7 @@ use platform::{
     messaging::{BrokerProbe, Topology, outbox::OutboxSignal},
     process::Services,
     redis::Redis,
+    replica::Reads,
     saga::registry::Registry,
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
@@ -40,7 +41,10 @@ use stock::Cache;
 /// What request handlers and domain functions share.
 #[derive(Clone, Debug)]
 pub struct Context {
+    /// The primary: every write, and every read that must be fresh.
     pub pool: PgPool,
+    /// Where reads go: the primary, or a replica for those that may lag ([`platform::replica`]).
+    pub reads: Reads,
     pub cache: Cache,
     pub timing: SagaTiming,
     pub amqp_url: Arc<str>,
@@ -76,6 +80,7 @@ impl Context {
         let topology = registry.topology(config.namespace.clone());
         let amqp_url: Arc<str> = config.amqp_url.as_str().into();
         Self {
+            reads: Reads::primary_only(pool.clone()),
             pool,
             limiter: Limiter::new(redis.clone(), &config.namespace, config.api.rate_limits),
             cache: Cache::new(redis, &config.namespace),

@@ -28,13 +28,15 @@ const DASHBOARD: &str = include_str!("../../docs/dashboards/operators.json");
 /// Labels Prometheus attaches to every series it scrapes, so never in `/metrics` itself.
 const TARGET_LABELS: &[&str] = &["job", "instance"];
 
-/// The series only traffic brings, labelled by HTTP route and status or by the steps sagas take.
+/// The series only traffic brings, labelled by HTTP route and status, by the steps sagas take, or
+/// by the read operation.
 /// Every other series a panel reads is registered at start-up.
 const FED_BY_TRAFFIC: &[&str] = &[
     "http_requests_total",
     "http_request_duration_seconds_bucket",
     "saga_transitions_total",
     "saga_step_seconds_bucket",
+    "db_reads_total",
 ];
 
 #[tokio::test]
@@ -59,6 +61,7 @@ async fn every_series_a_panel_reads_is_in_metrics_with_the_labels_it_uses() {
 
     // An operator starts a replenishment; with no engine to resend, its deadline passes: stuck.
     let (store_id, product_id) = stocked_store(&api).await;
+    api.get("/stores").send().await.assert_status_is_ok();
     let start = json!({"store_id": store_id, "product_id": product_id, "quantity": 5, "reason": "dashboard"});
     let started = api.post("/replenishments").body_json(&start).send().await;
     started.assert_status(StatusCode::CREATED);

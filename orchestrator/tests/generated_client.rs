@@ -55,7 +55,7 @@ async fn a_generated_client_runs_the_walk() {
 
     let kind = "replenishment".parse().unwrap();
     let sagas = api
-        .list_sagas(None, None, None, Some(&kind), None, None, None, Some(&store.id), None, None, None)
+        .list_sagas(None, None, None, Some(&kind), None, None, None, Some(&store.id), None, None, None, None)
         .await
         .expect("the store's replenishments")
         .into_inner();

@@ -332,9 +332,10 @@ check_postgres_login() {
 
 # database_url NAME: DATABASE_URL with its database replaced by NAME (its query string kept).
 database_url() {
-    local url="${DATABASE_URL%%\?*}"
+    local base="${2:-$DATABASE_URL}" url
+    url="${base%%\?*}"
     url="${url%/*}/$1"
-    [[ "$DATABASE_URL" == *\?* ]] && url="$url?${DATABASE_URL#*\?}"
+    [[ "$base" == *\?* ]] && url="$url?${base#*\?}"
     printf '%s\n' "$url"
 }
 
@@ -360,4 +361,126 @@ wait_ready() {
         fi
         sleep 0.5
     done
+}
+
+# ---------------------------------------------------------------------------
+# The read replica: a streaming copy of the primary at DATABASE_URL (pg_basebackup -R into its
+# own data directory, on its own port, run with the same server binaries), at
+# DATABASE_REPLICA_URL. Reads that may lag go to it (docs/operations.md: Read replica).
+
+REPLICA_PORT="${REPLICA_PORT:-5433}"
+# The primary's URL on the replica's port, unless given.
+replica_url_default() {
+    local url="$DATABASE_URL"
+    printf '%s\n' "${url/@$PG_HOST:$PG_PORT/@$PG_HOST:$REPLICA_PORT}"
+}
+export DATABASE_REPLICA_URL="${DATABASE_REPLICA_URL:-$(replica_url_default)}"
+
+replica_ready() {
+    have pg_isready && pg_isready -q -d "$DATABASE_REPLICA_URL" -t 2 >/dev/null 2>&1
+}
+
+# The replica's data directory: the Postgres user's when running as root (the server refuses to
+# run as root), the user's own state directory otherwise.
+replica_dir() {
+    if [[ -n "${REPLICA_DIR:-}" ]]; then
+        printf '%s\n' "$REPLICA_DIR"
+    elif [[ "$(id -u)" == 0 ]]; then
+        printf '%s\n' "$(getent passwd postgres | cut -d: -f6)/darkstores-replica"
+    else
+        printf '%s\n' "${XDG_STATE_HOME:-$HOME/.local/state}/darkstores/postgres-replica"
+    fi
+}
+
+# as_postgres CMD...: runs CMD as the Postgres user when running as root.
+as_postgres() {
+    if [[ "$(id -u)" == 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Lets the local primary take replication connections from 127.0.0.1, as it takes the others
+# from there, when its pg_hba.conf has no line for them; reloads it (no restart).
+allow_replication() {
+    local hba method
+    hba="$(psql "$DATABASE_URL" -XAtc 'SHOW hba_file' 2>/dev/null)" || return 1
+    [[ -w "$hba" ]] || return 1
+    grep -Eq '^[[:space:]]*host[[:space:]]+replication[[:space:]]' "$hba" && return 0
+    method="$(awk '$1 == "host" && $2 == "all" && $4 == "127.0.0.1/32" { print $5; exit }' "$hba")"
+    [[ -n "$method" ]] || return 1
+    log "letting the primary take replication connections from 127.0.0.1 ($method, as its other local"
+    log "connections): a line added to $hba, and the configuration reloaded"
+    printf '# Added by darkstores scripts: the read replica streams from here.\nhost replication all 127.0.0.1/32 %s\n' \
+        "$method" >>"$hba"
+    psql "$DATABASE_URL" -XAtqc 'SELECT pg_reload_conf()' >/dev/null
+}
+
+ensure_replica() {
+    section "checking the read replica"
+    local host port
+    parse_url "$DATABASE_REPLICA_URL" "$REPLICA_PORT"
+    host="$URL_HOST" port="$URL_PORT"
+    if replica_ready; then
+        [[ "$(psql "$DATABASE_REPLICA_URL" -XAtc 'SELECT pg_is_in_recovery()' 2>/dev/null)" == t ]] ||
+            die "$host:$port answers but is not a replica (DATABASE_REPLICA_URL): point it at one, or free the port"
+        log "replica: already answering at $host:$port"
+        return 0
+    fi
+    is_local "$host" || die "the replica at $host:$port (DATABASE_REPLICA_URL) does not answer: start it"
+    if [[ "${PROVIDED_BY[postgres]:-}" == compose ]]; then
+        "${COMPOSE[@]}" up -d postgres-replica
+    else
+        local bin dir
+        bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)"
+        [[ -x "$bin/pg_basebackup" ]] ||
+            die "no Postgres server binaries to run the replica with: install Debian's postgresql"
+        dir="$(replica_dir)"
+        if [[ ! -s "$dir/PG_VERSION" ]]; then
+            log "copying the primary at $PG_HOST:$PG_PORT into $dir (pg_basebackup -R)"
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            [[ "$(id -u)" == 0 ]] && chown postgres: "$dir"
+            chmod 700 "$dir"
+            local copy=(env PGPASSWORD="$PG_PASS" "$bin/pg_basebackup" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER"
+                -D "$dir" -R -X stream -c fast)
+            if ! as_postgres "${copy[@]}" 2>"$dir.err"; then
+                if grep -q 'replication connection' "$dir.err" && allow_replication; then
+                    as_postgres "${copy[@]}" || die "pg_basebackup failed (above)"
+                else
+                    cat "$dir.err" >&2
+                    die "the primary refused to stream a copy: let $PG_USER connect for replication from 127.0.0.1
+    (pg_hba.conf: host replication all 127.0.0.1/32 <method>), or set DATABASE_REPLICA_URL to a replica"
+                fi
+            fi
+            rm -f "$dir.err"
+            # A cluster whose configuration lives elsewhere (Debian's, in /etc) copies none: the
+            # replica takes the primary's client authentication, and its own settings otherwise.
+            local file source
+            for file in hba ident; do
+                [[ -e "$dir/pg_$file.conf" ]] && continue
+                source="$(psql "$DATABASE_URL" -XAtc "SHOW ${file}_file" 2>/dev/null)"
+                if [[ -r "$source" ]]; then
+                    cp "$source" "$dir/pg_$file.conf"
+                elif [[ "$file" == hba ]]; then
+                    printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$dir/pg_hba.conf"
+                else
+                    : >"$dir/pg_ident.conf"
+                fi
+            done
+            [[ -e "$dir/postgresql.conf" ]] || printf '# The read replica: settings in postgresql.auto.conf (primary_conninfo) and on its command line.\n' >"$dir/postgresql.conf"
+            [[ "$(id -u)" == 0 ]] && chown postgres: "$dir"/*.conf
+        fi
+        log "starting the replica on port $port: $bin/pg_ctl -D $dir start"
+        as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/replica.log" -w -t "$SERVICES_TIMEOUT" \
+            -o "-p $port -c listen_addresses=$host -k $dir" start >/dev/null ||
+            die "the replica did not start: see $dir/replica.log"
+    fi
+    local deadline=$((SECONDS + SERVICES_TIMEOUT))
+    until replica_ready; do
+        ((SECONDS < deadline)) || die "the replica did not answer at $host:$port within $SERVICES_TIMEOUT s"
+        sleep 0.5
+    done
+    log "replica: up at $host:$port, streaming from $PG_HOST:$PG_PORT"
 }

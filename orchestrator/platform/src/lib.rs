@@ -24,6 +24,7 @@ pub mod messaging;
 pub mod process;
 pub mod protocol;
 pub mod redis;
+pub mod replica;
 pub mod retention;
 pub mod saga;
 pub mod shutdown;

@@ -312,6 +312,10 @@ impl Door {
                 if let Some(audit) = &audit {
                     request.set_data(audit.clone());
                 }
+                // Who asks, for the layers inside (read-after-write follows the key).
+                if let Some(caller) = &caller {
+                    request.set_data(caller.clone());
+                }
                 let response =
                     match tokio::time::timeout(self.request_timeout, call(next, request, Some(&route.path))).await {
                         Ok(response) => response,

@@ -43,10 +43,7 @@ pub struct Health {
 
 impl Example for Health {
     fn example() -> Self {
-        Self {
-            status: Status::Ok,
-            checks: Some(Checks { postgres: Check::example(), rabbitmq: Check::example(), redis: Check::example() }),
-        }
+        Self { status: Status::Ok, checks: Some(Checks::example()) }
     }
 }
 
@@ -74,11 +71,16 @@ pub struct Checks {
     /// Redis is a cache: without it the service is slower, not wrong, so it does not make the
     /// service unready.
     pub redis: Check,
+    /// The read replica, when one is configured: reads that may lag go to it while it is up,
+    /// replaying and close enough, and to the primary otherwise, so it never makes the service
+    /// unready. Down with a reason (`down`, `paused`, `lagging`) when reads avoid it.
+    #[oai(skip_serializing_if_is_none)]
+    pub replica: Option<Check>,
 }
 
 impl Example for Checks {
     fn example() -> Self {
-        Self { postgres: Check::example(), rabbitmq: Check::example(), redis: Check::example() }
+        Self { postgres: Check::example(), rabbitmq: Check::example(), redis: Check::example(), replica: None }
     }
 }
 
@@ -129,6 +131,10 @@ impl HealthApi {
             postgres: checked("postgres", postgres),
             rabbitmq: checked("rabbitmq", rabbitmq),
             redis: checked("redis", redis),
+            replica: self.ctx.reads.replica_state().map(|state| match state.avoided {
+                None => Check { status: Up::Up, reason: None },
+                Some(why) => Check { status: Up::Down, reason: Some(<&str>::from(why).to_owned()) },
+            }),
         };
         let ready = checks.postgres.status == Up::Up && checks.rabbitmq.status == Up::Up;
         Health { status: if ready { Status::Ok } else { Status::Unavailable }, checks: Some(checks) }
@@ -145,8 +151,8 @@ impl HealthApi {
 
     /// Readiness: Postgres, RabbitMQ and Redis
     ///
-    /// Postgres and RabbitMQ must answer; Redis is reported but not required. The answer is
-    /// reused for a second.
+    /// Postgres and RabbitMQ must answer; Redis, and the read replica when there is one, are
+    /// reported but not required. The answer is reused for a second.
     #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, _role: Needs<Anyone>) -> Readiness {
         let mut last = self.last.lock().await;

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api_keys;
 pub mod audit;
+pub mod consistency;
 pub mod dead_letters;
 pub mod example;
 pub mod health;
@@ -159,6 +160,7 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let rendered = spec::render(&finished);
     let page = spec::swagger_page(&api.swagger_ui_html(), &generated, &rendered);
     let door = Door::new(&finished, ctx.keys.clone(), ctx.limiter.clone(), ctx.pool.clone(), &ctx.api);
+    let writes = consistency::Writes::new(ctx.reads.clone());
     let page: Arc<str> = page.into();
     let docs = move || {
         let page = page.clone();
@@ -169,7 +171,14 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
     let cors = Cors::new()
         .allow_origins(ctx.api.cors_origins.iter().map(String::as_str))
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers(["authorization", "content-type", "idempotency-key", "x-request-id", "traceparent"])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+            "traceparent",
+            consistency::HEADER,
+        ])
         .expose_headers([
             "ratelimit-limit",
             "ratelimit-remaining",
@@ -178,6 +187,7 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
             "x-request-id",
             "traceparent",
             "idempotency-replayed",
+            consistency::HEADER,
         ]);
     // CORS inside the door: its preflights and refusals are charged and audited like the rest.
     Route::new()
@@ -186,6 +196,10 @@ pub fn routes(ctx: &Context) -> impl Endpoint + use<> {
         .at("/docs/", docs())
         .at(access::FAVICON, make_sync(|_| StatusCode::NO_CONTENT))
         .nest("/", api)
+        .around(move |next, request| {
+            let writes = writes.clone();
+            Box::pin(async move { writes.track(next.as_ref(), request).await })
+        })
         .with_if(!ctx.api.cors_origins.is_empty(), cors)
         .around(move |next, request| {
             let door = door.clone();

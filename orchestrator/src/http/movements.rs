@@ -8,6 +8,7 @@ use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
+    consistency::MayLag,
     input::Id,
     page::{self, Limit, page_of},
     problem::{ApiResult, UNAVAILABLE},
@@ -78,25 +79,31 @@ impl MovementsApi {
         to: Query<Option<DateTime<Utc>>>,
         limit: Query<Option<Limit>>,
         cursor: Query<Option<page::IdCursor>>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
     ) -> ApiResult<Json<StockMovementPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let after = cursor.0.map_or(0, |c| c.0);
-        let rows = sqlx::query_as!(
-            StockMovement,
-            "SELECT id, store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note, at
+        let (store_id, product_id, from, to) = (store_id.0.map(Uuid::from), product_id.0.map(Uuid::from), from.0, to.0);
+        let rows = lag
+            .run(&self.ctx.reads, "listStockMovements", |pool| async move {
+                sqlx::query_as!(
+                    StockMovement,
+                    "SELECT id, store_id, product_id, on_hand_delta, reserved_delta, reason, reference, note, at
              FROM stock_movement
              WHERE id > $1 AND ($2::uuid IS NULL OR store_id = $2) AND ($3::uuid IS NULL OR product_id = $3)
                AND ($4::timestamptz IS NULL OR at >= $4) AND ($5::timestamptz IS NULL OR at < $5)
              ORDER BY id LIMIT $6",
-            after,
-            store_id.0.map(Uuid::from),
-            product_id.0.map(Uuid::from),
-            from.0,
-            to.0,
-            fetch
-        )
-        .fetch_all(&self.ctx.pool)
-        .await?;
+                    after,
+                    store_id,
+                    product_id,
+                    from,
+                    to,
+                    fetch
+                )
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
         let (items, next_cursor) = page::split(rows, fetch, |m| m.id.to_string());
         Ok(Json(StockMovementPage { items, next_cursor }))
     }

@@ -11,6 +11,7 @@ use super::example;
 use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
+    consistency::MayLag,
     input::{Id, Line, Optional},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
@@ -123,29 +124,43 @@ impl ProductsApi {
         limit: Query<Option<Limit>>,
         /// A page's next_cursor.
         cursor: Query<Option<Id>>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
     ) -> ApiResult<Json<ProductPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let after = cursor.0.map_or(Uuid::nil(), Uuid::from);
-        let rows = sqlx::query_as!(
-            Product,
-            "SELECT id, sku, name, price_cents, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
-            after,
-            fetch
-        )
-        .fetch_all(&self.ctx.pool)
-        .await?;
+        let rows = lag
+            .run(&self.ctx.reads, "listProducts", |pool| async move {
+                sqlx::query_as!(
+                    Product,
+                    "SELECT id, sku, name, price_cents, created_at FROM product WHERE id > $1 ORDER BY id LIMIT $2",
+                    after,
+                    fetch
+                )
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
         let (items, next_cursor) = page::split(rows, fetch, |p| p.id.to_string());
         Ok(Json(ProductPage { items, next_cursor }))
     }
 
     /// Get a product
     #[oai(path = "/products/:id", method = "get", operation_id = "getProduct")]
-    async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
-        let product =
-            sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", *id.0)
-                .fetch_optional(&self.ctx.pool)
-                .await?
-                .ok_or_else(|| Problem::not_found(format!("no product {}", *id.0)))?;
+    async fn get(
+        &self,
+        _role: Needs<Client>,
+        id: Path<Id>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
+    ) -> ApiResult<Json<Product>, { NOT_FOUND | UNAVAILABLE }> {
+        let id = *id.0;
+        let product = lag
+            .run(&self.ctx.reads, "getProduct", |pool| async move {
+                sqlx::query_as!(Product, "SELECT id, sku, name, price_cents, created_at FROM product WHERE id = $1", id)
+                    .fetch_optional(&pool)
+                    .await
+            })
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("no product {id}")))?;
         Ok(Json(product))
     }
 }

@@ -15,6 +15,7 @@ use super::example;
 use super::role::{Needs, Operator};
 use super::{
     Tag,
+    consistency::MayLag,
     input::{self, Free, Id, Line, Optional, Text},
     page::{self, Limit, page_of},
     problem::{ApiResult, CONFLICT, NOT_FOUND, Problem, UNAVAILABLE},
@@ -559,6 +560,7 @@ impl SagasApi {
         stuck: Query<Option<bool>>,
         limit: Query<Option<Limit>>,
         cursor: Query<Option<Text<SagaCursor, 49>>>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
     ) -> ApiResult<Json<SagaPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let filter = SagaFilter {
@@ -574,8 +576,12 @@ impl SagasApi {
             updated_before: updated_before.0,
             stuck: stuck.0,
         };
-        let mut conn = self.ctx.pool.acquire().await?;
-        let rows = find(&mut conn, filter, fetch).await?;
+        let rows = lag
+            .run(&self.ctx.reads, "listSagas", |pool| {
+                let filter = filter.clone();
+                async move { find(&mut *pool.acquire().await?, filter, fetch).await }
+            })
+            .await?;
         let (items, next_cursor) = page::split(rows, fetch, cursor_of);
         Ok(Json(SagaPage { items, next_cursor }))
     }

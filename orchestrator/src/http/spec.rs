@@ -52,7 +52,7 @@ pub fn finish(generated: &str, tag_order: &[&str]) -> Value {
             if let Some(content) = operation.pointer("/requestBody/content").and_then(Value::as_object) {
                 content.values().for_each(|media| collect_references(media, &mut request_schemas));
             }
-            finish_operation(operation.as_object_mut().expect("an operation is an object"), access);
+            finish_operation(operation.as_object_mut().expect("an operation is an object"), access, method != "GET");
         }
     }
     let schemas = spec["components"]["schemas"].as_object_mut().expect("the document has schemas");
@@ -242,7 +242,7 @@ fn rate_limit_headers(required: bool) -> Map<String, Value> {
     headers
 }
 
-fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
+fn finish_operation(operation: &mut Map<String, Value>, access: Access, write: bool) {
     let taking_body = operation.contains_key("requestBody");
     let who = match access {
         Access::Public => "**Access:** public, no key needed.".to_owned(),
@@ -324,6 +324,16 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access) {
     }
     for (status, response) in responses.iter_mut() {
         give_problem_example(status, response, access);
+        if write && status.starts_with('2') {
+            let headers = response.as_object_mut().expect("a response").entry("headers").or_insert_with(|| json!({}));
+            headers["Consistency-Token"] = json!({
+                "description": "Where this write stands in the database's log, when the deployment reads from a \
+                                replica: send it back as `Consistency-Token` on a read that must see the write. \
+                                Opaque; absent without a replica.",
+                "required": false,
+                "schema": { "type": "string", "pattern": "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$", "maxLength": 17 },
+            });
+        }
     }
     match access {
         Access::Needs(_) => operation.insert("security".into(), json!([{ SCHEME: [] }])),

@@ -11,6 +11,7 @@ use super::example;
 use super::role::{Client, Needs, Operator};
 use super::{
     Tag,
+    consistency::MayLag,
     input::{Id, Line},
     page::{self, Limit, page_of},
     problem::{ApiResult, NOT_FOUND, Problem, UNAVAILABLE},
@@ -97,28 +98,43 @@ impl StoresApi {
         _role: Needs<Client>,
         limit: Query<Option<Limit>>,
         cursor: Query<Option<Id>>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
     ) -> ApiResult<Json<StorePage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let after = cursor.0.map_or(Uuid::nil(), Uuid::from);
-        let rows = sqlx::query_as!(
-            Store,
-            "SELECT id, name, service_area, created_at FROM store WHERE id > $1 ORDER BY id LIMIT $2",
-            after,
-            fetch
-        )
-        .fetch_all(&self.ctx.pool)
-        .await?;
+        let rows = lag
+            .run(&self.ctx.reads, "listStores", |pool| async move {
+                sqlx::query_as!(
+                    Store,
+                    "SELECT id, name, service_area, created_at FROM store WHERE id > $1 ORDER BY id LIMIT $2",
+                    after,
+                    fetch
+                )
+                .fetch_all(&pool)
+                .await
+            })
+            .await?;
         let (items, next_cursor) = page::split(rows, fetch, |s| s.id.to_string());
         Ok(Json(StorePage { items, next_cursor }))
     }
 
     /// Get a store
     #[oai(path = "/stores/:id", method = "get", operation_id = "getStore")]
-    async fn get(&self, _role: Needs<Client>, id: Path<Id>) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
-        let store = sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", *id.0)
-            .fetch_optional(&self.ctx.pool)
+    async fn get(
+        &self,
+        _role: Needs<Client>,
+        id: Path<Id>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
+    ) -> ApiResult<Json<Store>, { NOT_FOUND | UNAVAILABLE }> {
+        let id = *id.0;
+        let store = lag
+            .run(&self.ctx.reads, "getStore", |pool| async move {
+                sqlx::query_as!(Store, "SELECT id, name, service_area, created_at FROM store WHERE id = $1", id)
+                    .fetch_optional(&pool)
+                    .await
+            })
             .await?
-            .ok_or_else(|| Problem::not_found(format!("no store {}", *id.0)))?;
+            .ok_or_else(|| Problem::not_found(format!("no store {id}")))?;
         Ok(Json(store))
     }
 }

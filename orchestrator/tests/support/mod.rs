@@ -84,6 +84,8 @@ pub async fn stocked_store(api: &Client) -> (String, String) {
 
 /// One test's own deployment. Created databases start with `test_` so that `scripts/test` can
 /// sweep up what a crashed run left behind.
+const REPLICA_URL: &str = "DATABASE_REPLICA_URL";
+
 pub struct TestEnv {
     pub config: Config,
     pub database: String,
@@ -119,7 +121,22 @@ impl TestEnv {
         config.api.bootstrap_admin_key = Some(Secret(ADMIN_KEY.to_owned()));
         config.api.rate_limits =
             RateLimits { anonymous: UNLIMITED, client: UNLIMITED, operator: UNLIMITED, admin: UNLIMITED };
+        // Reads stay on the primary unless a test asks for the replica ([`TestEnv::use_replica`]):
+        // a test that writes behind the API's back must not read its own fixtures a moment old.
+        config.vars.set(REPLICA_URL, "");
         Self { config, database, admin_url }
+    }
+
+    /// Reads that may lag go to the replica `scripts/test` runs (`DATABASE_REPLICA_URL`), in this
+    /// test's database there.
+    pub fn use_replica(&mut self) {
+        let replica = Config::from_env()
+            .expect("test environment is valid")
+            .vars
+            .get(REPLICA_URL)
+            .map(str::to_owned)
+            .expect("DATABASE_REPLICA_URL names the read replica (scripts/test starts one and sets it)");
+        self.config.vars.set(REPLICA_URL, with_database(&replica, &self.database));
     }
 
     pub async fn start(&self, roles: Roles, faults: RelayFaults) -> Application {
