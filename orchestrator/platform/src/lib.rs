@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the deployment, read once from the environment;
 //! - [`db`], [`redis`]: connections to Postgres (migrated at start-up) and Redis;
+//! - [`replica`]: reads that may lag, taken off the primary by a streaming replica;
 //! - [`protocol`]: the envelope every message travels in, and the typed message families;
 //! - [`contract`]: what the published message contract says of each message type, from its type;
 //! - [`messaging`]: RabbitMQ — topology, transactional outbox and its relay, the consumer loop with
