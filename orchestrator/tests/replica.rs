@@ -9,7 +9,7 @@ use std::time::Duration;
 use orchestrator::app::Roles;
 use platform::{
     messaging::relay::RelayFaults,
-    replica::{Fallback, Freshness, Lsn, Target},
+    replica::{Fallback, Freshness, Lsn, Reads, Target},
 };
 use poem::http::StatusCode;
 use serde_json::{Value, json};
@@ -47,6 +47,14 @@ impl Drop for Delay {
     }
 }
 
+/// Waits until the replica serves reads that may lag.
+async fn serving(reads: &Reads) {
+    eventually(Duration::from_secs(10), "the replica to serve reads", || async {
+        (reads.replica_state()?.avoided.is_none()).then_some(())
+    })
+    .await;
+}
+
 fn token(response: &poem::test::TestResponse) -> Lsn {
     let header = response.0.headers().get("consistency-token").expect("a write answers with its token");
     header.to_str().unwrap().parse().expect("a token is a log position")
@@ -64,10 +72,7 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     let api = client(&app, ADMIN_KEY);
 
     // Serving once its first check passes; a fresh read never goes to it.
-    eventually(Duration::from_secs(10), "the replica to serve reads", || async {
-        (reads.replica_state()?.avoided.is_none()).then_some(())
-    })
-    .await;
+    serving(&reads).await;
     assert_eq!(reads.target(Freshness::MayLag, None), Ok(Target::Replica));
     assert_eq!(reads.target(Freshness::Fresh, None), Err(None));
 
@@ -104,10 +109,7 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
     let reads = app.context().reads.clone();
     let api = client(&app, ADMIN_KEY);
-    eventually(Duration::from_secs(10), "the replica to serve reads", || async {
-        (reads.replica_state()?.avoided.is_none()).then_some(())
-    })
-    .await;
+    serving(&reads).await;
     let delay = Delay::set(&replica_url, Duration::from_secs(3)).await;
     api.post("/products")
         .body_json(&json!({"sku": "LAG-1", "name": "lag"}))
@@ -128,10 +130,7 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
         (Some("ok"), Some("lagging"))
     );
     drop(delay);
-    eventually(Duration::from_secs(10), "the replica to serve again once caught up", || async {
-        (reads.replica_state()?.avoided.is_none()).then_some(())
-    })
-    .await;
+    serving(&reads).await;
     drop(app);
 
     // A replica that does not answer: every read on the primary, none refused.

@@ -48,3 +48,23 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     migrated?;
     Ok(pool)
 }
+
+/// Whether the database failed in a way that passes, so that the client should retry rather
+/// than report a fault: it cannot be reached or the connection broke (I/O, TLS, protocol, class
+/// 08), it is out of connections or resources (a pool timeout, class 53), it is shutting down or
+/// starting up (class 57), it lost its system resources (class 58), or the transaction lost a
+/// race it can win on a retry (class 40: serialization failure, deadlock).
+pub fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
+        }
+        _ => false,
+    }
+}

@@ -125,7 +125,8 @@ pub enum Fallback {
     Lagging,
     /// Not yet past the client's consistency token.
     Behind,
-    /// The read failed on the replica for a broken connection, and ran again on the primary.
+    /// The read failed on the replica in a way that passes (a broken connection, a server
+    /// shutting down), and ran again on the primary.
     Failed,
 }
 
@@ -222,7 +223,7 @@ impl Reads {
             (Ok(Target::Replica), Some(replica)) => {
                 count(operation, class, Target::Replica);
                 match read(replica.pool.clone()).await {
-                    Err(error) if broken(&error) => {
+                    Err(error) if crate::db::unavailable(&error) => {
                         tracing::warn!(%error, operation, "a read failed on the replica; running it on the primary");
                         fell_back(Fallback::Failed);
                         replica.avoid(Fallback::Down);
@@ -277,20 +278,6 @@ fn count(operation: &'static str, class: &'static str, target: Target) {
 fn fell_back(why: Fallback) {
     let reason: &'static str = why.into();
     metrics::counter!("db_replica_fallbacks_total", "reason" => reason).increment(1);
-}
-
-/// A failure of the connection rather than of the statement.
-fn broken(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
-        _ => false,
-    }
 }
 
 /// Reads the primary's and the replica's positions every `check_every`, until `shutdown`.

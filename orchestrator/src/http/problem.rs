@@ -146,7 +146,7 @@ fn database(error: &sqlx::Error) -> Problem {
         sqlx::Error::Database(db) => db.code().map(|code| code.chars().take(2).collect::<String>()),
         _ => None,
     };
-    if unavailable(error) {
+    if platform::db::unavailable(error) {
         tracing::warn!(%error, "database unavailable while serving a request");
         Problem::unavailable("the database is unavailable or busy; retry shortly")
     } else if class.as_deref() == Some("22") {
@@ -160,26 +160,6 @@ fn database(error: &sqlx::Error) -> Problem {
     } else {
         tracing::error!(%error, "database error while serving a request");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "an internal error occurred; it has been logged")
-    }
-}
-
-/// Whether the database failed in a way that passes, so that the client should retry rather
-/// than report a fault: it cannot be reached or the connection broke (I/O, TLS, protocol, class
-/// 08), it is out of connections or resources (a pool timeout, class 53), it is shutting down or
-/// starting up (class 57), it lost its system resources (class 58), or the transaction lost a
-/// race it can win on a retry (class 40: serialization failure, deadlock).
-pub fn unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            db.code().is_some_and(|code| ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)))
-        }
-        _ => false,
     }
 }
 
