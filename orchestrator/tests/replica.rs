@@ -1,10 +1,17 @@
 //! Reads that may lag, against the real replica `scripts/test` runs (`DATABASE_REPLICA_URL`):
-//! which reads it serves, the consistency token while it replays late, the lag bound, and a
-//! replica that does not answer. One test, in steps, since it slows the shared replica's replay.
+//! which reads it serves, the consistency token while it replays late, the lag bound, the replica
+//! stopped and started under reads and writes, and a replica that does not answer. One test, in
+//! steps, since it slows, stops and starts the replica `scripts/test` runs.
 
 mod support;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use orchestrator::app::Roles;
 use platform::{
@@ -44,6 +51,56 @@ impl Drop for Delay {
         })
         .join()
         .unwrap();
+    }
+}
+
+/// The replica `scripts/test` started from the Debian packages, stopped and started as it was.
+struct ReplicaServer {
+    bin: String,
+    data: String,
+    port: String,
+}
+
+impl ReplicaServer {
+    async fn find(url: &str) -> Self {
+        let mut conn = PgConnection::connect(url).await.expect("the replica answers");
+        let (data, port, version): (String, String, String) = sqlx::query_as(
+            "SELECT current_setting('data_directory'), current_setting('port'), current_setting('server_version_num')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let bin = format!("/usr/lib/postgresql/{}/bin", version.parse::<u32>().unwrap() / 10_000);
+        assert!(
+            std::path::Path::new(&data).is_dir() && std::path::Path::new(&bin).is_dir(),
+            "the replica must run on this machine from Debian's packages, as scripts/test starts it \
+             (data directory {data}, server binaries {bin})"
+        );
+        Self { bin, data, port }
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout.trim_ascii() == b"0";
+        let mut command = if root {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]);
+            command.arg(format!("{}/pg_ctl", self.bin));
+            command
+        } else {
+            std::process::Command::new(format!("{}/pg_ctl", self.bin))
+        };
+        let status = command.arg("-D").arg(&self.data).args(args).status().expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+
+    fn stop(&self) {
+        self.pg_ctl(&["-w", "-m", "fast", "stop"]);
+    }
+
+    fn start(&self) {
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, self.data);
+        let log = format!("{}/replica.log", self.data);
+        self.pg_ctl(&["-w", "-l", &log, "-o", &options, "start"]);
     }
 }
 
@@ -131,6 +188,57 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     );
     drop(delay);
     serving(&reads).await;
+    drop(app);
+
+    // Stopped and started again under reads: none refused, none older than the writer's token.
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
+    let reads = app.context().reads.clone();
+    serving(&reads).await;
+    let server = ReplicaServer::find(&replica_url).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = tokio::task::JoinSet::new();
+    for n in 0..4 {
+        let (api, stop) = (client(&app, ADMIN_KEY), stop.clone());
+        readers.spawn(async move {
+            let mut refused = Vec::new();
+            let mut done = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let sku = format!("UNDER-LOAD-{n}-{done}");
+                let made = api.post("/products").body_json(&json!({"sku": sku, "name": "load"})).send().await;
+                let status = made.0.status();
+                if status != StatusCode::CREATED {
+                    refused.push(format!("POST /products: {status}"));
+                    continue;
+                }
+                let id = made.0.into_body().into_json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+                // The writer's own read, and its list, see the write whatever the replica's state.
+                let read = api.get(format!("/products/{id}")).send().await.0.status();
+                if read != StatusCode::OK {
+                    refused.push(format!("GET /products/{id} after writing it: {read}"));
+                }
+                done += 1;
+            }
+            (done, refused)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop();
+    eventually(Duration::from_secs(5), "the stopped replica to be avoided", || async {
+        (reads.replica_state()?.avoided == Some(Fallback::Down)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.start();
+    serving(&reads).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    while let Some(outcome) = readers.join_next().await {
+        let (done, refused) = outcome.unwrap();
+        assert!(refused.is_empty(), "answers other than success while the replica stopped and started: {refused:?}");
+        total += done;
+    }
+    assert!(total > 10, "the readers wrote and read {total} times: the check would prove little");
+    eprintln!("replica stopped and started under load: {total} writes, each read back at once, none refused");
     drop(app);
 
     // A replica that does not answer: every read on the primary, none refused.
