@@ -8,6 +8,7 @@ pub mod operations;
 pub mod orders;
 pub mod purchasing;
 pub mod replenishment;
+pub mod replica;
 pub mod stock;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -96,7 +97,16 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        send(self.client().get(path)).await
+        self.get_with(path, &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let client = self.client();
+        let mut request = client.get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
     }
 
     pub async fn post(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Answer {
