@@ -70,27 +70,27 @@ impl Private {
         self.up = false;
         let command = self.command("stop");
         tokio::task::block_in_place(|| run(command));
-        let url = self.url();
-        let service = self.service;
-        eventually(WITHIN, &format!("{service:?} to stop answering"), || {
-            let url = url.clone();
-            async move { (!answers(service, &url).await).then_some(()) }
-        })
-        .await;
+        self.until_answering(false).await;
     }
 
     /// Starts the server on its existing data and waits until it answers.
     pub async fn start_again(&mut self) {
         let command = self.command("start");
         tokio::task::block_in_place(|| run(command));
-        let url = self.url();
-        let service = self.service;
-        eventually(WITHIN, &format!("{service:?} to answer at {url}"), || {
+        self.until_answering(true).await;
+        self.up = true;
+    }
+
+    /// Waits until the server answers, or until it no longer does.
+    async fn until_answering(&self, wanted: bool) {
+        let (service, url) = (self.service, self.url());
+        let what =
+            if wanted { format!("{service:?} to answer at {url}") } else { format!("{service:?} to stop answering") };
+        eventually(WITHIN, &what, || {
             let url = url.clone();
-            async move { answers(service, &url).await.then_some(()) }
+            async move { (answers(service, &url).await == wanted).then_some(()) }
         })
         .await;
-        self.up = true;
     }
 
     /// Stops and starts the server at once; returns how long it was down.
