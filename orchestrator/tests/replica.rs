@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use orchestrator::app::Roles;
+use orchestrator::{app::Roles, http::consistency::Token};
 use platform::{
     messaging::relay::RelayFaults,
     replica::{Fallback, Freshness, Lsn, Reads, Target},
@@ -114,7 +114,7 @@ async fn serving(reads: &Reads) {
 
 fn token(response: &poem::test::TestResponse) -> Lsn {
     let header = response.0.headers().get("consistency-token").expect("a write answers with its token");
-    header.to_str().unwrap().parse().expect("a token is a log position")
+    header.to_str().unwrap().parse::<Token>().expect("a token is a log position").0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +148,7 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     made.assert_status(StatusCode::CREATED);
     let made: Value = made.0.into_body().into_json().await.unwrap();
     let reader = client(&app, made["key"].as_str().unwrap());
-    reader.get(&path).header("consistency-token", written.to_string()).send().await.assert_status_is_ok();
+    reader.get(&path).header("consistency-token", Token(written).to_string()).send().await.assert_status_is_ok();
     let stale = reader.get(&path).send().await;
     assert_eq!(stale.0.status(), StatusCode::NOT_FOUND, "a key that sends no token reads the replica, a moment old");
     // Once replayed past the token, the replica serves it.

@@ -7,6 +7,8 @@
 
 use std::{
     collections::HashMap,
+    fmt,
+    str::FromStr,
     sync::{Arc, Mutex},
 };
 
@@ -30,24 +32,44 @@ pub const HEADER: &str = "consistency-token";
 /// Keys whose last write an instance remembers; past it, it forgets them all and starts again.
 const REMEMBERED_KEYS: usize = 10_000;
 
-/// A consistency token as a client sends it back.
+/// A consistency token: a log position, written as 16 hexadecimal digits (`00000016B374D848`).
+/// Letters and digits only, so that it travels in a header as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token(pub Lsn);
+
+/// What a token looks like, for the spec.
+pub const TOKEN_PATTERN: &str = "^[0-9A-F]{16}$";
 
 scalar_type!(
     Token,
     Lsn,
     MetaSchema {
         description: Some("The `Consistency-Token` of an answer to a write, sent back as it came."),
-        pattern: Some("^[0-9A-F]{1,8}/[0-9A-F]{1,8}$".to_owned()),
-        max_length: Some(17),
+        example: Some(serde_json::Value::String("00000016B374D848".to_owned())),
+        pattern: Some(TOKEN_PATTERN.to_owned()),
         ..MetaSchema::new("string")
     }
 );
 
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016X}", self.0.0)
+    }
+}
+
+impl FromStr for Token {
+    type Err = &'static str;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hex = text.len() == 16 && text.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+        let position = hex.then(|| u64::from_str_radix(text, 16).ok()).flatten();
+        position.map(|p| Self(Lsn(p))).ok_or("a token is the 16 hexadecimal digits (0-9, A-F) a write answered with")
+    }
+}
+
 impl ParseFromParameter for Token {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        value.parse().map(Self).map_err(poem_openapi::types::ParseError::custom)
+        value.parse().map_err(poem_openapi::types::ParseError::custom)
     }
 }
 
@@ -149,7 +171,7 @@ impl Writes {
             && response.status().is_success()
             && let Some(position) = self.reads.token().await
         {
-            if let Ok(value) = HeaderValue::from_str(&position.to_string()) {
+            if let Ok(value) = HeaderValue::from_str(&Token(position).to_string()) {
                 response.headers_mut().insert(HEADER, value);
             }
             if let Some(key) = key {
@@ -157,5 +179,20 @@ impl Writes {
             }
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_sixteen_hexadecimal_digits() {
+        let token = Token(Lsn(0x16_B374_D848));
+        assert_eq!(token.to_string(), "00000016B374D848");
+        assert_eq!("00000016B374D848".parse::<Token>(), Ok(token));
+        for bad in ["", "16/B374D848", "00000016b374d848", "0000016B374D848", "000000016B374D848", "G000000000000000"] {
+            assert!(bad.parse::<Token>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -331,7 +331,7 @@ fn finish_operation(operation: &mut Map<String, Value>, access: Access, write: b
                                 replica: send it back as `Consistency-Token` on a read that must see the write. \
                                 Opaque; absent without a replica.",
                 "required": false,
-                "schema": { "type": "string", "pattern": "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$", "maxLength": 17 },
+                "schema": { "type": "string", "pattern": super::consistency::TOKEN_PATTERN },
             });
         }
     }

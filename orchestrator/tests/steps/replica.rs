@@ -30,7 +30,7 @@ async fn creates_store(world: &mut World, name: String) {
 async fn answers_with_token(world: &mut World) {
     let answer = world.last_answer.as_ref().expect("a write was made");
     let token = answer.header("consistency-token").expect("a write answers with Consistency-Token");
-    assert!(token.parse::<platform::replica::Lsn>().is_ok(), "{token:?} is a log position");
+    assert!(token.parse::<orchestrator::http::consistency::Token>().is_ok(), "{token:?} is a consistency token");
 }
 
 async fn lists(world: &mut World, key: Option<&str>, token: Option<&str>, name: &str) -> bool {
