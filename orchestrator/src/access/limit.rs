@@ -245,6 +245,9 @@ impl Limiter {
     fn mirror(&self, bucket: &Bucket, budget: Budget, tokens: f64) {
         let now = platform::redis::now_millis();
         let mut buckets = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        // Answers to concurrent requests arrive in any order: an older, fuller count must not
+        // undo a newer, emptier one, or a fallback would grant tokens Redis already gave out.
+        let tokens = buckets.get(bucket).map_or(tokens, |(state, _)| tokens.min(refill(Some(*state), now, budget)));
         if buckets.len() < LOCAL_BUCKETS || buckets.contains_key(bucket) {
             buckets.insert(bucket.clone(), ((tokens, now), budget));
         }
@@ -335,5 +338,19 @@ mod tests {
         assert!(!limiter.take_locally(&bucket, BUDGET).allowed);
         let other = Bucket::Address("10.0.0.8".into());
         assert!(limiter.take_locally(&other, BUDGET).allowed, "a bucket Redis never counted starts full");
+    }
+
+    #[test]
+    fn an_older_fuller_count_arriving_late_does_not_refill_the_fallback() {
+        let limiter = Limiter::new(
+            Redis::new("redis://127.0.0.1:1").unwrap(),
+            "t",
+            RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
+        );
+        let bucket = Bucket::Address("10.0.0.9".into());
+        // Two concurrent requests: the one Redis counted second answers first.
+        limiter.mirror(&bucket, BUDGET, 0.0);
+        limiter.mirror(&bucket, BUDGET, f64::from(BUDGET.burst) - 1.0);
+        assert!(!limiter.take_locally(&bucket, BUDGET).allowed, "the late, fuller count was taken as the truth");
     }
 }
