@@ -314,24 +314,25 @@ mod tests {
 
     #[test]
     fn in_process_buckets_are_bounded() {
-        let limiter = Limiter::new(
-            Redis::new("redis://127.0.0.1:1").unwrap(),
-            "t",
-            RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
-        );
+        let limiter = without_redis();
         for i in 0..LOCAL_BUCKETS + 500 {
             limiter.take_locally(&Bucket::Address(i.to_string()), BUDGET);
         }
         assert!(limiter.local.lock().unwrap().len() <= LOCAL_BUCKETS + 1);
     }
 
-    #[test]
-    fn a_fallback_carries_on_from_what_redis_last_counted() {
-        let limiter = Limiter::new(
+    /// A limiter whose Redis never answers: every decision is its own.
+    fn without_redis() -> Limiter {
+        Limiter::new(
             Redis::new("redis://127.0.0.1:1").unwrap(),
             "t",
             RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
-        );
+        )
+    }
+
+    #[test]
+    fn a_fallback_carries_on_from_what_redis_last_counted() {
+        let limiter = without_redis();
         let bucket = Bucket::Address("10.0.0.7".into());
         // Redis said the bucket is empty: a Redis failure now must not open a fresh burst.
         limiter.mirror(&bucket, BUDGET, 0.0);
@@ -342,11 +343,7 @@ mod tests {
 
     #[test]
     fn an_older_fuller_count_arriving_late_does_not_refill_the_fallback() {
-        let limiter = Limiter::new(
-            Redis::new("redis://127.0.0.1:1").unwrap(),
-            "t",
-            RateLimits { anonymous: BUDGET, client: BUDGET, operator: BUDGET, admin: BUDGET },
-        );
+        let limiter = without_redis();
         let bucket = Bucket::Address("10.0.0.9".into());
         // Two concurrent requests: the one Redis counted second answers first.
         limiter.mirror(&bucket, BUDGET, 0.0);
