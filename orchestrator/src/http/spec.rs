@@ -225,9 +225,9 @@ fn give_problem_example(status: &str, response: &mut Value, access: Access) {
             detail
         }
     };
-    let code: u16 = status.parse().expect("a status is a number");
-    let title = poem::http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
-    media["example"] = json!({ "type": "about:blank", "title": title, "status": code, "detail": detail });
+    let status = status.parse().ok().and_then(|code| poem::http::StatusCode::from_u16(code).ok());
+    let status = status.expect("a response's status is a status code");
+    media["example"] = poem_openapi::types::ToJSON::to_json(&super::problem::details(status, detail)).into();
 }
 
 fn integer_header(description: &str, required: bool) -> Value {
