@@ -12,6 +12,7 @@
 //! contract downstream teams bind to is published as an AsyncAPI document ([`asyncapi`]).
 
 pub mod access;
+pub mod after_restore;
 pub mod app;
 pub mod asyncapi;
 pub mod dead_letters;

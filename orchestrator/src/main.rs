@@ -1,7 +1,7 @@
-//! `orchestrator serve | openapi | asyncapi`: see `--help`.
+//! `orchestrator serve | after-restore | openapi | asyncapi`: see `--help`.
 
 use orchestrator::{
-    Context,
+    Context, after_restore,
     app::{Application, Roles},
     asyncapi, http,
 };
@@ -10,11 +10,15 @@ use platform::{
     process::{init_logging, relay_faults},
 };
 
-const USAGE: &str = "usage: orchestrator <serve | openapi | asyncapi>
+const USAGE: &str = "usage: orchestrator <serve | after-restore | openapi | asyncapi>
 
   serve     the API and the saga engine; each participant's worker runs as its own process
             (`<participant>-worker`, a binary of the participants crate), or all of it in one
             process with the `darkstores` binary
+  after-restore
+            with every process stopped, make the broker and the cache agree with a database
+            restored to an earlier moment (scripts/restore): purge the deployment's queues, send
+            again what the restored outbox had sent unhandled, empty the stock cache
   openapi   print the OpenAPI document and exit
   asyncapi  print the AsyncAPI document of the messages (exchanges, queues, commands, replies,
             events) and exit
@@ -37,6 +41,12 @@ async fn main() -> anyhow::Result<()> {
         "openapi" => {
             let config = Config::from_env()?;
             println!("{}", http::spec(&Context::offline(&config)?));
+            return Ok(());
+        }
+        "after-restore" => {
+            let config = Config::from_env()?;
+            init_logging(config.log_json);
+            println!("{}", after_restore::run(&config).await?);
             return Ok(());
         }
         "asyncapi" => {

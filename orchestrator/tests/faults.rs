@@ -43,9 +43,9 @@ use std::time::{Duration, Instant};
 use checks::Checks;
 use cluster::{Cluster, Role, Shape};
 use figures::Figures;
-use load::{Load, Plan, Random, Shop};
+use load::{Accepted, Load, Outcome, Plan, Random, Report, Shop};
 use platform::config::{Config, SagaTiming};
-use services::{Private, Service};
+use services::{Backups, Private, Service};
 use sqlx::PgPool;
 use support::TestEnv;
 use uuid::Uuid;
@@ -154,8 +154,13 @@ impl Run {
     }
 
     /// [`Run::finish`], with the test's own checks run at rest, before the processes go.
-    async fn finish_with(mut self, load: Load, own_checks: impl FnOnce(&mut Self, &mut Checks)) -> Figures {
+    async fn finish_with(self, load: Load, own_checks: impl FnOnce(&mut Self, &mut Checks)) -> Figures {
         let report = load.finish().await;
+        self.finish_after(report, own_checks).await
+    }
+
+    /// [`Run::finish_with`], the clients' record being `report`.
+    async fn finish_after(mut self, report: Report, own_checks: impl FnOnce(&mut Self, &mut Checks)) -> Figures {
         checks::settle(&self.pool, &self.env.config).await;
         let seconds = self.started.elapsed().as_secs_f64();
         self.cluster.assert_running();
@@ -303,4 +308,93 @@ async fn two_of_each_with_one_of_each_killed() {
     // orchestrator still running.
     run.cluster.wait_ready().await;
     run.finish(load).await;
+}
+
+/// The machine running everything is lost, and the database restored from its backups
+/// (`scripts/backup`, `scripts/restore`) to a moment in the middle of the load; the system starts on
+/// the restored copy after `orchestrator after-restore`. Every saga open at that moment must end
+/// as if nothing had happened, with every invariant holding. What the clients were told after the
+/// moment is gone with it, so the record the checks hold the database to is the restored orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_to_a_point_mid_run() {
+    let mut run = Run::start_with_own("restored to a point mid-run", Service::Postgres).await;
+    let backups = Backups::start(run.own_server());
+    let mut load = run.load();
+    let base_at = run.moment(0.05, 0.15);
+    load.reached(base_at).await;
+    backups.base(run.own_server());
+    let moment = run.moment(0.4, 0.6);
+    load.reached(moment).await;
+    let (point, lsn): (String, String) = sqlx::query_as("SELECT clock_timestamp()::text, pg_current_wal_lsn()::text")
+        .fetch_one(&run.pool)
+        .await
+        .unwrap();
+    // The load runs to its end, and the machine is lost with sagas in flight.
+    drop(load.finish().await);
+    run.cluster.kill_all();
+    backups.streamed(run.own_server(), &lsn).await;
+    run.pool.close().await;
+    let lost_port = run.own_server().port();
+    run.own_server().stop().await;
+    run.own_server().restore(&backups, &point).await;
+    run.faults += 1;
+    let restored_port = run.own_server().port();
+    run.env.config.database_url =
+        run.env.config.database_url.replace(&format!(":{lost_port}/"), &format!(":{restored_port}/"));
+    run.pool = run.env.pool().await;
+    let open_at_point: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, kind, state FROM saga WHERE closed_at IS NULL").fetch_all(&run.pool).await.unwrap();
+    assert!(!open_at_point.is_empty(), "the restored moment is in the middle of the load: sagas were open");
+
+    run.cluster.reconfigure(&run.env.config);
+    let cleared = run.cluster.run_once("after-restore");
+    eprintln!("orchestrator after-restore:\n{cleared}");
+    run.cluster.start_again().await;
+    run.started = Instant::now();
+
+    checks::settle(&run.pool, &run.env.config).await;
+    let ids: Vec<Uuid> = open_at_point.iter().map(|(id, ..)| *id).collect();
+    let ended: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT kind, state, awaits, count(*)::int8 FROM saga WHERE id = ANY($1) GROUP BY 1, 2, 3 ORDER BY 1, 2",
+    )
+    .bind(&ids)
+    .fetch_all(&run.pool)
+    .await
+    .unwrap();
+    let count: i64 = ended.iter().map(|(.., n)| n).sum();
+    assert_eq!(count, ids.len() as i64, "every saga open at the restored moment is still there");
+    eprintln!(
+        "fault suite | restored to {point}: {} sagas open then; they ended: {}",
+        ids.len(),
+        ended.iter().map(|(kind, state, _, n)| format!("{n} {kind} {state}")).collect::<Vec<_>>().join(", ")
+    );
+    let report = restored_orders(&run.pool).await;
+    run.finish_after(report, |_, checks| {
+        checks.pass("every saga open at the restored moment finished or unwound on the restored copy");
+    })
+    .await;
+}
+
+/// The orders of a restored database, at rest, as the clients' record.
+async fn restored_orders(pool: &PgPool) -> Report {
+    let orders: Vec<(Uuid, Option<String>, String, Uuid)> =
+        sqlx::query_as("SELECT id, idempotency_key, status, store_id FROM customer_order")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let items: Vec<(Uuid, Uuid, i64)> =
+        sqlx::query_as("SELECT order_id, product_id, quantity FROM order_item").fetch_all(pool).await.unwrap();
+    let outcomes = orders
+        .into_iter()
+        .map(|(id, key, status, store)| {
+            let status = match status.as_str() {
+                "fulfilled" => "fulfilled",
+                "cancelled" => "cancelled",
+                other => panic!("order {id} is still {other} at rest"),
+            };
+            let items = items.iter().filter(|(order, ..)| *order == id).map(|(_, p, q)| (*p, *q)).collect();
+            Outcome::Accepted(Accepted { key: key.expect("the load keys its orders"), id, store, items, status })
+        })
+        .collect();
+    Report { outcomes, retries: Default::default() }
 }

@@ -417,6 +417,63 @@ allow_replication() {
     psql "$DATABASE_URL" -XAtqc 'SELECT pg_reload_conf()' >/dev/null
 }
 
+# replication_client CMD...: runs CMD, a client of the primary's replication protocol
+# (pg_basebackup, pg_receivewal), as the Postgres user. When the primary refuses the replication
+# connection, lets it take them (allow_replication) and runs CMD again.
+replication_client() {
+    local err
+    err="$(mktemp)"
+    if as_postgres "$@" 2>"$err"; then
+        cat "$err" >&2
+        rm -f "$err"
+        return 0
+    fi
+    if grep -q 'replication connection' "$err" && allow_replication; then
+        rm -f "$err"
+        as_postgres "$@"
+        return
+    fi
+    cat "$err" >&2
+    rm -f "$err"
+    log "the primary at $PG_HOST:$PG_PORT may refuse replication connections: let $PG_USER make them from"
+    log "this host (pg_hba.conf: host replication all 127.0.0.1/32 <method>; the user needs REPLICATION)"
+    return 1
+}
+
+# complete_config DIR: a copy of the primary (a replica, a restored backup) made by pg_basebackup
+# holds no configuration when the primary keeps it elsewhere (Debian's, in /etc): the copy takes the
+# primary's client authentication, and its own settings otherwise.
+complete_config() {
+    local dir="$1" file source
+    for file in hba ident; do
+        [[ -e "$dir/pg_$file.conf" ]] && continue
+        source="$(psql "$DATABASE_URL" -XAtc "SHOW ${file}_file" 2>/dev/null)"
+        if [[ -r "$source" ]]; then
+            cp "$source" "$dir/pg_$file.conf"
+        elif [[ "$file" == hba ]]; then
+            printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$dir/pg_hba.conf"
+        else
+            : >"$dir/pg_ident.conf"
+        fi
+    done
+    [[ -e "$dir/postgresql.conf" ]] || printf '# Settings in postgresql.auto.conf and on the command line.\n' >"$dir/postgresql.conf"
+    [[ "$(id -u)" == 0 ]] && chown postgres: "$dir"/*.conf
+    return 0
+}
+
+# server_bin PROGRAM: the newest installed Postgres server's PROGRAM (pg_ctl, pg_basebackup, …).
+server_bin() {
+    local bin
+    bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)"
+    if [[ -n "$bin" && -x "$bin/$1" ]]; then
+        printf '%s\n' "$bin/$1"
+    elif have "$1"; then
+        command -v "$1"
+    else
+        die "no $1: install Debian's postgresql (its server binaries)"
+    fi
+}
+
 ensure_replica() {
     section "checking the read replica"
     local host port
@@ -445,32 +502,9 @@ ensure_replica() {
             chmod 700 "$dir"
             local copy=(env PGPASSWORD="$PG_PASS" "$bin/pg_basebackup" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER"
                 -D "$dir" -R -X stream -c fast)
-            if ! as_postgres "${copy[@]}" 2>"$dir.err"; then
-                if grep -q 'replication connection' "$dir.err" && allow_replication; then
-                    as_postgres "${copy[@]}" || die "pg_basebackup failed (above)"
-                else
-                    cat "$dir.err" >&2
-                    die "the primary refused to stream a copy: let $PG_USER connect for replication from 127.0.0.1
-    (pg_hba.conf: host replication all 127.0.0.1/32 <method>), or set DATABASE_REPLICA_URL to a replica"
-                fi
-            fi
-            rm -f "$dir.err"
-            # A cluster whose configuration lives elsewhere (Debian's, in /etc) copies none: the
-            # replica takes the primary's client authentication, and its own settings otherwise.
-            local file source
-            for file in hba ident; do
-                [[ -e "$dir/pg_$file.conf" ]] && continue
-                source="$(psql "$DATABASE_URL" -XAtc "SHOW ${file}_file" 2>/dev/null)"
-                if [[ -r "$source" ]]; then
-                    cp "$source" "$dir/pg_$file.conf"
-                elif [[ "$file" == hba ]]; then
-                    printf 'local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$dir/pg_hba.conf"
-                else
-                    : >"$dir/pg_ident.conf"
-                fi
-            done
-            [[ -e "$dir/postgresql.conf" ]] || printf '# The read replica: settings in postgresql.auto.conf (primary_conninfo) and on its command line.\n' >"$dir/postgresql.conf"
-            [[ "$(id -u)" == 0 ]] && chown postgres: "$dir"/*.conf
+            replication_client "${copy[@]}" ||
+                die "pg_basebackup failed (above); or set DATABASE_REPLICA_URL to a replica"
+            complete_config "$dir"
         fi
         log "starting the replica on port $port: $bin/pg_ctl -D $dir start"
         as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/replica.log" -w -t "$SERVICES_TIMEOUT" \

@@ -12,6 +12,11 @@
 //!   the payment and then waits for a picker, so they are also the sagas held in flight when the
 //!   orchestrator's memory is read;
 //! - BENCH_READS [100000]: cached inventory reads by 64 clients;
+//! - BENCH_LIST_READS [20000]: with `DATABASE_REPLICA_URL` naming a streaming replica of the
+//!   database (`scripts/test` starts one), reads that may lag (stores and products, one by one and
+//!   listed) by 64 clients, on a deployment reading from the replica and on one reading from the
+//!   primary alone, in alternating order from run to run: the primary's CPU per read with and
+//!   without the replica;
 //! - BENCH_HISTORY [0]: closed sagas stored before an extra run at the first in-flight level,
 //!   reported as a ratio to the same level on an empty database;
 //! - BENCH_RUNS [3]: runs, each on a fresh deployment; every figure is the median of the runs.
@@ -197,13 +202,13 @@ impl Meter {
     /// Waits for Postgres to flush what came before, then reads the starting figures.
     async fn start(system: &System) -> Self {
         tokio::time::sleep(STATS_FLUSH).await;
-        let (cpu, pg) = (Cpu::read(system.pid()), system.pg_counters().await);
+        let (cpu, pg) = (Cpu::read(system.pid(), system.postmasters), system.pg_counters().await);
         Self { cpu, pg, start: Instant::now() }
     }
 
     async fn finish(self, system: &System, units: usize) -> Measured {
         let took = self.start.elapsed();
-        let cpu = Cpu::read(system.pid());
+        let cpu = Cpu::read(system.pid(), system.postmasters);
         tokio::time::sleep(STATS_FLUSH).await;
         let pg = system.pg_counters().await;
         let units = units as f64;
@@ -429,6 +434,63 @@ async fn soak(stores: usize, products: usize, seconds: u64) -> Value {
     json!({ "soak_seconds": seconds, "samples": samples })
 }
 
+/// Reads that may lag, on a deployment reading from the replica at `url` and on one reading from
+/// the primary alone (which goes first alternates with `run`): reads/s, latency, and CPU per read
+/// of every process, the primary's and the replica's apart.
+async fn list_reads_figures(url: &str, stores: usize, products: usize, count: usize, run: usize) -> Value {
+    let mut figures = serde_json::Map::new();
+    let mut setups = vec![("with_replica", Some(url)), ("primary_only", None)];
+    if run.is_multiple_of(2) {
+        setups.reverse();
+    }
+    for (name, replica) in setups {
+        let extra: Vec<(&str, String)> =
+            replica.map(|url| ("DATABASE_REPLICA_URL", url.to_owned())).into_iter().collect();
+        let system = System::start(&extra).await;
+        let pairs = seed(&system, stores, products).await;
+        if replica.is_some() {
+            replica_serving(&system).await;
+        }
+        let stores: Vec<Uuid> = pairs.iter().map(|(s, _)| *s).collect::<HashSet<_>>().into_iter().collect();
+        let products: Vec<Uuid> = pairs.iter().map(|(_, p)| *p).collect::<HashSet<_>>().into_iter().collect();
+        let (measured, latencies) = drive(&system, count, 64, move |i| {
+            let path = match i % 4 {
+                0 => "/stores?limit=50".to_owned(),
+                1 => format!("/stores/{}", stores[i / 4 % stores.len()]),
+                2 => "/products?limit=50".to_owned(),
+                _ => format!("/products/{}", products[i / 4 % products.len()]),
+            };
+            ("GET", path, None, 200)
+        })
+        .await;
+        let primary_per_read = measured.cpu["postgres"].clone();
+        figures.insert(
+            name.into(),
+            json!({
+                "reads_per_sec": round(measured.per_sec),
+                "latency_ms": { "p50": round(percentile(&latencies, 50.0)), "p99": round(percentile(&latencies, 99.0)) },
+                "primary_cpu_ms_per_read": primary_per_read,
+                "cpu_ms_per_read": measured.cpu,
+            }),
+        );
+        system.stop().await;
+    }
+    let primary = |name: &str| figures[name]["primary_cpu_ms_per_read"].as_f64().unwrap_or(f64::NAN);
+    let ratio = primary("with_replica") / primary("primary_only");
+    figures.insert("primary_cpu_ratio".into(), json!((ratio * 1000.0).round() / 1000.0));
+    Value::Object(figures)
+}
+
+/// Waits until the deployment reports its replica up, so that the reads measured go to it.
+async fn replica_serving(system: &System) {
+    support::eventually(Duration::from_secs(30), "the replica to serve reads", || async {
+        let mut client = Connection::open(system.addr).await.ok()?;
+        let answer = client.send("GET", "/health/ready", &[], None).await.ok()?;
+        (answer.body["checks"]["replica"]["status"] == "up").then_some(())
+    })
+    .await;
+}
+
 #[tokio::main]
 async fn main() {
     let stores = knob("BENCH_STORES", 50);
@@ -437,6 +499,8 @@ async fn main() {
     let light = knob("BENCH_LIGHT", 200);
     let orders = knob("BENCH_ORDERS", 10_000);
     let reads = knob("BENCH_READS", 100_000);
+    let list_reads = knob("BENCH_LIST_READS", 20_000);
+    let replica = std::env::var("DATABASE_REPLICA_URL").ok().filter(|url| !url.is_empty());
     let history = knob("BENCH_HISTORY", 0);
     let runs = knob("BENCH_RUNS", 3).max(1);
     let soak_secs = knob("BENCH_SOAK_SECS", 0);
@@ -529,6 +593,9 @@ async fn main() {
             platform::messaging::close(&connection, "done").await;
             system.stop().await;
         }
+        if let Some(url) = replica.as_ref().filter(|_| list_reads > 0) {
+            report.insert("list_reads".into(), list_reads_figures(url, stores, products, list_reads, run).await);
+        }
         eprintln!("run {run}/{runs}: {}", Value::Object(report.clone()));
         reports.push(Value::Object(report));
     }
@@ -540,6 +607,7 @@ async fn main() {
         "workload": {
             "stores": stores, "products": products, "sagas_per_level": sagas, "light_sagas": light,
             "in_flight": levels, "orders": orders, "reads": reads, "history": history, "runs": runs,
+            "list_reads": if replica.is_some() { json!(list_reads) } else { json!("skipped: no DATABASE_REPLICA_URL") },
         },
         "median_of_runs": median_of(&reports),
         "runs": reports,

@@ -19,7 +19,45 @@ pub struct System {
     pub env: TestEnv,
     pub pool: PgPool,
     pub addr: SocketAddr,
+    pub postmasters: Postmasters,
     child: Child,
+}
+
+/// The postmasters of the primary and of the read replica (when `DATABASE_REPLICA_URL` names
+/// one): a Postgres process is counted for the cluster whose postmaster it is or runs under.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postmasters {
+    pub primary: Option<u32>,
+    pub replica: Option<u32>,
+}
+
+impl Postmasters {
+    async fn find(primary: &PgPool) -> Self {
+        let replica = match std::env::var("DATABASE_REPLICA_URL") {
+            Ok(url) if !url.is_empty() => match PgPool::connect(&url).await {
+                Ok(pool) => {
+                    let found = postmaster_of(&pool).await;
+                    pool.close().await;
+                    found
+                }
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        Self { primary: postmaster_of(primary).await, replica }
+    }
+}
+
+/// The postmaster of the cluster `pool` connects to: the parent of a backend.
+async fn postmaster_of(pool: &PgPool) -> Option<u32> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.ok()?;
+    parent_of(u32::try_from(backend).ok()?)
+}
+
+/// A process's parent, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
 }
 
 impl System {
@@ -66,7 +104,8 @@ impl System {
         let pool = env.pool().await;
         // Statement counts, where the server loads the module (shared_preload_libraries).
         let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await;
-        Self { env, pool, addr, child }
+        let postmasters = Postmasters::find(&pool).await;
+        Self { env, pool, addr, postmasters, child }
     }
 
     pub fn pid(&self) -> u32 {
@@ -171,16 +210,20 @@ impl PgCounters {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
     pub orchestrator: f64,
+    /// The primary's processes.
     pub postgres: f64,
+    /// The read replica's processes, when there is one.
+    pub replica: f64,
     pub rabbitmq: f64,
     pub redis: f64,
     pub bench: f64,
 }
 
 impl Cpu {
-    /// Reads `/proc`: the orchestrator by pid, the services by process name. Postgres's backends
-    /// are summed with what its postmaster has reaped from backends that ended.
-    pub fn read(orchestrator: u32) -> Self {
+    /// Reads `/proc`: the orchestrator by pid, Postgres by cluster (its postmaster and the
+    /// processes under it; by name alone when the postmaster is unknown), the other services by
+    /// process name. A postmaster's figure includes what it has reaped from backends that ended.
+    pub fn read(orchestrator: u32, postmasters: Postmasters) -> Self {
         let tick = 1000.0 / clock_ticks();
         let mut cpu = Self::default();
         let me = std::process::id();
@@ -193,12 +236,18 @@ impl Cpu {
             // Fields 14-17 of stat(5): utime, stime, cutime, cstime; `fields` starts at field 3.
             let (own, reaped) = (fields[11] + fields[12], fields[13] + fields[14]);
             let ms = own * tick;
+            let parent = fields[1] as u32;
+            let of = |postmaster: Option<u32>| postmaster.is_some_and(|p| pid == p || parent == p);
             if pid == orchestrator {
                 cpu.orchestrator += ms;
             } else if pid == me {
                 cpu.bench += ms;
             } else if name == "postgres" {
-                cpu.postgres += ms + reaped * tick;
+                if of(postmasters.replica) {
+                    cpu.replica += ms + reaped * tick;
+                } else if of(postmasters.primary) || postmasters.primary.is_none() {
+                    cpu.postgres += ms + reaped * tick;
+                }
             } else if name == "beam.smp" || name == "epmd" || name.starts_with("erl_child") {
                 cpu.rabbitmq += ms;
             } else if name == "redis-server" {
@@ -214,12 +263,14 @@ impl Cpu {
         let ours = per(self.orchestrator, after.orchestrator);
         let (postgres, rabbitmq, redis) =
             (per(self.postgres, after.postgres), per(self.rabbitmq, after.rabbitmq), per(self.redis, after.redis));
+        let replica = per(self.replica, after.replica);
         json!({
             "orchestrator": ours,
             "postgres": postgres,
+            "postgres_replica": replica,
             "rabbitmq": rabbitmq,
             "redis": redis,
-            "total": ((ours + postgres + rabbitmq + redis) * 100.0).round() / 100.0,
+            "total": ((ours + postgres + replica + rabbitmq + redis) * 100.0).round() / 100.0,
             "bench_client": per(self.bench, after.bench),
         })
     }

@@ -124,6 +124,36 @@ impl Cache {
         }
     }
 
+    /// Removes every entry of the deployment; returns how many. For a database restored to an
+    /// earlier moment: its levels carry versions the cache has already seen with other numbers,
+    /// and the version check would keep the newer-looking stale entries.
+    pub async fn clear(&self) -> Result<u64, CallError> {
+        let pattern = format!("{}:inv:*", self.namespace);
+        self.redis
+            .call(async |conn| {
+                let mut cursor = 0_u64;
+                let mut removed = 0_u64;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        removed += redis::cmd("UNLINK").arg(&keys).query_async::<u64>(conn).await?;
+                    }
+                    if next == 0 {
+                        return Ok(removed);
+                    }
+                    cursor = next;
+                }
+            })
+            .await
+    }
+
     /// Removes the entries of levels about to change; call it before the commit that changes
     /// them. The new levels are [`put`](Self::put) after the commit, but a process killed between
     /// its commit and its put would otherwise leave the old level readable until the TTL. Now

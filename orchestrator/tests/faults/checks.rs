@@ -4,11 +4,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use platform::{
-    config::Config,
-    messaging::{Exchange, consumer::Handler, topology::REPLY_ROUTE},
-    saga::runner::ReplyHandler,
-};
+use platform::{config::Config, messaging::outbox};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -27,41 +23,12 @@ use crate::support::assert_invariants;
 /// deadlines that is well under a minute.
 const SETTLE_WITHIN: Duration = Duration::from_secs(180);
 
-/// Where each kind of saga message must end up: (exchange, routing key, consumer's inbox name).
-/// A worker's inbox name is its participant's name (`participants/tests/workers.rs` checks it);
-/// the engine's comes from its handler.
-fn routes(config: &Config) -> Vec<(String, String, String)> {
-    let replies = ReplyHandler { registry: sagas::registry().into(), timing: config.saga };
-    let commands = Exchange::Commands.as_ref().to_owned();
-    let mut routes: Vec<(String, String, String)> = sagas::registry()
-        .participants()
-        .iter()
-        .map(|participant| (commands.clone(), participant.name.to_owned(), participant.name.to_owned()))
-        .collect();
-    routes.push((Exchange::Replies.as_ref().to_owned(), REPLY_ROUTE.to_owned(), replies.name().to_owned()));
-    routes
-}
-
 /// Saga messages without an inbox row at their consumer (not handled, or not yet), by consumer;
 /// saga messages with no known route are counted under `"no route"`.
 async fn unhandled(pool: &PgPool, config: &Config) -> Vec<(String, i64)> {
-    let routes = routes(config);
-    let column = |i: usize| routes.iter().map(|r| [&r.0, &r.1, &r.2][i].clone()).collect::<Vec<_>>();
-    sqlx::query_as(
-        "WITH route (exchange, routing_key, consumer) AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
-         SELECT COALESCE(r.consumer, 'no route'), count(*)::int8
-         FROM outbox o LEFT JOIN route r USING (exchange, routing_key)
-         WHERE o.exchange IN (SELECT exchange FROM route)
-           AND (r.consumer IS NULL
-                OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = r.consumer AND i.message_id = o.message_id))
-         GROUP BY 1 ORDER BY 1",
-    )
-    .bind(column(0))
-    .bind(column(1))
-    .bind(column(2))
-    .fetch_all(pool)
-    .await
-    .expect("can count unhandled messages")
+    let routes = sagas::registry().topology(config.namespace.as_str()).routes();
+    let mut conn = pool.acquire().await.expect("can reach the database");
+    outbox::unhandled(&mut conn, &routes, config.retention.inbox).await.expect("can count unhandled messages")
 }
 
 /// Where the system stands, as far as rest is concerned.

@@ -112,14 +112,51 @@ impl Cluster {
                 cluster.slots.push(Slot { role, name, http, child: None, logs: Vec::new() });
             }
         }
-        // The first process migrates the database; the others would wait on its lock anyway.
-        cluster.spawn(0);
-        cluster.wait_ready().await;
-        for index in 1..cluster.slots.len() {
-            cluster.spawn(index);
-        }
-        cluster.wait_ready().await;
+        cluster.spawn_all().await;
         cluster
+    }
+
+    async fn spawn_all(&mut self) {
+        // The first process migrates the database; the others would wait on its lock anyway.
+        self.spawn(0);
+        self.wait_ready().await;
+        for index in 1..self.slots.len() {
+            self.spawn(index);
+        }
+        self.wait_ready().await;
+    }
+
+    /// SIGKILLs every process, as the loss of the machine they run on would.
+    pub fn kill_all(&mut self) {
+        for role in Role::all() {
+            let copies = self.slots.iter().filter(|s| s.role == role).count();
+            for n in 0..copies {
+                self.kill(role, n);
+            }
+        }
+    }
+
+    /// Points the stopped deployment at what `config` now describes (a restored database).
+    pub fn reconfigure(&mut self, config: &Config) {
+        assert!(self.slots.iter().all(|s| s.child.is_none()), "every process is stopped first");
+        self.config = config.clone();
+    }
+
+    /// Starts every stopped process again, each in its slot and at its address, and waits until
+    /// all are ready.
+    pub async fn start_again(&mut self) {
+        assert!(self.slots.iter().all(|s| s.child.is_none()), "every process is stopped first");
+        self.spawn_all().await;
+    }
+
+    /// Runs `orchestrator <mode>` once for this deployment, to its end; returns what it printed.
+    pub fn run_once(&self, mode: &str) -> String {
+        let log = self.log_dir.join(format!("orchestrator-{mode}.log"));
+        let mut command = process::command(&binary(Role::Orchestrator), &self.config, None, &log);
+        let status = command.arg(mode).status().unwrap_or_else(|e| panic!("cannot run orchestrator {mode}: {e}"));
+        let printed = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "orchestrator {mode} failed ({status}):\n{printed}");
+        printed
     }
 
     /// The API addresses of the running orchestrators. A restarted one keeps its address, so a

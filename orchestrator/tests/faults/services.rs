@@ -10,7 +10,7 @@
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -33,6 +33,8 @@ pub enum Service {
 pub struct Private {
     pub service: Service,
     dir: PathBuf,
+    /// Postgres's data directory: `data` under `dir`, or the restored copy after a restore.
+    data: PathBuf,
     port: u16,
     /// RabbitMQ's Erlang distribution port, so that it needs none of the machine's.
     dist_port: u16,
@@ -48,7 +50,8 @@ impl Private {
             std::fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("cannot clear {}: {e}", dir.display()));
         }
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let mut private = Self { service, dir, port: free_port(), dist_port: free_port(), up: false };
+        let data = dir.join("data");
+        let mut private = Self { service, dir, data, port: free_port(), dist_port: free_port(), up: false };
         private.prepare();
         private.start_again().await;
         private
@@ -61,6 +64,10 @@ impl Private {
             Service::RabbitMq => format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port),
             Service::Redis => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops the server (as a crash of the service would look to its clients: connections
@@ -103,6 +110,22 @@ impl Private {
         down
     }
 
+    /// Restores this Postgres from `backups` to the moment `point` (`scripts/restore`) into a
+    /// fresh data directory, and serves that copy from now on, on a new port: the server the
+    /// backups were taken from is gone (stopped, and its data left alone).
+    pub async fn restore(&mut self, backups: &Backups, point: &str) {
+        assert_eq!(self.service, Service::Postgres, "only Postgres is backed up");
+        assert!(!self.up, "stop the lost server first");
+        let (data, port) = (self.dir.join("restored"), free_port());
+        let mut restore = scripts("restore", backups, &self.url());
+        restore.arg("--into").arg(&data).args(["--to", point, "--port", &port.to_string()]);
+        eprintln!("restoring the suite's own Postgres to {point}");
+        tokio::task::block_in_place(|| run(restore));
+        (self.data, self.port) = (data, port);
+        self.up = true;
+        self.until_answering(true).await;
+    }
+
     /// The one-time set-up before the first start: a Postgres cluster, RabbitMQ's empty plugin
     /// list (the machine's would start its management listener on the machine's port).
     fn prepare(&self) {
@@ -110,7 +133,7 @@ impl Private {
             Service::Postgres => {
                 self.hand_to("postgres");
                 let mut initdb = self.as_user("postgres", &postgres_bin("initdb"));
-                initdb.arg("-D").arg(self.dir.join("data")).args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]);
+                initdb.arg("-D").arg(&self.data).args(["-A", "trust", "-U", "postgres", "-E", "UTF8"]);
                 initdb.arg("--no-sync");
                 run(initdb);
             }
@@ -129,13 +152,13 @@ impl Private {
             (Service::Postgres, "start") => {
                 let mut command = self.as_user("postgres", &postgres_bin("pg_ctl"));
                 let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", dir.display());
-                command.arg("-D").arg(dir.join("data")).arg("-l").arg(dir.join("postgres.log"));
+                command.arg("-D").arg(&self.data).arg("-l").arg(dir.join("postgres.log"));
                 command.args(["-w", "-o", &options, "start"]);
                 command
             }
             (Service::Postgres, _) => {
                 let mut command = self.as_user("postgres", &postgres_bin("pg_ctl"));
-                command.arg("-D").arg(dir.join("data")).args(["-w", "-m", "fast", "stop"]);
+                command.arg("-D").arg(&self.data).args(["-w", "-m", "fast", "stop"]);
                 command
             }
             (Service::RabbitMq, action) => {
@@ -203,6 +226,69 @@ impl Drop for Private {
         // A server already stopped makes the command fail, which changes nothing.
         let _ = self.command("stop").output();
     }
+}
+
+/// `scripts/backup` against a test's own Postgres: the WAL receiver, streaming for as long as this
+/// lives, and base backups on demand. Backups go under the server's directory.
+pub struct Backups {
+    dir: PathBuf,
+    receiver: Child,
+}
+
+impl Backups {
+    pub fn start(postgres: &Private) -> Self {
+        let dir = postgres.dir.join("backups");
+        std::fs::create_dir_all(&dir).expect("can create the backup directory");
+        let log = std::fs::File::create(postgres.dir.join("wal-receiver.log")).expect("can create a log file");
+        let mut this = Self { dir, receiver: Command::new("true").spawn().expect("can run true") };
+        let mut wal = scripts("backup", &this, &postgres.url());
+        wal.arg("wal").stdout(log.try_clone().expect("can share the log file")).stderr(log);
+        this.receiver = wal.spawn().expect("can start the WAL receiver");
+        this
+    }
+
+    /// Takes a base backup now, and returns once it is whole and verified.
+    pub fn base(&self, postgres: &Private) {
+        let mut base = scripts("backup", self, &postgres.url());
+        base.arg("base");
+        tokio::task::block_in_place(|| run(base));
+    }
+
+    /// Waits until the receiver has the WAL up to `lsn` on disk.
+    pub async fn streamed(&self, postgres: &Private, lsn: &str) {
+        let url = postgres.url();
+        eventually(WITHIN, &format!("the WAL receiver to flush {lsn}"), || {
+            let url = url.clone();
+            async move {
+                let mut conn = PgConnection::connect(&url).await.ok()?;
+                let flushed: Option<bool> = sqlx::query_scalar(
+                    "SELECT bool_or(flush_lsn >= $1::pg_lsn) FROM pg_stat_replication WHERE application_name = 'pg_receivewal'",
+                )
+                .bind(lsn)
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+                flushed.unwrap_or(false).then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Backups {
+    /// SIGTERM, which `runuser` passes on to the receiver (a SIGKILL would orphan it).
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.receiver.id().to_string()).status();
+        let _ = self.receiver.wait();
+    }
+}
+
+/// `scripts/<name>` with the backups of `backups` and the server at `url`.
+fn scripts(name: &str, backups: &Backups, url: &str) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
+    let mut command = Command::new("bash");
+    command.arg(root.join("scripts").join(name)).env("BACKUP_DIR", &backups.dir).env("DATABASE_URL", url);
+    command
 }
 
 fn running_as_root() -> bool {

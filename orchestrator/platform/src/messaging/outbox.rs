@@ -12,7 +12,10 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{Exchange, topology::REPLY_ROUTE};
+use super::{
+    Exchange,
+    topology::{REPLY_ROUTE, Route},
+};
 use crate::{
     protocol::{CommandFamily, DomainEvent, Envelope, PROTOCOL_VERSION, ReplyFamily},
     trace::{self, TraceContext},
@@ -274,6 +277,69 @@ pub async fn delete_published(conn: &mut PgConnection, older_than: Duration, lim
     .await?
     .rows_affected();
     Ok(deleted)
+}
+
+/// The routes as three columns, for `UNNEST`.
+fn route_columns(routes: &[Route]) -> [Vec<String>; 3] {
+    [
+        routes.iter().map(|r| r.exchange.to_owned()).collect(),
+        routes.iter().map(|r| r.routing_key.clone()).collect(),
+        routes.iter().map(|r| r.inbox.to_owned()).collect(),
+    ]
+}
+
+/// Messages written within `window` to an exchange that `routes` serve, whose consumer's inbox
+/// holds no record of them, counted by inbox (`"no route"` for a routing key no route covers):
+/// waiting to be published, in the broker, or lost. Only the window counts because a consumer
+/// forgets what it handled after its deduplication window (the inbox retention): an older message
+/// without a record was handled, not lost.
+pub async fn unhandled(
+    conn: &mut PgConnection,
+    routes: &[Route],
+    window: Duration,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    let [exchanges, keys, inboxes] = route_columns(routes);
+    let rows = sqlx::query!(
+        r#"WITH route (exchange, routing_key, inbox) AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
+           SELECT COALESCE(r.inbox, 'no route') AS "inbox!", count(*) AS "count!"
+           FROM outbox o LEFT JOIN route r USING (exchange, routing_key)
+           WHERE o.exchange IN (SELECT exchange FROM route)
+             AND o.created_at > now() - make_interval(secs => $4)
+             AND (r.inbox IS NULL
+                  OR NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = r.inbox AND i.message_id = o.message_id))
+           GROUP BY 1 ORDER BY 1"#,
+        &exchanges,
+        &keys,
+        &inboxes,
+        window.as_secs_f64(),
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.inbox, row.count)).collect())
+}
+
+/// Marks the published messages that [`unhandled`] finds as waiting again, so that the relay
+/// sends them again; returns how many. For a database restored to an earlier moment, whose
+/// messages then in the broker are gone with the broker's purge (`orchestrator after-restore`):
+/// a consumer that had handled one after all finds its record and does nothing.
+pub async fn resend_unhandled(conn: &mut PgConnection, routes: &[Route], window: Duration) -> sqlx::Result<u64> {
+    let [exchanges, keys, inboxes] = route_columns(routes);
+    let resent = sqlx::query!(
+        "WITH route (exchange, routing_key, inbox) AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))
+         INSERT INTO outbox_pending (id)
+         SELECT o.id FROM outbox o JOIN route r USING (exchange, routing_key)
+         WHERE o.created_at > now() - make_interval(secs => $4)
+           AND NOT EXISTS (SELECT 1 FROM inbox i WHERE i.consumer = r.inbox AND i.message_id = o.message_id)
+         ON CONFLICT (id) DO NOTHING",
+        &exchanges,
+        &keys,
+        &inboxes,
+        window.as_secs_f64(),
+    )
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(resent)
 }
 
 /// Messages waiting to be published, and the age in seconds of the oldest.

@@ -9,6 +9,7 @@ use lapin::{
     Channel, ExchangeKind,
     options::{
         ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+        QueuePurgeOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -134,6 +135,18 @@ pub enum Queue {
 /// Routing key of the replies exchange's single binding.
 pub const REPLY_ROUTE: &str = "orchestrator";
 
+/// The name the saga engine's inbox records the replies it handled under.
+pub const ENGINE_INBOX: &str = "orchestrator";
+
+/// Where the outbox's messages to one (exchange, routing key) are handled: the inbox that records
+/// them. Exchanges are logical names, as the outbox stores them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub exchange: &'static str,
+    pub routing_key: String,
+    pub inbox: &'static str,
+}
+
 impl Queue {
     /// The logical name, without the namespace.
     pub fn name(self) -> &'static str {
@@ -157,6 +170,15 @@ pub struct Topology {
     namespace: String,
     participants: Arc<[Participant]>,
     events: Arc<[EventExchange]>,
+}
+
+/// Why the queues were not purged.
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("queue {queue} has {consumers} consumer(s): stop every process of the deployment first")]
+    Consumed { queue: String, consumers: u32 },
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
 }
 
 /// Redeliveries before the broker itself dead-letters a message that keeps killing its consumer.
@@ -244,6 +266,28 @@ impl Topology {
         )])
     }
 
+    /// Every way the outbox reaches a consumer with an inbox: its queue's binding, and a message
+    /// sent back to the queue itself (a replayed dead letter). A participant's worker records what
+    /// it handled under the participant's name, the engine under [`ENGINE_INBOX`]; the dead
+    /// letters have no inbox (the engine stores them as it takes them).
+    pub fn routes(&self) -> Vec<Route> {
+        let inbox = |queue: Queue| match queue {
+            Queue::Commands(participant) => Some(participant.name),
+            Queue::Replies => Some(ENGINE_INBOX),
+            Queue::DeadLetters => None,
+        };
+        self.bindings()
+            .filter_map(|(queue, exchange, route)| {
+                let inbox = inbox(queue)?;
+                Some([
+                    Route { exchange: exchange.name(), routing_key: route.to_owned(), inbox },
+                    Route { exchange: Exchange::ToQueue.name(), routing_key: queue.name().to_owned(), inbox },
+                ])
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Declares every exchange, queue and binding: all durable. Arguments never change between
     /// versions: RabbitMQ refuses to re-declare a queue with other arguments.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
@@ -275,6 +319,28 @@ impl Topology {
             channel.exchange_delete(self.name(self.exchange(exchange)), ExchangeDeleteOptions::default()).await?;
         }
         Ok(())
+    }
+
+    /// Empties every queue of the namespace; returns each queue's name and how many messages it
+    /// held. Refuses, purging nothing, while any queue has a consumer: a running process would
+    /// lose what it holds unacknowledged, and take what it should not.
+    pub async fn purge(&self, channel: &Channel) -> Result<Vec<(String, u32)>, PurgeError> {
+        let mut queues = Vec::new();
+        for queue in self.queues() {
+            let name = self.queue(queue);
+            let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel.queue_declare(self.name(name.clone()), passive, FieldTable::default()).await?;
+            if declared.consumer_count() > 0 {
+                return Err(PurgeError::Consumed { queue: name, consumers: declared.consumer_count() });
+            }
+            queues.push(name);
+        }
+        let mut purged = Vec::new();
+        for name in queues {
+            let count = channel.queue_purge(self.name(name.clone()), QueuePurgeOptions::default()).await?;
+            purged.push((name, count));
+        }
+        Ok(purged)
     }
 
     async fn bind(&self, channel: &Channel, queue: Queue, exchange: Exchange, route: &str) -> lapin::Result<()> {

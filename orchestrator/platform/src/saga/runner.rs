@@ -19,6 +19,7 @@ use crate::{
     messaging::{
         consumer::{HandleError, Handler},
         outbox::{self, OutboxSignal, Outgoing},
+        topology::ENGINE_INBOX,
     },
     protocol::{Decode, DecodeError, Envelope, Received},
     shutdown::Shutdown,
@@ -55,7 +56,7 @@ impl Handler for ReplyHandler {
     type Message = SagaReply;
 
     fn name(&self) -> &'static str {
-        "orchestrator"
+        ENGINE_INBOX
     }
 
     fn pause(&self) -> Duration {
