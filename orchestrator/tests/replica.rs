@@ -1,11 +1,13 @@
 //! Reads that may lag, against the real replica `scripts/test` runs (`DATABASE_REPLICA_URL`):
 //! which reads it serves, the consistency token while it replays late, the lag bound, the replica
-//! stopped and started under reads and writes, and a replica that does not answer. One test, in
+//! stopped and started under reads and writes, replay paused, routing by each read's class, and a
+//! replica that does not answer. One test, in
 //! steps, since it slows, stops and starts the replica `scripts/test` runs.
 
 mod support;
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -247,6 +249,67 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     eprintln!("replica stopped and started under load: {total} writes, each read back at once, none refused");
     drop(app);
 
+    // Replay paused (`pg_wal_replay_pause()`): avoided from the next check on, and a read with a
+    // token newer than the replica goes to the primary; resumed, it serves again.
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
+    let reads = app.context().reads.clone();
+    let api = client(&app, ADMIN_KEY);
+    serving(&reads).await;
+    let mut replica = PgConnection::connect(&replica_url).await.unwrap();
+    sqlx::query("SELECT pg_wal_replay_pause()").execute(&mut replica).await.unwrap();
+    let created = api.post("/stores").body_json(&json!({"name": "Paused", "service_area": "p"})).send().await;
+    created.assert_status(StatusCode::CREATED);
+    let written = token(&created);
+    let store: Value = created.0.into_body().into_json().await.unwrap();
+    let path = format!("/stores/{}", store["id"].as_str().unwrap());
+    eventually(Duration::from_secs(2), "the paused replica to be avoided", || async {
+        (reads.replica_state()?.avoided == Some(Fallback::Paused)).then_some(())
+    })
+    .await;
+    let made = api.post("/api-keys").body_json(&json!({"name": "paused-reader", "role": "client"})).send().await;
+    let made: Value = made.0.into_body().into_json().await.unwrap();
+    let reader = client(&app, made["key"].as_str().unwrap());
+    reader.get(&path).header("consistency-token", Token(written).to_string()).send().await.assert_status_is_ok();
+    let health: Value = api.get("/health/ready").send().await.0.into_body().into_json().await.unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["checks"]["replica"]["reason"].as_str()),
+        (Some("ok"), Some("paused"))
+    );
+    sqlx::query("SELECT pg_wal_replay_resume()").execute(&mut replica).await.unwrap();
+    serving(&reads).await;
+
+    // Routing by class: once the replica has replayed the key's last write, every read declared
+    // as one that may lag goes to it.
+    let latest = token(&api.post("/products").body_json(&json!({"sku": "CLASS-1", "name": "c"})).send().await);
+    eventually(Duration::from_secs(10), "the replica to replay the key's last write", || async {
+        (reads.replica_state()?.replayed >= latest).then_some(())
+    })
+    .await;
+    let may_lag = [
+        ("listStores", "/stores".to_owned()),
+        ("getStore", path.clone()),
+        ("listProducts", "/products".to_owned()),
+        ("listSagas", "/sagas".to_owned()),
+        ("sagaStats", "/sagas/stats".to_owned()),
+        ("listStockMovements", "/stock-movements".to_owned()),
+        ("listAudit", "/audit".to_owned()),
+    ];
+    let before = replica_reads(&api).await;
+    for (_, path) in &may_lag {
+        api.get(path).send().await.assert_status_is_ok();
+    }
+    // Stock is read fresh, through the cache: a cache miss fills from the primary, never from a
+    // replica that may hold an older version.
+    api.get(format!("{path}/inventory")).send().await.assert_status_is_ok();
+    let after = replica_reads(&api).await;
+    for (operation, path) in &may_lag {
+        let count = |reads: &BTreeMap<String, u64>| reads.get(*operation).copied().unwrap_or(0);
+        assert!(count(&after) > count(&before), "GET {path} ({operation}) may lag, yet it did not read the replica");
+    }
+    let moved: Vec<&String> = after.iter().filter(|(op, n)| before.get(*op) != Some(n)).map(|(op, _)| op).collect();
+    assert_eq!(moved.len(), may_lag.len(), "only these reads reached the replica: {moved:?}");
+    drop(app);
+
     // A replica that does not answer: every read on the primary, none refused.
     env.config.vars.set("DATABASE_REPLICA_URL", "postgres://postgres@127.0.0.1:9/none?connect_timeout=1");
     let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
@@ -260,4 +323,16 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     assert_eq!(health["checks"]["replica"]["status"], "down");
     drop(app);
     env.teardown().await;
+}
+
+/// Reads served by the replica so far, by operation, from `/metrics`.
+async fn replica_reads(api: &poem::test::TestClient<impl poem::Endpoint>) -> BTreeMap<String, u64> {
+    let text = api.get("/metrics").send().await.0.into_body().into_string().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("db_reads_total{") && line.contains(r#"target="replica""#))
+        .filter_map(|line| {
+            let operation = line.split(r#"operation=""#).nth(1)?.split('"').next()?.to_owned();
+            Some((operation, line.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect()
 }

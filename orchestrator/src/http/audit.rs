@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::role::{Admin, Needs};
 use super::{
     Tag,
+    consistency::MayLag,
     input::{Id, Line},
     page::{self, IdCursor, Limit, page_of},
     problem::{ApiResult, UNAVAILABLE},
@@ -44,6 +45,7 @@ impl AuditApi {
         to: Query<Option<DateTime<Utc>>>,
         limit: Query<Option<Limit>>,
         cursor: Query<Option<IdCursor>>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
     ) -> ApiResult<Json<AuditPage>, UNAVAILABLE> {
         let fetch = page::fetch_limit(limit.0);
         let filter = Filter {
@@ -54,8 +56,12 @@ impl AuditApi {
             from: from.0,
             to: to.0,
         };
-        let mut conn = self.ctx.pool.acquire().await?;
-        let rows = audit::list(&mut conn, &filter, fetch).await?;
+        let rows = lag
+            .run(&self.ctx.reads, "listAudit", |pool| {
+                let filter = filter.clone();
+                async move { audit::list(&mut *pool.acquire().await?, &filter, fetch).await }
+            })
+            .await?;
         let (items, next_cursor) = page::split(rows, fetch, |r| r.id.to_string());
         Ok(Json(AuditPage { items, next_cursor }))
     }

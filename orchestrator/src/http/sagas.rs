@@ -588,45 +588,15 @@ impl SagasApi {
 
     /// Saga counts, the oldest open saga, and step latency
     #[oai(path = "/sagas/stats", method = "get", operation_id = "sagaStats")]
-    async fn stats(&self, _role: Needs<Operator>) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
-        let mut conn = self.ctx.pool.acquire().await?;
-        let counts = store::count_by_state(&mut conn).await?;
-        let totals = sqlx::query!(
-            r#"SELECT count(*) FILTER (WHERE closed_at IS NULL) AS "open!",
-                      count(*) FILTER (WHERE saga_stuck(awaits, closed_at, deadline_at)) AS "stuck!"
-               FROM saga WHERE closed_at IS NULL OR awaits = 'operator'"#
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        let oldest_open = sqlx::query_as!(
-            OldestSaga,
-            r#"SELECT id, kind, state, created_at,
-                      extract(epoch FROM now() - created_at)::float8 AS "age_seconds!"
-               FROM saga WHERE closed_at IS NULL ORDER BY created_at LIMIT 1"#
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
-        let step_latency = sqlx::query_as!(
-            StepLatency,
-            r#"SELECT s.kind, t.from_state AS "from!", t.to_state AS "to", count(*) AS "count!",
-                      percentile_cont(0.5) WITHIN GROUP (ORDER BY t.took_ms) AS "p50_ms!",
-                      percentile_cont(0.95) WITHIN GROUP (ORDER BY t.took_ms) AS "p95_ms!",
-                      percentile_cont(0.99) WITHIN GROUP (ORDER BY t.took_ms) AS "p99_ms!"
-               FROM saga_transition t JOIN saga s ON s.id = t.saga_id
-               WHERE t.took_ms IS NOT NULL AND t.at > now() - make_interval(secs => $1)
-               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"#,
-            LATENCY_WINDOW_SECONDS as f64
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(Json(SagaStats {
-            counts: counts.into_iter().map(|c| StateCount { kind: c.kind, state: c.state, count: c.count }).collect(),
-            open: totals.open,
-            stuck: totals.stuck,
-            oldest_open,
-            step_latency,
-            window_seconds: LATENCY_WINDOW_SECONDS,
-        }))
+    async fn stats(
+        &self,
+        _role: Needs<Operator>,
+        #[oai(name = "Consistency-Token")] lag: MayLag,
+    ) -> ApiResult<Json<SagaStats>, UNAVAILABLE> {
+        let stats = lag
+            .run(&self.ctx.reads, "sagaStats", |pool| async move { saga_stats(&mut *pool.acquire().await?).await })
+            .await?;
+        Ok(Json(stats))
     }
 
     /// Get a saga: its timeline, the command it waits on, and its messages
@@ -712,4 +682,45 @@ impl ReplenishmentsApi {
         let saga_id = inventory::start_replenishment(&self.ctx, &mut conn, &audit, start).await?;
         Ok(Created::Saga(Json(saga_detail(&mut conn, &self.ctx, saga_id).await?)))
     }
+}
+
+/// Saga counts by kind and state, the open and stuck ones, the oldest open, and step latency.
+async fn saga_stats(conn: &mut PgConnection) -> sqlx::Result<SagaStats> {
+    let counts = store::count_by_state(&mut *conn).await?;
+    let totals = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE closed_at IS NULL) AS "open!",
+                  count(*) FILTER (WHERE saga_stuck(awaits, closed_at, deadline_at)) AS "stuck!"
+           FROM saga WHERE closed_at IS NULL OR awaits = 'operator'"#
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let oldest_open = sqlx::query_as!(
+        OldestSaga,
+        r#"SELECT id, kind, state, created_at,
+                  extract(epoch FROM now() - created_at)::float8 AS "age_seconds!"
+           FROM saga WHERE closed_at IS NULL ORDER BY created_at LIMIT 1"#
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let step_latency = sqlx::query_as!(
+        StepLatency,
+        r#"SELECT s.kind, t.from_state AS "from!", t.to_state AS "to", count(*) AS "count!",
+                  percentile_cont(0.5) WITHIN GROUP (ORDER BY t.took_ms) AS "p50_ms!",
+                  percentile_cont(0.95) WITHIN GROUP (ORDER BY t.took_ms) AS "p95_ms!",
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY t.took_ms) AS "p99_ms!"
+           FROM saga_transition t JOIN saga s ON s.id = t.saga_id
+           WHERE t.took_ms IS NOT NULL AND t.at > now() - make_interval(secs => $1)
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"#,
+        LATENCY_WINDOW_SECONDS as f64
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(SagaStats {
+        counts: counts.into_iter().map(|c| StateCount { kind: c.kind, state: c.state, count: c.count }).collect(),
+        open: totals.open,
+        stuck: totals.stuck,
+        oldest_open,
+        step_latency,
+        window_seconds: LATENCY_WINDOW_SECONDS,
+    })
 }
