@@ -16,7 +16,7 @@
 //!   database (`scripts/test` starts one), reads that may lag (stores and products, one by one and
 //!   listed) by 64 clients, on a deployment reading from the replica and on one reading from the
 //!   primary alone, in alternating order from run to run: the primary's CPU per read with and
-//!   without the replica;
+//!   without the replica. The replica's lag is sampled during each in-flight level too;
 //! - BENCH_HISTORY [0]: closed sagas stored before an extra run at the first in-flight level,
 //!   reported as a ratio to the same level on an empty database;
 //! - BENCH_RUNS [3]: runs, each on a fresh deployment; every figure is the median of the runs.
@@ -481,6 +481,53 @@ async fn list_reads_figures(url: &str, stores: usize, products: usize, count: us
     Value::Object(figures)
 }
 
+/// The replica's lag while a phase writes, sampled every 100 ms from the primary's
+/// `pg_stat_replication`: how far its replay is behind, in time (`replay_lag`: from a commit's
+/// flush on the primary to its replay, none when all is replayed) and in bytes of log.
+struct ReplicaLag {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl ReplicaLag {
+    fn sample(pool: sqlx::PgPool) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let sample: Option<(f64, f64)> = sqlx::query_as(
+                    "SELECT COALESCE(max(extract(epoch FROM replay_lag)) * 1000, 0)::float8,
+                            COALESCE(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), 0)::float8
+                     FROM pg_stat_replication WHERE application_name <> 'pg_receivewal'",
+                )
+                .fetch_optional(&pool)
+                .await
+                .ok()
+                .flatten();
+                samples.extend(sample);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            samples
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Value {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.task.await.unwrap_or_default();
+        let mut ms: Vec<f64> = samples.iter().map(|s| s.0).collect();
+        let mut kib: Vec<f64> = samples.iter().map(|s| s.1 / 1024.0).collect();
+        ms.sort_by(f64::total_cmp);
+        kib.sort_by(f64::total_cmp);
+        json!({
+            "samples": samples.len(),
+            "replay_lag_ms": { "p50": round(percentile(&ms, 50.0)), "p99": round(percentile(&ms, 99.0)), "max": round(ms.last().copied().unwrap_or(0.0)) },
+            "behind_kib": { "p50": round(percentile(&kib, 50.0)), "max": round(kib.last().copied().unwrap_or(0.0)) },
+        })
+    }
+}
+
 /// Waits until the deployment reports its replica up, so that the reads measured go to it.
 async fn replica_serving(system: &System) {
     support::eventually(Duration::from_secs(30), "the replica to serve reads", || async {
@@ -525,9 +572,14 @@ async fn main() {
         report.insert("in_flight_1".into(), saga_figures(&one));
         let mut first_level = None;
         for &level in &levels {
+            let sampler = replica.is_some().then(|| ReplicaLag::sample(system.pool.clone()));
             let phase = replenish(&system, &endings, &pairs, sagas, level, run as u64 * 7919 + level as u64).await;
             first_level.get_or_insert(phase.measured.per_sec);
-            report.insert(format!("in_flight_{level}"), saga_figures(&phase));
+            let mut figures = saga_figures(&phase);
+            if let Some(sampler) = sampler {
+                figures["replica_lag"] = sampler.finish().await;
+            }
+            report.insert(format!("in_flight_{level}"), figures);
         }
 
         // Orders of one unit, spread over the grid; each leaves a fulfilment saga waiting for a picker.
