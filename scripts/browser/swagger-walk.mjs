@@ -81,6 +81,9 @@ try {
   }
 
   const store = await tryOut("post", "/stores");
+  // Listed at once, even when a read replica serves the list: a key reads its own writes.
+  const stores = await tryOut("get", "/stores", { limit: "500" });
+  if (!stores.items.some((listed) => listed.id === store.id)) throw new Error("the new store is not in the list");
   const product = await tryOut("post", "/products");
   const ids = { store_id: store.id, product_id: product.id };
   await tryOut("put", "/warehouse/stock/{product_id}", { product_id: product.id });
