@@ -322,6 +322,26 @@ async fn reads_that_may_lag_follow_the_replica_and_the_token() {
     let health: Value = health.0.into_body().into_json().await.unwrap();
     assert_eq!(health["checks"]["replica"]["status"], "down");
     drop(app);
+
+    // A replica URL naming another database of the replica (a mistake in the URL): never read.
+    let other = replica_url.rsplit_once('/').map(|(server, _)| format!("{server}/postgres")).unwrap();
+    env.config.vars.set("DATABASE_REPLICA_URL", other);
+    let app = env.start(Roles { api: true, engine: false, workers: Vec::new() }, RelayFaults::default()).await;
+    let reads = app.context().reads.clone();
+    let api = client(&app, ADMIN_KEY);
+    eventually(Duration::from_secs(5), "the other database to be found no copy of this one", || async {
+        (reads.replica_state()?.avoided == Some(Fallback::Mismatch)).then_some(())
+    })
+    .await;
+    for path in ["/stores", "/products", "/sagas", "/stock-movements"] {
+        api.get(path).send().await.assert_status_is_ok();
+    }
+    let health: Value = api.get("/health/ready").send().await.0.into_body().into_json().await.unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["checks"]["replica"]["reason"].as_str()),
+        (Some("ok"), Some("mismatch"))
+    );
+    drop(app);
     env.teardown().await;
 }
 

@@ -434,21 +434,19 @@ async fn soak(stores: usize, products: usize, seconds: u64) -> Value {
     json!({ "soak_seconds": seconds, "samples": samples })
 }
 
-/// Reads that may lag, on a deployment reading from the replica at `url` and on one reading from
+/// Reads that may lag, on a deployment reading from the replica and on one reading from
 /// the primary alone (which goes first alternates with `run`): reads/s, latency, and CPU per read
 /// of every process, the primary's and the replica's apart.
-async fn list_reads_figures(url: &str, stores: usize, products: usize, count: usize, run: usize) -> Value {
+async fn list_reads_figures(stores: usize, products: usize, count: usize, run: usize) -> Value {
     let mut figures = serde_json::Map::new();
-    let mut setups = vec![("with_replica", Some(url)), ("primary_only", None)];
+    let mut setups = vec![("with_replica", true), ("primary_only", false)];
     if run.is_multiple_of(2) {
         setups.reverse();
     }
     for (name, replica) in setups {
-        let extra: Vec<(&str, String)> =
-            replica.map(|url| ("DATABASE_REPLICA_URL", url.to_owned())).into_iter().collect();
-        let system = System::start(&extra).await;
+        let system = if replica { System::start_with_replica().await } else { System::start(&[]).await };
         let pairs = seed(&system, stores, products).await;
-        if replica.is_some() {
+        if replica {
             replica_serving(&system).await;
         }
         let stores: Vec<Uuid> = pairs.iter().map(|(s, _)| *s).collect::<HashSet<_>>().into_iter().collect();
@@ -645,8 +643,8 @@ async fn main() {
             platform::messaging::close(&connection, "done").await;
             system.stop().await;
         }
-        if let Some(url) = replica.as_ref().filter(|_| list_reads > 0) {
-            report.insert("list_reads".into(), list_reads_figures(url, stores, products, list_reads, run).await);
+        if replica.is_some() && list_reads > 0 {
+            report.insert("list_reads".into(), list_reads_figures(stores, products, list_reads, run).await);
         }
         eprintln!("run {run}/{runs}: {}", Value::Object(report.clone()));
         reports.push(Value::Object(report));

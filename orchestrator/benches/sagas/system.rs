@@ -64,7 +64,19 @@ impl System {
     /// Starts the release binary with the production defaults, except that no rate limit stops
     /// the benchmark's clients and `extra` environment variables on top.
     pub async fn start(extra: &[(&str, String)]) -> Self {
-        let env = TestEnv::new().await;
+        Self::start_in(TestEnv::new().await, extra).await
+    }
+
+    /// [`System::start`], reading that may lag from the replica `DATABASE_REPLICA_URL` names, in
+    /// this deployment's database there.
+    pub async fn start_with_replica() -> Self {
+        let mut env = TestEnv::new().await;
+        env.use_replica();
+        let url = env.config.vars.get("DATABASE_REPLICA_URL").expect("use_replica set it").to_owned();
+        Self::start_in(env, &[("DATABASE_REPLICA_URL", url)]).await
+    }
+
+    async fn start_in(env: TestEnv, extra: &[(&str, String)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");

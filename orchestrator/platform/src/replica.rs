@@ -125,6 +125,9 @@ pub enum Fallback {
     Lagging,
     /// Not yet past the client's consistency token.
     Behind,
+    /// Not a copy of the primary's database: another cluster, or another database of it
+    /// (`DATABASE_REPLICA_URL` names the wrong one).
+    Mismatch,
     /// The read failed on the replica in a way that passes (a broken connection, a server
     /// shutting down), and ran again on the primary.
     Failed,
@@ -293,37 +296,62 @@ async fn check(primary: PgPool, replica: Arc<Replica>, mut shutdown: Shutdown) {
             () = shutdown.wait() => return,
         }
         let timeout = replica.settings.timeout;
+        // Each side's identity too: the cluster's system identifier, which a streaming copy
+        // shares, and the database. Reads from anything else would answer about other data.
         let position = tokio::time::timeout(timeout, async {
-            let primary: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text").fetch_one(&primary).await?;
-            let (replayed, paused): (Option<String>, bool) =
-                sqlx::query_as("SELECT pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused()")
-                    .fetch_one(&replica.pool)
-                    .await?;
-            Ok::<_, sqlx::Error>((primary, replayed, paused))
+            let (primary, primary_is) = sqlx::query_as(
+                "SELECT pg_current_wal_lsn()::text,
+                        (SELECT system_identifier FROM pg_control_system())::text, current_database()::text",
+            )
+            .fetch_one(&primary)
+            .await
+            .map(|(lsn, system, database): (String, String, String)| (lsn, (system, database)))?;
+            let (replayed, paused, replica_is) = sqlx::query_as(
+                "SELECT pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused(),
+                        (SELECT system_identifier FROM pg_control_system())::text, current_database()::text",
+            )
+            .fetch_one(&replica.pool)
+            .await
+            .map(|(lsn, paused, system, database): (Option<String>, bool, String, String)| {
+                (lsn, paused, (system, database))
+            })?;
+            Ok::<_, sqlx::Error>((primary, replayed, paused, primary_is == replica_is))
         })
         .await;
         let now = Instant::now();
         let next = match position {
-            Ok(Ok((primary, Some(replayed), paused))) => match (primary.parse::<Lsn>(), replayed.parse::<Lsn>()) {
-                (Ok(primary), Ok(replayed)) => {
-                    if written.back().is_none_or(|(_, last)| *last < primary) {
-                        written.push_back((now, primary));
-                    }
-                    while written.front().is_some_and(|(_, position)| *position <= replayed) {
-                        written.pop_front();
-                    }
-                    let lag = written.front().map_or(Duration::ZERO, |(at, _)| now - *at);
-                    let avoided = if paused {
-                        Some(Fallback::Paused)
-                    } else if lag > replica.settings.max_lag {
-                        Some(Fallback::Lagging)
-                    } else {
-                        None
-                    };
-                    ReplicaState { avoided, replayed, lag }
+            Ok(Ok((_, _, _, false))) => {
+                let last = *replica.state.read().expect("not poisoned");
+                if last.avoided != Some(Fallback::Mismatch) {
+                    tracing::error!(
+                        "DATABASE_REPLICA_URL names no copy of DATABASE_URL's database (another cluster, or another \
+                         database): reads stay on the primary"
+                    );
                 }
-                _ => down(&replica),
-            },
+                ReplicaState { avoided: Some(Fallback::Mismatch), ..last }
+            }
+            Ok(Ok((primary, Some(replayed), paused, true))) => {
+                match (primary.parse::<Lsn>(), replayed.parse::<Lsn>()) {
+                    (Ok(primary), Ok(replayed)) => {
+                        if written.back().is_none_or(|(_, last)| *last < primary) {
+                            written.push_back((now, primary));
+                        }
+                        while written.front().is_some_and(|(_, position)| *position <= replayed) {
+                            written.pop_front();
+                        }
+                        let lag = written.front().map_or(Duration::ZERO, |(at, _)| now - *at);
+                        let avoided = if paused {
+                            Some(Fallback::Paused)
+                        } else if lag > replica.settings.max_lag {
+                            Some(Fallback::Lagging)
+                        } else {
+                            None
+                        };
+                        ReplicaState { avoided, replayed, lag }
+                    }
+                    _ => down(&replica),
+                }
+            }
             // Not a replica at all (`pg_last_wal_replay_lsn()` is null on a primary), unreachable,
             // failing or too slow: avoided until a check passes.
             _ => down(&replica),
