@@ -489,10 +489,9 @@ ensure_replica() {
     if [[ "${PROVIDED_BY[postgres]:-}" == compose ]]; then
         "${COMPOSE[@]}" up -d postgres-replica
     else
-        local bin dir
-        bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1)"
-        [[ -x "$bin/pg_basebackup" ]] ||
-            die "no Postgres server binaries to run the replica with: install Debian's postgresql"
+        local basebackup pg_ctl dir
+        basebackup="$(server_bin pg_basebackup)"
+        pg_ctl="$(server_bin pg_ctl)"
         dir="$(replica_dir)"
         if [[ ! -s "$dir/PG_VERSION" ]]; then
             log "copying the primary at $PG_HOST:$PG_PORT into $dir (pg_basebackup -R)"
@@ -500,14 +499,14 @@ ensure_replica() {
             mkdir -p "$dir"
             [[ "$(id -u)" == 0 ]] && chown postgres: "$dir"
             chmod 700 "$dir"
-            local copy=(env PGPASSWORD="$PG_PASS" "$bin/pg_basebackup" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER"
+            local copy=(env PGPASSWORD="$PG_PASS" "$basebackup" -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER"
                 -D "$dir" -R -X stream -c fast)
             replication_client "${copy[@]}" ||
                 die "pg_basebackup failed (above); or set DATABASE_REPLICA_URL to a replica"
             complete_config "$dir"
         fi
-        log "starting the replica on port $port: $bin/pg_ctl -D $dir start"
-        as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/replica.log" -w -t "$SERVICES_TIMEOUT" \
+        log "starting the replica on port $port: $pg_ctl -D $dir start"
+        as_postgres "$pg_ctl" -D "$dir" -l "$dir/replica.log" -w -t "$SERVICES_TIMEOUT" \
             -o "-p $port -c listen_addresses=$host -k $dir" start >/dev/null ||
             die "the replica did not start: see $dir/replica.log"
     fi

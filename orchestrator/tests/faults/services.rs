@@ -117,7 +117,7 @@ impl Private {
         assert_eq!(self.service, Service::Postgres, "only Postgres is backed up");
         assert!(!self.up, "stop the lost server first");
         let (data, port) = (self.dir.join("restored"), free_port());
-        let mut restore = scripts("restore", backups, &self.url());
+        let mut restore = scripts("restore", &backups.dir, &self.url());
         restore.arg("--into").arg(&data).args(["--to", point, "--port", &port.to_string()]);
         eprintln!("restoring the suite's own Postgres to {point}");
         tokio::task::block_in_place(|| run(restore));
@@ -240,16 +240,14 @@ impl Backups {
         let dir = postgres.dir.join("backups");
         std::fs::create_dir_all(&dir).expect("can create the backup directory");
         let log = std::fs::File::create(postgres.dir.join("wal-receiver.log")).expect("can create a log file");
-        let mut this = Self { dir, receiver: Command::new("true").spawn().expect("can run true") };
-        let mut wal = scripts("backup", &this, &postgres.url());
+        let mut wal = scripts("backup", &dir, &postgres.url());
         wal.arg("wal").stdout(log.try_clone().expect("can share the log file")).stderr(log);
-        this.receiver = wal.spawn().expect("can start the WAL receiver");
-        this
+        Self { receiver: wal.spawn().expect("can start the WAL receiver"), dir }
     }
 
     /// Takes a base backup now, and returns once it is whole and verified.
     pub fn base(&self, postgres: &Private) {
-        let mut base = scripts("backup", self, &postgres.url());
+        let mut base = scripts("backup", &self.dir, &postgres.url());
         base.arg("base");
         tokio::task::block_in_place(|| run(base));
     }
@@ -283,11 +281,11 @@ impl Drop for Backups {
     }
 }
 
-/// `scripts/<name>` with the backups of `backups` and the server at `url`.
-fn scripts(name: &str, backups: &Backups, url: &str) -> Command {
+/// `scripts/<name>` with the backups in `dir` and the server at `url`.
+fn scripts(name: &str, dir: &Path, url: &str) -> Command {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate is in a workspace");
     let mut command = Command::new("bash");
-    command.arg(root.join("scripts").join(name)).env("BACKUP_DIR", &backups.dir).env("DATABASE_URL", url);
+    command.arg(root.join("scripts").join(name)).env("BACKUP_DIR", dir).env("DATABASE_URL", url);
     command
 }
 
